@@ -1,0 +1,142 @@
+"""The ``sfc`` command. Bad input exits 2 with a one-line message; progress bars go to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .errors import SFCError
+
+DEFAULTS = {
+    "model": None, "sae": None, "data": "toy/sva-rc", "split": "test", "metric": None, "method": "ig", "steps": 10,
+    "node_threshold": 0.1, "edge_threshold": 0.01, "aggregation": "sum", "batch_size": 16, "device": None,
+    "n_examples": 40, "out": "sfc-out", "edges": True,
+}
+
+
+def _load_config(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SFCError(f"config file {path!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SFCError(f"config file {path!r} is not valid TOML ({exc})") from None
+    raw = raw.get("discover", raw)
+    config = {k.replace("-", "_"): v for k, v in raw.items()}
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise SFCError(f"config file {path!r}: unknown key {unknown[0]!r}")
+    return config
+
+
+def _settings(args) -> dict:
+    """Command line over config file over defaults."""
+    config = _load_config(args.config)
+    return {k: getattr(args, k) if getattr(args, k, None) is not None else config.get(k, default) for k, default in DEFAULTS.items()}
+
+
+def _load_world(s: dict):
+    """The model and SAEs named by the settings (the shipped toy world by default)."""
+    from .models import load_model_spec, load_sae_spec
+
+    if s["model"] is None and s["sae"] is None:
+        from . import toy
+
+        return toy.load(device=s["device"]), "toy"
+    if s["model"] is None or not s["sae"]:
+        raise SFCError("give both --model and --sae (or neither, for the toy world)")
+    model = load_model_spec(s["model"], s["device"])
+    specs = [s["sae"]] if isinstance(s["sae"], str) else list(s["sae"])
+    saes = [sae for spec in specs for sae in load_sae_spec(spec, s["device"])]
+    return (model, saes), s["model"]
+
+
+def cmd_discover(args) -> int:
+    from .circuit import write_atomic
+    from .data import load_dataset
+    from .discovery import discover
+
+    s = _settings(args)
+    started = time.perf_counter()
+    (model, saes), model_name = _load_world(s)
+    records = load_dataset(s["data"], s["split"])
+    circuit = discover(model, saes, records, metric=s["metric"], method=s["method"], steps=s["steps"],
+                       node_threshold=s["node_threshold"], edge_threshold=s["edge_threshold"],
+                       aggregation=s["aggregation"], edges=s["edges"], batch_size=s["batch_size"],
+                       n_examples=s["n_examples"], progress=not args.quiet,
+                       provenance={"dataset": s["data"], "split": s["split"], "model_source": model_name,
+                                   "sae_sources": s["sae"] or "toy"})
+    out = Path(s["out"])
+    circuit.to_json(out / "circuit.json")
+    write_atomic(out / "circuit.dot", circuit.to_dot())
+    print(circuit.summary())
+    print(f"time: {time.perf_counter() - started:.1f}s")
+    print(f"wrote {out / 'circuit.json'} and {out / 'circuit.dot'}")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from .plugins import REGISTRIES, registry
+
+    for kind in REGISTRIES:
+        print(f"{kind}s:")
+        for name, entry in sorted(registry(kind).items()):
+            print(f"  {name:<24} {entry.plugin}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfc", description="Sparse Feature Circuits for SAELens / TransformerLens")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("discover", help="discover a circuit (default: across-RC agreement on the shipped toy world)")
+    d.add_argument("--model", help="model directory (sfc_plugin.models.save_model) or TransformerLens name")
+    d.add_argument("--sae", action="append", help="SAELens SAE directory, directory of SAE directories, or release:sae_id (repeatable)")
+    d.add_argument("--data", help="dataset name (e.g. toy/sva-rc) or JSON-lines file of pair records")
+    d.add_argument("--split", help="dataset split for named datasets (default test)")
+    d.add_argument("--metric", help="metric name (default logit_diff with patch answers, else logprob)")
+    d.add_argument("--method", help="attribution method: atp, ig, exact or a plugin's (default ig)")
+    d.add_argument("--steps", type=int, help="integrated-gradient steps (default 10)")
+    d.add_argument("--node-threshold", type=float, help="keep nodes with |effect| above this (default 0.1)")
+    d.add_argument("--edge-threshold", type=float, help="keep edges with |weight| above this (default 0.01)")
+    d.add_argument("--aggregation", choices=["sum", "none"], help="sum over positions, or keep positions (default sum)")
+    d.add_argument("--batch-size", type=int, help="examples per batch (default 16)")
+    d.add_argument("--device", help="torch device (default: the model's)")
+    d.add_argument("--n-examples", type=int, help="use the first N examples (default 40)")
+    d.add_argument("--no-edges", dest="edges", action="store_const", const=False, help="nodes only")
+    d.add_argument("-o", "--out", help="output directory (default ./sfc-out)")
+    d.add_argument("--config", help="TOML file with any of these options (keys as the long option names)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_discover)
+
+    p = sub.add_parser("plugins", help="list registered methods, metrics, datasets and exporters with their plugins")
+    p.set_defaults(func=cmd_plugins)
+
+    from .toy.cli import add_parser as add_toy
+
+    add_toy(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        return args.func(args)
+    except SFCError as exc:
+        print(f"sfc: error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

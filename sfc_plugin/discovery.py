@@ -1,0 +1,174 @@
+"""``discover``: data → activations → node effects → node selection → edge effects → Circuit."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+
+from .attribution import AttributionContext, NodeEffects
+from .attribution.edges import NodeSet, edge_effects
+from .circuit import Circuit, Edge, Node, node_id
+from .data import Batch, resolve_records, tokenize
+from .errors import SFCError
+from .metrics import resolve_metric
+from .models import saes_by_hook
+from .plugins import lookup
+from .splice import Submodule, activations, build_submodules, frozen, zero_acts
+
+AGGREGATIONS = ("sum", "none")
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False)
+
+
+def _aggregate(t: torch.Tensor, has_pos: bool, aggregation: str, what: str) -> torch.Tensor:
+    """Sum over examples, and over positions for ``sum``."""
+    if aggregation == "sum":
+        return (t.sum(1) if has_pos else t).sum(0)
+    if not has_pos:
+        raise SFCError(f"{what} gives effects summed over positions; aggregation 'none' needs per-position effects")
+    return t.sum(0)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("sfc-plugin", "torch", "sae-lens", "transformer-lens"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def _sae_info(sub: Submodule) -> dict[str, Any]:
+    meta = getattr(sub.sae.cfg, "metadata", None)
+    info = {"submodule": sub.name, "hook": sub.hook, "d_sae": sub.d_sae,
+            "architecture": sub.sae.cfg.architecture()}
+    for key in ("release", "sae_id", "neuronpedia_id", "model_name"):
+        value = getattr(meta, key, None) if meta is not None else None
+        if value is not None:
+            info[key] = value
+    return info
+
+
+def _select(subs, feat_eff, err_eff, threshold: float, aggregation: str) -> dict[str, NodeSet]:
+    nodes = {}
+    for s in subs:
+        fe, ee = feat_eff[s.name], err_eff[s.name]
+        if aggregation == "sum":
+            feat = (fe.abs() > threshold).nonzero().flatten()
+            nodes[s.name] = NodeSet(feat, None, [None] if abs(float(ee)) > threshold else [])
+        else:
+            pos, feat = (fe.abs() > threshold).nonzero().unbind(1)
+            nodes[s.name] = NodeSet(feat, pos, (ee.abs() > threshold).nonzero().flatten().tolist())
+    return nodes
+
+
+def _node_ids(sub: Submodule, ns: NodeSet) -> list[str]:
+    pos = [None] * ns.feat.numel() if ns.feat_pos is None else ns.feat_pos.tolist()
+    return [node_id(sub.name, j, t) for j, t in zip(ns.feat.tolist(), pos)] + [node_id(sub.name, None, t) for t in ns.err_pos]
+
+
+def discover(model, saes, data, *, metric: str | Callable | None = None, method: str | Callable = "ig", steps: int = 10,
+             node_threshold: float = 0.1, edge_threshold: float = 0.01, aggregation: str = "sum", edges: bool = True,
+             batch_size: int | None = None, device: str | None = None, pm=None, n_examples: int | None = None,
+             progress: bool = True, provenance: dict | None = None) -> Circuit:
+    """Discover the sparse feature circuit of ``model`` for the behaviour in ``data``.
+
+    ``saes`` is ``{hook_name: SAE}`` or a sequence of SAELens SAEs; ``data`` a sequence of pair records,
+    a JSON-lines path or a registered dataset name. Nodes are SAE features and error terms whose
+    mean indirect effect (clean → patch; zero ablation without patch prompts) has magnitude above
+    ``node_threshold``; edges between them above ``edge_threshold``.
+    """
+    started = time.perf_counter()
+    if aggregation not in AGGREGATIONS:
+        raise SFCError(f"unknown aggregation {aggregation!r} (known: sum, none)")
+    if int(steps) < 1:
+        raise SFCError(f"steps must be at least 1, got {steps!r}")
+    method_fn, method_name = (method, getattr(method, "__name__", "custom")) if callable(method) else (lookup("method", method, pm), method)
+    if device is not None:
+        model.to(device)
+    subs = build_submodules(model, saes_by_hook(saes))
+    records = resolve_records(data, n_examples, pm)
+    dev = next(model.parameters()).device
+    full = tokenize(model, records, dev)
+    if aggregation == "none" and int(full.last.min()) != int(full.last.max()):
+        raise SFCError("aggregation 'none' needs prompts of equal token length")
+    metric_fn, metric_name = resolve_metric(metric, full.patch_answer is not None, pm)
+    batches = list(full.split(int(batch_size or 16)))
+    n = len(full)
+
+    def contexts():
+        for b in batches:
+            clean = activations(model, subs, b.clean)
+            patch = activations(model, subs, b.patch) if b.patch is not None else zero_acts(subs, clean)
+            yield b, AttributionContext(model, subs, b, metric_fn, clean, patch, int(steps), aggregation)
+
+    feat_eff = {s.name: 0.0 for s in subs}
+    err_eff = {s.name: 0.0 for s in subs}
+    grads: list[dict[str, torch.Tensor] | None] = []
+    total = 0.0
+    with frozen(model):
+        for b, ctx in _progress(contexts(), len(batches), f"nodes ({method_name})", progress):
+            eff: NodeEffects = method_fn(ctx)
+            for s in subs:
+                fe, ee = eff.features[s.name], eff.errors[s.name]
+                feat_eff[s.name] = feat_eff[s.name] + _aggregate(fe, fe.dim() == 3, aggregation, method_name).detach()
+                err_eff[s.name] = err_eff[s.name] + _aggregate(ee, ee.dim() == 2, aggregation, method_name).detach()
+            grads.append(eff.grads)
+            if b.patch is not None:
+                with torch.no_grad():
+                    total += float((metric_fn(model(b.patch), b) - metric_fn(model(b.clean), b)).sum())
+        feat_eff = {k: v / n for k, v in feat_eff.items()}
+        err_eff = {k: v / n for k, v in err_eff.items()}
+        nodes = _select(subs, feat_eff, err_eff, node_threshold, aggregation)
+        ids = {s.name: _node_ids(s, nodes[s.name]) for s in subs}
+        weights: dict[tuple[str, str], torch.Tensor] = {}
+        if edges and any(len(ns) for ns in nodes.values()):
+            for (b, ctx), g in _progress(zip(contexts(), grads), len(batches), "edges", progress):
+                g = g if g is not None else ctx.gradients([0.0])
+                for key, w in edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes).items():
+                    weights[key] = weights[key] + w if key in weights else w
+    circuit_nodes = [Node("y", None, None, None, "metric", None, None, None if full.patch is None else total / n)]
+    for s in subs:
+        ns = nodes[s.name]
+        fe, ee = feat_eff[s.name], err_eff[s.name]
+        values = (fe[ns.feat] if ns.feat_pos is None else fe[ns.feat_pos, ns.feat]).tolist()
+        values += [float(ee) if t is None else float(ee[t]) for t in ns.err_pos]
+        for nid, j, t, v in zip(ids[s.name], ns.feat.tolist() + [None] * len(ns.err_pos),
+                                (ns.feat_pos.tolist() if ns.feat_pos is not None else [None] * ns.feat.numel()) + ns.err_pos,
+                                values):
+            circuit_nodes.append(Node(nid, s.name, s.hook, s.layer, "feature" if j is not None else "error", j, t, float(v)))
+    circuit_edges = []
+    if edges:
+        means = {key: w / n for key, w in weights.items()}
+        last = subs[-1].name  # its direct path to the metric is its whole effect: edges to y = node effects
+        means[(last, "y")] = torch.tensor([[node.effect for node in circuit_nodes if node.submodule == last]])
+        for (u, d), w in means.items():
+            down = ["y"] if d == "y" else ids[d]
+            for i, j in (w.abs() > edge_threshold).nonzero().tolist():
+                circuit_edges.append(Edge(ids[u][j], down[i], float(w[i, j])))
+    circuit_edges.sort(key=lambda e: (e.target, e.source))
+    prov = {
+        "model": getattr(model.cfg, "model_name", None),
+        "block": "parallel" if getattr(model.cfg, "parallel_attn_mlp", False) else "sequential",
+        "saes": [_sae_info(s) for s in subs],
+        "dataset": str(data) if isinstance(data, str) else "(in memory)",
+        "n_examples": n,
+        "ablation": "zero" if full.patch is None else "patch",
+        "seed": None,
+        "versions": _versions(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    prov.update(provenance or {})
+    return Circuit(circuit_nodes, circuit_edges, None if full.patch is None else total / n, metric_name, method_name,
+                   int(steps) if method_name == "ig" else None, aggregation, float(node_threshold), float(edge_threshold), prov)

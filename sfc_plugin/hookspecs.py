@@ -1,0 +1,60 @@
+"""Every hook sfc_plugin calls. A plugin implements any of them with ``@sfc_plugin.hookimpl``.
+
+Each hook returns a ``{name: object}`` mapping that is merged into a typed registry; the built-in
+methods, metrics, datasets and exporters are registered through these same hooks. Third-party
+plugins are found through the ``sfc_plugin`` entry-point group::
+
+    # pyproject.toml of your distribution
+    [project.entry-points.sfc_plugin]
+    my_methods = "my_package.sfc_methods"
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("sfc_plugin")
+
+
+@hookspec
+def sfc_attribution_methods():
+    """Node-attribution methods: ``{name: fn(ctx: AttributionContext) -> NodeEffects}``.
+
+    ``ctx`` (see ``sfc_plugin.attribution.AttributionContext``) carries the model, the submodules,
+    the clean/patch activations of one batch and gradient helpers. Example::
+
+        @hookimpl
+        def sfc_attribution_methods():
+            def midpoint(ctx):
+                return ctx.effects_from_grads(ctx.gradients([0.5]))
+            return {"midpoint": midpoint}
+    """
+
+
+@hookspec
+def sfc_metrics():
+    """Metrics: ``{name: fn(logits, batch) -> tensor[batch]}``.
+
+    ``logits`` is ``[batch, pos, vocab]``; ``batch`` is a ``sfc_plugin.data.Batch`` (tokens, answer
+    ids, ``last`` = index of each prompt's last token). Example::
+
+        @hookimpl
+        def sfc_metrics():
+            return {"answer_logit": lambda logits, b: logits[b.rows, b.last, b.clean_answer]}
+    """
+
+
+@hookspec
+def sfc_datasets():
+    """Named pair datasets: ``{name: fn(split: str | None) -> list[dict]}`` of pair records.
+
+    Example: ``{"mine/agreement": lambda split: read_jsonl(f"agreement_{split or 'test'}.jsonl")}``.
+    """
+
+
+@hookspec
+def sfc_exporters():
+    """Circuit exporters: ``{format: fn(circuit, path, **options) -> None}``.
+
+    Example: ``{"csv": lambda circuit, path, **kw: write_edges_csv(circuit, path)}``.
+    """

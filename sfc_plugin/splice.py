@@ -1,0 +1,193 @@
+"""Submodules (SAE-bearing hooks), their SAEs' affine maps, activations, and the straight-through splice.
+
+The fast attribution path never puts an SAE inside the autograd graph: the splice ``x = decode(f) + ε``
+is the identity in value, so ``∇_f m = W_dec ∇_x m`` and ``∇_ε m = ∇_x m``. :func:`splice` is the
+reference implementation of the spliced model (used by plugins that want autograd over features, and
+by the tests that check the algebra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import SFCError
+
+SUPPORTED_ARCHITECTURES = {"standard", "topk", "jumprelu", "gated"}
+_LAYER_HOOK = re.compile(r"^blocks\.(\d+)\.hook_(attn_out|mlp_out|resid_post)$")
+_KIND = {"attn_out": "attn", "mlp_out": "mlp", "resid_post": "resid"}
+
+
+def submodule_name(hook: str) -> tuple[str, int]:
+    """``(name, layer)`` for a supported hook: ``embed`` (layer -1), ``attn_<l>``, ``mlp_<l>``, ``resid_<l>``."""
+    if hook in ("hook_embed", "blocks.0.hook_resid_pre"):
+        return "embed", -1
+    match = _LAYER_HOOK.match(hook)
+    if not match:
+        raise SFCError(
+            f"unsupported hook {hook!r}: SAEs must sit at hook_embed, blocks.0.hook_resid_pre or "
+            "blocks.<l>.hook_attn_out / hook_mlp_out / hook_resid_post"
+        )
+    layer = int(match.group(1))
+    return f"{_KIND[match.group(2)]}_{layer}", layer
+
+
+def _order(sub: "Submodule") -> tuple[int, int]:
+    return sub.layer, {"embed": 0, "attn": 1, "mlp": 2, "resid": 3}[sub.name.split("_")[0]]
+
+
+@dataclass
+class Submodule:
+    """One node set: an SAE at a hook, with the SAE's effective affine maps in the model's dtype.
+
+    ``W_enc`` is ``[d_model, d_sae]`` (the Jacobian of the pre-activation), ``W_dec`` ``[d_sae, d_model]``
+    and ``b_dec`` ``[d_model]``, so ``decode(f) = f @ W_dec + b_dec`` and ``∂f/∂x = mask ⊙ W_enc``.
+    """
+
+    name: str
+    hook: str
+    layer: int
+    sae: Any
+    W_enc: torch.Tensor
+    W_dec: torch.Tensor
+    b_dec: torch.Tensor
+
+    @property
+    def d_sae(self) -> int:
+        return self.W_dec.shape[0]
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sae.encode(x.to(self.sae.W_enc.dtype)).to(x.dtype)
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        return f @ self.W_dec + self.b_dec
+
+
+def _affine_maps(hook: str, sae, dtype, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    cfg = sae.cfg
+    arch = cfg.architecture() if callable(getattr(cfg, "architecture", None)) else getattr(cfg, "architecture", "?")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise SFCError(f"SAE at {hook!r} has architecture {arch!r}; supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}")
+    for field, ok in (("normalize_activations", "none"), ("reshape_activations", "none")):
+        if getattr(cfg, field, ok) != ok:
+            raise SFCError(f"SAE at {hook!r} has {field}={getattr(cfg, field)!r}; fold it into the weights first (only 'none' is supported)")
+    with torch.no_grad():
+        W_enc, W_dec, b_dec = sae.W_enc.detach(), sae.W_dec.detach(), sae.b_dec.detach()
+        if arch == "gated":
+            W_enc = W_enc * torch.exp(sae.r_mag.detach())[None, :]
+        if getattr(cfg, "rescale_acts_by_decoder_norm", False):
+            norms = W_dec.norm(dim=-1)
+            W_enc, W_dec = W_enc * norms[None, :], W_dec * norms[:, None]
+    cast = lambda t: t.to(device=device, dtype=dtype).contiguous()  # noqa: E731
+    return cast(W_enc), cast(W_dec), cast(b_dec)
+
+
+def build_submodules(model, saes: dict[str, Any]) -> list[Submodule]:
+    """Validated submodules in model order (embedding first, then attn, mlp, resid per layer)."""
+    if not saes:
+        raise SFCError("no SAEs given")
+    dtype, device = model.cfg.dtype, next(model.parameters()).device
+    subs = []
+    for hook, sae in saes.items():
+        if hook not in model.hook_dict:
+            raise SFCError(f"unknown hook {hook!r}: the model has no such hook point")
+        name, layer = submodule_name(hook)
+        if sae.cfg.d_in != model.cfg.d_model:
+            raise SFCError(f"SAE at {hook!r} has d_in={sae.cfg.d_in} but the model's d_model is {model.cfg.d_model}")
+        if sae.W_enc.device != device:
+            sae.to(device)
+        subs.append(Submodule(name, hook, layer, sae, *_affine_maps(hook, sae, dtype, device)))
+    names = [s.name for s in subs]
+    if len(set(names)) != len(names):
+        raise SFCError(f"two SAEs for one submodule among hooks {sorted(saes)}")
+    return sorted(subs, key=_order)
+
+
+@dataclass
+class Acts:
+    """A submodule's activation ``x`` ``[b, pos, d]``, its features ``f`` ``[b, pos, F]`` and error ``err``."""
+
+    x: torch.Tensor
+    f: torch.Tensor
+    err: torch.Tensor
+
+
+@torch.no_grad()
+def activations(model, subs: list[Submodule], tokens: torch.Tensor) -> dict[str, Acts]:
+    """Run the model once and encode every submodule's activation."""
+    hooks = {s.hook: s for s in subs}
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks, return_type="logits")
+    out = {}
+    for s in subs:
+        x = cache[s.hook]
+        f = s.encode(x)
+        out[s.name] = Acts(x, f, x - s.decode(f))
+    return out
+
+
+def zero_acts(subs: list[Submodule], clean: dict[str, Acts]) -> dict[str, Acts]:
+    """Zero ablation: ``f = 0, ε = 0``, so ``x = decode(0)``."""
+    out = {}
+    for s in subs:
+        c = clean[s.name]
+        out[s.name] = Acts(s.b_dec.expand_as(c.x).clone(), torch.zeros_like(c.f), torch.zeros_like(c.err))
+    return out
+
+
+@contextlib.contextmanager
+def frozen(model):
+    """Parameters temporarily ``requires_grad=False`` (gradients go to activations only)."""
+    params = list(model.parameters())
+    before = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
+
+
+@dataclass
+class SpliceState:
+    """What a spliced forward pass exposes: per hook, the features and error tensors used in it."""
+
+    features: dict[str, torch.Tensor]
+    errors: dict[str, torch.Tensor]
+
+
+@contextlib.contextmanager
+def splice(model, saes: dict[str, Any]):
+    """Splice SAEs into ``model`` (straight-through): at each hook ``x ↦ decode(f) + ε``.
+
+    ``f = encode(x)`` and ``ε = x - decode(f)`` stay in the autograd graph, so the forward value is
+    unchanged and gradients reaching upstream activations are the model's own. ``f`` and ``ε`` keep
+    their gradients (``state.features[hook].grad`` after a backward pass). Yields a :class:`SpliceState`.
+    """
+    from .models import saes_by_hook
+
+    saes = saes_by_hook(saes)
+    state = SpliceState({}, {})
+
+    def hook_fn(act, hook):
+        sae = saes[hook.name]
+        f = sae.encode(act)
+        if not f.requires_grad:  # nothing upstream requires grad: make the nodes leaves
+            f = f.detach().requires_grad_(True)
+        recon = sae.decode(f)
+        err = act - recon.detach() if not act.requires_grad else act - sae.decode(sae.encode(act))
+        if not err.requires_grad:
+            err = err.detach().requires_grad_(True)
+        for t in (f, err):
+            if not t.is_leaf:
+                t.retain_grad()
+        state.features[hook.name], state.errors[hook.name] = f, err
+        return recon + err
+
+    with model.hooks(fwd_hooks=[(h, hook_fn) for h in saes]):
+        yield state

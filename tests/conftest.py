@@ -1,0 +1,89 @@
+"""Tiny random models, SAEs and pair data built in the test (float64, seeded)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+WORDS = ["the", "a", "cat", "cats", "dog", "dogs", "near", "that", "likes", "like", "is", "are", "big", "old"]
+
+
+def make_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<bos>", "<pad>", "<unk>"] + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", pad_token="<pad>", unk_token="<unk>")
+    path = tmp_path / "tokenizer"
+    fast.save_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def make_model(tokenizer, n_layers=2, d_model=16, parallel=False, normalization="LN", seed=0):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(seed)
+    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=16, d_head=4, n_heads=d_model // 4,
+                                  d_mlp=4 * d_model, d_vocab=len(tokenizer), act_fn="gelu",
+                                  normalization_type=normalization, parallel_attn_mlp=parallel, dtype=torch.float64,
+                                  seed=seed)
+    model = HookedTransformer(cfg, tokenizer=tokenizer)
+    with torch.no_grad():  # larger weights than the default init, so effects are far from zero
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.5 / d_model**0.5 * 2)
+    return model.eval()
+
+
+def make_sae(hook, d_in=16, d_sae=32, arch="standard", seed=0):
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+
+    g = torch.Generator().manual_seed(seed)
+    if arch == "standard":
+        sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float64"))
+    elif arch == "topk":
+        sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=6, dtype="float64"))
+    else:
+        sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float64"))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g, dtype=torch.float64) * 0.4)
+        sae.b_enc.copy_(torch.randn(d_sae, generator=g, dtype=torch.float64) * 0.1)
+        sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=g, dtype=torch.float64) * 0.4)
+        sae.b_dec.copy_(torch.randn(d_in, generator=g, dtype=torch.float64) * 0.1)
+        if arch == "jumprelu":
+            sae.threshold.fill_(0.05)
+    sae.cfg.metadata.hook_name = hook
+    return sae
+
+
+def all_hooks(n_layers, embed="hook_embed"):
+    return [embed] + [f"blocks.{l}.hook_{k}" for l in range(n_layers) for k in ("attn_out", "mlp_out", "resid_post")]
+
+
+def make_saes(hooks, arch="standard", d_in=16):
+    return {h: make_sae(h, d_in=d_in, arch=arch, seed=i) for i, h in enumerate(hooks)}
+
+
+def make_records(n=6):
+    nouns = [("cat", "cats"), ("dog", "dogs")]
+    out = []
+    for (sg, pl), mid, adj in itertools.islice(itertools.product(nouns, ["near the dog", "that the cat likes", "near a cat"], ["big", "old"]), n):
+        for a, b, ca, pa in ((sg, pl, " is", " are"), (pl, sg, " are", " is")):
+            out.append({"clean_prefix": f"the {adj} {a} {mid}", "patch_prefix": f"the {adj} {b} {mid}",
+                        "clean_answer": ca, "patch_answer": pa, "case": "x"})
+    return out[:n]
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory):
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture
+def world(tokenizer):
+    model = make_model(tokenizer)
+    return model, make_saes(all_hooks(2)), make_records(6)
