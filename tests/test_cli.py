@@ -1,0 +1,111 @@
+"""`sfc discover` end to end on a saved tiny model, config files, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import sfc_plugin
+from sfc_plugin.cli import main
+from sfc_plugin.models import save_model
+
+from conftest import make_model, make_records, make_sae
+
+
+@pytest.fixture
+def files(tmp_path, tokenizer):
+    save_model(make_model(tokenizer), tmp_path / "model")
+    for hook in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.1.hook_attn_out"):
+        make_sae(hook).save_model(tmp_path / "saes" / hook)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in make_records(6)))
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def base(files, data=None, saes=None):
+    return ["discover", "--model", files / "model", "--sae", saes or files / "saes", "--data", data or files / "pairs.jsonl",
+            "-o", files / "out", "-q"]
+
+
+def test_discover_writes_circuit_and_summary(files, capsys):
+    code, out, err = run(capsys, *base(files), "--method", "atp", "--node-threshold", "0.02")
+    assert code == 0, err
+    circuit = sfc_plugin.Circuit.from_json(files / "out" / "circuit.json")
+    assert circuit.method == "atp" and circuit.node_threshold == 0.02 and circuit.provenance["n_examples"] == 6
+    assert {n.submodule for n in circuit.nodes if n.kind != "metric"} <= {"resid_0", "attn_1", "resid_1"}
+    assert "nodes:" in out and "edges:" in out and "total effect" in out and "time:" in out
+    assert (files / "out" / "circuit.dot").read_text().startswith("digraph")
+
+
+def test_config_file_and_command_line_override(files, capsys):
+    cfg = files / "run.toml"
+    cfg.write_text("method = 'atp'\nnode-threshold = 0.5\nedge_threshold = 0.2\nn_examples = 4\n")
+    code, _, err = run(capsys, *base(files), "--config", cfg, "--node-threshold", "0.03")
+    assert code == 0, err
+    circuit = sfc_plugin.Circuit.from_json(files / "out" / "circuit.json")
+    assert (circuit.method, circuit.node_threshold, circuit.edge_threshold) == ("atp", 0.03, 0.2)
+    assert circuit.provenance["n_examples"] == 4
+
+
+def write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("unknown_hook", "blocks.0.hook_bogus"),
+    ("width", "d_in=8"),
+    ("lengths", "the big cats cats near the dog"),
+    ("multitoken", "' is are'"),
+    ("empty", "no examples"),
+    ("method", "'bogus'"),
+    ("config_key", "'nodes'"),
+    ("corrupt_data", "not JSON"),
+])
+def test_bad_input_exits_2_with_one_line(files, capsys, case, needle):
+    argv = base(files)
+    rec = make_records(2)
+    if case == "unknown_hook":
+        make_sae("blocks.0.hook_bogus").save_model(files / "bad_sae")
+        argv = base(files, saes=files / "bad_sae")
+    elif case == "width":
+        make_sae("blocks.0.hook_mlp_out", d_in=8).save_model(files / "bad_sae")
+        argv = base(files, saes=files / "bad_sae")
+    elif case == "lengths":
+        rec[1]["patch_prefix"] = "the big cats cats near the dog"
+        argv = base(files, data=write(files / "bad.jsonl", rec))
+    elif case == "multitoken":
+        rec[1]["clean_answer"] = " is are"
+        argv = base(files, data=write(files / "bad.jsonl", rec))
+    elif case == "empty":
+        argv = base(files, data=write(files / "bad.jsonl", []))
+    elif case == "method":
+        argv += ["--method", "bogus"]
+    elif case == "config_key":
+        (files / "bad.toml").write_text("nodes = 3\n")
+        argv += ["--config", files / "bad.toml"]
+    elif case == "corrupt_data":
+        (files / "bad.jsonl").write_text('{"clean_prefix": "the cat"\n')
+        argv = base(files, data=files / "bad.jsonl")
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sfc: error:") and needle in lines[0], err
+    assert not (files / "out" / "circuit.json").exists()
+
+
+def test_corrupt_circuit_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "c.json"
+    bad.write_text('{"schema": "sfc-circuit/1", "nodes": [{"id": 1}]')
+    with pytest.raises(sfc_plugin.SFCError, match="not valid JSON"):
+        sfc_plugin.Circuit.from_json(bad)
+    bad.write_text('{"schema": "sfc-circuit/1", "nodes": [{"id": "a"}], "edges": []}')
+    with pytest.raises(sfc_plugin.SFCError, match="corrupt circuit"):
+        sfc_plugin.Circuit.from_json(bad)
