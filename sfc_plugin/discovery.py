@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from .attribution import AttributionContext, NodeEffects
+from .attribution.context import AttributionContext, NodeEffects
 from .attribution.edges import NodeSet, edge_effects
 from .circuit import Circuit, Edge, Node, node_id
 from .data import Batch, resolve_records, tokenize

@@ -20,7 +20,7 @@ hookspec = pluggy.HookspecMarker("sfc_plugin")
 def sfc_attribution_methods():
     """Node-attribution methods: ``{name: fn(ctx: AttributionContext) -> NodeEffects}``.
 
-    ``ctx`` (see ``sfc_plugin.attribution.AttributionContext``) carries the model, the submodules,
+    ``ctx`` (see ``sfc_plugin.attribution.context.AttributionContext``) carries the model, the submodules,
     the clean/patch activations of one batch and gradient helpers. Example::
 
         @hookimpl

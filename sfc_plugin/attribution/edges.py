@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..splice import Acts, Submodule
-from . import _chunks
+from .context import _chunks
 
 
 @dataclass
