@@ -58,3 +58,29 @@ def sfc_exporters():
 
     Example: ``{"csv": lambda circuit, path, **kw: write_edges_csv(circuit, path)}``.
     """
+
+
+@hookspec
+def sfc_ablations():
+    """Ablation values for evaluation: ``{name: fn(model, submodules, batch) -> {submodule: Acts}}``.
+
+    ``batch`` holds every evaluation example; the returned features/errors broadcast to
+    ``[n_examples, pos, ...]`` (e.g. ``[1, pos, F]`` for a per-position mean). Example::
+
+        @hookimpl
+        def sfc_ablations():
+            return {"half": lambda model, subs, batch: half_of_clean(model, subs, batch)}
+    """
+
+
+
+@hookspec
+def sfc_label_providers():
+    """Feature label providers: ``{name: fn(circuit, **kw) -> {node_id: label | {"label", "url", "tooltip"}}}``.
+
+    Used by ``sfc_plugin.export.apply_labels(circuit, name, **kw)``. Example::
+
+        @hookimpl
+        def sfc_label_providers():
+            return {"mine": lambda circuit, **kw: {n.id: my_db.get(n.id) for n in circuit.nodes if n.id in my_db}}
+    """

@@ -22,6 +22,7 @@ BUILTIN_PLUGINS = (
     "sfc_plugin.metrics",
     "sfc_plugin.data",
     "sfc_plugin.export",
+    "sfc_plugin.ablations",
     "sfc_plugin.toy.plugin",
 )
 
@@ -31,6 +32,7 @@ REGISTRIES = {
     "metric": "sfc_metrics",
     "dataset": "sfc_datasets",
     "exporter": "sfc_exporters",
+    "ablation": "sfc_ablations",
 }
 
 

@@ -1,0 +1,186 @@
+"""Faithfulness and completeness of a circuit under mean / zero / resample ablation (paper §3.2).
+
+``m(C)`` runs the model with every node outside ``C`` ablated, in one forward pass: at each
+submodule the (already modified) activation is re-encoded, features and error terms outside the
+circuit are replaced by their ablation values, and ``decode(f) + ε`` continues downstream.
+Node effects come from the circuit, so a threshold sweep never recomputes attribution.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Callable
+
+import torch
+
+from .circuit import Circuit
+from .data import resolve_records, tokenize
+from .errors import SFCError
+from .metrics import resolve_metric
+from .models import saes_by_hook
+from .plugins import lookup
+from .splice import Submodule, build_submodules
+
+
+def _effect_maps(circuit: Circuit, subs: list[Submodule], width: int):
+    """Per submodule: |effect| of features ``[pos?, F]`` and errors ``[pos?]`` (−inf where absent)."""
+    per_pos = circuit.aggregation == "none"
+    maps = {}
+    for s in subs:
+        shape_f = (width, s.d_sae) if per_pos else (s.d_sae,)
+        feat = torch.full(shape_f, -math.inf, dtype=torch.float64)
+        err = torch.full((width,) if per_pos else (), -math.inf, dtype=torch.float64)
+        maps[s.name] = [feat, err]
+    for n in circuit.nodes:
+        if n.kind == "metric" or n.submodule not in maps:
+            continue
+        target = maps[n.submodule][0 if n.kind == "feature" else 1]
+        index = tuple(i for i in ((n.position if per_pos else None), n.feature) if i is not None)
+        target[index] = abs(n.effect)
+    return maps
+
+
+def _thresholds(circuit: Circuit, maps, n: int) -> list[float]:
+    effects = torch.cat([torch.cat([f.flatten(), e.flatten()]) for f, e in maps.values()])
+    effects = effects[torch.isfinite(effects)]
+    if effects.numel() == 0:
+        return [circuit.node_threshold]
+    lo, hi = max(circuit.node_threshold, float(effects.min()) * 0.999, 1e-6), float(effects.max())
+    return sorted({lo * (hi / lo) ** (i / max(n - 1, 1)) for i in range(n)} | {circuit.node_threshold})
+
+
+def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = "mean", thresholds=None,
+             start_layer: int = 0, include_errors: bool = True, metric=None, n_thresholds: int = 15,
+             batch_size: int | None = None, n_examples: int | None = None, pm=None, progress: bool = True) -> dict[str, Any]:
+    """Faithfulness ``(m(C) − m(∅)) / (m(M) − m(∅))`` and completeness ``(m(M∖C) − m(∅)) / (m(M) − m(∅))``.
+
+    Returns the ``faithfulness.json`` structure: the circuit's own point and one point per node
+    threshold (log-spaced over the circuit's effects by default). ``start_layer``: submodules below
+    it are never ablated. ``include_errors=False``: error terms are ablated everywhere but in ``M``.
+    """
+    from tqdm.auto import tqdm
+
+    subs = build_submodules(model, saes_by_hook(saes))
+    missing = {n.submodule for n in circuit.nodes if n.kind != "metric"} - {s.name for s in subs}
+    if missing:
+        raise SFCError(f"circuit has nodes in submodule {sorted(missing)[0]!r} but no SAE was given for it")
+    records = resolve_records(data, n_examples, pm)
+    device = next(model.parameters()).device
+    full = tokenize(model, records, device)
+    metric_fn, _ = resolve_metric(metric or circuit.metric, full.patch_answer is not None, pm)
+    ablate_fn = ablation if callable(ablation) else lookup("ablation", ablation, pm)
+    width = int(full.last.max()) + 1
+    if circuit.aggregation == "none" and int(full.last.min()) != int(full.last.max()):
+        raise SFCError("a per-position circuit (aggregation 'none') needs evaluation prompts of equal token length")
+    maps = _effect_maps(circuit, subs, width)
+    points = sorted(set(float(t) for t in thresholds)) if thresholds is not None else _thresholds(circuit, maps, n_thresholds)
+    if points and min(points) < circuit.node_threshold:
+        raise SFCError(f"threshold {min(points)} is below the circuit's node threshold {circuit.node_threshold}")
+    batches = list(full.split(int(batch_size or 32)))
+    with torch.no_grad():
+        abl = ablate_fn(model, subs, full)
+
+        def run(keep: Callable[[Submodule, int], tuple[torch.Tensor, torch.Tensor]] | None) -> float:
+            """Mean metric with nodes outside ``keep`` ablated (``None``: the unmodified model)."""
+            total, lo = 0.0, 0
+            for b in batches:
+                hooks = []
+                for s in subs if keep is not None else []:
+                    if s.layer < start_layer:
+                        continue
+                    kf, ke = keep(s, b.clean.shape[1])
+                    a = abl[s.name]
+                    af = a.f[lo:lo + len(b)] if a.f.shape[0] == len(full) else a.f
+                    ae = a.err[lo:lo + len(b)] if a.err.shape[0] == len(full) else a.err
+                    T = b.clean.shape[1]
+
+                    def hook(act, hook, s=s, kf=kf, ke=ke, af=af[:, :T], ae=ae[:, :T]):
+                        f = s.encode(act)
+                        err = act - s.decode(f)
+                        return s.decode(torch.where(kf, f, af)) + torch.where(ke[..., None], err, ae)
+
+                    hooks.append((s.hook, hook))
+                total += float(metric_fn(model.run_with_hooks(b.clean, fwd_hooks=hooks), b).sum())
+                lo += len(b)
+            return total / len(full)
+
+        def in_circuit(t: float, complement: bool = False):
+            def keep(s: Submodule, T: int):
+                f, e = maps[s.name]
+                kf, ke = f > t, e > t
+                if complement:
+                    kf, ke = ~kf, ~ke
+                if not include_errors:
+                    ke = torch.zeros_like(ke)
+                if circuit.aggregation == "none":
+                    kf, ke = kf[:T], ke[:T]
+                return kf.to(device), (ke if ke.dim() else ke.expand(T)).to(device)
+            return keep
+
+        m_full = run(None)
+        m_empty = run(in_circuit(math.inf))
+        denom = m_full - m_empty
+
+        def point(t: float) -> dict[str, float]:
+            n_nodes = sum(int((f > t).sum() + (e > t).sum()) for f, e in maps.values())
+            return {"node_threshold": t, "n_nodes": n_nodes,
+                    "faithfulness": (run(in_circuit(t)) - m_empty) / denom if denom else float("nan"),
+                    "completeness": (run(in_circuit(t, complement=True)) - m_empty) / denom if denom else float("nan")}
+
+        curve = [point(t) for t in tqdm(points, desc="thresholds", file=sys.stderr, disable=not progress, leave=False)]
+        own = next((p for p in curve if p["node_threshold"] == circuit.node_threshold), None) or point(circuit.node_threshold)
+    return {"ablation": ablation if isinstance(ablation, str) else getattr(ablation, "__name__", "custom"),
+            "circuit": {k: own[k] for k in ("n_nodes", "faithfulness", "completeness")},
+            "points": curve, "m_full": m_full, "m_empty": m_empty, "start_layer": start_layer,
+            "include_errors": include_errors, "n_examples": len(full)}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The curve as a text table."""
+    rows = [f"{'threshold':>10} {'nodes':>6} {'faithfulness':>12} {'completeness':>12}"]
+    for p in result["points"]:
+        rows.append(f"{p['node_threshold']:>10.4g} {p['n_nodes']:>6d} {p['faithfulness']:>12.3f} {p['completeness']:>12.3f}")
+    c = result["circuit"]
+    rows.append(f"circuit: {c['n_nodes']} nodes, faithfulness {c['faithfulness']:.3f}, completeness {c['completeness']:.3f} "
+                f"({result['ablation']} ablation, {result['n_examples']} examples)")
+    return "\n".join(rows)
+
+
+def write_report(result: dict[str, Any], out_dir, title: str | None = None) -> list:
+    """``faithfulness.json``, ``faithfulness.csv`` and ``faithfulness.png`` (log x axis) in ``out_dir``."""
+    import csv
+    import io
+    import json
+    from pathlib import Path
+
+    from .circuit import write_atomic
+
+    out = Path(out_dir)
+    paths = [write_atomic(out / "faithfulness.json", json.dumps(result, indent=1) + "\n")]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["node_threshold", "n_nodes", "faithfulness", "completeness"])
+    writer.writeheader()
+    writer.writerows(result["points"])
+    paths.append(write_atomic(out / "faithfulness.csv", buf.getvalue()))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [p for p in result["points"] if p["n_nodes"] > 0]
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    ax.plot([p["n_nodes"] for p in pts], [p["faithfulness"] for p in pts], "o-", label="faithfulness")
+    ax.plot([p["n_nodes"] for p in pts], [p["completeness"] for p in pts], "s--", label="completeness")
+    ax.set_xscale("log")
+    ax.set_xlabel("nodes in circuit")
+    ax.set_ylabel("fraction of the model's metric")
+    ax.axhline(1.0, color="grey", lw=0.5)
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.set_title(title or f"{result['ablation']} ablation")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "faithfulness.png")
+    plt.close(fig)
+    paths.append(out / "faithfulness.png")
+    return paths
