@@ -44,20 +44,18 @@ def _settings(args) -> dict:
     return {k: getattr(args, k) if getattr(args, k, None) is not None else config.get(k, default) for k, default in DEFAULTS.items()}
 
 
-def _load_world(s: dict):
-    """The model and SAEs named by the settings (the shipped toy world by default)."""
+def _load_world(model: str | None, sae, device: str | None):
+    """The model and SAEs named on the command line (the shipped toy world when neither is given)."""
     from .models import load_model_spec, load_sae_spec
 
-    if s["model"] is None and s["sae"] is None:
+    if model is None and not sae:
         from . import toy
 
-        return toy.load(device=s["device"]), "toy"
-    if s["model"] is None or not s["sae"]:
+        return toy.load(device=device), "toy"
+    if model is None or not sae:
         raise SFCError("give both --model and --sae (or neither, for the toy world)")
-    model = load_model_spec(s["model"], s["device"])
-    specs = [s["sae"]] if isinstance(s["sae"], str) else list(s["sae"])
-    saes = [sae for spec in specs for sae in load_sae_spec(spec, s["device"])]
-    return (model, saes), s["model"]
+    specs = [sae] if isinstance(sae, str) else list(sae)
+    return (load_model_spec(model, device), [x for spec in specs for x in load_sae_spec(spec, device)]), model
 
 
 def cmd_discover(args) -> int:
@@ -67,7 +65,7 @@ def cmd_discover(args) -> int:
 
     s = _settings(args)
     started = time.perf_counter()
-    (model, saes), model_name = _load_world(s)
+    (model, saes), model_name = _load_world(s["model"], s["sae"], s["device"])
     records = load_dataset(s["data"], s["split"])
     circuit = discover(model, saes, records, metric=s["metric"], method=s["method"], steps=s["steps"],
                        node_threshold=s["node_threshold"], edge_threshold=s["edge_threshold"],
@@ -81,6 +79,30 @@ def cmd_discover(args) -> int:
     print(circuit.summary())
     print(f"time: {time.perf_counter() - started:.1f}s")
     print(f"wrote {out / 'circuit.json'} and {out / 'circuit.dot'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .circuit import Circuit
+    from .data import load_dataset
+    from .evaluation import evaluate, format_table, write_report
+
+    circuit = Circuit.from_json(args.circuit)
+    prov = circuit.provenance
+    if args.model is None and not args.sae and prov.get("model_source") not in (None, "toy"):
+        raise SFCError(f"circuit was discovered on model {prov['model_source']!r}: give --model and --sae")
+    (model, saes), _ = _load_world(args.model, args.sae, args.device)
+    data = args.data or prov.get("dataset")
+    if not data or data == "(in memory)":
+        raise SFCError("the circuit does not name its dataset: give --data")
+    records = load_dataset(data, args.split or prov.get("split") or "test")
+    result = evaluate(model, saes, circuit, records, ablation=args.ablation, thresholds=args.thresholds,
+                      n_thresholds=args.n_thresholds, start_layer=args.start_layer, include_errors=not args.features_only,
+                      n_examples=args.n_examples, batch_size=args.batch_size, progress=not args.quiet)
+    result.update(dataset=data, circuit_file=str(args.circuit))
+    paths = write_report(result, args.out, title=f"{data}: {args.ablation} ablation")
+    print(format_table(result))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -117,6 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", help="TOML file with any of these options (keys as the long option names)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_discover)
+
+    e = sub.add_parser("evaluate", help="faithfulness and completeness of a circuit over node thresholds")
+    e.add_argument("circuit", help="circuit.json written by sfc discover")
+    e.add_argument("--model", help="model directory or TransformerLens name (default: the toy world)")
+    e.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable)")
+    e.add_argument("--data", help="dataset name or JSON-lines file (default: the circuit's dataset)")
+    e.add_argument("--split", help="split of a named dataset (default: the circuit's, else test)")
+    e.add_argument("--ablation", default="mean", help="mean, zero, resample or a plugin's (default mean)")
+    e.add_argument("--thresholds", type=float, nargs="+", help="node thresholds (default: log-spaced over the circuit's effects)")
+    e.add_argument("--n-thresholds", type=int, default=15, help="number of default thresholds (default 15)")
+    e.add_argument("--start-layer", type=int, default=0, help="never ablate submodules below this layer")
+    e.add_argument("--features-only", action="store_true", help="ablate every error term (features-only circuits)")
+    e.add_argument("--n-examples", type=int, help="use the first N examples")
+    e.add_argument("--batch-size", type=int, help="examples per batch (default 32)")
+    e.add_argument("--device", help="torch device")
+    e.add_argument("-o", "--out", default="sfc-out", help="output directory (default ./sfc-out)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("plugins", help="list registered methods, metrics, datasets and exporters with their plugins")
     p.set_defaults(func=cmd_plugins)

@@ -109,3 +109,17 @@ def test_corrupt_circuit_file_is_a_clear_error(tmp_path):
     bad.write_text('{"schema": "sfc-circuit/1", "nodes": [{"id": "a"}], "edges": []}')
     with pytest.raises(sfc_plugin.SFCError, match="corrupt circuit"):
         sfc_plugin.Circuit.from_json(bad)
+
+
+def test_evaluate_command_writes_report(files, capsys):
+    code, _, err = run(capsys, *base(files), "--method", "atp", "--node-threshold", "0.01")
+    assert code == 0, err
+    circuit = files / "out" / "circuit.json"
+    code, out, err = run(capsys, "evaluate", circuit, "--model", files / "model", "--sae", files / "saes",
+                         "--ablation", "zero", "--n-thresholds", "4", "-o", files / "eval", "-q")
+    assert code == 0, err
+    report = json.loads((files / "eval" / "faithfulness.json").read_text())
+    assert report["ablation"] == "zero" and len(report["points"]) >= 4 and report["dataset"] == str(files / "pairs.jsonl")
+    assert "faithfulness" in out and (files / "eval" / "faithfulness.png").exists()
+    code, _, err = run(capsys, "evaluate", circuit, "--model", files / "model", "--sae", files / "saes", "--ablation", "nope")
+    assert code == 2 and "'nope'" in err
