@@ -73,9 +73,13 @@ def _select(subs, feat_eff, err_eff, threshold: float, aggregation: str) -> dict
     return nodes
 
 
-def _node_ids(sub: Submodule, ns: NodeSet) -> list[str]:
-    pos = [None] * ns.feat.numel() if ns.feat_pos is None else ns.feat_pos.tolist()
-    return [node_id(sub.name, j, t) for j, t in zip(ns.feat.tolist(), pos)] + [node_id(sub.name, None, t) for t in ns.err_pos]
+def _circuit_nodes(sub: Submodule, ns: NodeSet, feat_eff: torch.Tensor, err_eff: torch.Tensor) -> list[Node]:
+    nodes = []
+    for j, t in ns.entries():
+        effect = (err_eff if j is None else feat_eff[..., j])[() if t is None else t]
+        nodes.append(Node(node_id(sub.name, j, t), sub.name, sub.hook, sub.layer, "error" if j is None else "feature",
+                          j, t, float(effect)))
+    return nodes
 
 
 def discover(model, saes, data, *, metric: str | Callable | None = None, method: str | Callable = "ig", steps: int = 10,
@@ -131,7 +135,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
         feat_eff = {k: v / n for k, v in feat_eff.items()}
         err_eff = {k: v / n for k, v in err_eff.items()}
         nodes = _select(subs, feat_eff, err_eff, node_threshold, aggregation)
-        ids = {s.name: _node_ids(s, nodes[s.name]) for s in subs}
+        per_sub = {s.name: _circuit_nodes(s, nodes[s.name], feat_eff[s.name], err_eff[s.name]) for s in subs}
         weights: dict[tuple[str, str], torch.Tensor] = {}
         if edges and any(len(ns) for ns in nodes.values()):
             for (b, ctx), g in _progress(zip(contexts(), grads), len(batches), "edges", progress):
@@ -139,20 +143,13 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
                 for key, w in edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes).items():
                     weights[key] = weights[key] + w if key in weights else w
     circuit_nodes = [Node("y", None, None, None, "metric", None, None, None if full.patch is None else total / n)]
-    for s in subs:
-        ns = nodes[s.name]
-        fe, ee = feat_eff[s.name], err_eff[s.name]
-        values = (fe[ns.feat] if ns.feat_pos is None else fe[ns.feat_pos, ns.feat]).tolist()
-        values += [float(ee) if t is None else float(ee[t]) for t in ns.err_pos]
-        for nid, j, t, v in zip(ids[s.name], ns.feat.tolist() + [None] * len(ns.err_pos),
-                                (ns.feat_pos.tolist() if ns.feat_pos is not None else [None] * ns.feat.numel()) + ns.err_pos,
-                                values):
-            circuit_nodes.append(Node(nid, s.name, s.hook, s.layer, "feature" if j is not None else "error", j, t, float(v)))
+    circuit_nodes += [node for s in subs for node in per_sub[s.name]]
+    ids = {name: [node.id for node in sub_nodes] for name, sub_nodes in per_sub.items()}
     circuit_edges = []
     if edges:
         means = {key: w / n for key, w in weights.items()}
         last = subs[-1].name  # its direct path to the metric is its whole effect: edges to y = node effects
-        means[(last, "y")] = torch.tensor([[node.effect for node in circuit_nodes if node.submodule == last]])
+        means[(last, "y")] = torch.tensor([[node.effect for node in per_sub[last]]])
         for (u, d), w in means.items():
             down = ["y"] if d == "y" else ids[d]
             for i, j in (w.abs() > edge_threshold).nonzero().tolist():

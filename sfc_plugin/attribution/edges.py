@@ -28,6 +28,11 @@ class NodeSet:
     def __len__(self) -> int:
         return self.feat.numel() + len(self.err_pos)
 
+    def entries(self) -> list[tuple[int | None, int | None]]:
+        """``(feature or None for the error, position or None)`` for every node, in order."""
+        pos = [None] * self.feat.numel() if self.feat_pos is None else self.feat_pos.tolist()
+        return list(zip(self.feat.tolist(), pos)) + [(None, t) for t in self.err_pos]
+
 
 def _cotangents(sub: Submodule, grad: torch.Tensor, f: torch.Tensor, nodes: NodeSet) -> torch.Tensor:
     """``∇_node m · ∂node/∂x`` for every node of ``sub``: ``[n_nodes, b, pos, d]``."""
