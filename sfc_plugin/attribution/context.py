@@ -44,6 +44,7 @@ class AttributionContext:
     steps: int = 10
     aggregation: str = "sum"
     max_rows: int = DEFAULT_MAX_ROWS
+    forward: Callable | None = None  # (tokens, fwd_hooks, batch) -> what the metric reads; default: logits
 
     def delta(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Δf, Δε, Δx)`` of a submodule, patch minus clean."""
@@ -53,8 +54,9 @@ class AttributionContext:
     def metric_with(self, fwd_hooks, repeat: int = 1) -> torch.Tensor:
         """Metric per row of the clean batch stacked ``repeat`` times, run with ``fwd_hooks``."""
         tokens = self.batch.clean.repeat(repeat, 1)
-        logits = self.model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
-        return self.metric(logits, self.batch.repeat(repeat) if repeat > 1 else self.batch)
+        batch = self.batch.repeat(repeat) if repeat > 1 else self.batch
+        out = self.forward(tokens, fwd_hooks, batch) if self.forward else self.model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
+        return self.metric(out, batch)
 
     def gradients(self, alphas: list[float]) -> dict[str, torch.Tensor]:
         """Mean over ``alphas`` of ``∇_x m`` at ``x = x_clean + α Δx``, per submodule ``[b, pos, d]``.
