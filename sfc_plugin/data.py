@@ -119,7 +119,8 @@ def tokenize(model, records: Sequence[dict], device=None) -> Batch:
     for rec in records:
         c = model.to_tokens(rec["clean_prefix"])[0]
         clean.append(c)
-        ca.append(_single_token(model, rec["clean_answer"], "clean_answer"))
+        if "clean_answer" in rec:
+            ca.append(_single_token(model, rec["clean_answer"], "clean_answer"))
         if "patch_prefix" in rec:
             p = model.to_tokens(rec["patch_prefix"])[0]
             if p.numel() != c.numel():
@@ -127,8 +128,8 @@ def tokenize(model, records: Sequence[dict], device=None) -> Batch:
             patch.append(p)
             if "patch_answer" in rec:
                 pa.append(_single_token(model, rec["patch_answer"], "patch_answer"))
-    if len(pa) not in (0, len(records)):
-        raise SFCError("either every example or none has 'patch_answer'")
+    if len(pa) not in (0, len(records)) or len(ca) not in (0, len(records)):
+        raise SFCError("either every example or none has 'clean_answer' / 'patch_answer'")
     width = max(t.numel() for t in clean)
 
     def stack(seqs):

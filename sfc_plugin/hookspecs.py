@@ -73,7 +73,6 @@ def sfc_ablations():
     """
 
 
-
 @hookspec
 def sfc_label_providers():
     """Feature label providers: ``{name: fn(circuit, **kw) -> {node_id: label | {"label", "url", "tooltip"}}}``.
@@ -84,3 +83,19 @@ def sfc_label_providers():
         def sfc_label_providers():
             return {"mine": lambda circuit, **kw: {n.id: my_db.get(n.id) for n in circuit.nodes if n.id in my_db}}
     """
+
+
+@hookspec
+def sfc_feature_judges():
+    """SHIFT feature judges: ``{name: fn(features: list[FeatureInfo], ctx: JudgeContext) -> list[Decision]}``.
+
+    Each ``Decision(id, "ablate" | "keep", judge)`` records who or what made it. Example::
+
+        @hookimpl
+        def sfc_feature_judges():
+            def late_only(features, ctx):
+                return [Decision(f.id, "ablate" if f.submodule.startswith("resid") else "keep", "late_only")
+                        for f in features]
+            return {"late_only": late_only}
+    """
+

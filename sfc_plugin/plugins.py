@@ -23,6 +23,7 @@ BUILTIN_PLUGINS = (
     "sfc_plugin.data",
     "sfc_plugin.export",
     "sfc_plugin.ablations",
+    "sfc_plugin.judges",
     "sfc_plugin.toy.plugin",
 )
 
@@ -32,7 +33,9 @@ REGISTRIES = {
     "metric": "sfc_metrics",
     "dataset": "sfc_datasets",
     "exporter": "sfc_exporters",
+    "label_provider": "sfc_label_providers",
     "ablation": "sfc_ablations",
+    "judge": "sfc_feature_judges",
 }
 
 
