@@ -140,6 +140,14 @@ class Circuit:
 
         return circuit_to_dot(self)
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        """Jupyter: the SVG figure when Graphviz's ``dot`` is installed, else the DOT source as text."""
+        from .export.render import dot_binary, render
+
+        if dot_binary():
+            return {"image/svg+xml": render(self, "svg").decode("utf-8")}
+        return {"text/plain": self.to_dot()}
+
     def summary(self) -> str:
         """A few lines: nodes per submodule, edges, total effect."""
         per = self.nodes_per_submodule()

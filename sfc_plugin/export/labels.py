@@ -1,0 +1,142 @@
+"""Feature label providers (the ``sfc_label_providers`` hook) and :func:`apply_labels`.
+
+A provider is ``fn(circuit, **kw) -> {node_id: info}`` where ``info`` is a label string or a dict
+with any of ``label``, ``url``, ``tooltip``. Built-ins:
+
+- ``annotations``: a JSON-lines file in the paper's format, ``{"Name": "resid_5/3036", "Annotation": "..."}``
+  (``path=``); names are node ids, with or without the ``@<position>`` suffix
+- ``summary``: the tokens on which each feature fires most over ``texts`` (needs ``model``, ``saes``)
+- ``neuronpedia``: links to Neuronpedia feature pages for SAEs with a ``neuronpedia_id`` (no network)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from ..errors import SFCError
+from .neuronpedia import feature_url, neuronpedia_ids
+
+
+def _base(node_id: str) -> str:
+    return node_id.split("@", 1)[0]
+
+
+def annotations(circuit, path=None, **_kw) -> dict:
+    """Labels from a JSON-lines annotation file (keys ``Name``/``Annotation``, or ``id``/``label``)."""
+    if path is None:
+        raise SFCError("label provider 'annotations' needs path= (a JSON-lines file of {\"Name\", \"Annotation\"})")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise SFCError(f"annotation file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError:
+        raise SFCError(f"annotation file {str(path)!r} is not UTF-8 text") from None
+    names = {}
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            name = rec.get("Name", rec.get("name", rec.get("id")))
+            label = rec.get("Annotation", rec.get("annotation", rec.get("label")))
+        except (json.JSONDecodeError, AttributeError):
+            raise SFCError(f"annotation file {str(path)!r} line {i}: not a JSON object") from None
+        if not isinstance(name, str) or not isinstance(label, str):
+            raise SFCError(f"annotation file {str(path)!r} line {i}: needs string fields \"Name\" and \"Annotation\"")
+        names[name] = label
+    return {n.id: names.get(n.id, names.get(_base(n.id))) for n in circuit.nodes
+            if names.get(n.id, names.get(_base(n.id))) is not None}
+
+
+def neuronpedia(circuit, ids: dict | None = None, **_kw) -> dict:
+    """Neuronpedia feature-page URLs (``ids`` overrides ``{submodule: neuronpedia_id}`` from provenance)."""
+    known = {**neuronpedia_ids(circuit), **(ids or {})}
+    out = {}
+    for n in circuit.nodes:
+        if n.kind == "feature" and n.submodule in known:
+            url = feature_url(known[n.submodule], n.feature)
+            out[n.id] = {"url": url, "tooltip": f"Neuronpedia: {known[n.submodule]}/{n.feature}"}
+    return out
+
+
+def _top_contexts(model, saes: dict, wanted: dict, texts: list[str], k: int, width: int) -> dict:
+    """``{hook: {feature: [(token, context, activation), ...]}}``, top ``k`` per feature."""
+    import torch
+
+    best = {hook: {f: [] for f in fs} for hook, fs in wanted.items()}
+    with torch.no_grad():
+        for t_idx, text in enumerate(texts):
+            tokens = model.to_tokens(text)
+            _, cache = model.run_with_cache(tokens, names_filter=list(wanted))
+            strs = model.to_str_tokens(tokens[0])
+            for hook, fs in wanted.items():
+                sae = saes[hook]
+                acts = sae.encode(cache[hook][0].to(sae.W_enc.dtype))[:, torch.tensor(fs)]  # [pos, len(fs)]
+                for pos, j in acts.nonzero().tolist():
+                    best[hook][fs[j]].append((float(acts[pos, j]), t_idx, pos, strs))
+    return {hook: {f: [(strs[pos], "".join(strs[max(0, pos - width):pos]) + "[" + strs[pos] + "]", v)
+                       for v, _, pos, strs in sorted(hits, key=lambda h: (-h[0], h[1], h[2]))[:k]]
+                   for f, hits in feats.items()}
+            for hook, feats in best.items()}
+
+
+def summary(circuit, model=None, saes=None, texts=None, k: int = 5, context: int = 4, **_kw) -> dict:
+    """Label each feature with the tokens it fires on most over ``texts`` (contexts in the tooltip)."""
+    if model is None or saes is None or not texts:
+        raise SFCError("label provider 'summary' needs model=, saes= and texts= (use it from Python)")
+    from ..models import saes_by_hook
+
+    by_hook = saes_by_hook(saes)
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    wanted: dict[str, set] = {}
+    for n in circuit.nodes:
+        if n.kind == "feature":
+            if n.hook not in by_hook:
+                raise SFCError(f"label provider 'summary': no SAE for hook {n.hook!r} of node {n.id!r}")
+            wanted.setdefault(n.hook, set()).add(int(n.feature))
+    tops = _top_contexts(model, by_hook, {h: sorted(fs) for h, fs in sorted(wanted.items())}, texts, int(k), int(context))
+    out = {}
+    for n in circuit.nodes:
+        if n.kind != "feature":
+            continue
+        hits = tops[n.hook][int(n.feature)]
+        if not hits:
+            out[n.id] = {"label": "(inactive on these texts)"}
+            continue
+        toks = list(dict.fromkeys(" ".join(tok.split()) or repr(tok) for tok, _, _ in hits))
+        tooltip = "top activations:\n" + "\n".join(f"{v:.3g}  {ctx}" for _, ctx, v in hits)
+        out[n.id] = {"label": " · ".join(toks[:3]), "tooltip": tooltip}
+    return out
+
+
+def apply_labels(circuit, provider, **kw):
+    """A copy of ``circuit`` with ``Node.label`` filled by ``provider`` (a registered name or a callable).
+
+    URLs and tooltips go to ``provenance["node_info"]`` (``{node_id: {"url", "tooltip"}}``), which the
+    DOT/SVG exporters turn into links and hover text. Nodes the provider leaves out keep their labels.
+    """
+    if isinstance(provider, str):
+        from ..plugins import lookup
+
+        provider = lookup("label_provider", provider, kw.pop("pm", None))
+    result = provider(circuit, **kw) or {}
+    out = copy.deepcopy(circuit)
+    info = dict(out.provenance.get("node_info") or {})
+    for n in out.nodes:
+        got = result.get(n.id)
+        if got is None:
+            continue
+        got = {"label": got} if isinstance(got, str) else dict(got)
+        if got.get("label") is not None:
+            n.label = str(got["label"])
+        extra = {k: str(got[k]) for k in ("url", "tooltip") if got.get(k)}
+        if extra:
+            info[n.id] = {**info.get(n.id, {}), **extra}
+    if info:
+        out.provenance["node_info"] = info
+    return out
+
+
+PROVIDERS = {"annotations": annotations, "summary": summary, "neuronpedia": neuronpedia}

@@ -1,0 +1,452 @@
+"""Graph export: DOT structure (pydot, no binary), rendering (with Graphviz), escaping, viewer JSON,
+label providers and the ``sfc export`` command. Circuits are built directly; no model except for ``summary``."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import xml.etree.ElementTree as ET
+
+import pydot
+import pytest
+
+from sfc_plugin.circuit import Circuit, Edge, Node
+from sfc_plugin.cli import main
+from sfc_plugin.errors import SFCError
+from sfc_plugin.export import apply_labels, export
+from sfc_plugin.export.dot import circuit_to_dot, row_key
+from sfc_plugin.export.neuronpedia import circuit_to_neuronpedia
+from sfc_plugin.export.render import render
+from sfc_plugin.plugins import registry
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pydot")  # pydot's own pyparsing calls
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
+SVG = "{http://www.w3.org/2000/svg}"
+XLINK = "{http://www.w3.org/1999/xlink}"
+TRICKY = 'say "hi" <b> & c\\d &lt; ünï✓\nline two'
+
+
+def feat(sub, f, effect, pos=None, label=None):
+    layer = -1 if sub == "embed" else int(sub.split("_")[1])
+    nid = f"{sub}/{f}" + ("" if pos is None else f"@{pos}")
+    return Node(nid, sub, f"hook.{sub}", layer, "feature", f, pos, effect, label)
+
+
+def err(sub, effect, pos=None):
+    layer = -1 if sub == "embed" else int(sub.split("_")[1])
+    return Node(f"{sub}/err" + ("" if pos is None else f"@{pos}"), sub, f"hook.{sub}", layer, "error", None, pos, effect)
+
+
+def small(aggregation="sum", provenance=None) -> Circuit:
+    pos = (lambda p: p) if aggregation == "none" else (lambda p: None)
+    nodes = [Node("y", None, None, None, "metric", None, None, 2.0),
+             feat("embed", 7, 0.3, pos(0)), feat("attn_0", 12, -0.8, pos(1)), err("attn_0", 0.15, pos(1)),
+             feat("mlp_0", 3, 1.6, pos(1)), feat("resid_0", 40, -2.0, pos(2)), feat("resid_0", 5, 0.05, pos(2)),
+             err("resid_0", 1.0, pos(2))]
+    ids = [n.id for n in nodes]
+    edges = [Edge(ids[1], ids[2], 0.5), Edge(ids[1], ids[4], -0.2), Edge(ids[2], ids[5], -1.0), Edge(ids[3], ids[5], 0.05),
+             Edge(ids[4], ids[5], 0.9), Edge(ids[4], ids[7], -0.3), Edge(ids[5], "y", -2.0), Edge(ids[6], "y", 0.05),
+             Edge(ids[7], "y", 1.0)]
+    return Circuit(nodes, edges, 2.0, "logit_diff", "ig", 10, aggregation, 0.01, 0.01, dict(provenance or {}))
+
+
+def synthetic(n_nodes: int, n_edges: int, n_layers: int = 4, seed: int = 0) -> Circuit:
+    """A random layered circuit (the same generator as benchmarks/bench_export.py, smaller)."""
+    rng = random.Random(seed)
+    subs = ["embed"] + [f"{k}_{l}" for l in range(n_layers) for k in ("attn", "mlp", "resid")]
+    nodes, by_sub = [Node("y", None, None, None, "metric", None, None, 1.0)], {}
+    while len(nodes) <= n_nodes:
+        s = subs[len(nodes) % len(subs)]
+        f = rng.randrange(30000)
+        if any(n.id == f"{s}/{f}" for n in by_sub.get(s, [])):
+            continue
+        n = feat(s, f, rng.choice([-1, 1]) * rng.uniform(0.1, 3))
+        nodes.append(n)
+        by_sub.setdefault(s, []).append(n)
+    edges, seen = [], set()
+    while len(edges) < n_edges:
+        i = rng.randrange(len(subs) - 1)
+        u, d = rng.choice(by_sub[subs[i]]), rng.choice(by_sub[subs[min(len(subs) - 1, i + rng.choice([1, 1, 2]))]])
+        if (u.id, d.id) not in seen:
+            seen.add((u.id, d.id))
+            edges.append(Edge(u.id, d.id, rng.choice([-1, 1]) * rng.uniform(0.02, 1)))
+    edges += [Edge(n.id, "y", n.effect) for n in by_sub[subs[-1]]]
+    return Circuit(nodes, edges, 1.0, "logit_diff", "ig", 10, "sum", 0.1, 0.01, {})
+
+
+def parse(dot_text: str) -> pydot.Dot:
+    graphs = pydot.graph_from_dot_data(dot_text)
+    assert graphs and len(graphs) == 1
+    return graphs[0]
+
+
+def graph_attrs(g) -> dict:
+    """Graph attributes, from ``graph [...]`` statements too (pydot keeps those as a node named graph)."""
+    out = dict(g.get_attributes())
+    for n in g.get_node("graph"):
+        out.update(n.get_attributes())
+    return out
+
+
+def unq(s: str | None) -> str | None:
+    return None if s is None else s[1:-1] if s.startswith('"') else s
+
+
+def all_nodes(g) -> dict:
+    out = {unq(n.get_name()): n for n in g.get_nodes()}
+    for sub in g.get_subgraphs():
+        out.update({unq(n.get_name()): n for n in sub.get_nodes()})
+    return out
+
+
+def all_edges(g) -> list:
+    return g.get_edges() + [e for s in g.get_subgraphs() for e in s.get_edges()]
+
+
+def hexcolor(s: str) -> tuple[int, int, int]:
+    s = unq(s).lstrip("#")
+    return int(s[0:2], 16), int(s[2:4], 16), int(s[4:6], 16)
+
+
+# --- DOT structure (no binary) ------------------------------------------------------------------
+
+def test_registries_hold_builtins():
+    assert {"dot", "svg", "png", "pdf", "json", "neuronpedia"} <= set(registry("exporter"))
+    assert {"annotations", "summary", "neuronpedia"} <= set(registry("label_provider"))
+
+
+def test_rows_ranks_shapes_and_colours():
+    c = small()
+    g = parse(c.to_dot())
+    assert unq(graph_attrs(g)["rankdir"]) == "BT"
+    rows = [s for s in g.get_subgraphs() if s.get("rank") == "same"]
+    names = [unq(s.get_name()) for s in rows]
+    assert names == ["row_embed", "row_attn_0", "row_mlp_0", "row_resid_0", "row_y"]  # bottom → top, y last
+    members = {unq(s.get_name()): {unq(n.get_name()) for n in s.get_nodes()} for s in rows}
+    assert members["row_resid_0"] == {"row:resid_0", "resid_0/40", "resid_0/5", "resid_0/err"}
+    assert "y" in members["row_y"]
+    nodes = all_nodes(g)
+    assert nodes["attn_0/err"].get("shape") == "triangle" and nodes["attn_0/12"].get("shape") == "box"
+    assert nodes["y"].get("shape") == "ellipse"
+    r, gg, b = hexcolor(nodes["mlp_0/3"].get("fillcolor"))  # positive: blue
+    assert b > r and b > gg
+    r, gg, b = hexcolor(nodes["resid_0/40"].get("fillcolor"))  # negative, the largest |effect|: full red
+    assert r > b and r > gg
+    assert hexcolor(nodes["resid_0/5"].get("fillcolor"))[1] > 240  # near zero: near white
+    spine = [e for e in all_edges(g) if unq(e.get_source()).startswith("row:") and unq(e.get_destination()).startswith("row:")]
+    assert [unq(e.get_source()) for e in spine] == ["row:embed", "row:attn_0", "row:mlp_0", "row:resid_0"]
+    visible = {(unq(e.get_source()), unq(e.get_destination())): e for e in all_edges(g) if e.get("style") != "invis"}
+    assert len(visible) == len(c.edges)
+    pos, neg = visible[("embed/7", "attn_0/12")], visible[("attn_0/12", "resid_0/40")]
+    assert hexcolor(pos.get("color"))[2] > hexcolor(pos.get("color"))[0]
+    assert hexcolor(neg.get("color"))[0] > hexcolor(neg.get("color"))[2]
+    assert float(neg.get("penwidth")) > float(pos.get("penwidth"))  # |−1.0| > |0.5|
+
+
+def test_index_order_pins_features_by_index():
+    g = parse(circuit_to_dot(small(), order="index"))
+    chain = [e for e in all_edges(g) if unq(e.get_source()) == "row:resid_0" or unq(e.get_source()).startswith("resid_0/")]
+    order = ["row:resid_0"] + [unq(e.get_destination()) for e in chain
+                               if e.get("style") == "invis" and not unq(e.get_destination()).startswith("row:")]
+    assert order[:4] == ["row:resid_0", "resid_0/5", "resid_0/40", "resid_0/err"]
+    with pytest.raises(SFCError):
+        circuit_to_dot(small(), order="random")
+
+
+def test_max_edges_keeps_the_strongest():
+    c = synthetic(60, 400)
+    g = parse(circuit_to_dot(c, max_edges=50))
+    shown = [e for e in all_edges(g) if e.get("style") != "invis"]
+    assert len(shown) == 50 and "strongest 50 of" in unq(graph_attrs(g)["label"])
+    weakest_shown = min(abs(float(unq(e.get("tooltip")).rsplit(": ", 1)[1])) for e in shown)
+    assert sum(abs(e.weight) > weakest_shown for e in c.edges) <= 50
+    assert circuit_to_dot(c) == c.to_dot() and "strongest" not in c.to_dot()  # DOT text keeps every edge
+    auto = [e for e in all_edges(parse(circuit_to_dot(c, max_edges="auto"))) if e.get("style") != "invis"]
+    assert len(auto) == max(150, 3 * len(c.nodes))
+
+
+def test_row_key_orders_submodules():
+    subs = ["resid_1", "embed", "mlp_0", "attn_1", "resid_0", "attn_0", "mlp_10", "mlp_2", "custom"]
+    assert sorted(subs, key=row_key) == ["embed", "attn_0", "mlp_0", "resid_0", "attn_1", "resid_1", "mlp_2", "mlp_10", "custom"]
+
+
+def test_deterministic_output():
+    a = synthetic(80, 200)
+    b = Circuit.from_dict(json.loads(a.to_json()))
+    b.nodes.reverse()
+    b.edges.reverse()
+    assert a.to_dot() == b.to_dot() == a.to_dot()
+    assert circuit_to_dot(small("none")) == circuit_to_dot(small("none"))
+
+
+def test_position_grid_layout():
+    c = small("none", {"tokens": ["The", " cats", " are"]})
+    g = parse(c.to_dot())
+    assert unq(graph_attrs(g)["layout"]) == "neato"
+    nodes = all_nodes(g)
+
+    def xy(nid):
+        x, y = unq(nodes[nid].get("pos")).rstrip("!").split(",")
+        return float(x), float(y)
+
+    for p, tok in enumerate(["The", " cats", " are"]):
+        assert unq(nodes[f"tok:{p}"].get("label")).startswith(tok)
+    cols = {p: [xy(n.id)[0] for n in c.nodes if n.position == p] for p in range(3)}
+    assert max(cols[0]) < min(cols[1]) and max(cols[1]) < min(cols[2])  # columns in position order
+    for p in range(3):  # tokens under their columns
+        tx, ty = xy(f"tok:{p}")
+        assert min(cols[p]) - 40 <= tx <= max(cols[p]) + 40
+        assert ty < min(xy(n.id)[1] for n in c.nodes if n.kind != "metric")
+    ys = [xy(n)[1] for n in ("embed/7@0", "attn_0/12@1", "mlp_0/3@1", "resid_0/40@2", "y")]
+    assert ys == sorted(ys) and len(set(ys)) == 5  # embedding at the bottom, y on top
+    assert xy("attn_0/12@1")[1] == xy("attn_0/err@1")[1]
+
+
+def test_position_grid_without_tokens_shows_numbers():
+    g = parse(small("none").to_dot())
+    labels = {unq(n.get("label")) for name, n in all_nodes(g).items() if name.startswith("tok:")}
+    assert labels == {"pos 0", "pos 1", "pos 2"}
+
+
+def test_labels_escaped_in_dot():
+    c = small()
+    c.nodes[2].label = TRICKY
+    c.nodes[2].id = 'attn_0/12:weird "id" \\ \n'
+    c.edges[0].target = c.edges[2].source = c.nodes[2].id
+    text = c.to_dot()
+    assert "\n" not in text.split("attn_0/12:weird", 1)[1].split("]", 1)[0].replace("\\n", "")
+    g = parse(text)
+    node = all_nodes(g)['attn_0/12:weird \\"id\\" \\\\ \\n']
+    label = unq(node.get("label"))
+    assert '\\"hi\\"' in label and "&amp;" in label and "&amp;lt;" in label and "ünï✓" in label and "<b>" in label
+    assert "\\\\d" in label
+    weird = [e for e in all_edges(g) if "weird" in e.get_source() + e.get_destination() and e.get("style") != "invis"]
+    assert len(weird) == 2
+
+
+def test_ids_with_slash_and_colon():
+    c = small()
+    ids = {"embed/7": "embed/7:a/b", "attn_0/12": "attn_0/12::x"}
+    for n in c.nodes:
+        n.id = ids.get(n.id, n.id)
+    for e in c.edges:
+        e.source, e.target = ids.get(e.source, e.source), ids.get(e.target, e.target)
+    g = parse(c.to_dot())
+    assert {"embed/7:a/b", "attn_0/12::x"} <= set(all_nodes(g))
+    assert ("embed/7:a/b", "attn_0/12::x") in {(unq(e.get_source()), unq(e.get_destination())) for e in all_edges(g)}
+
+
+def test_neuronpedia_links_in_dot():
+    c = small(provenance={"saes": [{"submodule": "mlp_0", "hook": "hook.mlp_0", "neuronpedia_id": "gpt2-small/0-mlp"}]})
+    labelled = apply_labels(c, "neuronpedia")
+    assert c.provenance.get("node_info") is None  # apply_labels copies
+    node = all_nodes(parse(labelled.to_dot()))["mlp_0/3"]
+    assert unq(node.get("URL")) == "https://www.neuronpedia.org/gpt2-small/0-mlp/3"
+    assert "Neuronpedia" in unq(node.get("tooltip"))
+    assert all_nodes(parse(labelled.to_dot()))["attn_0/12"].get("URL") is None
+
+
+# --- rendering (needs Graphviz) ---------------------------------------------------------------------
+
+@needs_dot
+@pytest.mark.parametrize("fmt, magic", [("svg", b"<?xml"), ("png", b"\x89PNG"), ("pdf", b"%PDF")])
+def test_render_formats(tmp_path, fmt, magic):
+    out = export(small(), tmp_path / f"c.{fmt}", fmt)
+    assert out.read_bytes().startswith(magic)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+@needs_dot
+def test_render_grid_and_large_circuit(tmp_path):
+    assert render(small("none", {"tokens": ["a", "<b>", "&"]}), "svg").startswith(b"<?xml")
+    assert render(synthetic(100, 300), "png").startswith(b"\x89PNG")
+
+
+@needs_dot
+def test_tricky_labels_render_escaped_svg():
+    c = apply_labels(small(provenance={"saes": [{"submodule": "attn_0", "neuronpedia_id": "m/1-att"}]}), "neuronpedia")
+    c.nodes[2].label = TRICKY
+    c.nodes[2].id = "attn_0/12:x"
+    c.edges[0].target = c.edges[2].source = "attn_0/12:x"
+    c.provenance["node_info"]["attn_0/12:x"] = c.provenance["node_info"].pop("attn_0/12")
+    root = ET.fromstring(render(c, "svg"))  # well-formed XML
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert 'say "hi" <b> & c\\d' in texts  # first wrapped line, literal characters
+    assert any(t and t.startswith("&lt; ünï✓") for t in texts)  # "&lt;" stays literal text
+    titles = [a.get(f"{XLINK}title") for a in root.iter(f"{SVG}a")]
+    assert any(t and TRICKY in t for t in titles)  # full label in the tooltip
+    assert "https://www.neuronpedia.org/m/1-att/12" in [a.get(f"{XLINK}href") for a in root.iter(f"{SVG}a")]
+
+
+@needs_dot
+def test_repr_mimebundle_svg():
+    assert small()._repr_mimebundle_()["image/svg+xml"].lstrip().startswith("<?xml")
+
+
+def test_missing_binary(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    with pytest.raises(SFCError) as info:
+        render(small(), "svg")
+    msg = str(info.value)
+    assert "\n" not in msg and "apt-get install graphviz" in msg and "brew install graphviz" in msg and "--format dot" in msg
+    assert small()._repr_mimebundle_() == {"text/plain": small().to_dot()}
+    path = tmp_path / "c.json"
+    small().to_json(path)
+    assert main(["export", str(path), "--format", "png", "-o", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "apt-get install graphviz" in err
+    assert main(["export", str(path), "--format", "dot", "-o", str(tmp_path / "c.dot")]) == 0  # dot needs no binary
+
+
+# --- circuit-tracer / Neuronpedia graph JSON -------------------------------------------------------
+
+def test_neuronpedia_json_structure(tmp_path):
+    c = small("none", {"tokens": ["The", " cats", " are"], "model": "toy",
+                       "saes": [{"submodule": "mlp_0", "hook": "hook.mlp_0", "neuronpedia_id": "toy/0-mlp"}]})
+    c.nodes[4].label = "plural nouns"
+    export(c, tmp_path / "g.json", "neuronpedia", slug="my-graph")
+    data = json.loads((tmp_path / "g.json").read_text(encoding="utf-8"))
+    assert set(data) == {"metadata", "qParams", "nodes", "links"}
+    meta = data["metadata"]
+    assert meta["slug"] == "my-graph" and meta["scan"] == "toy" and meta["prompt_tokens"] == ["The", " cats", " are"]
+    assert meta["prompt"] == "The cats are" and "toy/0-mlp" in meta["transcoder_list"]
+    assert set(data["qParams"]) == {"pinnedIds", "supernodes", "linkType", "clickedId", "sg_pos"}
+    fields = {"node_id", "feature", "layer", "ctx_idx", "feature_type", "token_prob", "is_target_logit", "run_idx",
+              "reverse_ctx_idx", "jsNodeId", "clerp", "influence", "activation"}
+    nodes = data["nodes"]
+    assert all(set(n) == fields for n in nodes) and len(nodes) == len(c.nodes)
+    assert len({n["node_id"] for n in nodes}) == len(nodes) and len({n["jsNodeId"] for n in nodes}) == len(nodes)
+    by_type = {}
+    for n in nodes:
+        by_type.setdefault(n["feature_type"], []).append(n)
+    assert set(by_type) == {"cross layer transcoder", "mlp reconstruction error", "logit"}
+    (logit,) = by_type["logit"]
+    assert logit["is_target_logit"] and int(logit["layer"]) == 4 and logit["ctx_idx"] == 2  # above the 4 rows
+    assert all(n["feature"] == -1 for n in by_type["mlp reconstruction error"])
+    mlp = next(n for n in nodes if n["clerp"] == "plural nouns")
+    assert mlp["feature"] == 3 and mlp["layer"] == "2" and mlp["ctx_idx"] == 1 and mlp["node_id"] == "2_3_1"
+    infl = sorted(n["influence"] for n in nodes if n["influence"] is not None)
+    assert 0 < infl[0] and infl[-1] == pytest.approx(1.0)
+    ids = {n["node_id"] for n in nodes}
+    assert len(data["links"]) == len(c.edges)
+    assert all(set(l) == {"source", "target", "weight"} and l["source"] in ids and l["target"] in ids for l in data["links"])
+    assert any(l["target"] == logit["node_id"] and l["weight"] == -2.0 for l in data["links"])
+
+
+def test_neuronpedia_json_sum_aggregation():
+    data = circuit_to_neuronpedia(small())
+    assert data["metadata"]["prompt_tokens"] == ["0"]
+    assert {n["ctx_idx"] for n in data["nodes"]} == {0}
+    json.dumps(data, allow_nan=False)
+
+
+# --- label providers ---------------------------------------------------------------------------------
+
+def test_annotations_provider(tmp_path):
+    path = tmp_path / "ann.jsonl"
+    path.write_text("\n".join([json.dumps({"Name": "resid_0/40", "Annotation": "plural nouns"}),
+                               json.dumps({"Name": "mlp_0/3", "Annotation": 'quote " & <tag>'}),
+                               json.dumps({"Name": "resid_9/1", "Annotation": "not in the circuit"}), "",
+                               json.dumps({"id": "attn_0/12@1", "label": "our id with position"})]) + "\n", encoding="utf-8")
+    c = apply_labels(small(), "annotations", path=path)
+    assert c.node("resid_0/40").label == "plural nouns" and c.node("mlp_0/3").label == 'quote " & <tag>'
+    assert c.node("embed/7").label is None and small().node("resid_0/40").label is None
+    g = apply_labels(small("none"), "annotations", path=path)
+    assert g.node("resid_0/40@2").label == "plural nouns"  # paper names match every position
+    assert g.node("attn_0/12@1").label == "our id with position"
+    path.write_text('{"Name": "x"}\n', encoding="utf-8")
+    with pytest.raises(SFCError, match="line 1"):
+        apply_labels(small(), "annotations", path=path)
+    path.write_text("not json\n", encoding="utf-8")
+    with pytest.raises(SFCError, match="line 1"):
+        apply_labels(small(), "annotations", path=path)
+    with pytest.raises(SFCError, match="does not exist"):
+        apply_labels(small(), "annotations", path=tmp_path / "missing.jsonl")
+
+
+def test_apply_labels_with_callable_and_unknown_name():
+    c = apply_labels(small(), lambda circuit, **kw: {"embed/7": {"label": kw["prefix"] + "!", "tooltip": "tip"}}, prefix="hey")
+    assert c.node("embed/7").label == "hey!" and c.provenance["node_info"]["embed/7"] == {"tooltip": "tip"}
+    with pytest.raises(SFCError, match="unknown label_provider"):
+        apply_labels(small(), "nope")
+
+
+def test_summary_provider(tokenizer):
+    import torch
+
+    from conftest import make_model, make_sae
+
+    model = make_model(tokenizer)
+    hook = "blocks.0.hook_resid_post"
+    sae = make_sae(hook)
+    texts = ["the big cats like the dog", "a dog that the cat likes is old", "the old dogs are near a cat"]
+    with torch.no_grad():  # the features that fire most, found directly
+        acts = [sae.encode(model.run_with_cache(model.to_tokens(t), names_filter=[hook])[1][hook][0]) for t in texts]
+    total = torch.cat(acts).sum(0)
+    f_on, f_off = int(total.argmax()), int(total.argmin())
+    nodes = [Node("y", None, None, None, "metric", None, None, None),
+             Node(f"resid_0/{f_on}", "resid_0", hook, 0, "feature", f_on, None, 0.5),
+             Node(f"resid_0/{f_off}", "resid_0", hook, 0, "feature", f_off, None, -0.5)]
+    c = Circuit(nodes, [], None, "logprob", "ig", 10, "sum", 0.1, 0.01, {})
+    out = apply_labels(c, "summary", model=model, saes={hook: sae}, texts=texts, k=3)
+    best_t, best_p = max(((ti, p) for ti in range(3) for p in range(acts[ti].shape[0])), key=lambda tp: acts[tp[0]][tp[1], f_on])
+    top_token = model.to_str_tokens(model.to_tokens(texts[best_t])[0])[best_p].strip()
+    label = out.node(f"resid_0/{f_on}").label
+    assert label.split(" · ")[0] == top_token
+    assert "[" in out.provenance["node_info"][f"resid_0/{f_on}"]["tooltip"]
+    if float(total[f_off]) == 0:
+        assert out.node(f"resid_0/{f_off}").label == "(inactive on these texts)"
+    with pytest.raises(SFCError, match="needs model"):
+        apply_labels(c, "summary")
+
+
+# --- sfc export ---------------------------------------------------------------------------------------
+
+def test_cli_round_trip(tmp_path, capsys):
+    path = tmp_path / "circuit.json"
+    c = small()
+    c.to_json(path)
+    assert main(["export", str(path), "--format", "dot", "-o", str(tmp_path / "c.dot")]) == 0
+    assert (tmp_path / "c.dot").read_text(encoding="utf-8") == Circuit.from_json(path).to_dot()
+    assert main(["export", str(path), "-o", str(tmp_path / "same.json"), "--node-threshold", "0.5"]) == 0
+    pruned = Circuit.from_json(tmp_path / "same.json")
+    assert {n.id for n in pruned.nodes} == {"y", "attn_0/12", "mlp_0/3", "resid_0/40", "resid_0/err"}
+    ann = tmp_path / "ann.jsonl"
+    ann.write_text(json.dumps({"Name": "mlp_0/3", "Annotation": "verbs <&>"}) + "\n", encoding="utf-8")
+    assert main(["export", str(path), "--format", "neuronpedia", "-o", str(tmp_path / "g.json"), "--labels", str(ann)]) == 0
+    graph = json.loads((tmp_path / "g.json").read_text(encoding="utf-8"))
+    assert "verbs <&>" in {n["clerp"] for n in graph["nodes"]}
+    assert "wrote" in capsys.readouterr().out
+
+
+@needs_dot
+def test_cli_svg(tmp_path):
+    path = tmp_path / "circuit.json"
+    small().to_json(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "c.svg")]) == 0  # format from the suffix
+    ET.fromstring((tmp_path / "c.svg").read_bytes())
+    assert main(["export", str(path), "--format", "svg"]) == 0
+    assert (tmp_path / "circuit.svg").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--format", "nope"], "unknown exporter 'nope'"),
+    (["--format", "dot", "--node-threshold", "0.001"], "cannot lower thresholds"),
+    (["--format", "dot", "--labels", "no-such-file.jsonl"], "no-such-file.jsonl"),
+    (["-o", "out.xyz"], "out.xyz"),
+])
+def test_cli_errors_exit_2(tmp_path, capsys, argv, needle):
+    path = tmp_path / "circuit.json"
+    small().to_json(path)
+    argv = [a if a != "out.xyz" else str(tmp_path / a) for a in argv]
+    assert main(["export", str(path)] + argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sfc: error:") and needle in err and err.count("\n") == 1
+
+
+def test_cli_bad_circuit_file_exit_2(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing.json"), "--format", "dot"]) == 2
+    (tmp_path / "bad.json").write_text('{"schema": "other"}', encoding="utf-8")
+    assert main(["export", str(tmp_path / "bad.json"), "--format", "dot"]) == 2
+    assert capsys.readouterr().err.count("\n") == 2
