@@ -76,6 +76,9 @@ def cmd_discover(args) -> int:
     out = Path(s["out"])
     circuit.to_json(out / "circuit.json")
     write_atomic(out / "circuit.dot", circuit.to_dot())
+    from .export.render import dot_binary, render_file
+    if dot_binary():  # Graphviz installed: the figure too
+        render_file(circuit, out / "circuit.svg", "svg")
     print(circuit.summary())
     print(f"time: {time.perf_counter() - started:.1f}s")
     print(f"wrote {out / 'circuit.json'} and {out / 'circuit.dot'}")
@@ -103,6 +106,30 @@ def cmd_evaluate(args) -> int:
     paths = write_report(result, args.out, title=f"{data}: {args.ablation} ablation")
     print(format_table(result))
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_shift(args) -> int:
+    import json
+
+    from .circuit import write_atomic
+    from .data import load_dataset
+    from .shift import format_table, public, shift
+
+    (model, saes), _ = _load_world(args.model, args.sae, args.device)
+    train, test, val = (load_dataset(args.data, split) for split in ("train", "test", "val"))
+    if args.n_train:
+        train = train[: args.n_train]
+    options = {"decisions": args.decisions}
+    result = shift(model, saes, train, test, val, layer=args.layer, judge=args.judge, top_k=args.top_k,
+                   threshold=args.threshold, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                   judge_options=options, progress=not args.quiet)
+    out = Path(args.out)
+    write_atomic(out / "shift.json", json.dumps(public(result), indent=1) + "\n")
+    result["_edit"].to_json(out / "edit.json")
+    print(format_table(result))
+    print(f"ablated {result['n_ablated']} of {len(result['features'])} candidate features ({args.judge} judge)")
+    print(f"wrote {out / 'shift.json'} and {out / 'edit.json'}")
     return 0
 
 
@@ -158,12 +185,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
+    h = sub.add_parser("shift", help="SHIFT: ablate features a probe should not use; print the accuracy table")
+    h.add_argument("--model", help="model directory or TransformerLens name (default: the toy world)")
+    h.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable)")
+    h.add_argument("--data", default="toy/bios", help="dataset with train (ambiguous), val and test (balanced) splits of "
+                   "{text, profession, gender} records (default toy/bios)")
+    h.add_argument("--layer", type=int, help="probe on blocks.<layer>.hook_resid_post (default: last layer with SAEs)")
+    h.add_argument("--judge", default="auto", help="feature judge: auto, file, interactive or a plugin's (default auto)")
+    h.add_argument("--decisions", help="decisions file (JSON or CSV: id,decision) for --judge file")
+    h.add_argument("--top-k", type=int, default=20, help="candidate features: the top K by |effect| (default 20)")
+    h.add_argument("--threshold", type=float, help="candidate features: |effect| above this")
+    h.add_argument("--steps", type=int, default=10, help="integrated-gradient steps (default 10)")
+    h.add_argument("--n-train", type=int, help="use the first N training examples")
+    h.add_argument("--batch-size", type=int, default=16, help="examples per batch (default 16)")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--device", help="torch device")
+    h.add_argument("-o", "--out", default="sfc-out", help="output directory (default ./sfc-out)")
+    h.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    h.set_defaults(func=cmd_shift)
+
     p = sub.add_parser("plugins", help="list registered methods, metrics, datasets and exporters with their plugins")
     p.set_defaults(func=cmd_plugins)
 
     from .toy.cli import add_parser as add_toy
+    from .export.cli import add_parser as add_export
 
     add_toy(sub)
+    add_export(sub)
     return parser
 
 

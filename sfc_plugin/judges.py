@@ -81,7 +81,8 @@ def interactive_judge(features, ctx):
 
 def auto_judge(features, ctx):
     """Ablate features whose mean activation predicts the spurious attribute better than the intended
-    one on the labelled validation data (|Pearson r| with each binary label)."""
+    one on the labelled validation data (|Pearson r| with each binary label), and at least
+    ``ctx.options["min_r"]`` (default 0.1) — features unrelated to both are kept."""
     import torch
 
     from .shift import Decision
@@ -102,8 +103,9 @@ def auto_judge(features, ctx):
             acts = torch.cat(acts).double()
             for j, f in enumerate(feats):
                 scores[f.id] = (_corr(acts[:, j], ctx.val.y), _corr(acts[:, j], ctx.val.z))
-    return [Decision(f.id, "ablate" if abs(scores[f.id][1]) > abs(scores[f.id][0]) else "keep", "auto",
-                     f"r(intended)={scores[f.id][0]:+.2f} r(spurious)={scores[f.id][1]:+.2f}") for f in features]
+    min_r = float(ctx.options.get("min_r", 0.1))
+    return [Decision(f.id, "ablate" if abs(rs) > abs(ri) and abs(rs) >= min_r else "keep", "auto",
+                     f"r(intended)={ri:+.2f} r(spurious)={rs:+.2f}") for f in features for ri, rs in [scores[f.id]]]
 
 
 def _corr(a, b) -> float:
