@@ -22,7 +22,7 @@ def save_model(model, path: str | Path) -> Path:
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    cfg = model.cfg.to_dict()
+    cfg = dict(model.cfg.to_dict())  # to_dict() returns the live __dict__
     cfg["dtype"] = str(cfg["dtype"]).removeprefix("torch.")
     cfg.pop("device", None)
     (path / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True, default=str))
