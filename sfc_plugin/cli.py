@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--layer", type=int, help="probe on blocks.<layer>.hook_resid_post (default: last layer with SAEs)")
     h.add_argument("--judge", default="auto", help="feature judge: auto, file, interactive or a plugin's (default auto)")
     h.add_argument("--decisions", help="decisions file (JSON or CSV: id,decision) for --judge file")
-    h.add_argument("--top-k", type=int, default=20, help="candidate features: the top K by |effect| (default 20)")
+    h.add_argument("--top-k", type=int, default=50, help="candidate features: the top K by |effect| (default 50)")
     h.add_argument("--threshold", type=float, help="candidate features: |effect| above this")
     h.add_argument("--steps", type=int, default=10, help="integrated-gradient steps (default 10)")
     h.add_argument("--n-train", type=int, help="use the first N training examples")

@@ -198,7 +198,7 @@ def _edit_from(subs: dict[str, Submodule], units, neurons: bool = False) -> Feat
 
 
 def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, layer: int | None = None,
-          judge: str | Callable = "auto", top_k: int | None = 20, threshold: float | None = None, method: str = "ig",
+          judge: str | Callable = "auto", top_k: int | None = 50, threshold: float | None = None, method: str = "ig",
           steps: int = 10, intended: str = "profession", spurious: str = "gender", seed: int = 0,
           batch_size: int = 16, judge_options: dict | None = None, probe=None, pm=None, progress: bool = True) -> dict:
     """Run SHIFT and the paper's comparison rows; returns the ``shift.json`` structure plus the edit.
