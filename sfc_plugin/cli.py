@@ -74,14 +74,16 @@ def cmd_discover(args) -> int:
                        provenance={"dataset": s["data"], "split": s["split"], "model_source": model_name,
                                    "sae_sources": s["sae"] or "toy"})
     out = Path(s["out"])
-    circuit.to_json(out / "circuit.json")
-    write_atomic(out / "circuit.dot", circuit.to_dot())
+    written = [out / "circuit.json", out / "circuit.dot"]
+    circuit.to_json(written[0])
+    write_atomic(written[1], circuit.to_dot())
     from .export.render import dot_binary, render_file
+
     if dot_binary():  # Graphviz installed: the figure too
-        render_file(circuit, out / "circuit.svg", "svg")
+        written.append(render_file(circuit, out / "circuit.svg", "svg"))
     print(circuit.summary())
     print(f"time: {time.perf_counter() - started:.1f}s")
-    print(f"wrote {out / 'circuit.json'} and {out / 'circuit.dot'}")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 

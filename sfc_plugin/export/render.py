@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
+from ..circuit import write_atomic
 from ..errors import SFCError
 
 FORMATS = ("svg", "png", "pdf")
@@ -52,9 +51,4 @@ def render_file(circuit, path, fmt: str | None = None, max_edges="auto", order: 
     """Render to ``path`` (format from ``fmt`` or the suffix), written atomically; see :func:`render`."""
     path = Path(path)
     data = render(circuit, fmt or path.suffix.lstrip(".").lower(), max_edges=max_edges, order=order)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, data)
