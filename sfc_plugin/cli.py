@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import SFCError
 
 DEFAULTS = {
-    "model": None, "sae": None, "data": "toy/sva-rc", "split": "test", "metric": None, "method": "ig", "steps": 10,
+    "model": None, "sae": None, "data": "toy/sva-rc", "split": "train", "metric": None, "method": "ig", "steps": 10,
     "node_threshold": 0.1, "edge_threshold": 0.01, "aggregation": "sum", "batch_size": 16, "device": None,
     "n_examples": 40, "out": "sfc-out", "edges": True,
 }
@@ -100,7 +100,7 @@ def cmd_evaluate(args) -> int:
     data = args.data or prov.get("dataset")
     if not data or data == "(in memory)":
         raise SFCError("the circuit does not name its dataset: give --data")
-    records = load_dataset(data, args.split or prov.get("split") or "test")
+    records = load_dataset(data, args.split or "test")  # held-out examples by default
     result = evaluate(model, saes, circuit, records, ablation=args.ablation, thresholds=args.thresholds,
                       n_thresholds=args.n_thresholds, start_layer=args.start_layer, include_errors=not args.features_only,
                       n_examples=args.n_examples, batch_size=args.batch_size, progress=not args.quiet)
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", help="model directory (sfc_plugin.models.save_model) or TransformerLens name")
     d.add_argument("--sae", action="append", help="SAELens SAE directory, directory of SAE directories, or release:sae_id (repeatable)")
     d.add_argument("--data", help="dataset name (e.g. toy/sva-rc) or JSON-lines file of pair records")
-    d.add_argument("--split", help="dataset split for named datasets (default test)")
+    d.add_argument("--split", help="dataset split for named datasets (default train; evaluate uses test)")
     d.add_argument("--metric", help="metric name (default logit_diff with patch answers, else logprob)")
     d.add_argument("--method", help="attribution method: atp, ig, exact or a plugin's (default ig)")
     d.add_argument("--steps", type=int, help="integrated-gradient steps (default 10)")
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="model directory or TransformerLens name (default: the toy world)")
     e.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable)")
     e.add_argument("--data", help="dataset name or JSON-lines file (default: the circuit's dataset)")
-    e.add_argument("--split", help="split of a named dataset (default: the circuit's, else test)")
+    e.add_argument("--split", help="split of a named dataset (default test: held out from discovery)")
     e.add_argument("--ablation", default="mean", help="mean, zero, resample or a plugin's (default mean)")
     e.add_argument("--thresholds", type=float, nargs="+", help="node thresholds (default: log-spaced over the circuit's effects)")
     e.add_argument("--n-thresholds", type=int, default=15, help="number of default thresholds (default 15)")
