@@ -140,6 +140,18 @@ def parse(node_id):
     return sub, (rest if rest == "err" else int(rest))
 
 
+def atp_world(tokenizer, hooks, parallel=False, **discover_kw):
+    """A tiny model's atp circuit at threshold 0, with clean/patch caches and submodules by name."""
+    model = make_model(tokenizer, parallel=parallel)
+    saes = make_saes(hooks)
+    records = discover_kw.pop("records", make_records(6))
+    circuit = sfc_plugin.discover(model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0,
+                                  progress=False, **discover_kw)
+    batch = tokenize(model, records)
+    c, p = caches(model, batch, hooks)
+    return model, circuit, batch, c, p, {s.name: s for s in build_submodules(model, saes)}
+
+
 SEQUENTIAL_PAIRS = {("embed", "attn_0"), ("embed", "mlp_0"), ("embed", "resid_0"), ("attn_0", "mlp_0"),
                     ("attn_0", "resid_0"), ("mlp_0", "resid_0"), ("resid_0", "attn_1"), ("resid_0", "mlp_1"),
                     ("resid_0", "resid_1"), ("attn_1", "mlp_1"), ("attn_1", "resid_1"), ("mlp_1", "resid_1"),
@@ -148,19 +160,11 @@ SEQUENTIAL_PAIRS = {("embed", "attn_0"), ("embed", "mlp_0"), ("embed", "resid_0"
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_every_edge_type_matches_a_direct_intervention(tokenizer, parallel):
-    model = make_model(tokenizer, parallel=parallel)
-    hooks = all_hooks(2)
-    saes = make_saes(hooks)
-    records = make_records(6)
-    circuit = sfc_plugin.discover(model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0,
-                                  progress=False)
+    model, circuit, batch, c, p, subs = atp_world(tokenizer, all_hooks(2), parallel=parallel)
     pairs = {(e.source.split("/")[0], e.target.split("/")[0]) for e in circuit.edges}
     expected = SEQUENTIAL_PAIRS - ({("attn_0", "mlp_0"), ("attn_1", "mlp_1")} if parallel else set())
     assert pairs == expected
     assert circuit.provenance["block"] == ("parallel" if parallel else "sequential")
-    batch = tokenize(model, records)
-    c, p = caches(model, batch, hooks)
-    subs = {s.name: s for s in build_submodules(model, saes)}
     checked, from_errors, into_errors = 0, 0, 0
     for pair in sorted(expected):
         group = [e for e in circuit.edges if (e.source.split("/")[0], e.target.split("/")[0]) == pair]
@@ -183,52 +187,42 @@ def test_every_edge_type_matches_a_direct_intervention(tokenizer, parallel):
 
 def test_edges_into_resid_are_the_downstream_gradient_through_the_sum(tokenizer):
     """Summing all edges into a submodule's nodes from one upstream node recovers ∇_x m · Δu."""
-    model = make_model(tokenizer)
-    hooks = all_hooks(2)
-    saes = make_saes(hooks)
-    records = make_records(6)
-    circuit = sfc_plugin.discover(model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0,
-                                  progress=False)
-    batch = tokenize(model, records)
-    c, p = caches(model, batch, hooks)
-    subs = {s.name: s for s in build_submodules(model, saes)}
+    model, circuit, batch, c, p, subs = atp_world(tokenizer, all_hooks(2))
+    up = subs["mlp_1"]
+    err = lambda x: x - up.decode(up.encode(x))  # noqa: E731
     g = grad_at(model, batch, subs["resid_1"].hook)
-    derr_up = (p[subs["mlp_1"].hook] - subs["mlp_1"].decode(subs["mlp_1"].encode(p[subs["mlp_1"].hook]))) - \
-              (c[subs["mlp_1"].hook] - subs["mlp_1"].decode(subs["mlp_1"].encode(c[subs["mlp_1"].hook])))
     total = sum(e.weight for e in circuit.edges if e.source == "mlp_1/err" and e.target.startswith("resid_1/"))
-    assert total == pytest.approx((g * derr_up).sum((1, 2)).mean().item(), rel=1e-6, abs=1e-9)
+    want = (g * (err(p[up.hook]) - err(c[up.hook]))).sum((1, 2)).mean().item()
+    assert total == pytest.approx(want, rel=1e-6, abs=1e-9)
 
 
 def test_partial_sae_set_edges_follow_direct_paths(tokenizer):
     """Only resid SAEs: resid_0 → resid_1 runs through the whole block (a nonlinear path)."""
-    model = make_model(tokenizer)
-    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-    saes = make_saes(hooks)
-    records = make_records(6)
-    circuit = sfc_plugin.discover(model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0,
-                                  progress=False)
-    batch = tokenize(model, records)
-    c, p = caches(model, batch, hooks)
-    subs = {s.name: s for s in build_submodules(model, saes)}
+    model, circuit, batch, c, p, subs = atp_world(tokenizer, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
     e = max((e for e in circuit.edges if e.target.startswith("resid_1/")), key=lambda e: abs(e.weight))
     (up, un), (down, dn) = parse(e.source), parse(e.target)
     assert e.weight == pytest.approx(direct_edge(model, subs, batch, c, p, up, down, un, dn), rel=1e-4)
 
 
 def test_aggregation_none_keeps_positions_and_sums_to_aggregated(tokenizer):
-    model = make_model(tokenizer)
-    saes = make_saes(all_hooks(2))
     records = [r for r in make_records(12) if "near" in r["clean_prefix"]]
-    kw = dict(method="atp", node_threshold=0.0, edges=False, progress=False)
-    per_pos = sfc_plugin.discover(model, saes, records, aggregation="none", **kw)
-    summed = effects(sfc_plugin.discover(model, saes, records, **kw))
+    per_pos = atp_world(tokenizer, all_hooks(2), records=records, aggregation="none")[1]
+    summed = atp_world(tokenizer, all_hooks(2), records=records)[1]
     assert all("@" in n.id and n.position is not None for n in per_pos.nodes if n.kind != "metric")
-    totals: dict[str, float] = {}
-    for n in per_pos.nodes:
-        if n.kind != "metric":
-            totals[n.id.split("@")[0]] = totals.get(n.id.split("@")[0], 0.0) + n.effect
-    for k, v in summed.items():
-        assert totals[k] == pytest.approx(v, abs=1e-9)
+    strip = lambda node_id: node_id.split("@")[0]  # noqa: E731
+    nodes: dict[str, float] = {}
+    for n in per_pos.nodes[1:]:
+        nodes[strip(n.id)] = nodes.get(strip(n.id), 0.0) + n.effect
+    edges: dict[tuple[str, str], float] = {}
+    for e in per_pos.edges:
+        key = (strip(e.source), strip(e.target))
+        edges[key] = edges.get(key, 0.0) + e.weight
+    assert effects(summed).keys() == nodes.keys()
+    for k, v in effects(summed).items():
+        assert nodes[k] == pytest.approx(v, abs=1e-9)
+    assert len(summed.edges) > 100
+    for e in summed.edges:
+        assert edges.get((e.source, e.target), 0.0) == pytest.approx(e.weight, abs=1e-9), (e.source, e.target)
 
 
 def test_zero_ablation_without_patch_prompts(tokenizer):
