@@ -12,7 +12,7 @@ import torch
 from .attribution.context import AttributionContext, NodeEffects
 from .attribution.edges import NodeSet, edge_effects
 from .circuit import Circuit, Edge, Node, node_id
-from .data import Batch, resolve_records, tokenize
+from .data import resolve_records, tokenize
 from .errors import SFCError
 from .metrics import resolve_metric
 from .models import saes_by_hook
