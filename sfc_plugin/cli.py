@@ -120,8 +120,7 @@ def cmd_shift(args) -> int:
 
     (model, saes), _ = _load_world(args.model, args.sae, args.device)
     train, test, val = (load_dataset(args.data, split) for split in ("train", "test", "val"))
-    if args.n_train:
-        train = train[: args.n_train]
+    train, val, test = train[: args.n_train], val[: args.n_eval], test[: args.n_eval]
     options = {"decisions": args.decisions}
     result = shift(model, saes, train, test, val, layer=args.layer, judge=args.judge, top_k=args.top_k,
                    threshold=args.threshold, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
@@ -199,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--threshold", type=float, help="candidate features: |effect| above this")
     h.add_argument("--steps", type=int, default=10, help="integrated-gradient steps (default 10)")
     h.add_argument("--n-train", type=int, help="use the first N training examples")
+    h.add_argument("--n-eval", type=int, help="use the first N validation and N test examples")
     h.add_argument("--batch-size", type=int, default=16, help="examples per batch (default 16)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--device", help="torch device")

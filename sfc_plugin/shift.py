@@ -220,8 +220,16 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     pos_intended = values[1]
     paired = [r[spurious] for r in train if r[intended] == pos_intended]
     pos_spurious = max(sorted(set(paired)), key=paired.count)
+    if callable(judge):
+        from .judges import callable_judge
+
+        judge_fn = callable_judge(judge)
+    else:
+        judge_fn = lookup("judge", judge, pm)
     device = next(model.parameters()).device
     tr, te, va = (_labelled(model, d, intended, spurious, (pos_intended, pos_spurious), device) for d in (train, test, val))
+    ctx = JudgeContext(model, by_name, va, dict(judge_options or {}))
+    judge_fn([], ctx)  # a misconfigured judge fails now, before the attribution runs
     kw = dict(method=method, steps=steps, batch_size=batch_size, pm=pm, progress=progress)
 
     X_tr, X_te = pooled(model, tr, hook), pooled(model, te, hook)
@@ -229,13 +237,6 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     effects = attribute(model, subs, tr, hook, probe, 2 * tr.y - 1, **kw)
     ranked = top_units(effects, top_k, threshold)
     infos = [FeatureInfo(f"{name}/{j}", name, j, eff) for name, j, eff in ranked]
-    if callable(judge):
-        from .judges import callable_judge
-
-        judge_fn = callable_judge(judge)
-    else:
-        judge_fn = lookup("judge", judge, pm)
-    ctx = JudgeContext(model, by_name, va, dict(judge_options or {}))
     decisions = {d.id: d for d in judge_fn(infos, ctx)}
     missing = [i.id for i in infos if i.id not in decisions]
     if missing:

@@ -241,3 +241,17 @@ def test_zero_ablation_without_patch_prompts(tokenizer):
     ablated = model.run_with_hooks(batch.clean, fwd_hooks=[(sub.hook, lambda a, hook: a - f[..., node.feature, None] * sub.W_dec[node.feature])])
     want = (logprob(ablated, batch) - logprob(model(batch.clean), batch)).mean().item()
     assert node.effect == pytest.approx(want, abs=1e-9)
+
+
+def test_hooked_sae_transformer_gives_the_same_circuit(tokenizer):
+    from sae_lens import HookedSAETransformer
+
+    model = make_model(tokenizer)
+    twin = HookedSAETransformer(model.cfg, tokenizer=tokenizer)
+    twin.load_state_dict(model.state_dict())
+    saes = make_saes(all_hooks(2))
+    kw = dict(method="ig", steps=3, node_threshold=0.01, edge_threshold=0.01, progress=False)
+    a = sfc_plugin.discover(model, saes, make_records(4), **kw)
+    b = sfc_plugin.discover(twin.eval(), saes, make_records(4), **kw)
+    assert [(n.id, round(n.effect, 9)) for n in a.nodes[1:]] == [(n.id, round(n.effect, 9)) for n in b.nodes[1:]]
+    assert len(a.edges) == len(b.edges) > 0

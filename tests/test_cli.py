@@ -123,3 +123,22 @@ def test_evaluate_command_writes_report(files, capsys):
     assert "faithfulness" in out and (files / "eval" / "faithfulness.png").exists()
     code, _, err = run(capsys, "evaluate", circuit, "--model", files / "model", "--sae", files / "saes", "--ablation", "nope")
     assert code == 2 and "'nope'" in err
+
+
+def test_shift_command_with_a_decisions_file(tmp_path, capsys):
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text("id,decision\nresid_2/179,ablate\nresid_2/162,ablate\nembed/47,keep\n")
+    code, out, err = run(capsys, "shift", "--judge", "file", "--decisions", decisions, "--n-train", 64, "--n-eval", 64,
+                         "--steps", 2, "--top-k", 200, "-o", tmp_path / "shift", "-q")
+    assert code == 0, err
+    report = json.loads((tmp_path / "shift" / "shift.json").read_text())
+    assert [r["name"] for r in report["rows"]] == ["original", "shift", "shift_retrain", "random", "neuron_skyline",
+                                                   "feature_skyline", "oracle"]
+    ablated = {f["id"] for f in report["features"] if f["decision"] == "ablate"}
+    assert ablated and ablated <= {"resid_2/179", "resid_2/162"} and report["n_ablated"] == len(ablated)
+    assert all(f["judge"].startswith("file:") for f in report["features"])
+    edit = json.loads((tmp_path / "shift" / "edit.json").read_text())
+    assert {f["id"] for f in edit["features"]} == ablated and "worst group" in out
+    code, _, err = run(capsys, "shift", "--judge", "file", "--n-train", 8, "--n-eval", 8, "--steps", 1, "-q",
+                       "-o", tmp_path / "shift2")
+    assert code == 2 and "decisions file" in err

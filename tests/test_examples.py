@@ -1,0 +1,38 @@
+"""The examples in examples/ run as a user would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sfc_plugin import Circuit
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(script, *args, cwd):
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_saelens_project_example(tmp_path):
+    out = run("saelens_project.py", tmp_path / "out", cwd=tmp_path)
+    circuit = Circuit.from_json(tmp_path / "out" / "circuit.json")
+    assert "nodes:" in out and circuit.provenance["n_examples"] == 20 and len(circuit.edges) > 10
+    assert {s["hook"] for s in circuit.provenance["saes"]} >= {"blocks.0.hook_resid_pre", "blocks.2.hook_resid_post"}
+
+
+def test_export_graphviz_example(tmp_path):
+    out = run("export_graphviz.py", cwd=tmp_path)
+    dot = (tmp_path / "circuit_labelled.dot").read_text()
+    assert "wrote circuit_labelled.dot" in out and "top 1 (" in dot
+
+
+@pytest.mark.parametrize("script", ["custom_method_plugin/sfc_midpoint.py"])
+def test_plugin_example_imports_cleanly(script, tmp_path):
+    run(script, cwd=tmp_path)
