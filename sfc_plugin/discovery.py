@@ -166,6 +166,8 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
         "versions": _versions(),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if aggregation == "none" and model.tokenizer is not None:  # column labels for position-aligned figures
+        prov["tokens"] = [model.tokenizer.decode([t]) for t in full.clean[0, : int(full.last[0]) + 1].tolist()]
     prov.update(provenance or {})
     return Circuit(circuit_nodes, circuit_edges, None if full.patch is None else total / n, metric_name, method_name,
                    int(steps) if method_name == "ig" else None, aggregation, float(node_threshold), float(edge_threshold), prov)
