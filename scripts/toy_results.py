@@ -14,7 +14,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import sfc_plugin  # noqa: E402
 from sfc_plugin import toy  # noqa: E402
-from sfc_plugin.evaluation import evaluate, write_report  # noqa: E402
+from sfc_plugin.evaluation import write_report  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -38,10 +38,10 @@ def main() -> None:
         circuit = sfc_plugin.discover(model, saes, train, node_threshold=0.02, edge_threshold=0.01, progress=False)
         t_disc = time.perf_counter() - t0
         t0 = time.perf_counter()
-        res = evaluate(model, saes, circuit, test, ablation="mean", progress=False)
+        res = sfc_plugin.evaluate(model, saes, circuit, test, ablation="mean", progress=False)
         t_eval = time.perf_counter() - t0
-        feats = evaluate(model, saes, circuit.prune(0.1), test, thresholds=[0.1], include_errors=False, progress=False)
-        own = evaluate(model, saes, circuit.prune(0.1), test, thresholds=[0.1], progress=False)
+        feats = sfc_plugin.evaluate(model, saes, circuit.prune(0.1), test, thresholds=[0.1], include_errors=False, progress=False)
+        own = sfc_plugin.evaluate(model, saes, circuit.prune(0.1), test, thresholds=[0.1], progress=False)
         write_report(res, DOCS / f"faithfulness-{cond}", title=f"toy/sva-{cond}: mean ablation")
         row = {"condition": cond, "nodes_at_0.1": own["circuit"]["n_nodes"], "faithfulness_at_0.1": own["circuit"]["faithfulness"],
                "completeness_at_0.1": own["circuit"]["completeness"], "features_only_faithfulness_at_0.1": feats["circuit"]["faithfulness"],
@@ -56,11 +56,11 @@ def main() -> None:
         print(f"| {r['condition']} | {r['nodes_at_0.1']} | {r['faithfulness_at_0.1']:.2f} | {r['completeness_at_0.1']:.2f} | "
               f"{r['features_only_faithfulness_at_0.1']:.2f} | {r['nodes_for_faithfulness_0.8']} |")
     if not args.skip_shift:
-        from sfc_plugin.shift import format_table, public, shift
+        from sfc_plugin.shift_pipeline import format_table, public
 
         bios = {s: sfc_plugin.load_dataset("toy/bios", s) for s in ("train", "val", "test")}
         t0 = time.perf_counter()
-        result = shift(model, saes, bios["train"], bios["test"], bios["val"], progress=False)
+        result = sfc_plugin.shift(model, saes, bios["train"], bios["test"], bios["val"], progress=False)
         out["shift"] = public(result)
         out["shift"]["seconds"] = round(time.perf_counter() - t0, 1)
         print(format_table(result))

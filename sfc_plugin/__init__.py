@@ -7,24 +7,23 @@ from .plugins import get_plugin_manager, hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["discover", "Circuit", "load_dataset", "hookimpl", "get_plugin_manager", "splice", "SFCError", "__version__"]
+__all__ = ["discover", "evaluate", "shift", "Circuit", "FeatureEdit", "load_dataset", "hookimpl", "get_plugin_manager",
+           "splice", "SFCError", "__version__"]
+
+_LAZY = {  # name -> module; heavy modules load on first use, so `sfc --help` stays fast
+    "discover": "discovery",
+    "evaluate": "evaluation",
+    "shift": "shift_pipeline",
+    "Circuit": "circuit",
+    "FeatureEdit": "edit",
+    "load_dataset": "data",
+    "splice": "splicing",
+}
 
 
-def __getattr__(name):  # heavy modules load on first use, so `sfc --help` stays fast
-    if name == "discover":
-        from .discovery import discover
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(name)
+    import importlib
 
-        return discover
-    if name == "Circuit":
-        from .circuit import Circuit
-
-        return Circuit
-    if name == "load_dataset":
-        from .data import load_dataset
-
-        return load_dataset
-    if name == "splice":
-        from .splice import splice
-
-        return splice
-    raise AttributeError(name)
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

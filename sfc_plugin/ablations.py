@@ -15,7 +15,7 @@ def _source_tokens(batch):
 
 def _sum_acts(model, subs, batch, per_position: bool, chunk: int = 64):
     """Sum of features and errors over examples (and over real positions unless ``per_position``)."""
-    from .splice import activations
+    from .splicing import activations
 
     sums = {}
     for part in batch.split(chunk):
@@ -31,7 +31,7 @@ def _sum_acts(model, subs, batch, per_position: bool, chunk: int = 64):
 
 def mean_ablation(model, subs, batch):
     """Mean over the evaluation set: per position when all prompts have one length, else over positions."""
-    from .splice import Acts
+    from .splicing import Acts
 
     per_position = int(batch.last.min()) == int(batch.last.max())
     count = len(batch) if per_position else int(batch.valid.sum())
@@ -44,7 +44,7 @@ def zero_ablation(model, subs, batch):
     """Features and errors set to zero (``x = decode(0)``)."""
     import torch
 
-    from .splice import Acts
+    from .splicing import Acts
 
     return {s.name: Acts(None, torch.zeros(1, 1, s.d_sae, dtype=s.W_dec.dtype, device=s.W_dec.device),
                          torch.zeros(1, 1, s.W_dec.shape[1], dtype=s.W_dec.dtype, device=s.W_dec.device)) for s in subs}
@@ -54,7 +54,7 @@ def resample_ablation(model, subs, batch, seed: int = 0):
     """Each example takes the activations of a shuffled partner of the same token length (seeded)."""
     import torch
 
-    from .splice import Acts, activations
+    from .splicing import Acts, activations
 
     gen = torch.Generator().manual_seed(seed)
     lengths = batch.last.cpu()

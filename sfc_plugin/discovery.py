@@ -17,7 +17,7 @@ from .errors import SFCError
 from .metrics import resolve_metric
 from .models import saes_by_hook
 from .plugins import lookup
-from .splice import Submodule, activations, build_submodules, frozen, zero_acts
+from .splicing import Submodule, activations, build_submodules, frozen, zero_acts
 
 AGGREGATIONS = ("sum", "none")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import SFCError
-from .splice import Submodule
+from .splicing import Submodule
 
 SCHEMA = "sfc-edit/1"
 

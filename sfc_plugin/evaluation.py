@@ -20,7 +20,7 @@ from .errors import SFCError
 from .metrics import resolve_metric
 from .models import saes_by_hook
 from .plugins import lookup
-from .splice import Submodule, build_submodules
+from .splicing import Submodule, build_submodules
 
 
 def _effect_maps(circuit: Circuit, subs: list[Submodule], width: int):

@@ -44,7 +44,7 @@ def read_decisions(path: str | Path) -> dict[str, str]:
 
 def file_judge(features, ctx):
     """Decisions from ``ctx.options["decisions"]`` (JSON/CSV); features it does not list are kept."""
-    from .shift import Decision
+    from .shift_pipeline import Decision
 
     path = ctx.options.get("decisions")
     if not path:
@@ -57,7 +57,7 @@ def file_judge(features, ctx):
 def interactive_judge(features, ctx):
     """A terminal review: each feature's label, top contexts and effect; ``a`` ablate, ``k`` keep,
     ``q`` keep the rest. Reads ``ctx.options["input"]`` (default stdin), writes ``ctx.options["output"]``."""
-    from .shift import Decision, top_contexts
+    from .shift_pipeline import Decision, top_contexts
 
     inp, out = ctx.options.get("input", sys.stdin), ctx.options.get("output", sys.stderr)
     decisions, rest = [], None
@@ -85,7 +85,7 @@ def auto_judge(features, ctx):
     ``ctx.options["min_r"]`` (default 0.1) — features unrelated to both are kept."""
     import torch
 
-    from .shift import Decision
+    from .shift_pipeline import Decision
 
     by_sub: dict[str, list] = {}
     for f in features:
@@ -116,7 +116,7 @@ def _corr(a, b) -> float:
 
 def callable_judge(fn):
     """Wrap ``fn(feature_info) -> bool | "ablate" | "keep"`` as a judge named after it."""
-    from .shift import Decision
+    from .shift_pipeline import Decision
 
     name = getattr(fn, "__name__", "callable")
 

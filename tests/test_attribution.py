@@ -8,7 +8,9 @@ import torch
 import sfc_plugin
 from sfc_plugin.data import tokenize
 from sfc_plugin.metrics import logit_diff
-from sfc_plugin.splice import build_submodules, splice
+from sfc_plugin.splicing import build_submodules
+
+splice = sfc_plugin.splice  # the public name
 
 from conftest import all_hooks, make_model, make_records, make_saes
 

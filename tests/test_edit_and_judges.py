@@ -11,8 +11,8 @@ import torch
 from sfc_plugin.edit import FeatureEdit
 from sfc_plugin.errors import SFCError
 from sfc_plugin.judges import callable_judge, file_judge, interactive_judge, read_decisions
-from sfc_plugin.shift import FeatureInfo, JudgeContext, Labelled, accuracy_row, top_units, train_probe
-from sfc_plugin.splice import build_submodules
+from sfc_plugin.shift_pipeline import FeatureInfo, JudgeContext, Labelled, accuracy_row, top_units, train_probe
+from sfc_plugin.splicing import build_submodules
 
 from conftest import all_hooks, make_model, make_records, make_saes
 

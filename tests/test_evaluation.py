@@ -10,7 +10,7 @@ from sfc_plugin.circuit import Circuit, Node
 from sfc_plugin.data import tokenize
 from sfc_plugin.evaluation import evaluate, write_report
 from sfc_plugin.metrics import logit_diff
-from sfc_plugin.splice import build_submodules
+from sfc_plugin.splicing import build_submodules
 
 from conftest import all_hooks, make_model, make_records, make_saes
 

@@ -7,8 +7,8 @@ import torch
 
 import sfc_plugin
 from sfc_plugin import toy
-from sfc_plugin.shift import ROWS, _labelled, attribute, pooled, shift, train_probe
-from sfc_plugin.splice import build_submodules
+from sfc_plugin.shift_pipeline import ROWS, _labelled, attribute, pooled, shift, train_probe
+from sfc_plugin.splicing import build_submodules
 
 
 @pytest.fixture(scope="module")

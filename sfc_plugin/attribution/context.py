@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..data import Batch
-from ..splice import Acts, Submodule
+from ..splicing import Acts, Submodule
 
 DEFAULT_MAX_ROWS = 2048
 

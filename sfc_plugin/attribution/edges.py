@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..splice import Acts, Submodule
+from ..splicing import Acts, Submodule
 from .context import _chunks
 
 

@@ -22,7 +22,7 @@ from .edit import FeatureEdit
 from .errors import SFCError
 from .models import saes_by_hook
 from .plugins import lookup
-from .splice import Acts, Submodule, activations, build_submodules, frozen, zero_acts
+from .splicing import Acts, Submodule, activations, build_submodules, frozen, zero_acts
 
 ROWS = ("original", "shift", "shift_retrain", "random", "neuron_skyline", "feature_skyline", "oracle")
 
