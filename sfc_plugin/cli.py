@@ -127,7 +127,7 @@ def cmd_shift(args) -> int:
                    judge_options=options, progress=not args.quiet)
     out = Path(args.out)
     write_atomic(out / "shift.json", json.dumps(public(result), indent=1) + "\n")
-    result["_edit"].to_json(out / "edit.json")
+    result["edit"].to_json(out / "edit.json")
     print(format_table(result))
     print(f"ablated {result['n_ablated']} of {len(result['features'])} candidate features ({args.judge} judge)")
     print(f"wrote {out / 'shift.json'} and {out / 'edit.json'}")

@@ -201,7 +201,8 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
           judge: str | Callable = "auto", top_k: int | None = 50, threshold: float | None = None, method: str = "ig",
           steps: int = 10, intended: str = "profession", spurious: str = "gender", seed: int = 0,
           batch_size: int = 16, judge_options: dict | None = None, probe=None, pm=None, progress: bool = True) -> dict:
-    """Run SHIFT and the paper's comparison rows; returns the ``shift.json`` structure plus the edit.
+    """Run SHIFT and the paper's comparison rows: the ``shift.json`` structure (see :func:`public`) with
+    the :class:`FeatureEdit` under ``"edit"`` and the probes under ``"probe"``/``"retrained_probe"``.
 
     ``train`` is ambiguous (intended and spurious attributes agree), ``val`` and ``test`` balanced;
     records are ``{"text", intended, spurious}``. ``val`` serves the ``auto`` judge, the skylines and
@@ -265,8 +266,7 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
         "features": [{"id": i.id, "effect": i.effect, "decision": decisions[i.id].decision, "judge": decisions[i.id].judge,
                       **({"note": decisions[i.id].note} if decisions[i.id].note else {})} for i in infos],
         "probe_hook": hook, "intended": [intended, pos_intended], "spurious": [spurious, pos_spurious],
-        "n_ablated": k, "edit": edit.to_dict(), "seed": seed,
-        "_edit": edit, "_probe": probe, "_retrained_probe": retrained,
+        "n_ablated": k, "seed": seed, "edit": edit, "probe": probe, "retrained_probe": retrained,
     }
 
 
@@ -278,8 +278,10 @@ def format_table(result: dict) -> str:
 
 
 def public(result: dict) -> dict:
-    """The JSON-serialisable part of a :func:`shift` result (``shift.json``)."""
-    return {k: v for k, v in result.items() if not k.startswith("_")}
+    """The JSON-serialisable form of a :func:`shift` result (``shift.json``): the edit as a dict, no probes."""
+    out = {k: v for k, v in result.items() if k not in ("probe", "retrained_probe")}
+    out["edit"] = result["edit"].to_dict()
+    return out
 
 
 __all__ = ["shift", "FeatureInfo", "Decision", "JudgeContext", "train_probe", "pooled", "attribute", "accuracy_row",

@@ -37,7 +37,7 @@ def test_shift_removes_the_spurious_cue(result):
     assert retrained["worst_group_acc"] >= oracle["worst_group_acc"] - 0.15
     assert abs(rows["random"]["worst_group_acc"] - original["worst_group_acc"]) < 0.1
     ablated = [f for f in result["features"] if f["decision"] == "ablate"]
-    assert len(ablated) == result["n_ablated"] == len(result["edit"]["features"]) > 0
+    assert len(ablated) == result["n_ablated"] == len(result["edit"].to_dict()["features"]) > 0
     assert all(f["judge"] == "auto" for f in result["features"])
 
 
@@ -46,8 +46,8 @@ def test_table_rows_come_from_predictions(world, bios, result):
     pos = (result["intended"][1], result["spurious"][1])
     test = _labelled(model, bios["test"], "profession", "gender", pos, "cpu")
     hook = result["probe_hook"]
-    for name, edit, probe in (("original", None, result["_probe"]), ("shift", result["_edit"], result["_probe"]),
-                              ("shift_retrain", result["_edit"], result["_retrained_probe"])):
+    for name, edit, probe in (("original", None, result["probe"]), ("shift", result["edit"], result["probe"]),
+                              ("shift_retrain", result["edit"], result["retrained_probe"])):
         with torch.no_grad():
             pred = (probe(pooled(model, test, hook, edit))[:, 0] > 0).float()
         groups = [(pred[(test.y == a) & (test.z == b)] == a).float().mean().item() for a in (0, 1) for b in (0, 1)]
