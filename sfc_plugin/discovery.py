@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -101,6 +103,8 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     method_fn, method_name = (method, getattr(method, "__name__", "custom")) if callable(method) else (lookup("method", method, pm), method)
     if device is not None:
         model.to(device)
+    saes = [saes] if isinstance(saes, (str, Path)) else saes if isinstance(saes, Mapping) else list(saes)
+    sources = [] if isinstance(saes, Mapping) else [str(x) for x in saes if isinstance(x, (str, Path))]
     subs = build_submodules(model, saes_by_hook(saes))
     records = resolve_records(data, n_examples, pm)
     dev = next(model.parameters()).device
@@ -168,6 +172,8 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     }
     if aggregation == "none" and model.tokenizer is not None:  # column labels for position-aligned figures
         prov["tokens"] = [model.tokenizer.decode([t]) for t in full.clean[0, : int(full.last[0]) + 1].tolist()]
+    if sources:
+        prov["sae_sources"] = sources
     prov.update(provenance or {})
     return Circuit(circuit_nodes, circuit_edges, None if full.patch is None else total / n, metric_name, method_name,
                    int(steps) if method_name == "ig" else None, aggregation, float(node_threshold), float(edge_threshold), prov)

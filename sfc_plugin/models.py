@@ -95,11 +95,18 @@ def load_sae_spec(spec: str, device: str | None = None) -> list:
 
 
 def saes_by_hook(saes: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
-    """``{hook_name: SAE}`` from a mapping or a sequence of SAEs (hook from ``cfg.metadata.hook_name``)."""
+    """``{hook_name: SAE}`` from a mapping or a sequence of SAEs (hook from ``cfg.metadata.hook_name``).
+
+    Sequence items may also be SAE specs for :func:`load_sae_spec` (a directory saved by SAELens, a
+    directory of them, or ``release:sae_id``).
+    """
     if isinstance(saes, Mapping):
         return dict(saes)
+    if isinstance(saes, (str, Path)):
+        saes = [saes]
+    loaded = [sae for item in saes for sae in (load_sae_spec(str(item)) if isinstance(item, (str, Path)) else [item])]
     out: dict[str, Any] = {}
-    for sae in saes:
+    for sae in loaded:
         hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
         if not hook:
             raise SFCError(f"SAE {type(sae).__name__} has no cfg.metadata.hook_name; pass saes as {{hook_name: sae}}")

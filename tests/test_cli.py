@@ -142,3 +142,17 @@ def test_shift_command_with_a_decisions_file(tmp_path, capsys):
     code, _, err = run(capsys, "shift", "--judge", "file", "--n-train", 8, "--n-eval", 8, "--steps", 1, "-q",
                        "-o", tmp_path / "shift2")
     assert code == 2 and "decisions file" in err
+
+
+def test_python_api_takes_sae_directories(files):
+    from sfc_plugin.models import load_model
+
+    model = load_model(files / "model")
+    dirs = [str(files / "saes" / h) for h in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")]
+    circuit = sfc_plugin.discover(model, dirs, str(files / "pairs.jsonl"), method="atp", node_threshold=0.01,
+                                  progress=False)
+    assert circuit.provenance["sae_sources"] == dirs
+    assert {s["hook"] for s in circuit.provenance["saes"]} == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
+    everything = sfc_plugin.discover(model, str(files / "saes"), str(files / "pairs.jsonl"), method="atp",
+                                     node_threshold=0.01, edges=False, progress=False)
+    assert len(everything.provenance["saes"]) == 3
