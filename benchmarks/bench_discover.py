@@ -28,7 +28,7 @@ from sfc_plugin.attribution.methods import ig  # noqa: E402
 from sfc_plugin.data import tokenize  # noqa: E402
 from sfc_plugin.discovery import _select  # noqa: E402
 from sfc_plugin.metrics import logit_diff  # noqa: E402
-from sfc_plugin.splice import activations, build_submodules, frozen  # noqa: E402
+from sfc_plugin.splicing import activations, build_submodules, frozen  # noqa: E402
 
 
 def reference_ig(model, subs, batch, clean, patch, steps):
