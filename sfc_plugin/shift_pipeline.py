@@ -233,7 +233,7 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     judge_fn([], ctx)  # a misconfigured judge fails now, before the attribution runs
     kw = dict(method=method, steps=steps, batch_size=batch_size, pm=pm, progress=progress)
 
-    X_tr, X_te = pooled(model, tr, hook), pooled(model, te, hook)
+    X_tr, X_te, X_va = pooled(model, tr, hook), pooled(model, te, hook), pooled(model, va, hook)
     probe = probe if probe is not None else train_probe(X_tr, tr.y, seed)
     effects = attribute(model, subs, tr, hook, probe, 2 * tr.y - 1, **kw)
     ranked = top_units(effects, top_k, threshold)
@@ -255,12 +255,12 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     pool = [(s.name, j) for s in subs for j in range(s.d_sae)]
     rand = _edit_from(by_name, [(n, j, 0.0) for n, j in rng.sample(pool, k)])
     rows.append(accuracy_row("random", probe, pooled(model, te, hook, rand), te))
-    gender_probe = train_probe(pooled(model, va, hook), va.z, seed)
+    gender_probe = train_probe(X_va, va.z, seed)
     neuron_eff = attribute(model, subs, va, hook, gender_probe, 2 * va.z - 1, neurons=True, **kw)
     rows.append(accuracy_row("neuron_skyline", probe, pooled(model, te, hook, _edit_from(by_name, top_units(neuron_eff, k), neurons=True)), te))
     feat_eff = attribute(model, subs, va, hook, gender_probe, 2 * va.z - 1, **kw)
     rows.append(accuracy_row("feature_skyline", probe, pooled(model, te, hook, _edit_from(by_name, top_units(feat_eff, k))), te))
-    rows.append(accuracy_row("oracle", train_probe(pooled(model, va, hook), va.y, seed), X_te, te))
+    rows.append(accuracy_row("oracle", train_probe(X_va, va.y, seed), X_te, te))
     return {
         "rows": rows,
         "features": [{"id": i.id, "effect": i.effect, "decision": decisions[i.id].decision, "judge": decisions[i.id].judge,
