@@ -56,7 +56,7 @@ def main() -> None:
         print(f"| {r['condition']} | {r['nodes_at_0.1']} | {r['faithfulness_at_0.1']:.2f} | {r['completeness_at_0.1']:.2f} | "
               f"{r['features_only_faithfulness_at_0.1']:.2f} | {r['nodes_for_faithfulness_0.8']} |")
     if not args.skip_shift:
-        from sfc_plugin.shift_pipeline import format_table, public
+        from sfc_plugin.shifting import format_table, public
 
         bios = {s: sfc_plugin.load_dataset("toy/bios", s) for s in ("train", "val", "test")}
         t0 = time.perf_counter()

@@ -13,9 +13,9 @@ __all__ = ["discover", "evaluate", "shift", "Circuit", "FeatureEdit", "load_data
 _LAZY = {  # name -> module; heavy modules load on first use, so `sfc --help` stays fast
     "discover": "discovery",
     "evaluate": "evaluation",
-    "shift": "shift_pipeline",
+    "shift": "shifting",
     "Circuit": "circuit",
-    "FeatureEdit": "edit",
+    "FeatureEdit": "shifting",
     "load_dataset": "data",
     "splice": "splicing",
 }

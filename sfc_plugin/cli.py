@@ -116,7 +116,7 @@ def cmd_shift(args) -> int:
 
     from .circuit import write_atomic
     from .data import load_dataset
-    from .shift_pipeline import format_table, public, shift
+    from .shifting.pipeline import format_table, public, shift
 
     (model, saes), _ = _load_world(args.model, args.sae, args.device)
     train, test, val = (load_dataset(args.data, split) for split in ("train", "test", "val"))

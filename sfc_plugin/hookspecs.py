@@ -89,13 +89,17 @@ def sfc_label_providers():
 def sfc_feature_judges():
     """SHIFT feature judges: ``{name: fn(features: list[FeatureInfo], ctx: JudgeContext) -> list[Decision]}``.
 
-    Each ``Decision(id, "ablate" | "keep", judge)`` records who or what made it. Example::
+    The types live in ``sfc_plugin.shifting.records``. Each ``Decision(id, "ablate" | "keep", judge)``
+    records who or what made it. A judge says what information it uses in a ``uses`` attribute (names
+    from ``records.USES``); the table's rows report it, and only a judge that lists
+    ``"balanced_labels"`` (or declares nothing) is given the labelled validation data (``ctx.val``).
+    Example::
 
         @hookimpl
         def sfc_feature_judges():
             def late_only(features, ctx):
                 return [Decision(f.id, "ablate" if f.submodule.startswith("resid") else "keep", "late_only")
                         for f in features]
+            late_only.uses = ()  # decides from the feature ids alone
             return {"late_only": late_only}
     """
-

@@ -23,7 +23,7 @@ BUILTIN_PLUGINS = (
     "sfc_plugin.data",
     "sfc_plugin.export",
     "sfc_plugin.ablations",
-    "sfc_plugin.judges",
+    "sfc_plugin.shifting.judges",
     "sfc_plugin.toy.plugin",
 )
 

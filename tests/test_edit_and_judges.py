@@ -8,10 +8,12 @@ import json
 import pytest
 import torch
 
-from sfc_plugin.edit import FeatureEdit
 from sfc_plugin.errors import SFCError
-from sfc_plugin.judges import callable_judge, file_judge, interactive_judge, read_decisions
-from sfc_plugin.shift_pipeline import FeatureInfo, JudgeContext, Labelled, accuracy_row, top_units, train_probe
+from sfc_plugin.shifting.edit import FeatureEdit
+from sfc_plugin.shifting.judges import callable_judge, file_judge, interactive_judge, read_decisions
+from sfc_plugin.shifting.probe import accuracy_row, train_probe
+from sfc_plugin.shifting.probe_attribution import top_units
+from sfc_plugin.shifting.records import FeatureInfo, JudgeContext, Labelled
 from sfc_plugin.splicing import build_submodules
 
 from conftest import all_hooks, make_model, make_records, make_saes
@@ -82,9 +84,9 @@ def test_callable_and_interactive_judges(tiny):
     assert [d.decision for d in got] == ["keep", "ablate", "keep", "ablate"] and got[0].judge == "callable:<lambda>"
     from sfc_plugin.data import tokenize
 
-    val = Labelled(tokenize(model, [{"clean_prefix": r["clean_prefix"]} for r in make_records(4)]), torch.zeros(4), torch.zeros(4))
+    texts = tokenize(model, [{"clean_prefix": r["clean_prefix"]} for r in make_records(4)])
     out = io.StringIO()
-    ctx = JudgeContext(model, subs, val, {"input": io.StringIO("x\na\nk\nq\n"), "output": out})
+    ctx = JudgeContext(model, subs, None, {"input": io.StringIO("x\na\nk\nq\n"), "output": out}, texts=texts)
     got = interactive_judge(infos(), ctx)
     assert [d.decision for d in got] == ["ablate", "keep", "keep", "keep"]
     assert [d.judge for d in got][-1] == "interactive (quit: keep)" and "mlp_0/0" in out.getvalue()

@@ -7,7 +7,9 @@ import torch
 
 import sfc_plugin
 from sfc_plugin import toy
-from sfc_plugin.shift_pipeline import ROWS, _labelled, attribute, pooled, shift, train_probe
+from sfc_plugin.shifting.pipeline import ROWS, shift
+from sfc_plugin.shifting.probe import labelled, pooled, train_probe
+from sfc_plugin.shifting.probe_attribution import attribute
 from sfc_plugin.splicing import build_submodules
 
 
@@ -44,7 +46,7 @@ def test_shift_removes_the_spurious_cue(result):
 def test_table_rows_come_from_predictions(world, bios, result):
     model, saes = world
     pos = (result["intended"][1], result["spurious"][1])
-    test = _labelled(model, bios["test"], "profession", "gender", pos, "cpu")
+    test = labelled(model, bios["test"], "profession", "gender", pos, "cpu")
     hook = result["probe_hook"]
     for name, edit, probe in (("original", None, result["probe"]), ("shift", result["edit"], result["probe"]),
                               ("shift_retrain", result["edit"], result["retrained_probe"])):
@@ -60,7 +62,7 @@ def test_table_rows_come_from_predictions(world, bios, result):
 def test_probe_and_attribution_are_deterministic(world, bios):
     model, saes = world
     subs = [s for s in build_submodules(model, saes) if s.layer <= 2][:4]
-    data = _labelled(model, bios["train"][:24], "profession", "gender", ("professor", "male"), "cpu")
+    data = labelled(model, bios["train"][:24], "profession", "gender", ("professor", "male"), "cpu")
     hook = "blocks.2.hook_resid_post"
     X = pooled(model, data, hook)
     a, b = train_probe(X, data.y, seed=3), train_probe(X, data.y, seed=3)

@@ -1,4 +1,8 @@
-"""Built-in SHIFT feature judges (``file``, ``interactive``, ``auto``), registered through ``sfc_feature_judges``."""
+"""Built-in SHIFT feature judges (``file``, ``interactive``, ``auto``), registered through ``sfc_feature_judges``.
+
+Each judge says what information it uses in its ``uses`` attribute (see ``records.USES``); only judges
+that use ``"balanced_labels"`` are given the labelled validation data.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import SFCError
-from .plugins import hookimpl
+from ..errors import SFCError
+from ..plugins import hookimpl
+from .records import Decision
 
 CHOICES = ("ablate", "keep")
 
@@ -44,8 +49,6 @@ def read_decisions(path: str | Path) -> dict[str, str]:
 
 def file_judge(features, ctx):
     """Decisions from ``ctx.options["decisions"]`` (JSON/CSV); features it does not list are kept."""
-    from .shift_pipeline import Decision
-
     path = ctx.options.get("decisions")
     if not path:
         raise SFCError("judge 'file' needs a decisions file (--decisions FILE)")
@@ -57,7 +60,7 @@ def file_judge(features, ctx):
 def interactive_judge(features, ctx):
     """A terminal review: each feature's label, top contexts and effect; ``a`` ablate, ``k`` keep,
     ``q`` keep the rest. Reads ``ctx.options["input"]`` (default stdin), writes ``ctx.options["output"]``."""
-    from .shift_pipeline import Decision, top_contexts
+    from .evidence import top_contexts
 
     inp, out = ctx.options.get("input", sys.stdin), ctx.options.get("output", sys.stderr)
     decisions, rest = [], None
@@ -65,7 +68,7 @@ def interactive_judge(features, ctx):
         if rest is None:
             sub = ctx.submodules[f.submodule]
             print(f"\n[{n}/{len(features)}] {f.id}  effect {f.effect:+.4f}" + (f"  label: {f.label}" if f.label else ""), file=out)
-            for line in top_contexts(ctx.model, sub, f.feature, ctx.val):
+            for line in top_contexts(ctx.model, sub, f.feature, ctx.texts):
                 print(f"    {line}", file=out)
             while True:
                 print("  [a]blate / [k]eep / [q]uit (keep the rest)? ", end="", file=out, flush=True)
@@ -84,8 +87,6 @@ def auto_judge(features, ctx):
     one on the labelled validation data (|Pearson r| with each binary label), and at least
     ``ctx.options["min_r"]`` (default 0.1) — features unrelated to both are kept."""
     import torch
-
-    from .shift_pipeline import Decision
 
     by_sub: dict[str, list] = {}
     for f in features:
@@ -116,8 +117,6 @@ def _corr(a, b) -> float:
 
 def callable_judge(fn):
     """Wrap ``fn(feature_info) -> bool | "ablate" | "keep"`` as a judge named after it."""
-    from .shift_pipeline import Decision
-
     name = getattr(fn, "__name__", "callable")
 
     def judge(features, ctx):
@@ -131,7 +130,13 @@ def callable_judge(fn):
         return out
 
     judge.__name__ = name
+    judge.uses = tuple(getattr(fn, "uses", ("undeclared",)))
     return judge
+
+
+file_judge.uses = ("human_review",)
+interactive_judge.uses = ("human_review",)
+auto_judge.uses = ("balanced_labels",)
 
 
 @hookimpl

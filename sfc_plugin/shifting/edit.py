@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import SFCError
-from .splicing import Submodule
+from ..errors import SFCError
+from ..splicing import Submodule
 
 SCHEMA = "sfc-edit/1"
 
@@ -79,7 +79,7 @@ class FeatureEdit:
                 "hooks": sorted({self.submodules[n].hook for n in list(self.ablate) + list(self.neurons)})}
 
     def to_json(self, path: str | Path) -> None:
-        from .circuit import write_atomic
+        from ..circuit import write_atomic
 
         write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
