@@ -211,9 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .toy.cli import add_parser as add_toy
     from .export.cli import add_parser as add_export
+    from .clusters.cli import add_parser as add_clusters
 
     add_toy(sub)
     add_export(sub)
+    add_clusters(sub)
     return parser
 
 

@@ -117,9 +117,12 @@ def tokenize(model, records: Sequence[dict], device=None) -> Batch:
     pad = getattr(model.tokenizer, "pad_token_id", None) or 0
     clean, patch, ca, pa = [], [], [], []
     for rec in records:
-        c = model.to_tokens(rec["clean_prefix"])[0]
+        # token ids, when a record carries them (contexts cut from a corpus), are used as they are
+        c = torch.tensor(rec["clean_tokens"], dtype=torch.long) if "clean_tokens" in rec else model.to_tokens(rec["clean_prefix"])[0]
         clean.append(c)
-        if "clean_answer" in rec:
+        if "clean_answer_token" in rec:
+            ca.append(int(rec["clean_answer_token"]))
+        elif "clean_answer" in rec:
             ca.append(_single_token(model, rec["clean_answer"], "clean_answer"))
         if "patch_prefix" in rec:
             p = model.to_tokens(rec["patch_prefix"])[0]

@@ -1,0 +1,326 @@
+"""``find_clusters``: corpus → contexts → behaviour vectors → clusters → a circuit per cluster.
+
+Everything lands in one run directory, each item written atomically as soon as it is finished::
+
+    config.json                   the settings; a different configuration in the same directory is refused
+    contexts.json                 the contexts (tokens, answer, loss, text, corpus categories)
+    vectors/shard-<i>.safetensors top-k behaviour vectors of contexts [i·S, (i+1)·S)
+    assignments.json              cluster of every context
+    clusters/<k>/contexts.jsonl   the cluster's contexts;  clusters/<k>/circuit.json (+ .dot, .svg)
+    clusters.json                 the summary;  index.html  a page to browse the clusters
+    timing.json                   wall time of the last run per phase (the only file that varies)
+
+A restarted run skips whatever exists, so it ends with the same files as an uninterrupted run.
+Under torchrun, vector shards and clusters are dealt to ranks (item i to rank i mod world) and rank 0
+gathers: it writes the shared files and clusters. Vectors are computed in fixed shards of fixed
+batches whatever the world size, so 1 and N processes produce the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import SFCError
+
+SCHEMA = "sfc-clusters/1"
+
+
+@dataclass
+class ClusterConfig:
+    """Every setting that changes the results (``config.json``)."""
+
+    corpus: str = "toy"
+    n_contexts: int = 2000
+    n_documents: int = 100000
+    max_loss: float = 0.5
+    window: int = 64
+    vectors: str = "effects"
+    top_k: int = 64
+    submodules: list[str] | None = None
+    k: int = 8
+    algorithm: str = "kmeans"
+    seed: int = 0
+    shard_size: int = 256
+    batch_size: int = 32
+    method: str = "ig"
+    steps: int = 10
+    node_threshold: float = 0.1
+    edge_threshold: float = 0.01
+    circuit_examples: int = 64
+    edges: bool = True
+    n_examples_shown: int = 8
+    model: str = "toy"
+    saes: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def validate(self) -> None:
+        """Raise :class:`SFCError` naming the first bad setting."""
+        from .grouping import ALGORITHMS
+        from .vectors import KINDS
+
+        for name in ("n_contexts", "n_documents", "top_k", "k", "shard_size", "batch_size", "steps", "circuit_examples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SFCError(f"{name} must be a positive integer, got {value!r}")
+        if not self.max_loss > 0:
+            raise SFCError(f"max_loss must be positive, got {self.max_loss!r}")
+        if self.window < 2:
+            raise SFCError(f"window must be at least 2 tokens, got {self.window!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise SFCError(f"unknown clustering algorithm {self.algorithm!r} (known: {', '.join(ALGORITHMS)})")
+        if self.vectors not in KINDS:
+            raise SFCError(f"unknown behaviour vector kind {self.vectors!r} (known: {', '.join(KINDS)})")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from ..circuit import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def _check_config(out: Path, config: dict) -> None:
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise SFCError(f"{str(path)!r} is not JSON; remove it or use another output directory") from None
+    for key in sorted(set(old) | set(config)):
+        if old.get(key) != config.get(key):
+            raise SFCError(f"{str(out)!r} holds a run with {key}={old.get(key)!r}, not {config.get(key)!r}: "
+                           "use another output directory or the same settings")
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False)
+
+
+def _shard_path(out: Path, i: int) -> Path:
+    return out / "vectors" / f"shard-{i:05d}.safetensors"
+
+
+def _vectors(model, subs, contexts, cfg: ClusterConfig, out: Path, group, progress: bool) -> int:
+    """Compute this rank's missing shards; returns how many it computed."""
+    import torch
+    from safetensors.torch import save
+
+    from ..circuit import write_atomic
+    from .vectors import behaviour_vectors
+
+    n_shards = (len(contexts) + cfg.shard_size - 1) // cfg.shard_size
+    mine = list(range(n_shards)) if group is None else group.mine(range(n_shards))
+    todo = [i for i in mine if not _shard_path(out, i).is_file()]
+    for i in _progress(todo, len(todo), "behaviour vectors (shards)", progress):
+        shard = contexts[i * cfg.shard_size : (i + 1) * cfg.shard_size]
+        parts = [behaviour_vectors(model, subs, shard[lo : lo + cfg.batch_size], cfg.vectors, cfg.top_k)
+                 for lo in range(0, len(shard), cfg.batch_size)]
+        tensors = {"indices": torch.cat([p[0] for p in parts]).contiguous(),
+                   "values": torch.cat([p[1] for p in parts]).contiguous()}
+        write_atomic(_shard_path(out, i), save(tensors, metadata={"first": str(i * cfg.shard_size)}))
+    return len(todo)
+
+
+def _load_vectors(out: Path, n: int, shard_size: int):
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    idx, val = [], []
+    for i in range((n + shard_size - 1) // shard_size):
+        path = _shard_path(out, i)
+        if not path.is_file():
+            raise SFCError(f"vector shard {str(path)!r} is missing")
+        t = load_file(str(path))
+        idx.append(t["indices"])
+        val.append(t["values"])
+    return np.concatenate(idx), np.concatenate(val)
+
+
+def _records(contexts: list[dict]) -> list[dict]:
+    """Zero-ablation records for ``discover``: token ids as they are, text for people."""
+    return [{"clean_prefix": c["prefix"], "clean_answer": c["answer_text"], "clean_tokens": c["tokens"],
+             "clean_answer_token": c["answer"]} for c in contexts]
+
+
+def _circuit(model, saes, cid: int, members: list[dict], cfg: ClusterConfig, out: Path) -> None:
+    from ..circuit import write_atomic
+    from ..discovery import discover
+    from ..export.render import dot_binary, render_file
+
+    d = out / "clusters" / str(cid)
+    write_atomic(d / "contexts.jsonl", "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in members))
+    circuit = discover(model, saes, _records(members[: cfg.circuit_examples]), metric="logprob", method=cfg.method,
+                       steps=cfg.steps, node_threshold=cfg.node_threshold, edge_threshold=cfg.edge_threshold,
+                       edges=cfg.edges, batch_size=cfg.batch_size, progress=False,
+                       provenance={"dataset": f"cluster {cid}", "cluster": cid, "seconds": None})
+    write_atomic(d / "circuit.dot", circuit.to_dot())
+    if dot_binary():
+        render_file(circuit, d / "circuit.svg", "svg")
+    circuit.to_json(d / "circuit.json")  # last: its presence marks the cluster as done
+
+
+def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = None, progress: bool = True) -> dict:
+    """Run (or resume) the whole pipeline in ``out``; returns the summary (``clusters.json``) on rank 0
+    and None on other ranks. Under torchrun call :func:`sfc_plugin.distributed.init` first."""
+    import numpy as np
+
+    from ..distributed import current
+    from ..models import saes_by_hook
+    from ..splicing import build_submodules
+    from .contexts import collect_contexts, describe
+    from .corpus import load_corpus
+    from .grouping import agreement, cluster, sparse_matrix, top_features
+    from .vectors import columns, select_submodules
+
+    cfg = config or ClusterConfig()
+    cfg.validate()
+    group = current()
+    main = group is None or group.is_main
+    show = progress and main
+    out = Path(out)
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    saes = saes_by_hook(saes)
+    subs = build_submodules(model, saes)
+    cfg.saes = [[s.hook, s.d_sae] for s in subs]
+    conf = cfg.to_json()
+    _check_config(out, conf)
+    vsubs = select_submodules(subs, cfg.submodules)
+    cols = columns(vsubs, cfg.vectors, model.cfg.d_model)
+
+    def sync():
+        if group is not None:
+            group.barrier()
+
+    def on_main(fn):
+        """Run ``fn`` on rank 0; a bad-input error there stops every rank (instead of a hang at a barrier)."""
+        error = None
+        if main:
+            try:
+                fn()
+            except SFCError as exc:
+                error = str(exc)
+        if group is not None:
+            errors = [e for e in group.all_gather_object(error) if e]
+            error = errors[0] if errors else None
+        if error:
+            raise SFCError(error)
+
+    # 1. contexts (rank 0)
+    ctx_path = out / "contexts.json"
+
+    def find_contexts():
+        _write_json(out / "config.json", conf)
+        if not ctx_path.is_file():
+            docs = load_corpus(cfg.corpus, cfg.n_documents, cfg.seed)
+            found = collect_contexts(model, docs, cfg.n_contexts, cfg.max_loss, cfg.window, cfg.batch_size, show)
+            if not found:
+                raise SFCError(f"no context of corpus {cfg.corpus!r} has loss below max_loss={cfg.max_loss}")
+            _write_json(ctx_path, [{**c.to_dict(), **describe(model, c)} for c in found])
+
+    on_main(find_contexts)
+    contexts = json.loads(ctx_path.read_text(encoding="utf-8"))
+    timing["contexts"] = time.perf_counter() - t0
+
+    # 2. behaviour vectors (shards dealt to ranks)
+    t1 = time.perf_counter()
+    computed = _vectors(model, vsubs, contexts, cfg, out, group, show)
+    sync()
+    timing["vectors"] = time.perf_counter() - t1
+
+    # 3. clustering (rank 0)
+    t2 = time.perf_counter()
+    assign_path = out / "assignments.json"
+
+    def group_contexts():
+        if not assign_path.is_file():
+            idx, val = _load_vectors(out, len(contexts), cfg.shard_size)
+            labels = cluster(sparse_matrix(idx, val, cols.size), min(cfg.k, len(contexts)), cfg.algorithm, cfg.seed)
+            _write_json(assign_path, labels.tolist())
+
+    on_main(group_contexts)
+    labels = np.array(json.loads(assign_path.read_text(encoding="utf-8")), dtype=np.int64)
+    n_clusters = int(labels.max()) + 1
+    members = {c: [contexts[i] for i in np.nonzero(labels == c)[0]] for c in range(n_clusters)}
+    timing["clustering"] = time.perf_counter() - t2
+
+    # 4. a circuit per cluster (clusters dealt to ranks)
+    t3 = time.perf_counter()
+    mine = list(range(n_clusters)) if group is None else group.mine(range(n_clusters))
+    todo = [c for c in mine if not (out / "clusters" / str(c) / "circuit.json").is_file()]
+    for c in _progress(todo, len(todo), "circuits", show):
+        _circuit(model, saes, c, members[c], cfg, out)
+    sync()
+    timing["circuits"] = time.perf_counter() - t3
+    if not main:
+        return None
+
+    # 5. summary and index page (rank 0)
+    from ..circuit import Circuit
+    from .page import write_index
+
+    idx, val = _load_vectors(out, len(contexts), cfg.shard_size)
+    matrix = sparse_matrix(idx, val, cols.size)
+    summary_clusters = []
+    for c in range(n_clusters):
+        rows = np.nonzero(labels == c)[0]
+        circuit = Circuit.from_json(out / "clusters" / str(c) / "circuit.json")
+        entry = {
+            "id": c, "size": int(len(rows)),
+            "contexts": [{k: ctx[k] for k in ("id", "prefix", "answer_text", "loss")} for ctx in members[c][: cfg.n_examples_shown]],
+            "top_features": top_features(matrix, rows, cols.name),
+            "top_errors": top_features(matrix, rows, cols.name, n=3, errors=True),
+            "answers": _counts(ctx["answer_text"] for ctx in members[c]),
+            "circuit": f"clusters/{c}/circuit.json",
+            "n_nodes": sum(1 for n in circuit.nodes if n.kind != "metric"), "n_edges": len(circuit.edges),
+        }
+        cats = {name: _counts(ctx["categories"][name] for ctx in members[c]) for name in _category_names(contexts)}
+        if cats:
+            entry["categories"] = cats
+        summary_clusters.append(entry)
+    summary = {"schema": SCHEMA, "config": conf, "n_contexts": len(contexts), "n_clusters": n_clusters,
+               "columns": cols.to_json(), "clusters": summary_clusters, "assignments": labels.tolist()}
+    names = _category_names(contexts)
+    if names:
+        summary["agreement"] = {name: agreement(labels, [ctx["categories"][name] for ctx in contexts]) for name in names}
+    _write_json(out / "clusters.json", summary)
+    write_index(out, summary)
+    timing["summary"] = time.perf_counter() - t3 - timing["circuits"]
+    timing["total"] = time.perf_counter() - t0
+    _write_json(out / "timing.json", {"processes": 1 if group is None else group.world, "seconds": timing,
+                                      "shards_computed_by_rank_0": computed, "circuits_computed_by_rank_0": len(todo)})
+    return summary
+
+
+def _counts(values) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(sorted(Counter(values).items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _category_names(contexts: list[dict]) -> list[str]:
+    first = contexts[0].get("categories") if contexts else None
+    return sorted(first) if first else []
+
+
+def format_summary(summary: dict, seconds: float | None = None) -> str:
+    """A few lines for the terminal: counts, agreement with known categories, the largest clusters."""
+    lines = [f"{summary['n_contexts']} contexts, {summary['n_clusters']} clusters, "
+             f"{len(summary['clusters'])} circuits" + (f" in {seconds:.1f}s" if seconds is not None else "")]
+    for name, scores in summary.get("agreement", {}).items():
+        lines.append(f"agreement with the corpus's {name!r} labels: adjusted Rand index {scores['adjusted_rand_index']:.3f}, "
+                     f"NMI {scores['normalized_mutual_info']:.3f}")
+    for c in summary["clusters"][:10]:
+        answers = ", ".join(f"{a!r}×{n}" for a, n in list(c["answers"].items())[:3])
+        feats = ", ".join(f["id"] for f in c["top_features"][:3])
+        lines.append(f"  cluster {c['id']:>3}  size {c['size']:>5}  circuit {c['n_nodes']:>4} nodes  answers {answers}  top {feats}")
+    return "\n".join(lines)
