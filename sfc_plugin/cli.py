@@ -59,20 +59,34 @@ def _load_world(model: str | None, sae, device: str | None):
 
 
 def cmd_discover(args) -> int:
+    from . import distributed
+
+    group = distributed.init()  # under torchrun: data parallel over ranks, rank 0 writes
+    try:
+        return _discover(args, group)
+    finally:
+        distributed.shutdown()
+
+
+def _discover(args, group) -> int:
     from .circuit import write_atomic
     from .data import load_dataset
     from .discovery import discover
 
     s = _settings(args)
     started = time.perf_counter()
-    (model, saes), model_name = _load_world(s["model"], s["sae"], s["device"])
+    main = group is None or group.is_main
+    device = s["device"] or (group.device if group is not None and group.backend == "nccl" else None)
+    (model, saes), model_name = _load_world(s["model"], s["sae"], device)
     records = load_dataset(s["data"], s["split"])
     circuit = discover(model, saes, records, metric=s["metric"], method=s["method"], steps=s["steps"],
                        node_threshold=s["node_threshold"], edge_threshold=s["edge_threshold"],
                        aggregation=s["aggregation"], edges=s["edges"], batch_size=s["batch_size"],
-                       n_examples=s["n_examples"], progress=not args.quiet,
+                       n_examples=s["n_examples"], progress=not args.quiet and main, distributed=group is not None,
                        provenance={"dataset": s["data"], "split": s["split"], "model_source": model_name,
                                    "sae_sources": s["sae"] or "toy"})
+    if not main:
+        return 0
     out = Path(s["out"])
     written = [out / "circuit.json", out / "circuit.dot"]
     circuit.to_json(written[0])

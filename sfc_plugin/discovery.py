@@ -87,13 +87,15 @@ def _circuit_nodes(sub: Submodule, ns: NodeSet, feat_eff: torch.Tensor, err_eff:
 def discover(model, saes, data, *, metric: str | Callable | None = None, method: str | Callable = "ig", steps: int = 10,
              node_threshold: float = 0.1, edge_threshold: float = 0.01, aggregation: str = "sum", edges: bool = True,
              batch_size: int | None = None, device: str | None = None, pm=None, n_examples: int | None = None,
-             progress: bool = True, provenance: dict | None = None) -> Circuit:
+             progress: bool = True, provenance: dict | None = None, distributed: bool = False) -> Circuit:
     """Discover the sparse feature circuit of ``model`` for the behaviour in ``data``.
 
     ``saes`` is ``{hook_name: SAE}`` or a sequence of SAELens SAEs; ``data`` a sequence of pair records,
     a JSON-lines path or a registered dataset name. Nodes are SAE features and error terms whose
     mean indirect effect (clean → patch; zero ablation without patch prompts) has magnitude above
-    ``node_threshold``; edges between them above ``edge_threshold``.
+    ``node_threshold``; edges between them above ``edge_threshold``. With ``distributed`` (under
+    torchrun, after :func:`sfc_plugin.distributed.init`) each rank takes every world-th batch and the
+    effect sums are all-reduced: every rank returns the same circuit as one process would.
     """
     started = time.perf_counter()
     if aggregation not in AGGREGATIONS:
@@ -114,6 +116,11 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     metric_fn, metric_name = resolve_metric(metric, full.patch_answer is not None, pm)
     batches = list(full.split(int(batch_size or 16)))
     n = len(full)
+    from .distributed import current, reduce_edge_sums, reduce_node_sums
+
+    group = current() if distributed else None
+    if group is not None:
+        batches = group.mine(batches)  # data parallel: sums are all-reduced below, n stays the global count
 
     def contexts():
         for b in batches:
@@ -136,6 +143,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
             if b.patch is not None:
                 with torch.no_grad():
                     total += float((metric_fn(model(b.patch), b) - metric_fn(model(b.clean), b)).sum())
+        feat_eff, err_eff, total = reduce_node_sums(group, feat_eff, err_eff, total)
         feat_eff = {k: v / n for k, v in feat_eff.items()}
         err_eff = {k: v / n for k, v in err_eff.items()}
         nodes = _select(subs, feat_eff, err_eff, node_threshold, aggregation)
@@ -146,6 +154,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
                 g = g if g is not None else ctx.gradients([0.0])
                 for key, w in edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes).items():
                     weights[key] = weights[key] + w if key in weights else w
+        weights = reduce_edge_sums(group, weights)
     circuit_nodes = [Node("y", None, None, None, "metric", None, None, None if full.patch is None else total / n)]
     circuit_nodes += [node for s in subs for node in per_sub[s.name]]
     ids = {name: [node.id for node in sub_nodes] for name, sub_nodes in per_sub.items()}

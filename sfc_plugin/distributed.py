@@ -68,6 +68,55 @@ class Group:
         return any(self.all_gather_object(bool(failed)))
 
 
+def reduce_sums(group: Group | None, sums: dict[str, Any]) -> dict[str, Any]:
+    """Data parallelism's one reduction: every value of ``sums`` (tensors or floats, by string key)
+    summed over ranks, returned on every rank. A rank that had no examples may lack keys: it adds
+    zeros of the shape another rank reports. Keys are reduced in sorted order on every rank.
+    """
+    import torch
+
+    if group is None:
+        return sums
+    meta: dict[str, Any] = {}
+    for reported in group.all_gather_object({k: (tuple(v.shape), str(v.dtype).removeprefix("torch."))
+                                             if torch.is_tensor(v) else None for k, v in sums.items()}):
+        for k, m in reported.items():
+            if meta.get(k) is None:  # a tensor's shape wins over a rank's plain 0.0
+                meta[k] = m
+    out = {}
+    for key in sorted(meta):
+        value = sums.get(key)
+        if meta[key] is None:
+            total = torch.tensor([float(value or 0.0)], dtype=torch.float64, device=group.device)
+            out[key] = float(group.all_reduce_sum(total)[0])
+        else:
+            shape, dtype = meta[key]
+            if not torch.is_tensor(value):
+                value = torch.zeros(shape, dtype=getattr(torch, dtype), device=group.device) + float(value or 0.0)
+            out[key] = group.all_reduce_sum(value)
+    return out
+
+
+def reduce_node_sums(group: Group | None, feat: dict, err: dict, total: float) -> tuple[dict, dict, float]:
+    """``discover``'s node-effect sums (per submodule) and metric total, summed over ranks."""
+    if group is None:
+        return feat, err, total
+    red = reduce_sums(group, {**{f"feat/{k}": v for k, v in feat.items()}, **{f"err/{k}": v for k, v in err.items()},
+                              "total": total})
+    return {k: red[f"feat/{k}"] for k in feat}, {k: red[f"err/{k}"] for k in err}, red["total"]
+
+
+def reduce_edge_sums(group: Group | None, weights: dict) -> dict:
+    """``discover``'s edge-weight sums ``{(up, down): tensor}``, summed over ranks."""
+    if group is None:
+        return weights
+    keys = {f"{u}>{d}": (u, d) for u, d in weights}
+    for reported in group.all_gather_object(list(keys)):
+        keys.update({k: tuple(k.split(">")) for k in reported if k not in keys})
+    red = reduce_sums(group, {k: weights[keys[k]] for k in keys if keys[k] in weights})
+    return {keys[k]: v for k, v in red.items()}
+
+
 def _wide(tensor):
     import torch
 

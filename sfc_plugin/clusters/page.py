@@ -22,7 +22,7 @@ th{background:#f4f4f4} .ctx{font-family:ui-monospace,monospace;font-size:.9em;ma
 
 def _feature(f: dict) -> str:
     sign = "pos" if f["mean_effect"] > 0 else "neg"
-    return (f'<div class="feat"><span class="{sign}">{f["mean_effect"]:+.3f}</span> {escape(f["id"])} '
+    return (f'<div class="feat"><span class="{sign}">{f["mean_effect"]:+.2e}</span> {escape(f["id"])} '
             f'<span class="meta">({f["frequency"]:.0%})</span></div>')
 
 

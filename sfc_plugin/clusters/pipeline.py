@@ -158,7 +158,7 @@ def _circuit(model, saes, cid: int, members: list[dict], cfg: ClusterConfig, out
 
     d = out / "clusters" / str(cid)
     write_atomic(d / "contexts.jsonl", "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in members))
-    circuit = discover(model, saes, _records(members[: cfg.circuit_examples]), metric="logprob", method=cfg.method,
+    circuit = discover(model, saes, _records(_examples(members, cfg.circuit_examples)), metric="logprob", method=cfg.method,
                        steps=cfg.steps, node_threshold=cfg.node_threshold, edge_threshold=cfg.edge_threshold,
                        edges=cfg.edges, batch_size=cfg.batch_size, progress=False,
                        provenance={"dataset": f"cluster {cid}", "cluster": cid, "seconds": None})
@@ -219,6 +219,9 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
     ctx_path = out / "contexts.json"
 
     def find_contexts():
+        for tmp in out.rglob(".*"):  # temporary files of atomic writes cut short by a killed run
+            if tmp.is_file():
+                tmp.unlink()
         _write_json(out / "config.json", conf)
         if not ctx_path.is_file():
             docs = load_corpus(cfg.corpus, cfg.n_documents, cfg.seed)
@@ -276,7 +279,8 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
         circuit = Circuit.from_json(out / "clusters" / str(c) / "circuit.json")
         entry = {
             "id": c, "size": int(len(rows)),
-            "contexts": [{k: ctx[k] for k in ("id", "prefix", "answer_text", "loss")} for ctx in members[c][: cfg.n_examples_shown]],
+            "contexts": [{k: ctx[k] for k in ("id", "prefix", "answer_text", "loss")}
+                         for ctx in _examples(members[c], cfg.n_examples_shown)],
             "top_features": top_features(matrix, rows, cols.name),
             "top_errors": top_features(matrix, rows, cols.name, n=3, errors=True),
             "answers": _counts(ctx["answer_text"] for ctx in members[c]),
@@ -299,6 +303,15 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
     _write_json(out / "timing.json", {"processes": 1 if group is None else group.world, "seconds": timing,
                                       "shards_computed_by_rank_0": computed, "circuits_computed_by_rank_0": len(todo)})
     return summary
+
+
+def _examples(members: list[dict], n: int) -> list[dict]:
+    """Up to ``n`` example contexts, from as many different documents as possible (in context order)."""
+    seen, first, rest = set(), [], []
+    for c in members:
+        (rest if c["doc"] in seen else first).append(c)
+        seen.add(c["doc"])
+    return sorted((first + rest)[:n], key=lambda c: c["id"])
 
 
 def _counts(values) -> dict[str, int]:
