@@ -130,19 +130,28 @@ def cmd_shift(args) -> int:
 
     from .circuit import write_atomic
     from .data import load_dataset
+    from .shifting.cli import side_effect_options
     from .shifting.pipeline import format_table, public, shift
+    from .shifting.side_effects import format_side_effects
 
     (model, saes), _ = _load_world(args.model, args.sae, args.device)
     train, test, val = (load_dataset(args.data, split) for split in ("train", "test", "val"))
     train, val, test = train[: args.n_train], val[: args.n_eval], test[: args.n_eval]
-    options = {"decisions": args.decisions}
-    result = shift(model, saes, train, test, val, layer=args.layer, judge=args.judge, top_k=args.top_k,
-                   threshold=args.threshold, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                   judge_options=options, progress=not args.quiet)
+    options = {"decisions": args.decisions, "concept": args.spurious_concept, "evidence_text": args.evidence_text}
+    if args.concept_threshold is not None:
+        options["concept_threshold"] = args.concept_threshold
+    compare = None if args.compare_judge.lower() == "none" else args.compare_judge
+    result = shift(model, saes, train, test, val, layer=args.layer, judge=args.judge, compare_judge=compare,
+                   top_k=args.top_k, threshold=args.threshold, steps=args.steps, seed=args.seed,
+                   batch_size=args.batch_size, judge_options=options, progress=not args.quiet,
+                   side_effects=False if args.no_side_effects else side_effect_options(args))
     out = Path(args.out)
     write_atomic(out / "shift.json", json.dumps(public(result), indent=1) + "\n")
     result["edit"].to_json(out / "edit.json")
     print(format_table(result))
+    if "side_effects" in result:
+        print()
+        print(format_side_effects(result["side_effects"]))
     print(f"ablated {result['n_ablated']} of {len(result['features'])} candidate features ({args.judge} judge)")
     print(f"wrote {out / 'shift.json'} and {out / 'edit.json'}")
     return 0
@@ -200,13 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
+    from .shifting.cli import add_parser as add_edit_report, add_side_effect_options
+
     h = sub.add_parser("shift", help="SHIFT: ablate features a probe should not use; print the accuracy table")
     h.add_argument("--model", help="model directory or TransformerLens name (default: the toy world)")
     h.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable)")
     h.add_argument("--data", default="toy/bios", help="dataset with train (ambiguous), val and test (balanced) splits of "
                    "{text, profession, gender} records (default toy/bios)")
     h.add_argument("--layer", type=int, help="probe on blocks.<layer>.hook_resid_post (default: last layer with SAEs)")
-    h.add_argument("--judge", default="auto", help="feature judge: auto, file, interactive or a plugin's (default auto)")
+    h.add_argument("--judge", default="concept", help="feature judge: concept (label-free, default), labelled, file, "
+                   "interactive or a plugin's")
+    h.add_argument("--compare-judge", default="labelled", help="a second judge on the same candidates, reported beside "
+                   "SHIFT as shift_<name> rows (default labelled: a skyline that reads the balanced labels; 'none' to skip)")
+    h.add_argument("--spurious-concept", metavar="WORDS|FILE", help="the spurious concept for the concept judge: words or "
+                   "short phrases ('he, she, his, her, Mr, Mrs'), a file of them, or a shipped name "
+                   "(default: the shipped description named like the spurious attribute, 'gender')")
+    h.add_argument("--evidence-text", metavar="FILE", help="text the concept judge reads features' evidence from "
+                   "(default: the toy corpus for the toy model, else the training texts)")
+    h.add_argument("--concept-threshold", type=float, help="concept judge: ablate at this share of concept words "
+                   "among promoted tokens (default 0.3)")
     h.add_argument("--decisions", help="decisions file (JSON or CSV: id,decision) for --judge file")
     h.add_argument("--top-k", type=int, default=50, help="candidate features: the top K by |effect| (default 50)")
     h.add_argument("--threshold", type=float, help="candidate features: |effect| above this")
@@ -216,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--batch-size", type=int, default=16, help="examples per batch (default 16)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--device", help="torch device")
+    add_side_effect_options(h)
+    h.add_argument("--no-side-effects", action="store_true", help="skip the side-effect report")
     h.add_argument("-o", "--out", default="sfc-out", help="output directory (default ./sfc-out)")
     h.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     h.set_defaults(func=cmd_shift)
@@ -230,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_toy(sub)
     add_export(sub)
     add_clusters(sub)
+    add_edit_report(sub)
     return parser
 
 

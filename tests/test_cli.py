@@ -125,23 +125,34 @@ def test_evaluate_command_writes_report(files, capsys):
     assert code == 2 and "'nope'" in err
 
 
-def test_shift_command_with_a_decisions_file(tmp_path, capsys):
+def test_shift_command_with_a_decisions_file_and_edit_report(tmp_path, capsys):
     decisions = tmp_path / "decisions.csv"
     decisions.write_text("id,decision\nresid_2/179,ablate\nresid_2/162,ablate\nembed/47,keep\n")
     code, out, err = run(capsys, "shift", "--judge", "file", "--decisions", decisions, "--n-train", 64, "--n-eval", 64,
-                         "--steps", 2, "--top-k", 200, "-o", tmp_path / "shift", "-q")
+                         "--steps", 2, "--top-k", 200, "--compare-judge", "none", "--no-side-effects",
+                         "-o", tmp_path / "shift", "-q")
     assert code == 0, err
     report = json.loads((tmp_path / "shift" / "shift.json").read_text())
     assert [r["name"] for r in report["rows"]] == ["original", "shift", "shift_retrain", "random", "neuron_skyline",
                                                    "feature_skyline", "oracle"]
+    assert report["rows"][1]["uses"] == ["ambiguous_train", "human_review"] and "train + human" in out
     ablated = {f["id"] for f in report["features"] if f["decision"] == "ablate"}
     assert ablated and ablated <= {"resid_2/179", "resid_2/162"} and report["n_ablated"] == len(ablated)
     assert all(f["judge"].startswith("file:") for f in report["features"])
     edit = json.loads((tmp_path / "shift" / "edit.json").read_text())
-    assert {f["id"] for f in edit["features"]} == ablated and "worst group" in out
+    assert {f["id"] for f in edit["features"]} == ablated and "worst group" in out and "side_effects" not in report
+    code, out, err = run(capsys, "edit-report", tmp_path / "shift" / "edit.json", "--circuit", "none",
+                         "--agreement-data", "toy/sva-simple", "-o", tmp_path / "report")
+    assert code == 0, err
+    got = json.loads((tmp_path / "report" / "edit-report.json").read_text())
+    assert got["edits"]["edit"]["n_features"] == len(ablated) and list(got["original"]["agreement"]) == ["toy/sva-simple"]
+    assert got["circuit"] is None and "Δloss" in out
     code, _, err = run(capsys, "shift", "--judge", "file", "--n-train", 8, "--n-eval", 8, "--steps", 1, "-q",
                        "-o", tmp_path / "shift2")
     assert code == 2 and "decisions file" in err
+    code, _, err = run(capsys, "shift", "--spurious-concept", tmp_path / "no-such-concept.txt", "--n-train", 8,
+                       "--n-eval", 8, "--steps", 1, "-q", "-o", tmp_path / "shift3")
+    assert code == 2 and "no-such-concept.txt" in err
 
 
 def test_python_api_takes_sae_directories(files):

@@ -106,3 +106,56 @@ def test_probe_rows_from_predictions_and_top_units():
     assert torch.equal(train_probe(X[:4], y[:4], seed=0).weight, probe.weight)  # seeded
     ranked = top_units({"a": torch.tensor([0.1, -0.9]), "b": torch.tensor([0.5])}, k=2)
     assert ranked == [("a", 1, pytest.approx(-0.9)), ("b", 0, 0.5)]
+
+
+def test_concept_descriptions_and_scores(tmp_path):
+    from sfc_plugin.shifting.concept import load_concept, reads_score, writes_score
+    from sfc_plugin.shifting.evidence import Context, Evidence
+
+    c = load_concept("He, she,  Mr Smith\n# a comment, ignored\nwife")
+    assert c.terms == (("he",), ("she",), ("mr", "smith"), ("wife",)) and c.source == "(words)"
+    (tmp_path / "c.txt").write_text("his\nher  # pronouns\n")
+    assert load_concept(str(tmp_path / "c.txt")).terms == (("his",), ("her",))
+    gender = load_concept("gender")
+    assert {"he", "she", "his", "her", "mrs"} <= gender.words and gender.source == "shipped:gender"
+    with pytest.raises(SFCError, match="no words"):
+        load_concept(" , # nothing")
+    with pytest.raises(SFCError, match="missing.txt"):
+        load_concept(str(tmp_path / "missing.txt"))
+    ev = Evidence("x", top=[Context(["the", " Mr", " Smith"], 2.0), Context(["ĠHe"], 1.0), Context(["Smith"], 0.5),
+                            Context(["cat"], 0.1)], promoted=[" she", "wife", "the", "a", "Wife"])
+    assert reads_score(c, ev) == 0.5 and writes_score(c, ev) == pytest.approx(3 / 5)
+
+
+def test_judges_declare_what_they_use():
+    from sfc_plugin.shifting.judges import concept_judge, labelled_judge
+    from sfc_plugin.shifting.records import judge_uses
+
+    assert judge_uses(concept_judge) == ("concept_description", "unlabelled_text")
+    assert judge_uses(labelled_judge) == ("balanced_labels",) and judge_uses(file_judge) == ("human_review",)
+    assert judge_uses(lambda features, ctx: []) == ("balanced_labels",)  # undeclared: counted as seeing labels
+    assert judge_uses(callable_judge(lambda f: True)) == ("undeclared",)
+
+
+def test_feature_evidence_matches_a_direct_computation(tiny):
+    from sfc_plugin.data import tokenize
+    from sfc_plugin.shifting.evidence import feature_evidence
+
+    model, subs, _ = tiny
+    texts = tokenize(model, [{"clean_prefix": r["clean_prefix"]} for r in make_records(6)])
+    infos = [FeatureInfo("mlp_0/3", "mlp_0", 3, 0.0), FeatureInfo("resid_1/5", "resid_1", 5, 0.0)]
+    ev = feature_evidence(model, subs, infos, texts, n_top=4, n_promoted=3, batch_size=4)
+    _, cache = model.run_with_cache(texts.clean)
+    for f in infos:
+        sub = subs[f.submodule]
+        acts = sub.sae.encode(cache[sub.hook])[..., f.feature] * texts.valid
+        acts[:, 0] = 0  # BOS
+        top = acts.flatten().topk(4)
+        want = [v for v in top.values.tolist() if v > 0]
+        assert [c.act for c in ev[f.id].top] == pytest.approx(want) and want
+        b, t = divmod(int(top.indices[0]), acts.shape[1])
+        assert ev[f.id].top[0].tokens[-1] == model.tokenizer.decode([int(texts.clean[b, t])])
+        d = sub.W_dec[f.feature]
+        logits = ((d - d.mean()) * model.ln_final.w) @ model.W_U
+        assert ev[f.id].promoted == [model.tokenizer.decode([i]) for i in logits.topk(3).indices.tolist()]
+        assert ev[f.id].density == pytest.approx(float((acts > 0).sum()) / float(texts.valid[:, 1:].sum()))

@@ -1,4 +1,4 @@
-"""Built-in SHIFT feature judges (``file``, ``interactive``, ``auto``), registered through ``sfc_feature_judges``.
+"""Built-in SHIFT feature judges (``concept``, ``labelled``, ``file``, ``interactive``), registered through ``sfc_feature_judges``.
 
 Each judge says what information it uses in its ``uses`` attribute (see ``records.USES``); only judges
 that use ``"balanced_labels"`` are given the labelled validation data.
@@ -82,12 +82,15 @@ def interactive_judge(features, ctx):
     return decisions
 
 
-def auto_judge(features, ctx):
-    """Ablate features whose mean activation predicts the spurious attribute better than the intended
-    one on the labelled validation data (|Pearson r| with each binary label), and at least
-    ``ctx.options["min_r"]`` (default 0.1) — features unrelated to both are kept."""
+def labelled_judge(features, ctx):
+    """A skyline, not SHIFT: ablate features whose mean activation predicts the spurious attribute better
+    than the intended one on the balanced, labelled validation data (|Pearson r| with each binary
+    label), and at least ``ctx.options["min_r"]`` (default 0.1) — features unrelated to both are kept.
+    These labels disambiguate the two attributes, which SHIFT is meant to do without."""
     import torch
 
+    if ctx.val is None:
+        raise SFCError("judge 'labelled' needs the labelled validation data")
     by_sub: dict[str, list] = {}
     for f in features:
         by_sub.setdefault(f.submodule, []).append(f)
@@ -105,7 +108,7 @@ def auto_judge(features, ctx):
             for j, f in enumerate(feats):
                 scores[f.id] = (_corr(acts[:, j], ctx.val.y), _corr(acts[:, j], ctx.val.z))
     min_r = float(ctx.options.get("min_r", 0.1))
-    return [Decision(f.id, "ablate" if abs(rs) > abs(ri) and abs(rs) >= min_r else "keep", "auto",
+    return [Decision(f.id, "ablate" if abs(rs) > abs(ri) and abs(rs) >= min_r else "keep", "labelled",
                      f"r(intended)={ri:+.2f} r(spurious)={rs:+.2f}") for f in features for ri, rs in [scores[f.id]]]
 
 
@@ -134,11 +137,57 @@ def callable_judge(fn):
     return judge
 
 
+def concept_judge(features, ctx):
+    """SHIFT's judge without labels: ablate features whose evidence is about the spurious concept.
+
+    The concept is a user's description (``ctx.options["concept"]``: words or short phrases, a file, or
+    a shipped name such as ``gender``; see :mod:`.concept`). Evidence per feature, from unlabelled text
+    (``ctx.options["evidence_text"]``: a file; default the toy corpus for the toy model, else the
+    training texts): its 20 top-activating contexts and the 10 tokens its decoder direction promotes
+    most through the unembedding. Scores: ``writes`` = share of promoted tokens that are concept
+    words; ``reads`` = share of top contexts whose activating token is one. A feature is ablated when
+    ``writes`` — or, for embedding features, ``reads`` — reaches ``ctx.options["concept_threshold"]``
+    (default 0.3). Beyond the embedding, the token a feature fires on does not say what it is about
+    (a feature may fire on "He" because of the workplace named before it), so there the judge goes by
+    what the feature writes. No label of either attribute is read: ``ctx.val`` is not used.
+    """
+    from .concept import load_concept, reads_score, writes_score
+    from .evidence import evidence_texts, feature_evidence
+
+    concept = load_concept(ctx.options.get("concept"))
+    threshold = float(ctx.options.get("concept_threshold", 0.3))
+    if not 0 < threshold <= 1:
+        raise SFCError(f"concept threshold must be in (0, 1], got {threshold!r}")
+    if not features:
+        return []
+    texts, name = evidence_texts(ctx.model, ctx.options.get("evidence_text"), fallback=ctx.texts)
+    evidence = feature_evidence(ctx.model, ctx.submodules, features, texts, n_top=int(ctx.options.get("n_top", 20)),
+                                n_promoted=int(ctx.options.get("n_promoted", 10)))
+    out = []
+    for f in features:
+        ev = evidence[f.id]
+        reads, writes = reads_score(concept, ev), writes_score(concept, ev)
+        score = max(writes, reads) if f.submodule == "embed" else writes
+        hits = [t.strip() for t in ev.promoted if t.strip().lower() in concept.words]
+        top = " | ".join(_snippet(c.tokens) for c in ev.top[:2]) or "never fires"
+        note = (f"writes {writes:.0%} concept words" + (f" ({', '.join(hits)})" if hits else "")
+                + f", reads {reads:.0%}" + ("" if f.submodule == "embed" else " (not counted past the embedding)")
+                + f"; top contexts in {name}: {top}")
+        out.append(Decision(f.id, "ablate" if score >= threshold else "keep", f"concept:{concept.source}", note))
+    return out
+
+
+def _snippet(tokens: list[str], before: int = 3) -> str:
+    words = [t.strip() for t in tokens]
+    return " ".join(words[-before - 1:-1] + [f"[{words[-1]}]"])
+
+
 file_judge.uses = ("human_review",)
 interactive_judge.uses = ("human_review",)
-auto_judge.uses = ("balanced_labels",)
+labelled_judge.uses = ("balanced_labels",)
+concept_judge.uses = ("concept_description", "unlabelled_text")
 
 
 @hookimpl
 def sfc_feature_judges():
-    return {"file": file_judge, "interactive": interactive_judge, "auto": auto_judge}
+    return {"concept": concept_judge, "labelled": labelled_judge, "file": file_judge, "interactive": interactive_judge}

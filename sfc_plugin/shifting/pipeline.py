@@ -15,13 +15,18 @@ from ..errors import SFCError
 from ..models import saes_by_hook
 from ..plugins import lookup
 from ..splicing import Submodule, build_submodules
+from .concept import shipped as shipped_concepts
 from .edit import FeatureEdit
 from .judges import callable_judge
 from .probe import accuracy_row, labelled, pooled, train_probe
 from .probe_attribution import attribute, top_units
-from .records import FeatureInfo, JudgeContext, judge_uses
+from .records import USES, FeatureInfo, JudgeContext, judge_uses
+from .side_effects import is_toy
 
 ROWS = ("original", "shift", "shift_retrain", "random", "neuron_skyline", "feature_skyline", "oracle")
+SHORT_USES = {"ambiguous_train": "train", "concept_description": "concept", "unlabelled_text": "unlabelled text",
+              "human_review": "human",
+              "balanced_labels": "val labels", "test_labels": "test labels", "undeclared": "undeclared judge"}
 
 
 def _edit_from(subs: dict[str, Submodule], units, neurons: bool = False) -> FeatureEdit:
@@ -32,16 +37,50 @@ def _edit_from(subs: dict[str, Submodule], units, neurons: bool = False) -> Feat
     return edit
 
 
+def _judge(judge, pm):
+    if callable(judge) and not hasattr(judge, "uses"):
+        return callable_judge(judge)
+    return lookup("judge", judge, pm) if isinstance(judge, str) else judge
+
+
+def judge_context(judge_fn, model, submodules, val, options: dict, texts) -> JudgeContext:
+    """What ``judge_fn`` may see: the labelled validation data only if it declares it uses it."""
+    return JudgeContext(model, submodules, val if "balanced_labels" in judge_uses(judge_fn) else None,
+                        dict(options), texts=texts)
+
+
+def _uses(*groups) -> list[str]:
+    """The union of what went into a row, in the order of ``records.USES``."""
+    seen = {u for g in groups for u in g}
+    return [u for u in USES if u in seen] + sorted(seen - set(USES))
+
+
+def _decide(judge_fn, name, infos, ctx) -> dict:
+    decisions = {d.id: d for d in judge_fn(infos, ctx)}
+    missing = [i.id for i in infos if i.id not in decisions]
+    if missing:
+        raise SFCError(f"judge {getattr(judge_fn, '__name__', name)!r} gave no decision for feature {missing[0]!r}")
+    return decisions
+
+
 def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, layer: int | None = None,
-          judge: str | Callable = "auto", top_k: int | None = 50, threshold: float | None = None, method: str = "ig",
+          judge: str | Callable = "concept", compare_judge: str | Callable | None = "labelled",
+          top_k: int | None = 50, threshold: float | None = None, method: str = "ig",
           steps: int = 10, intended: str = "profession", spurious: str = "gender", seed: int = 0,
-          batch_size: int = 16, judge_options: dict | None = None, probe=None, pm=None, progress: bool = True) -> dict:
+          batch_size: int = 16, judge_options: dict | None = None, probe=None, side_effects: bool | dict = True,
+          pm=None, progress: bool = True) -> dict:
     """Run SHIFT and the paper's comparison rows: the ``shift.json`` structure (see :func:`public`) with
     the :class:`FeatureEdit` under ``"edit"`` and the probes under ``"probe"``/``"retrained_probe"``.
 
     ``train`` is ambiguous (intended and spurious attributes agree), ``val`` and ``test`` balanced;
-    records are ``{"text", intended, spurious}``. ``val`` serves the ``auto`` judge, the skylines and
-    the oracle probe; ``test`` only the table. ``probe``: your own module over pooled activations.
+    records are ``{"text", intended, spurious}``. ``judge`` decides which candidate features to ablate
+    (default ``concept``: label-free, from each feature's evidence and ``judge_options["concept"]``);
+    ``compare_judge`` (default ``labelled``) is run on the same candidates and reported beside it as
+    rows ``shift_<name>`` and ``shift_<name>_retrain`` (``None``: no comparison). ``val`` serves only
+    judges that declare they use labels, the skylines and the oracle probe; ``test`` only the table.
+    Every row says in ``uses`` what it used. ``side_effects``: ``True`` (defaults), ``False``, or options
+    for :func:`~sfc_plugin.shifting.side_effects.measure_side_effects` (``text``, ``agreement``,
+    ``circuit``). ``probe``: your own module over pooled activations.
     """
     subs_all = build_submodules(model, saes_by_hook(saes))
     layer = max(s.layer for s in subs_all) if layer is None else int(layer)
@@ -56,16 +95,20 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     pos_intended = values[1]
     paired = [r[spurious] for r in train if r[intended] == pos_intended]
     pos_spurious = max(sorted(set(paired)), key=paired.count)
-    if callable(judge) and not hasattr(judge, "uses"):
-        judge_fn = callable_judge(judge)
-    else:
-        judge_fn = lookup("judge", judge, pm) if isinstance(judge, str) else judge
+    judges = {"shift": _judge(judge, pm)}
+    if compare_judge is not None:
+        cmp_fn = _judge(compare_judge, pm)
+        cmp_name = compare_judge if isinstance(compare_judge, str) else getattr(cmp_fn, "__name__", "compare")
+        if cmp_fn is not judges["shift"]:
+            judges[f"shift_{cmp_name}"] = cmp_fn
     device = next(model.parameters()).device
     tr, te, va = (labelled(model, d, intended, spurious, (pos_intended, pos_spurious), device) for d in (train, test, val))
-    # a judge sees the labelled validation data only if it says it uses it
-    ctx = JudgeContext(model, by_name, va if "balanced_labels" in judge_uses(judge_fn) else None,
-                       dict(judge_options or {}), texts=tr.batch)
-    judge_fn([], ctx)  # a misconfigured judge fails now, before the attribution runs
+    options = dict(judge_options or {})
+    if options.get("concept") is None and spurious in shipped_concepts():
+        options["concept"] = spurious  # the shipped description of the spurious attribute, e.g. gender
+    contexts = {row: judge_context(fn, model, by_name, va, options, tr.batch) for row, fn in judges.items()}
+    for row, fn in judges.items():
+        fn([], contexts[row])  # a misconfigured judge fails now, before the attribution runs
     kw = dict(method=method, steps=steps, batch_size=batch_size, pm=pm, progress=progress)
 
     X_tr, X_te, X_va = pooled(model, tr, hook), pooled(model, te, hook), pooled(model, va, hook)
@@ -73,50 +116,78 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     effects = attribute(model, subs, tr, hook, probe, 2 * tr.y - 1, **kw)
     ranked = top_units(effects, top_k, threshold)
     infos = [FeatureInfo(f"{name}/{j}", name, j, eff) for name, j, eff in ranked]
-    decisions = {d.id: d for d in judge_fn(infos, ctx)}
-    missing = [i.id for i in infos if i.id not in decisions]
-    if missing:
-        raise SFCError(f"judge {getattr(judge_fn, '__name__', judge)!r} gave no decision for feature {missing[0]!r}")
-    chosen = [(i.submodule, i.feature, i.effect) for i in infos if decisions[i.id].decision == "ablate"]
-    k = len(chosen)
-    edit = _edit_from(by_name, chosen)
+    decisions = {row: _decide(fn, row, infos, contexts[row]) for row, fn in judges.items()}
+    edits = {row: _edit_from(by_name, [(i.submodule, i.feature, i.effect) for i in infos if d[i.id].decision == "ablate"])
+             for row, d in decisions.items()}
+    edit = edits["shift"]
+    k = len(edit)
+    base = ("ambiguous_train",)
+    uses = {row: _uses(base, judge_uses(fn)) for row, fn in judges.items()}
 
-    rows = [accuracy_row("original", probe, X_te, te)]
-    X_te_edit = pooled(model, te, hook, edit)
-    rows.append(accuracy_row("shift", probe, X_te_edit, te))
-    retrained = train_probe(pooled(model, tr, hook, edit), tr.y, seed)
-    rows.append(accuracy_row("shift_retrain", retrained, X_te_edit, te))
+    rows = [{**accuracy_row("original", probe, X_te, te), "uses": _uses(base)}]
+    retrained = None
+    for row in judges:
+        X_te_edit = pooled(model, te, hook, edits[row])
+        rows.append({**accuracy_row(row, probe, X_te_edit, te), "uses": uses[row]})
+        again = train_probe(pooled(model, tr, hook, edits[row]), tr.y, seed)
+        retrained = again if retrained is None else retrained
+        rows.append({**accuracy_row(f"{row}_retrain", again, X_te_edit, te), "uses": uses[row]})
     rng = random.Random(seed)
     pool = [(s.name, j) for s in subs for j in range(s.d_sae)]
-    rand = _edit_from(by_name, [(n, j, 0.0) for n, j in rng.sample(pool, k)])
-    rows.append(accuracy_row("random", probe, pooled(model, te, hook, rand), te))
+    edits["random"] = _edit_from(by_name, [(n, j, 0.0) for n, j in rng.sample(pool, k)])
+    rows.append({**accuracy_row("random", probe, pooled(model, te, hook, edits["random"]), te), "uses": uses["shift"]})
     gender_probe = train_probe(X_va, va.z, seed)
     neuron_eff = attribute(model, subs, va, hook, gender_probe, 2 * va.z - 1, neurons=True, **kw)
-    rows.append(accuracy_row("neuron_skyline", probe, pooled(model, te, hook, _edit_from(by_name, top_units(neuron_eff, k), neurons=True)), te))
+    edits["neuron_skyline"] = _edit_from(by_name, top_units(neuron_eff, k), neurons=True)
     feat_eff = attribute(model, subs, va, hook, gender_probe, 2 * va.z - 1, **kw)
-    rows.append(accuracy_row("feature_skyline", probe, pooled(model, te, hook, _edit_from(by_name, top_units(feat_eff, k))), te))
-    rows.append(accuracy_row("oracle", train_probe(X_va, va.y, seed), X_te, te))
-    return {
-        "rows": rows,
-        "features": [{"id": i.id, "effect": i.effect, "decision": decisions[i.id].decision, "judge": decisions[i.id].judge,
-                      **({"note": decisions[i.id].note} if decisions[i.id].note else {})} for i in infos],
+    edits["feature_skyline"] = _edit_from(by_name, top_units(feat_eff, k))
+    for row in ("neuron_skyline", "feature_skyline"):
+        rows.append({**accuracy_row(row, probe, pooled(model, te, hook, edits[row]), te),
+                     "uses": _uses(uses["shift"], ("balanced_labels",))})
+    rows.append({**accuracy_row("oracle", train_probe(X_va, va.y, seed), X_te, te), "uses": ["balanced_labels"]})
+
+    def feature(i):
+        d = decisions["shift"][i.id]
+        out = {"id": i.id, "effect": i.effect, "decision": d.decision, "judge": d.judge, **({"note": d.note} if d.note else {})}
+        for row in list(judges)[1:]:
+            c = decisions[row][i.id]
+            out[row] = {"decision": c.decision, "judge": c.judge, **({"note": c.note} if c.note else {})}
+        return out
+
+    result = {
+        "rows": rows, "features": [feature(i) for i in infos], "uses_legend": dict(USES),
         "probe_hook": hook, "intended": [intended, pos_intended], "spurious": [spurious, pos_spurious],
-        "n_ablated": k, "seed": seed, "edit": edit, "probe": probe, "retrained_probe": retrained,
+        "n_ablated": k, "seed": seed, "edit": edit, "edits": edits, "probe": probe, "retrained_probe": retrained,
     }
+    if side_effects is not False:
+        from .side_effects import measure_side_effects
+
+        options = dict(side_effects) if isinstance(side_effects, dict) else {}
+        if options.get("text") is None and not is_toy(model):
+            options["text"] = [r["text"] for r in train]  # no other text given: the training texts
+        result["side_effects"] = measure_side_effects(model, edits, saes=saes_by_hook(saes), **options)
+    return result
+
+
+def format_uses(uses) -> str:
+    return " + ".join(SHORT_USES.get(u, u) for u in uses)
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'':<16}{'profession':>11}{'gender':>9}{'worst group':>13}"]
+    """The accuracy table as text, with what each row used."""
+    lines = [f"{'':<24}{'profession':>11}{'gender':>9}{'worst group':>13}   uses"]
     for r in result["rows"]:
-        lines.append(f"{r['name']:<16}{100 * r['profession_acc']:>10.1f}%{100 * r['gender_acc']:>8.1f}%{100 * r['worst_group_acc']:>12.1f}%")
+        lines.append(f"{r['name']:<24}{100 * r['profession_acc']:>10.1f}%{100 * r['gender_acc']:>8.1f}%"
+                     f"{100 * r['worst_group_acc']:>12.1f}%   {format_uses(r.get('uses', ()))}")
     return "\n".join(lines)
 
 
 def public(result: dict) -> dict:
-    """The JSON-serialisable form of a :func:`shift` result (``shift.json``): the edit as a dict, no probes."""
-    out = {k: v for k, v in result.items() if k not in ("probe", "retrained_probe")}
+    """The JSON-serialisable form of a :func:`shift` result (``shift.json``): edits as dicts, no probes."""
+    out = {k: v for k, v in result.items() if k not in ("probe", "retrained_probe", "edits")}
     out["edit"] = result["edit"].to_dict()
+    out["edits"] = {name: e.to_dict() for name, e in result["edits"].items()}
     return out
 
 
-__all__ = ["shift", "format_table", "public", "ROWS"]
+__all__ = ["shift", "format_table", "format_uses", "public", "ROWS"]

@@ -64,6 +64,7 @@ class JudgeContext:
 USES = {
     "ambiguous_train": "training data where intended and spurious attributes agree, with its intended labels",
     "concept_description": "a user's description of the spurious concept (words or short phrases)",
+    "unlabelled_text": "generic unlabelled text that features' evidence is read from (e.g. the toy corpus)",
     "human_review": "a person's decisions (interactive review or a decisions file)",
     "balanced_labels": "balanced validation data labelled with both attributes",
     "test_labels": "the test labels the table is measured on",

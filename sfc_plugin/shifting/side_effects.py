@@ -1,0 +1,182 @@
+"""What an edit costs elsewhere: next-token loss, agreement accuracy, overlap with an agreement circuit.
+
+For the edited model against the original (the edit's hooks on and off):
+
+- ``loss``: mean next-token cross-entropy over a text (every token after the first of each sequence);
+  by default the toy world's evaluation corpus for the toy model;
+- ``agreement``: per pair dataset, the fraction of prompts (clean and patch prompts, each once) whose
+  right answer out-scores the wrong one at the last token; by default the toy SVA test splits;
+- ``circuit``: how many ablated features are nodes of an agreement circuit; by default the circuit
+  ``sfc discover`` finds on the toy world with no options (across-RC agreement).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import SFCError
+from .texts import Text, is_toy, read_text, texts_to_tokens, toy_text
+
+def resolve_text(model, text) -> Text:
+    """``None``/``"toy"``: the toy corpus (toy model only); a path: a text file; a list of strings; a :class:`Text`."""
+    if isinstance(text, Text):
+        return text
+    if text is None or (isinstance(text, str) and text == "toy"):
+        if not is_toy(model):
+            raise SFCError("the next-token loss needs a text for this model (--text FILE): the toy corpus fits only the toy model")
+        return toy_text(model)
+    if isinstance(text, (str, Path)):
+        return texts_to_tokens(model, read_text(text), str(text))
+    return texts_to_tokens(model, [str(t) for t in text], "(texts)")
+
+
+@torch.no_grad()
+def next_token_loss(model, text: Text, fwd_hooks=(), batch_size: int = 64) -> float:
+    """Mean cross-entropy of each counted token given the tokens before it."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for lo in range(0, len(text.tokens), batch_size):
+        tokens = text.tokens[lo:lo + batch_size].to(device)
+        mask = text.mask[lo:lo + batch_size, 1:].to(device)
+        logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
+        logp = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+        total += float(-(logp.double() * mask).sum())
+        count += int(mask.sum())
+    return total / count
+
+
+def _prompts(records: list[dict]) -> list[dict]:
+    """Clean and patch prompts of pair records, each (prompt, right answer) once, with the wrong answer."""
+    out, seen = [], set()
+    for i, r in enumerate(records):
+        if "patch_prefix" not in r or "patch_answer" not in r or "clean_answer" not in r:
+            raise SFCError(f"agreement example {i} needs clean_prefix, patch_prefix, clean_answer and patch_answer")
+        for prompt, right, wrong in ((r["clean_prefix"], r["clean_answer"], r["patch_answer"]),
+                                     (r["patch_prefix"], r["patch_answer"], r["clean_answer"])):
+            if (prompt, right) not in seen:
+                seen.add((prompt, right))
+                out.append({"clean_prefix": prompt, "patch_prefix": prompt, "clean_answer": right, "patch_answer": wrong})
+    return out
+
+
+@torch.no_grad()
+def agreement_accuracy(model, records: list[dict], fwd_hooks=(), batch_size: int = 256) -> float:
+    """Fraction of prompts whose right answer's logit exceeds the wrong answer's at the prompt's last token."""
+    from ..data import tokenize
+
+    prompts = _prompts(records)
+    device = next(model.parameters()).device
+    correct = 0
+    for lo in range(0, len(prompts), batch_size):
+        b = tokenize(model, prompts[lo:lo + batch_size], device)
+        last = model.run_with_hooks(b.clean, fwd_hooks=list(fwd_hooks))[b.rows, b.last]
+        correct += int((last.gather(-1, b.clean_answer[:, None]) > last.gather(-1, b.patch_answer[:, None])).sum())
+    return correct / len(prompts)
+
+
+def resolve_agreement(model, agreement) -> dict[str, list[dict]]:
+    """``{name: pair records}``: ``None`` → the toy SVA test splits (toy model; else none); a name or
+    path, or a list of them; or a mapping already."""
+    from ..data import load_dataset
+
+    if isinstance(agreement, dict):
+        return {str(k): list(v) for k, v in agreement.items()}
+    if agreement is None:
+        if not is_toy(model):
+            return {}
+        from ..toy import CONDITIONS
+
+        agreement = [f"toy/sva-{c}" for c in CONDITIONS]
+    names = [agreement] if isinstance(agreement, (str, Path)) else list(agreement)
+    return {str(n): load_dataset(n, "test") for n in names}
+
+
+def default_circuit(model, saes):
+    """The circuit ``sfc discover`` finds with no options on the toy world (nodes only)."""
+    from ..data import load_dataset
+    from ..discovery import discover
+
+    records = load_dataset("toy/sva-rc", "train")
+    return discover(model, saes, records, n_examples=40, edges=False, progress=False)
+
+
+def resolve_circuit(model, circuit, saes):
+    """``None`` → the toy world's default agreement circuit (toy model with SAEs; else none);
+    a path to ``circuit.json``; a ``Circuit``; ``False`` → none."""
+    from ..circuit import Circuit
+
+    if circuit is False:
+        return None, None
+    if circuit is None:
+        if not (is_toy(model) and saes):
+            return None, None
+        c = default_circuit(model, saes)
+        return c, f"default toy/sva-rc circuit (sfc discover defaults, {len(c.nodes)} nodes)"
+    if isinstance(circuit, (str, Path)):
+        return Circuit.from_json(circuit), str(circuit)
+    return circuit, "(circuit object)"
+
+
+def _feature_nodes(circuit) -> set[str]:
+    return {n.id.split("@", 1)[0] for n in circuit.nodes if n.kind == "feature"}
+
+
+def edit_features(edit) -> list[str]:
+    return [f"{name}/{j}" for name, js in edit.ablate.items() for j in sorted(js)]
+
+
+def measure_side_effects(model, edits: dict[str, Any], *, saes=None, text=None, agreement=None, circuit=None,
+                 batch_size: int = 64) -> dict:
+    """The ``side_effects`` section of ``shift.json`` (and of ``sfc edit-report``) for named edits.
+
+    ``edits``: ``{name: FeatureEdit}``; ``saes``: ``{hook: SAE}`` for the default circuit; ``text``,
+    ``agreement``, ``circuit``: see the module docstring and the ``resolve_*`` functions.
+    """
+    text = resolve_text(model, text)
+    tasks = resolve_agreement(model, agreement)
+    circ, circ_name = resolve_circuit(model, circuit, saes)
+    in_circuit = _feature_nodes(circ) if circ is not None else None
+
+    def measure(hooks) -> dict:
+        return {"loss": next_token_loss(model, text, hooks, batch_size),
+                "agreement": {name: agreement_accuracy(model, recs, hooks) for name, recs in tasks.items()}}
+
+    original = measure([])
+    out = {"text": text.name, "n_tokens": text.n_tokens, "circuit": circ_name,
+           "agreement_prompts": {name: len(_prompts(recs)) for name, recs in tasks.items()},
+           "original": original, "edits": {}}
+    for name, edit in edits.items():
+        got = measure(edit.hooks())
+        feats = edit_features(edit)
+        row = {"n_features": len(feats), "n_neurons": sum(map(len, edit.neurons.values())),
+               "loss": got["loss"], "loss_change": got["loss"] - original["loss"], "agreement": got["agreement"],
+               "agreement_change": {k: v - original["agreement"][k] for k, v in got["agreement"].items()}}
+        if in_circuit is not None:
+            shared = [f for f in feats if f in in_circuit]
+            row.update(in_circuit=len(shared), in_circuit_features=shared)
+        out["edits"][name] = row
+    return out
+
+
+def format_side_effects(section: dict) -> str:
+    """A small text table: loss change, agreement change per dataset, ablated features in the circuit."""
+    tasks = list(section["original"]["agreement"])
+    short = [t.split("/")[-1].removeprefix("sva-") for t in tasks]
+    head = f"{'edit':<24}{'features':>9}{'loss':>9}{'Δloss':>9}" + "".join(f"{'Δ' + s:>12}" for s in short)
+    if section.get("circuit"):
+        head += f"{'in circuit':>12}"
+    o = section["original"]
+    lines = [f"side effects (loss on {section['text']}, {section['n_tokens']} tokens; agreement accuracy change"
+             + (f"; circuit: {section['circuit']})" if section.get("circuit") else ")"), head,
+             f"{'(original)':<24}{'':>9}{o['loss']:>9.4f}{'':>9}" + "".join(f"{100 * o['agreement'][t]:>11.1f}%" for t in tasks)]
+    for name, r in section["edits"].items():
+        n = r["n_features"] if not r["n_neurons"] else f"{r['n_neurons']}n"
+        line = f"{name:<24}{n!s:>9}{r['loss']:>9.4f}{r['loss_change']:>+9.4f}" + "".join(
+            f"{100 * r['agreement_change'][t]:>+11.1f}%" for t in tasks)
+        if "in_circuit" in r:
+            line += f"{r['in_circuit']:>12}"
+        lines.append(line)
+    return "\n".join(lines)
