@@ -162,10 +162,10 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     if side_effects is not False:
         from .side_effects import measure_side_effects
 
-        options = dict(side_effects) if isinstance(side_effects, dict) else {}
-        if options.get("text") is None and not is_toy(model):
-            options["text"] = [r["text"] for r in train]  # no other text given: the training texts
-        result["side_effects"] = measure_side_effects(model, edits, saes=saes_by_hook(saes), **options)
+        where = dict(side_effects) if isinstance(side_effects, dict) else {}
+        if where.get("text") is None and not is_toy(model):
+            where["text"] = [r["text"] for r in train]  # no other text given: the training texts
+        result["side_effects"] = measure_side_effects(model, edits, saes=saes_by_hook(saes), **where)
     return result
 
 
