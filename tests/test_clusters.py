@@ -195,3 +195,17 @@ def test_corpora_from_files_and_datasets_directory(tmp_path, toy_world):
         load_corpus(tmp_path / "bad.jsonl", 10)
     with pytest.raises(SFCError, match="neither 'toy' nor"):
         load_corpus(tmp_path / "missing", 10)
+
+
+def test_clusters_open_in_the_circuit_viewer(run):
+    """With the circuit viewer installed, each cluster's circuit gets its own ``sfc view`` site and the
+    index page links it."""
+    pytest.importorskip("sfc_plugin.viewer")
+    out, summary = run
+    html = (out / "index.html").read_text()
+    for c in summary["clusters"]:
+        site = out / "clusters" / str(c["id"]) / "view"
+        assert (site / "index.html").is_file()
+        assert f'href="clusters/{c["id"]}/view/index.html"' in html
+        data = json.loads((site / "data.js").read_text().split("=", 1)[1].strip().rstrip(";"))
+        assert len(data["nodes"]) == c["n_nodes"] + 1 and data["title"].startswith(f"cluster {c['id']} ")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..errors import SFCError
-
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from .pipeline import ClusterConfig
@@ -74,5 +72,3 @@ def cmd_clusters(args) -> int:
         distributed.shutdown()
     return 0
 
-
-__all__ = ["add_parser", "cmd_clusters", "SFCError"]

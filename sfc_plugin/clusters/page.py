@@ -1,7 +1,8 @@
 """``index.html``: one self-contained page listing the clusters (opens from ``file://``).
 
 Each cluster shows its size, the answers it predicts, example contexts, its top features and links
-to its circuit figure (``clusters/<k>/circuit.svg`` when Graphviz was installed), its
+to its circuit in the viewer (``clusters/<k>/view/``, ``sfc view``'s site, when the viewer is
+installed), its figure (``clusters/<k>/circuit.svg`` when Graphviz was installed), its
 ``circuit.json`` and its contexts. All data-derived text is HTML-escaped.
 """
 
@@ -30,7 +31,7 @@ def _context(c: dict) -> str:
     return f'<div class="ctx">{escape(c["prefix"])}<span class="ans">{escape(c["answer_text"])}</span></div>'
 
 
-def render_index(summary: dict, figures: set[int]) -> str:
+def render_index(summary: dict, figures: set[int], views: set[int] = frozenset()) -> str:
     cfg = summary["config"]
     rows = []
     for c in summary["clusters"]:
@@ -40,6 +41,8 @@ def render_index(summary: dict, figures: set[int]) -> str:
                  f'<a href="clusters/{cid}/contexts.jsonl">contexts</a>']
         if cid in figures:
             links.insert(0, f'<a href="clusters/{cid}/circuit.svg">circuit figure</a>')
+        if cid in views:
+            links.insert(0, f'<a href="clusters/{cid}/view/index.html"><b>circuit viewer</b></a>')
         cats = "".join(f'<div class="meta">{escape(name)}: ' + ", ".join(f"{escape(str(k))} {v}" for k, v in list(counts.items())[:3])
                        + "</div>" for name, counts in c.get("categories", {}).items())
         rows.append(
@@ -68,5 +71,7 @@ circuits: {escape(str(cfg['method']))}, zero ablation, metric log p(answer), nod
 def write_index(out: Path, summary: dict) -> Path:
     from ..circuit import write_atomic
 
-    figures = {int(c["id"]) for c in summary["clusters"] if (out / "clusters" / str(c["id"]) / "circuit.svg").is_file()}
-    return write_atomic(out / "index.html", render_index(summary, figures))
+    ids = [int(c["id"]) for c in summary["clusters"]]
+    figures = {c for c in ids if (out / "clusters" / str(c) / "circuit.svg").is_file()}
+    views = {c for c in ids if (out / "clusters" / str(c) / "view" / "index.html").is_file()}
+    return write_atomic(out / "index.html", render_index(summary, figures, views))

@@ -165,7 +165,20 @@ def _circuit(model, saes, cid: int, members: list[dict], cfg: ClusterConfig, out
     write_atomic(d / "circuit.dot", circuit.to_dot())
     if dot_binary():
         render_file(circuit, d / "circuit.svg", "svg")
+    build_site = _viewer()
+    if build_site is not None:  # the interactive circuit viewer (sfc view), when this version has it
+        answers = ", ".join(f"{a!r}×{n}" for a, n in list(_counts(c["answer_text"] for c in members).items())[:3])
+        build_site(circuit, d / "view", title=f"cluster {cid} ({len(members)} contexts: {answers})")
     circuit.to_json(d / "circuit.json")  # last: its presence marks the cluster as done
+
+
+def _viewer():
+    """``sfc_plugin.viewer.build_site``, or None where the viewer is not installed."""
+    try:
+        from ..viewer import build_site
+    except ImportError:
+        return None
+    return build_site
 
 
 def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = None, progress: bool = True) -> dict:

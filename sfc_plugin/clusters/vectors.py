@@ -98,13 +98,15 @@ def behaviour_vectors(model, subs, contexts: list[dict], kind: str = "effects", 
         clean = activations(model, subs, batch.clean)
         ctx = AttributionContext(model, subs, batch, logprob, clean, zero_acts(subs, clean), 1, "sum")
         grads = {name: g * valid for name, g in ctx.gradients([0.0]).items()}
-        eff = ctx.effects_from_grads(grads) if kind == "effects" else None
         parts = []
-        for s in subs:
+        for s in subs:  # one submodule at a time: only one [b, pos, d_sae] product is alive
+            g = grads.pop(s.name)
             if kind == "gradients":
-                parts.append(grads[s.name].sum(1))
+                parts.append(g.sum(1))
             else:
-                parts += [eff.features[s.name].sum(1), eff.errors[s.name].sum(1)[:, None]]
+                c = clean[s.name]  # zero ablation: Δf = −f, Δε = −ε
+                parts.append(-((g @ s.W_dec.T) * c.f).sum(1))
+                parts.append(-(g * c.err).sum(-1).sum(1)[:, None])
     full = torch.cat(parts, 1).float().cpu()
     k = min(top_k, full.shape[1])
     idx = full.abs().topk(k, dim=1).indices.sort(dim=1).values
