@@ -54,8 +54,8 @@ def main() -> None:
         print(json.dumps(row), file=sys.stderr)
     if not args.only_shift:
         out["evaluation"] = rows
-    print("| condition | nodes (τ=0.1) | faithfulness | completeness | features only | nodes for F≥0.8 |")
-    print("|---|---|---|---|---|---|")
+        print("| condition | nodes (τ=0.1) | faithfulness | completeness | features only | nodes for F≥0.8 |")
+        print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['condition']} | {r['nodes_at_0.1']} | {r['faithfulness_at_0.1']:.2f} | {r['completeness_at_0.1']:.2f} | "
               f"{r['features_only_faithfulness_at_0.1']:.2f} | {r['nodes_for_faithfulness_0.8']} |")

@@ -96,6 +96,7 @@ def test_side_effects_equal_a_direct_computation(world, result):
                                   progress=False)
     nodes = {n.id for n in circuit.nodes if n.kind == "feature"}
     assert set(se["edits"]) == {"shift", "shift_labelled", "random", "neuron_skyline", "feature_skyline"}
+    assert "in_circuit" not in se["edits"]["neuron_skyline"]  # neurons are not circuit nodes
     for name in ("shift", "shift_labelled"):
         edit = result["edits"][name]
         with torch.no_grad(), edit.applied(model):

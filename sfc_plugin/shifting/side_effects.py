@@ -154,7 +154,7 @@ def measure_side_effects(model, edits: dict[str, Any], *, saes=None, text=None, 
         row = {"n_features": len(feats), "n_neurons": sum(map(len, edit.neurons.values())),
                "loss": got["loss"], "loss_change": got["loss"] - original["loss"], "agreement": got["agreement"],
                "agreement_change": {k: v - original["agreement"][k] for k, v in got["agreement"].items()}}
-        if in_circuit is not None:
+        if in_circuit is not None and (feats or not edit.neurons):  # circuits hold features, not neurons
             shared = [f for f in feats if f in in_circuit]
             row.update(in_circuit=len(shared), in_circuit_features=shared)
         out["edits"][name] = row
@@ -176,7 +176,7 @@ def format_side_effects(section: dict) -> str:
         n = r["n_features"] if not r["n_neurons"] else f"{r['n_neurons']}n"
         line = f"{name:<24}{n!s:>9}{r['loss']:>9.4f}{r['loss_change']:>+9.4f}" + "".join(
             f"{100 * r['agreement_change'][t]:>+11.1f}%" for t in tasks)
-        if "in_circuit" in r:
-            line += f"{r['in_circuit']:>12}"
+        if section.get("circuit"):
+            line += f"{r.get('in_circuit', '—')!s:>12}"
         lines.append(line)
     return "\n".join(lines)
