@@ -249,11 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .toy.cli import add_parser as add_toy
     from .export.cli import add_parser as add_export
     from .clusters.cli import add_parser as add_clusters
+    from .dashboards.cli import add_parser as add_dashboards
 
     add_toy(sub)
     add_export(sub)
     add_clusters(sub)
     add_edit_report(sub)
+    add_dashboards(sub)
     return parser
 
 
