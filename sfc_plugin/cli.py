@@ -250,12 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .export.cli import add_parser as add_export
     from .clusters.cli import add_parser as add_clusters
     from .dashboards.cli import add_parser as add_dashboards
+    from .viewer.cli import add_parser as add_view
 
     add_toy(sub)
     add_export(sub)
     add_clusters(sub)
     add_edit_report(sub)
     add_dashboards(sub)
+    add_view(sub)
     return parser
 
 

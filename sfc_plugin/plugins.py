@@ -22,6 +22,7 @@ BUILTIN_PLUGINS = (
     "sfc_plugin.metrics",
     "sfc_plugin.data",
     "sfc_plugin.export",
+    "sfc_plugin.dashboards.plugin",
     "sfc_plugin.ablations",
     "sfc_plugin.shifting.judges",
     "sfc_plugin.toy.plugin",

@@ -218,3 +218,67 @@ def test_cli_dashboards_on_the_toy_world(tmp_path, capsys):
     assert main(args) == 0 and dashboards.load_dashboards(out) == data  # from the cache
     assert main(["dashboards", "--features", "resid_2/999", "-q", "-o", str(out)]) == 2
     assert "only 256 features" in capsys.readouterr().err
+
+
+def _record(fired, before="the", promoted=(("were", 3.0), ("are", 2.5), ("x", 0.1)), std=0.5):
+    top = [{"tokens": [" " + before, " " + t, " ."], "position": 1, "acts": [0, 1.0, 0], "max": 1.0,
+            "context": i, "start": 0} for i, t in enumerate(fired)]
+    return {"id": "resid_1/3", "top": top, "quantiles": [], "density": 0.01, "max": 1.0, "mean": 0.5,
+            "promoted": [{"token": " " + t, "id": i, "value": v} for i, (t, v) in enumerate(promoted)],
+            "suppressed": [{"token": " y", "id": 9, "value": -0.2}], "logit_std": std}
+
+
+def test_auto_label_from_evidence():
+    from sfc_plugin.dashboards.labels import auto_label
+
+    assert auto_label(_record(["authors", "guards", "authors", "guards", "authors"])) == "authors / guards ↑ were, are"
+    assert auto_label(_record(["authors", "guards", "pilots", "authors"])) == "authors / guards … ↑ were, are"
+    assert auto_label(_record(["a", "b", "c", "d", "e"], std=1.5)) == "after the: a / b …"  # 2 σ: no arrow
+    assert auto_label({**_record(["a"]), "max": 0.2}) == "a"  # moves the logit by 0.6 < 1 at most: no arrow
+    assert auto_label({"id": "x/1", "top": []}) == "(never fires on the corpus)"
+
+
+def test_auto_labels_are_deterministic_and_reach_the_figure(small, tmp_path):
+    from sfc_plugin.circuit import Circuit, Edge, Node
+    from sfc_plugin.export import apply_labels
+
+    model, saes, corpus = small
+    nodes = [Node("y", None, None, None, "metric", None, None, 1.0),
+             Node("resid_1/2", "resid_1", "blocks.1.hook_resid_post", 1, "feature", 2, None, 0.5),
+             Node("mlp_1/7", "mlp_1", "blocks.1.hook_mlp_out", 1, "feature", 7, None, -0.3),
+             Node("resid_1/err", "resid_1", "blocks.1.hook_resid_post", 1, "error", None, None, 0.2)]
+    circuit = Circuit(nodes, [Edge("mlp_1/7", "resid_1/2", 0.2), Edge("resid_1/2", "y", 0.5)], 1.0, "logit_diff",
+                      "ig", 10, "sum", 0.1, 0.01, {})
+    data = dashboards.circuit_dashboards(circuit, model, saes, corpus, progress=False)
+    first = apply_labels(circuit, "auto", dashboards=data)
+    again = apply_labels(circuit, "auto", model=model, saes=saes, corpus=corpus)
+    labels = {n.id: n.label for n in first.nodes}
+    assert labels == {n.id: n.label for n in again.nodes}
+    assert labels["resid_1/2"] and labels["mlp_1/7"] and labels["resid_1/err"] is None
+    top = data["features"]["resid_1/2"]["top"][0]
+    assert labels["resid_1/2"].startswith(top["tokens"][top["position"]].strip())
+    assert first.provenance["node_info"]["resid_1/2"]["tooltip"].startswith("resid_1/2  density")
+    dashboards.write_dashboards(data, tmp_path / "dash")
+    from_dir = apply_labels(circuit, "auto", dashboards=tmp_path / "dash")
+    assert {n.id: n.label for n in from_dir.nodes} == labels
+    assert labels["resid_1/2"].split()[0] in from_dir.to_dot()
+    with pytest.raises(SFCError, match="needs dashboards="):
+        apply_labels(circuit, "auto")
+
+
+def test_cli_export_with_auto_labels(small, tmp_path, capsys):
+    from sfc_plugin.cli import main
+    from sfc_plugin.circuit import Circuit, Node
+
+    model, saes, corpus = small
+    nodes = [Node("y", None, None, None, "metric", None, None, 1.0),
+             Node("resid_1/2", "resid_1", "blocks.1.hook_resid_post", 1, "feature", 2, None, 0.5)]
+    circuit = Circuit(nodes, [], 1.0, "logit_diff", "ig", 10, "sum", 0.1, 0.01, {"model_source": "elsewhere"})
+    circuit.to_json(tmp_path / "c.json")
+    dashboards.write_dashboards(dashboards.circuit_dashboards(circuit, model, saes, corpus, progress=False), tmp_path / "d")
+    assert main(["export", str(tmp_path / "c.json"), "--format", "json", "--labels", "auto", "--dashboards",
+                 str(tmp_path / "d"), "-o", str(tmp_path / "out.json")]) == 0
+    assert Circuit.from_json(tmp_path / "out.json").node("resid_1/2").label
+    assert main(["export", str(tmp_path / "c.json"), "--format", "json", "--labels", "auto", "-o",
+                 str(tmp_path / "o2.json")]) == 2
+    assert "pass --dashboards DIR" in capsys.readouterr().err

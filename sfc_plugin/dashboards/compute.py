@@ -23,9 +23,8 @@ from typing import Any, Iterable
 import torch
 
 from ..errors import SFCError
+from .records import SCHEMA, parse_id
 from .stream import EMPTY_KEY, FeatureStream, hist_edges
-
-SCHEMA = "sfc-dashboards/1"
 LOGIT_NOTE = ("approximate: the decoder direction's direct path to the logits only (no later layers), through the "
               "final layer norm's centring and weight but not its input-dependent 1/σ scaling and its change; "
               "per unit activation, centred over the vocabulary")
@@ -42,15 +41,6 @@ def fingerprint_tensors(tensors: dict[str, torch.Tensor], extra: str = "") -> st
     return h.hexdigest()
 
 
-def parse_id(fid: str) -> tuple[str, int]:
-    """``"resid_2/173"`` (an ``@position`` suffix is ignored) → ``("resid_2", 173)``."""
-    base = str(fid).split("@", 1)[0]
-    sub, _, feat = base.rpartition("/")
-    if not sub or not feat.isdigit():
-        raise SFCError(f"feature id {fid!r} is not '<submodule>/<feature index>'")
-    return sub, int(feat)
-
-
 def _round(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
@@ -61,9 +51,11 @@ def _write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n")
 
 
+@torch.no_grad()
 def logit_effects(model, W_dec_rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Direct logit effect per unit activation of decoder rows ``[F, d_model]`` → ``(values, ids)`` of
-    the ``n`` most promoted and the ``n`` most suppressed tokens, each ``[F, n]``; see :data:`LOGIT_NOTE`."""
+    the ``n`` most promoted and the ``n`` most suppressed tokens, each ``[F, n]``, and the effects' standard
+    deviation over the vocabulary ``[F]``; see :data:`LOGIT_NOTE`."""
     d = W_dec_rows.to(model.W_U.dtype)
     norm = getattr(model.cfg, "normalization_type", None)
     if norm in ("LN", "LNPre"):
@@ -77,7 +69,7 @@ def logit_effects(model, W_dec_rows: torch.Tensor, n: int) -> tuple[torch.Tensor
     n = min(n, logits.shape[-1])
     up = logits.topk(n, dim=-1)
     down = (-logits).topk(n, dim=-1)
-    return (up.values, up.indices), (-down.values, down.indices)
+    return (up.values, up.indices), (-down.values, down.indices), logits.std(-1)
 
 
 class _Job:
@@ -275,8 +267,8 @@ def _records(model, job: _Job, s: FeatureStream, corpus, settings: dict) -> dict
     window = tuple(settings["window"])
     n_tokens = corpus.n_tokens
     edges = hist_edges()
-    (up_v, up_i), (down_v, down_i) = logit_effects(model, job.sub.W_dec[s.idx], settings["n_logits"]) \
-        if settings["n_logits"] else ((None, None), (None, None))
+    (up_v, up_i), (down_v, down_i), std = logit_effects(model, job.sub.W_dec[s.idx], settings["n_logits"]) \
+        if settings["n_logits"] else ((None, None), (None, None), None)
     tok = getattr(model, "tokenizer", None)
     chosen: list[tuple[int, int, str, int]] = []  # (feature column, row, which, band)
     bands_of: dict[int, list] = {}
@@ -343,6 +335,7 @@ def _records(model, job: _Job, s: FeatureStream, corpus, settings: dict) -> dict
             "mean": _round(float(s_cpu["total"][j]) / fire, 6) if fire else 0.0,
             "histogram": histogram, "top": top, "quantiles": quantiles,
             "promoted": logit_list(up_v, up_i), "suppressed": logit_list(down_v, down_i),
+            "logit_std": _round(float(std[j])) if std is not None else None,
             "logit_note": LOGIT_NOTE,
         }
     return out

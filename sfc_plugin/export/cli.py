@@ -20,13 +20,17 @@ def _format(args) -> str:
     return "svg"
 
 
-def _labels(circuit, spec: str):
+def _labels(circuit, spec: str, circuit_path=None, dashboards=None):
     """``--labels``: an annotation file (JSON lines), or the name of a label provider that needs no arguments."""
     from ..plugins import registry
     from . import apply_labels
 
     if Path(spec).is_file():
         return apply_labels(circuit, "annotations", path=spec)
+    if spec == "auto":  # labels from feature dashboards (--dashboards DIR, or computed for toy circuits)
+        from ..dashboards.labels import default_dashboards
+
+        return apply_labels(circuit, spec, dashboards=default_dashboards(circuit_path, circuit, dashboards))
     if spec in registry("label_provider"):
         return apply_labels(circuit, spec)
     raise SFCError(f"--labels {spec!r}: no such file (nor a label provider: {', '.join(sorted(registry('label_provider')))})")
@@ -43,7 +47,7 @@ def cmd_export(args) -> int:
     if args.node_threshold is not None or args.edge_threshold is not None:
         circuit = circuit.prune(args.node_threshold, args.edge_threshold)
     if args.labels:
-        circuit = _labels(circuit, args.labels)
+        circuit = _labels(circuit, args.labels, args.circuit, args.dashboards)
     out = Path(args.out) if args.out else Path(args.circuit).with_suffix(EXTENSIONS.get(fmt, f".{fmt}"))
     if out.resolve() == Path(args.circuit).resolve():
         raise SFCError(f"output {str(out)!r} would overwrite the input circuit; give another -o")
@@ -66,7 +70,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--node-threshold", type=float, help="keep nodes with |effect| above this (at least the circuit's)")
     p.add_argument("--edge-threshold", type=float, help="keep edges with |weight| above this (at least the circuit's)")
     p.add_argument("--labels", help="feature labels: a JSON-lines annotation file ({\"Name\", \"Annotation\"}) "
-                                    "or a label provider name such as neuronpedia")
+                                    "or a label provider name such as auto or neuronpedia")
+    p.add_argument("--dashboards", help="with --labels auto: an 'sfc dashboards' output directory (default: "
+                                        "dashboards/ next to the circuit, computed there for toy-world circuits)")
     p.add_argument("--max-edges", type=int, help="figures (svg/png/pdf/dot) show at most the N strongest edges "
                                                  "(default: all in dot; 3 per node, at least 150, in figures; -1: all)")
     p.add_argument("--order", choices=["layout", "index"], help="order within a row: cut crossings (layout, default) "

@@ -1,0 +1,78 @@
+"""``sfc view``: a circuit as a self-contained static site (opens from ``file://``; no CDN, no server).
+
+The site is ``index.html``, ``viewer.js`` and ``viewer.css`` (shipped in ``assets/``, our own code,
+no third-party library) and ``data.js``, which sets ``window.SFC_VIEW`` to the circuit, its feature
+dashboards and labels. The page lays the circuit out like the paper's figures (one row per
+submodule and layer, embedding at the bottom, the metric on top; features are boxes, error terms
+triangles; edge colour and width by signed weight) and offers pan/zoom, hover paths, a card per
+node, threshold sliders that prune live and search by id or label. Data reaches the page only
+through ``textContent``/``setAttribute``, so no data-derived string is ever read as markup.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+FILES = ("index.html", "viewer.js", "viewer.css")
+
+__all__ = ["build_site", "site_data", "serve", "ASSETS"]
+
+
+def site_data(circuit, dashboards: dict | None = None, title: str | None = None) -> dict:
+    """What ``data.js`` holds: nodes (with their row), edges, thresholds and the features' dashboards.
+
+    Nodes without a label get the ``auto`` label when their dashboard is there."""
+    from ..export.dot import row_key
+
+    records = (dashboards or {}).get("features", {})
+    info = circuit.provenance.get("node_info") or {}
+    nodes = []
+    for n in circuit.nodes:
+        label = n.label
+        if label is None and n.kind == "feature" and n.id.split("@", 1)[0] in records:
+            from ..dashboards.labels import auto_label
+
+            label = auto_label(records[n.id.split("@", 1)[0]])
+        nodes.append({"id": n.id, "submodule": n.submodule, "kind": n.kind, "feature": n.feature, "position": n.position,
+                      "effect": n.effect, "label": label, "row": "y" if n.kind == "metric" else (n.submodule or "?"),
+                      "url": (info.get(n.id) or {}).get("url")})
+    rows = sorted({n["row"] for n in nodes if n["row"] != "y"}, key=row_key) + ["y"]
+    wanted = {n["id"].split("@", 1)[0] for n in nodes if n["kind"] == "feature"}
+    prov = circuit.provenance
+    default_title = f"{prov.get('dataset') or 'circuit'} · {circuit.metric} ({circuit.method})"
+    return {"title": title or default_title, "metric": circuit.metric, "method": circuit.method,
+            "aggregation": circuit.aggregation, "total_effect": circuit.total_effect,
+            "node_threshold": circuit.node_threshold, "edge_threshold": circuit.edge_threshold,
+            "rows": rows, "nodes": nodes,
+            "edges": [{"source": e.source, "target": e.target, "weight": e.weight} for e in circuit.edges],
+            "dashboards": {k: v for k, v in records.items() if k in wanted},
+            "corpus": (dashboards or {}).get("corpus")}
+
+
+def build_site(circuit, out_dir: str | Path, dashboards: dict | None = None, title: str | None = None) -> Path:
+    """Write the site into ``out_dir`` (atomically per file); returns the path of ``index.html``."""
+    from ..circuit import write_atomic
+
+    out = Path(out_dir)
+    data = json.dumps(site_data(circuit, dashboards, title), separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+    # ensure_ascii keeps U+2028/2029 and any non-ASCII out of the script; "</" cannot end a script in a .js file
+    write_atomic(out / "data.js", "window.SFC_VIEW = " + data + ";\n")
+    for name in FILES:
+        write_atomic(out / name, (ASSETS / name).read_bytes())
+    return out / "index.html"
+
+
+def serve(site: str | Path, port: int = 8000) -> None:  # pragma: no cover - interactive
+    """Serve ``site`` on http://127.0.0.1:PORT until interrupted (the site works from file:// too)."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler) as httpd:
+        print(f"serving {site} on http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)")
+        try:
+            httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,326 @@
+/* sfc-plugin circuit viewer: draws window.SFC_VIEW (written by `sfc view`) as SVG.
+   Every data-derived string reaches the page through textContent or setAttribute, never as markup. */
+(function () {
+  "use strict";
+  var D = window.SFC_VIEW;
+  var SVGNS = "http://www.w3.org/2000/svg";
+  var W = 96, H = 30, GAP = 12, ROW = 92;  /* ROW: row spacing, stretched to the window in rowSpacing() */
+  var POS = [33, 102, 172], NEG = [178, 24, 43], POSF = [67, 147, 195], NEGF = [214, 96, 77];
+
+  function $(id) { return document.getElementById(id); }
+  function svg(tag, attrs, parent) {
+    var e = document.createElementNS(SVGNS, tag);
+    for (var k in attrs) { if (Object.prototype.hasOwnProperty.call(attrs, k)) e.setAttribute(k, String(attrs[k])); }
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  function html(tag, cls, text, parent) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  function fmt(x, digits) { return (x === null || x === undefined) ? "n/a" : Number(x).toPrecision(digits || 3); }
+  function signed(x) { return (x >= 0 ? "+" : "") + fmt(x, 3); }
+  function mix(base, a) {  /* white at 0, base colour at 1 */
+    var c = base.map(function (v) { return Math.round(255 + (v - 255) * Math.min(1, Math.abs(a))); });
+    return "rgb(" + c.join(",") + ")";
+  }
+
+  /* ---------- data ---------- */
+  var nodes = D.nodes, edges = D.edges, byId = {}, rowIndex = {};
+  D.rows.forEach(function (r, i) { rowIndex[r] = i; });
+  nodes.forEach(function (n) { byId[n.id] = n; n.ins = []; n.outs = []; });
+  edges.forEach(function (e) { byId[e.source].outs.push(e); byId[e.target].ins.push(e); });
+  var effMax = 0, wMax = 0;
+  nodes.forEach(function (n) { if (n.kind !== "metric" && n.effect !== null) effMax = Math.max(effMax, Math.abs(n.effect)); });
+  edges.forEach(function (e) { wMax = Math.max(wMax, Math.abs(e.weight)); });
+  effMax = effMax || 1; wMax = wMax || 1;
+  var nodeLo = Math.max(D.node_threshold, effMax * 1e-4), edgeLo = Math.max(D.edge_threshold, wMax * 1e-4);
+  var state = { nodeT: D.node_threshold, edgeT: D.edge_threshold, selected: null, query: "" };
+
+  function sliderValue(s, lo, hi, floor) { return s <= 0 ? floor : lo * Math.pow(hi / lo, s / 100); }
+  function visibleNode(n) { return n.kind === "metric" || Math.abs(n.effect) >= state.nodeT; }
+  function visibleEdge(e, vis) { return vis[e.source] && vis[e.target] && Math.abs(e.weight) >= state.edgeT; }
+
+  /* ---------- layout: one row per submodule (embedding at the bottom, y on top), barycentre order ---------- */
+  function layout(vis) {
+    var rows = D.rows.map(function () { return []; });
+    nodes.forEach(function (n) { if (vis[n.id]) rows[rowIndex[n.row]].push(n); });
+    rows.forEach(function (r) {
+      r.sort(function (a, b) { return (a.position === null ? -1 : a.position) - (b.position === null ? -1 : b.position) ||
+        (a.kind === "error") - (b.kind === "error") || (a.feature || 0) - (b.feature || 0); });
+      place(r);
+    });
+    var ve = edges.filter(function (e) { return visibleEdge(e, vis); });
+    var down = {}, up = {};
+    ve.forEach(function (e) { (up[e.target] = up[e.target] || []).push(e.source); (down[e.source] = down[e.source] || []).push(e.target); });
+    function sweep(order, nbrs) {
+      order.forEach(function (i) {
+        var r = rows[i];
+        r.forEach(function (n, k) {
+          var xs = (nbrs[n.id] || []).map(function (id) { return byId[id].x; });
+          n.key = xs.length ? xs.reduce(function (a, b) { return a + b; }, 0) / xs.length : n.x;
+          n.k = k;
+        });
+        r.sort(function (a, b) {
+          if (a.position !== null && b.position !== null && a.position !== b.position) return a.position - b.position;
+          return a.key - b.key || a.k - b.k;
+        });
+        place(r);
+      });
+    }
+    var idx = rows.map(function (_, i) { return i; });
+    for (var it = 0; it < 3; it++) { sweep(idx.slice(1), up); sweep(idx.slice(0, -1).reverse(), down); }
+    ROW = rowSpacing(rows);
+    rows.forEach(function (r, i) { r.forEach(function (n) { n.y = (rows.length - 1 - i) * ROW; }); });
+    return { rows: rows, edges: ve };
+  }
+  function rowSpacing(rows) {  /* spread rows so the drawing's shape follows the window's */
+    var widest = Math.max.apply(null, rows.map(function (r) { return r.length; }).concat([1])) * (W + GAP);
+    var box = document.getElementById("graph").getBoundingClientRect();
+    var aspect = box.width > 0 ? box.height / box.width : 0.6;
+    return Math.max(80, Math.min(240, widest * aspect / Math.max(1, rows.length - 1)));
+  }
+  function place(r) { r.forEach(function (n, k) { n.x = (k - (r.length - 1) / 2) * (W + GAP); }); }
+
+  /* ---------- drawing ---------- */
+  var G = $("graph"), VP = $("viewport"), gRows = $("rows"), gEdges = $("edges"), gNodes = $("nodes");
+  var current = null;
+  function shortLabel(s, n) { s = String(s); return s.length > n ? s.slice(0, n - 1) + "\u2026" : s; }
+
+  function render() {
+    var vis = {};
+    nodes.forEach(function (n) { vis[n.id] = visibleNode(n); });
+    current = layout(vis);
+    [gRows, gEdges, gNodes].forEach(function (g) { while (g.firstChild) g.removeChild(g.firstChild); });
+    var minX = 0, maxX = 0;
+    current.rows.forEach(function (r) { r.forEach(function (n) { minX = Math.min(minX, n.x); maxX = Math.max(maxX, n.x); }); });
+    current.rows.forEach(function (r, i) {
+      var y = (current.rows.length - 1 - i) * ROW;
+      svg("line", { "class": "row-line", x1: minX - W, x2: maxX + W, y1: y, y2: y }, gRows);
+      var t = svg("text", { "class": "row-label", x: minX - W / 2 - 20, y: y }, gRows);
+      t.textContent = D.rows[i] === "y" ? "metric" : D.rows[i];
+    });
+    current.edges.forEach(function (e) {
+      var s = byId[e.source], t = byId[e.target], r = Math.min(1, Math.abs(e.weight) / wMax);
+      var y1 = s.y - H / 2, y2 = t.y + H / 2, my = (y1 + y2) / 2;
+      var p = svg("path", {
+        "class": "edge", d: "M" + s.x + "," + y1 + " C" + s.x + "," + my + " " + t.x + "," + my + " " + t.x + "," + y2,
+        stroke: mix(e.weight >= 0 ? POS : NEG, 1), "stroke-width": (0.4 + 4 * r).toFixed(2),
+        "stroke-opacity": (0.2 + 0.7 * r).toFixed(2), "data-source": e.source, "data-target": e.target
+      }, gEdges);
+      svg("title", {}, p).textContent = e.source + " \u2192 " + e.target + ": " + signed(e.weight);
+    });
+    current.rows.forEach(function (r) { r.forEach(drawNode); });
+    $("counts").textContent = current.rows.reduce(function (a, r) { return a + r.filter(function (n) { return n.kind !== "metric"; }).length; }, 0) +
+      " nodes \u00b7 " + current.edges.length + " edges";
+    $("counts").setAttribute("data-nodes", String(gNodes.querySelectorAll(".node:not(.metric)").length));
+    $("counts").setAttribute("data-edges", String(current.edges.length));
+    $("node-t").textContent = fmt(state.nodeT, 2);
+    $("edge-t").textContent = fmt(state.edgeT, 2);
+    applySearch();
+    if (state.selected && !vis[state.selected]) closeCard();
+    markSelected();
+  }
+
+  function drawNode(n) {
+    var g = svg("g", { "class": "node " + n.kind, transform: "translate(" + n.x + "," + n.y + ")", "data-id": n.id, tabindex: 0 }, gNodes);
+    var f = n.effect === null ? "#eeeeee" : mix(n.effect >= 0 ? POSF : NEGF, n.effect / effMax);
+    if (n.kind === "error") {
+      svg("polygon", { "class": "shape", points: "0," + (-H / 2 - 4) + " " + (H / 2 + 6) + "," + (H / 2) + " " + (-H / 2 - 6) + "," + (H / 2), fill: f }, g);
+      svg("text", { y: H / 2 - 3 }, g).textContent = "err";
+    } else if (n.kind === "metric") {
+      svg("ellipse", { "class": "shape", rx: W / 2, ry: H / 2, fill: "#eeeeee" }, g);
+      svg("text", { y: 4 }, g).textContent = "y";
+    } else {
+      svg("rect", { "class": "shape", x: -W / 2, y: -H / 2, width: W, height: H, rx: 3, fill: f }, g);
+      svg("text", { y: n.label ? -2 : 4 }, g).textContent = String(n.feature) + (n.position !== null ? " @" + n.position : "");
+      if (n.label) svg("text", { "class": "sub", y: 10 }, g).textContent = shortLabel(n.label, 18);
+    }
+    svg("title", {}, g).textContent = n.id + (n.label ? "\n" + n.label : "") + (n.effect !== null ? "\neffect " + signed(n.effect) : "");
+    g.addEventListener("mouseenter", function () { focus(n.id); });
+    g.addEventListener("mouseleave", unfocus);
+    g.addEventListener("click", function (ev) { ev.stopPropagation(); openCard(n.id); });
+    g.addEventListener("keydown", function (ev) { if (ev.key === "Enter") openCard(n.id); });
+  }
+
+  /* ---------- hover: the node's upstream and downstream paths ---------- */
+  function reach(id, forward) {
+    var seen = {}, stack = [id];
+    seen[id] = true;
+    while (stack.length) {
+      var n = byId[stack.pop()];
+      (forward ? n.outs : n.ins).forEach(function (e) {
+        var o = forward ? e.target : e.source;
+        if (!seen[o] && current.edges.indexOf(e) >= 0) { seen[o] = true; stack.push(o); }
+      });
+    }
+    return seen;
+  }
+  function focus(id) {
+    var up = reach(id, false), down = reach(id, true);
+    G.classList.add("focus");
+    gNodes.querySelectorAll(".node").forEach(function (g) {
+      var nid = g.getAttribute("data-id");
+      g.classList.toggle("on", !!(up[nid] || down[nid]));
+    });
+    gEdges.querySelectorAll(".edge").forEach(function (p) {
+      var s = p.getAttribute("data-source"), t = p.getAttribute("data-target");
+      p.classList.toggle("on", !!((up[s] && up[t]) || (down[s] && down[t])));
+    });
+  }
+  function unfocus() { G.classList.remove("focus"); }
+
+  /* ---------- card ---------- */
+  var card = $("card");
+  function closeCard() { state.selected = null; card.hidden = true; markSelected(); }
+  function markSelected() {
+    gNodes.querySelectorAll(".node").forEach(function (g) { g.classList.toggle("selected", g.getAttribute("data-id") === state.selected); });
+  }
+  function contextLine(c, parent) {
+    var line = html("div", "context", null, parent);
+    html("span", "val", fmt(c.max, 3), line);
+    var top = Math.max(c.max, 1e-9);
+    c.tokens.forEach(function (tok, i) {
+      var a = c.acts[i] || 0;
+      var s = html("span", "tok" + (i === c.position ? " max" : ""), tok, line);
+      if (a > 0) s.style.backgroundColor = "rgba(230, 130, 20, " + Math.min(1, 0.12 + 0.88 * a / top).toFixed(3) + ")";
+      s.title = "activation " + fmt(a, 3);
+    });
+    return line;
+  }
+  function histogram(h, parent) {
+    if (!h || !h.counts || !h.counts.length) return;
+    var w = 300, hh = 50, n = h.counts.length, m = Math.max.apply(null, h.counts);
+    var s = svg("svg", { "class": "hist", width: w, height: hh + 14, viewBox: "0 0 " + w + " " + (hh + 14) }, parent);
+    h.counts.forEach(function (c, i) {
+      var bh = m ? hh * c / m : 0;
+      svg("title", {}, svg("rect", { x: (i * w / n).toFixed(1), y: (hh - bh).toFixed(1), width: Math.max(1, w / n - 1).toFixed(1), height: bh.toFixed(1) }, s))
+        .textContent = fmt(h.edges[i], 2) + "\u2013" + fmt(h.edges[i + 1], 2) + ": " + c;
+    });
+    svg("text", { x: 0, y: hh + 12, "font-size": 10, fill: "#777" }, s).textContent = fmt(h.edges[0], 2);
+    svg("text", { x: w, y: hh + 12, "font-size": 10, fill: "#777", "text-anchor": "end" }, s).textContent = fmt(h.edges[n], 2) + " (log scale)";
+  }
+  function edgeList(title, list, other, parent) {
+    if (!list.length) return;
+    html("h3", null, title, parent);
+    var ul = html("ul", "edges-list", null, parent);
+    list.slice().sort(function (a, b) { return Math.abs(b.weight) - Math.abs(a.weight); }).slice(0, 8).forEach(function (e) {
+      var o = byId[other(e)], li = html("li", null, null, ul);
+      html("span", "w", signed(e.weight), li);
+      li.appendChild(document.createTextNode(o.id + (o.label ? "  " + o.label : "")));
+      li.addEventListener("click", function () { openCard(o.id); });
+    });
+  }
+  function openCard(id) {
+    var n = byId[id], d = (D.dashboards || {})[id.split("@")[0]];
+    state.selected = id;
+    while (card.firstChild) card.removeChild(card.firstChild);
+    card.hidden = false;
+    var close = html("button", "close", "\u00d7", card);
+    close.type = "button"; close.title = "close";
+    close.addEventListener("click", closeCard);
+    html("h2", null, n.id, card);
+    if (n.label) html("div", "label", n.label, card);
+    html("div", "stats", (n.kind === "metric" ? "metric " + D.metric : n.kind + " \u00b7 " + n.submodule) +
+      (n.effect !== null ? " \u00b7 effect " + signed(n.effect) : ""), card);
+    if (n.url) { var a = html("a", null, n.url, card); a.href = /^https?:\/\//.test(n.url) ? n.url : "#"; a.target = "_blank"; a.rel = "noopener"; }
+    if (d) {
+      html("div", "stats", "fires on " + (100 * d.density).toFixed(3) + "% of " + d.n_tokens + " tokens \u00b7 max " + fmt(d.max) +
+        " \u00b7 mean " + fmt(d.mean), card);
+      histogram(d.histogram, card);
+      html("h3", null, "top contexts", card);
+      var tops = html("div", "contexts top", null, card);
+      if (!d.top.length) html("div", "note", "never fires on the corpus", tops);
+      d.top.forEach(function (c) { contextLine(c, tops); });
+      (d.quantiles || []).forEach(function (b) {
+        html("h3", null, "random, quantile " + Math.round(100 * b.quantile[0]) + "\u2013" + Math.round(100 * b.quantile[1]) +
+          "% (" + fmt(b.range[0]) + "\u2013" + fmt(b.range[1]) + ")", card);
+        var q = html("div", "contexts", null, card);
+        b.contexts.forEach(function (c) { contextLine(c, q); });
+      });
+      if (d.promoted && d.promoted.length) {
+        html("h3", null, "promotes", card);
+        var up = html("div", "chips up", null, card);
+        d.promoted.forEach(function (p) { html("span", null, p.token, up).title = signed(p.value); });
+        html("h3", null, "suppresses", card);
+        var dn = html("div", "chips down", null, card);
+        d.suppressed.forEach(function (p) { html("span", null, p.token, dn).title = signed(p.value); });
+        html("div", "note", d.logit_note, card);
+      }
+    } else if (n.kind === "feature") {
+      html("div", "note", "no dashboard for this feature (run sfc dashboards and sfc view --dashboards DIR)", card);
+    }
+    var vis = {};
+    nodes.forEach(function (m) { vis[m.id] = visibleNode(m); });
+    edgeList("strongest incoming edges", n.ins.filter(function (e) { return visibleEdge(e, vis); }), function (e) { return e.source; }, card);
+    edgeList("strongest outgoing edges", n.outs.filter(function (e) { return visibleEdge(e, vis); }), function (e) { return e.target; }, card);
+    markSelected();
+  }
+
+  /* ---------- search ---------- */
+  function applySearch() {
+    var q = state.query.trim().toLowerCase(), count = 0;
+    gNodes.querySelectorAll(".node").forEach(function (g) {
+      var n = byId[g.getAttribute("data-id")];
+      var hit = !!q && (n.id.toLowerCase().indexOf(q) >= 0 || (n.label || "").toLowerCase().indexOf(q) >= 0);
+      g.classList.toggle("match", hit);
+      if (hit) count++;
+    });
+    G.classList.toggle("searching", !!q);
+    $("matches").textContent = q ? count + " match" + (count === 1 ? "" : "es") : "";
+  }
+  $("search").addEventListener("input", function (ev) { state.query = ev.target.value; applySearch(); });
+  $("search").addEventListener("keydown", function (ev) {
+    if (ev.key !== "Enter") return;
+    var g = gNodes.querySelector(".node.match");
+    if (g) { var n = byId[g.getAttribute("data-id")]; centerOn(n); openCard(n.id); }
+  });
+
+  /* ---------- sliders ---------- */
+  var effHi = Math.max(effMax, nodeLo), wHi = Math.max(wMax, edgeLo);
+  $("node-slider").addEventListener("input", function (ev) { state.nodeT = sliderValue(+ev.target.value, nodeLo, effHi, D.node_threshold); render(); });
+  $("edge-slider").addEventListener("input", function (ev) { state.edgeT = sliderValue(+ev.target.value, edgeLo, wHi, D.edge_threshold); render(); });
+
+  /* ---------- pan and zoom ---------- */
+  var view = { x: 0, y: 0, k: 1 };
+  function apply() { VP.setAttribute("transform", "translate(" + view.x + "," + view.y + ") scale(" + view.k + ")"); }
+  function fit() {
+    var b = VP.getBBox(), r = G.getBoundingClientRect();
+    if (!b.width || !r.width) return;
+    view.k = Math.min(r.width / (b.width + 40), r.height / (b.height + 40), 2);
+    view.x = r.width / 2 - (b.x + b.width / 2) * view.k;
+    view.y = r.height / 2 - (b.y + b.height / 2) * view.k;
+    apply();
+  }
+  function centerOn(n) {
+    var r = G.getBoundingClientRect();
+    view.k = Math.max(view.k, 1);
+    view.x = r.width / 2 - n.x * view.k; view.y = r.height / 2 - n.y * view.k;
+    apply();
+  }
+  G.addEventListener("wheel", function (ev) {
+    ev.preventDefault();
+    var r = G.getBoundingClientRect(), px = ev.clientX - r.left, py = ev.clientY - r.top;
+    var k = Math.min(8, Math.max(0.05, view.k * Math.exp(-ev.deltaY * 0.0015)));
+    view.x = px - (px - view.x) * k / view.k; view.y = py - (py - view.y) * k / view.k; view.k = k;
+    apply();
+  }, { passive: false });
+  var drag = null;
+  G.addEventListener("mousedown", function (ev) { drag = { x: ev.clientX - view.x, y: ev.clientY - view.y, moved: false }; G.classList.add("dragging"); });
+  window.addEventListener("mousemove", function (ev) {
+    if (!drag) return;
+    view.x = ev.clientX - drag.x; view.y = ev.clientY - drag.y; drag.moved = true; apply();
+  });
+  window.addEventListener("mouseup", function () { drag = null; G.classList.remove("dragging"); });
+  $("fit").addEventListener("click", fit);
+  window.addEventListener("resize", fit);
+
+  $("title").textContent = D.title;
+  document.title = D.title;
+  render();
+  fit();
+  window.SFC_VIEWER = { render: render, openCard: openCard, state: state };
+})();

@@ -1,0 +1,228 @@
+"""`sfc view`: the static site in headless Chromium (loads from file://, cards, sliders, search, escaping)."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from sfc_plugin import dashboards
+from sfc_plugin.circuit import Circuit, Edge, Node
+from sfc_plugin.dashboards.labels import auto_label
+from sfc_plugin.viewer import build_site, site_data
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (.ci/run installs "
+                                                              "Debian's chromium; apt-get install chromium)")
+EVIL = '<script>window.PWNED=1</script><img src=x onerror="window.PWNED=2">'
+
+
+HOOKS = {"embed": "hook_embed", "attn": "hook_attn_out", "mlp": "hook_mlp_out", "resid": "hook_resid_post"}
+
+
+def _node(nid, effect, label=None):
+    if nid == "y":
+        return Node("y", None, None, None, "metric", None, None, effect)
+    sub, feat = nid.split("/")
+    kind, _, layer = sub.partition("_")
+    hook = HOOKS[kind] if kind == "embed" else f"blocks.{layer}.{HOOKS[kind]}"
+    return Node(nid, sub, hook, int(layer or -1), "error" if feat == "err" else "feature",
+                None if feat == "err" else int(feat), None, effect, label)
+
+
+@pytest.fixture(scope="module")
+def site_circuit():
+    """A small hand-made circuit over the conftest model's submodules: effects spread over two decades."""
+    effects = {"embed/0": 0.9, "embed/3": -0.05, "embed/err": 0.3, "attn_0/5": 0.4, "mlp_0/1": -0.6, "resid_0/4": 0.08,
+               "resid_0/err": -0.2, "mlp_1/7": 1.5, "resid_1/2": 2.0, "resid_1/31": -0.03}
+    nodes = [_node("y", 2.5)] + [_node(i, e, EVIL if i == "mlp_0/1" else None) for i, e in effects.items()]
+    edges = [Edge("embed/0", "attn_0/5", 0.5), Edge("embed/0", "mlp_0/1", -0.4), Edge("embed/err", "resid_0/4", 0.02),
+             Edge("embed/3", "resid_0/err", 0.01), Edge("attn_0/5", "mlp_0/1", 0.3), Edge("mlp_0/1", "resid_0/4", -0.05),
+             Edge("resid_0/4", "mlp_1/7", 0.07), Edge("resid_0/err", "resid_1/31", -0.02), Edge("mlp_1/7", "resid_1/2", 1.2),
+             Edge("resid_1/2", "y", 2.0), Edge("resid_1/31", "y", -0.03)]
+    return Circuit(nodes, edges, 2.5, "logit_diff", "ig", 10, "sum", 0.01, 0.005, {"dataset": "test/pairs"})
+
+
+@pytest.fixture(scope="module")
+def site(site_circuit, tokenizer, tmp_path_factory):
+    import random
+
+    from conftest import WORDS, all_hooks, make_model, make_saes
+
+    model, saes = make_model(tokenizer), make_saes(all_hooks(2))
+    rng = random.Random(1)
+    path = tmp_path_factory.mktemp("corpus") / "c.txt"
+    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(10)) for _ in range(80)))
+    data = dashboards.circuit_dashboards(site_circuit, model, saes, str(path), context_size=9, progress=False)
+    out = tmp_path_factory.mktemp("site")
+    build_site(site_circuit, out, data)
+    return out, data
+
+
+def run_page(site_dir, probe: str, size=(1400, 900)) -> dict:
+    """Load the site from file:// with ``probe`` run after the viewer; the probe's ``result`` and the console."""
+    page = (site_dir / "index.html").read_text(encoding="utf-8")
+    page = page.replace('<script src="viewer.js"></script>', '<script src="viewer.js"></script>\n<script src="probe.js"></script>')
+    assert "probe.js" in page
+    (site_dir / "probe-page.html").write_text(page, encoding="utf-8")
+    (site_dir / "probe.js").write_text(
+        "var result = {};\n" + probe + "\nvar pre = document.createElement('pre'); pre.id = 'probe-result';"
+        "pre.textContent = JSON.stringify(result); document.body.appendChild(pre);\n", encoding="utf-8")
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           f"--window-size={size[0]},{size[1]}", "--enable-logging=stderr", "--v=0", "--dump-dom",
+                           (site_dir / "probe-page.html").as_uri()], capture_output=True, text=True, timeout=180)
+    found = re.search(r'<pre id="probe-result">(.*?)</pre>', proc.stdout, re.S)
+    assert found, f"page did not run the probe:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    result = json.loads(html.unescape(found.group(1)))
+    result["console"] = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return result
+
+
+def test_site_data_keeps_data_raw_for_the_page_to_escape(site_circuit, site):
+    out, data = site
+    d = site_data(site_circuit, data)
+    assert d["rows"] == ["embed", "attn_0", "mlp_0", "resid_0", "mlp_1", "resid_1", "y"]
+    assert {n["id"]: n["label"] for n in d["nodes"]}["mlp_0/1"] == EVIL  # raw: the page inserts it as text
+    assert set(d["dashboards"]) == {n.id for n in site_circuit.nodes if n.kind == "feature"}
+    text = (out / "data.js").read_text()
+    assert text.startswith("window.SFC_VIEW = ") and text.isascii()
+    assert json.loads(text[len("window.SFC_VIEW = "):-2]) == json.loads(json.dumps(d))
+    labels = {n["id"]: n["label"] for n in d["nodes"]}
+    assert labels["resid_1/2"] == auto_label(data["features"]["resid_1/2"])  # unlabelled features get auto labels
+
+
+@needs_chromium
+def test_page_loads_without_console_errors_and_draws_every_node(site, site_circuit):
+    out, _ = site
+    r = run_page(out, """
+        result.nodes = document.querySelectorAll('#nodes .node').length;
+        result.features = document.querySelectorAll('#nodes .node.feature').length;
+        result.errors = document.querySelectorAll('#nodes .node.error polygon').length;
+        result.edges = document.querySelectorAll('#edges .edge').length;
+        result.counts = document.getElementById('counts').textContent;
+        result.transform = document.getElementById('viewport').getAttribute('transform');
+    """)
+    assert r["console"] == []
+    assert r["nodes"] == len(site_circuit.nodes) and r["errors"] == 2
+    assert r["edges"] == len(site_circuit.edges)
+    assert r["counts"] == f"{len(site_circuit.nodes) - 1} nodes · {len(site_circuit.edges)} edges"
+    assert "scale(" in r["transform"]
+
+
+@needs_chromium
+def test_clicking_a_node_opens_its_card_with_contexts(site):
+    out, data = site
+    r = run_page(out, """
+        var g = document.querySelector('.node[data-id="resid_1/2"]');
+        g.dispatchEvent(new MouseEvent('click', {bubbles: true}));
+        var card = document.getElementById('card');
+        result.hidden = card.hidden;
+        result.title = card.querySelector('h2').textContent;
+        result.contexts = card.querySelectorAll('.contexts.top .context').length;
+        result.maxTokens = Array.from(card.querySelectorAll('.contexts.top .context .tok.max')).map(function (e) { return e.textContent; });
+        result.highlighted = card.querySelectorAll('.contexts.top .tok[style]').length;
+        result.promoted = Array.from(card.querySelectorAll('.chips.up span')).map(function (e) { return e.textContent; });
+        result.incoming = Array.from(card.querySelectorAll('.edges-list li')).map(function (e) { return e.textContent; });
+        result.selected = document.querySelector('.node.selected').getAttribute('data-id');
+    """)
+    assert r["console"] == []
+    rec = data["features"]["resid_1/2"]
+    assert not r["hidden"] and r["title"] == "resid_1/2" and r["selected"] == "resid_1/2"
+    assert r["contexts"] == len(rec["top"]) > 0
+    assert r["maxTokens"] == [c["tokens"][c["position"]] for c in rec["top"]]
+    assert r["highlighted"] >= len(rec["top"])
+    assert r["promoted"] == [p["token"] for p in rec["promoted"]]
+    assert r["incoming"][0].startswith("+1.20") and "mlp_1/7" in r["incoming"][0]  # strongest incoming edge
+    assert any("y" in line for line in r["incoming"][1:])  # outgoing edge to the metric
+
+
+@needs_chromium
+def test_sliders_prune_live(site, site_circuit):
+    out, _ = site
+    r = run_page(out, """
+        function count() { return +document.getElementById('counts').getAttribute('data-nodes'); }
+        function edges() { return +document.getElementById('counts').getAttribute('data-edges'); }
+        result.before = count();
+        var s = document.getElementById('node-slider');
+        s.value = 60; s.dispatchEvent(new Event('input', {bubbles: true}));
+        result.after = count();
+        result.drawn = document.querySelectorAll('#nodes .node:not(.metric)').length;
+        result.threshold = document.getElementById('node-t').textContent;
+        s.value = 0; s.dispatchEvent(new Event('input', {bubbles: true}));
+        result.back = count();
+        result.edgesBefore = edges();
+        var e = document.getElementById('edge-slider');
+        e.value = 80; e.dispatchEvent(new Event('input', {bubbles: true}));
+        result.edgesAfter = edges();
+    """)
+    assert r["console"] == []
+    n = len(site_circuit.nodes) - 1
+    assert r["before"] == n == r["back"]
+    assert 0 < r["after"] < n and r["drawn"] == r["after"]
+    t = float(r["threshold"])
+    assert r["after"] == sum(1 for x in site_circuit.nodes if x.kind != "metric" and abs(x.effect) >= t * 0.999) or \
+        r["after"] == sum(1 for x in site_circuit.nodes if x.kind != "metric" and abs(x.effect) >= t * 1.001)
+    assert r["edgesAfter"] < r["edgesBefore"] == len(site_circuit.edges)
+
+
+@needs_chromium
+def test_hover_highlights_paths_and_search_finds_labels(site):
+    out, _ = site
+    r = run_page(out, """
+        var g = document.querySelector('.node[data-id="attn_0/5"]');
+        g.dispatchEvent(new MouseEvent('mouseenter'));
+        result.focus = document.getElementById('graph').classList.contains('focus');
+        result.on = Array.from(document.querySelectorAll('.node.on')).map(function (e) { return e.getAttribute('data-id'); }).sort();
+        g.dispatchEvent(new MouseEvent('mouseleave'));
+        result.after = document.getElementById('graph').classList.contains('focus');
+        var q = document.getElementById('search');
+        q.value = 'RESID_1'; q.dispatchEvent(new Event('input', {bubbles: true}));
+        result.matches = Array.from(document.querySelectorAll('.node.match')).map(function (e) { return e.getAttribute('data-id'); }).sort();
+        q.value = 'onerror'; q.dispatchEvent(new Event('input', {bubbles: true}));
+        result.labelMatch = Array.from(document.querySelectorAll('.node.match')).map(function (e) { return e.getAttribute('data-id'); });
+        q.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'}));
+        result.card = document.querySelector('#card h2').textContent;
+    """)
+    assert r["console"] == []
+    assert r["focus"] and not r["after"]
+    # upstream embed/0; downstream mlp_0/1 -> resid_0/4 -> mlp_1/7 -> resid_1/2 -> y
+    assert r["on"] == sorted(["attn_0/5", "embed/0", "mlp_0/1", "resid_0/4", "mlp_1/7", "resid_1/2", "y"])
+    assert r["matches"] == ["resid_1/2", "resid_1/31"]
+    assert r["labelMatch"] == ["mlp_0/1"] and r["card"] == "mlp_0/1"
+
+
+@needs_chromium
+def test_a_label_with_markup_shows_as_text(site):
+    out, _ = site
+    r = run_page(out, """
+        document.querySelector('.node[data-id="mlp_0/1"]').dispatchEvent(new MouseEvent('click', {bubbles: true}));
+        result.pwned = window.PWNED === undefined ? null : window.PWNED;
+        result.label = document.querySelector('#card .label').textContent;
+        result.nodeText = document.querySelector('.node[data-id="mlp_0/1"] text.sub').textContent;
+        result.injected = document.querySelectorAll('#card script, #card img, #nodes script, #nodes img').length;
+    """)
+    assert r["console"] == []
+    assert r["pwned"] is None and r["injected"] == 0
+    assert r["label"] == EVIL and r["nodeText"].startswith("<script>")
+
+
+def test_cli_view_writes_a_site(site_circuit, site, tmp_path, capsys):
+    from sfc_plugin.cli import main
+
+    _, data = site
+    circuit = Circuit.from_dict({**site_circuit.to_dict(), "provenance": {"model_source": "elsewhere"}})
+    circuit.to_json(tmp_path / "c.json")
+    dashboards.write_dashboards(data, tmp_path / "dash")
+    assert main(["view", str(tmp_path / "c.json"), "--dashboards", str(tmp_path / "dash"), "-o", str(tmp_path / "site")]) == 0
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["data.js", "index.html", "viewer.css", "viewer.js"]
+    assert "file://" in capsys.readouterr().out
+    # no dashboards for a circuit from elsewhere: the site still builds, cards without contexts
+    assert main(["view", str(tmp_path / "c.json"), "-o", str(tmp_path / "bare")]) == 0
+    assert "no dashboards" in capsys.readouterr().out
+    bare = json.loads((tmp_path / "bare" / "data.js").read_text()[len("window.SFC_VIEW = "):-2])
+    assert bare["dashboards"] == {}
+    assert main(["view", str(tmp_path / "c.json"), "--dashboards", str(tmp_path / "nope"), "-o", str(tmp_path / "x")]) == 2
