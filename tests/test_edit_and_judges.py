@@ -159,3 +159,34 @@ def test_feature_evidence_matches_a_direct_computation(tiny):
         logits = ((d - d.mean()) * model.ln_final.w) @ model.W_U
         assert ev[f.id].promoted == [model.tokenizer.decode([i]) for i in logits.topk(3).indices.tolist()]
         assert ev[f.id].density == pytest.approx(float((acts > 0).sum()) / float(texts.valid[:, 1:].sum()))
+
+
+def test_human_judges_read_the_dashboard_cards(tiny, tmp_path):
+    """The interactive screen and the file judge's decisions template show the same evidence cards as
+    the dashboards: label and top contexts of each candidate, computed from the judge's texts."""
+    from sfc_plugin.data import tokenize
+    from sfc_plugin.shifting.cards import evidence_cards
+
+    model, subs, _ = tiny
+    texts = tokenize(model, [{"clean_prefix": r["clean_prefix"]} for r in make_records(6)])
+    out = io.StringIO()
+    ctx = JudgeContext(model, subs, None, {"input": io.StringIO("k\nk\nk\nk\n"), "output": out}, texts=texts)
+    cards = evidence_cards(infos(), ctx)
+    fired = [fid for fid, (_, card) in cards.items() if "top contexts:" in card]
+    assert fired and all(cards[f][1].startswith(f) and cards[f][0] for f in fired)
+    interactive_judge(infos(), ctx)
+    screen = out.getvalue()
+    for fid, (label, card) in cards.items():
+        assert all(line in screen for line in card.splitlines())
+    path = tmp_path / "decisions.json"
+    ctx = JudgeContext(model, subs, None, {"decisions": path}, texts=texts)
+    assert file_judge([], ctx) == []  # the up-front check passes without a file
+    with pytest.raises(SFCError, match="wrote a decisions template"):
+        file_judge(infos(), ctx)
+    template = json.loads(path.read_text())
+    assert [r["id"] for r in template] == [f.id for f in infos()]
+    assert ["\n".join(r["evidence"]) for r in template] == [cards[f.id][1] for f in infos()]
+    assert [d.decision for d in file_judge(infos(), ctx)] == ["keep"] * 4  # usable as it is
+    template[[r["id"] for r in template].index(fired[0])]["decision"] = "ablate"
+    path.write_text(json.dumps(template))
+    assert [d.id for d in file_judge(infos(), ctx) if d.decision == "ablate"] == [fired[0]]

@@ -52,6 +52,13 @@ def file_judge(features, ctx):
     path = ctx.options.get("decisions")
     if not path:
         raise SFCError("judge 'file' needs a decisions file (--decisions FILE)")
+    if not Path(path).exists():  # write a template with every candidate's evidence card to fill in
+        if not features:
+            return []
+        from .cards import evidence_cards, write_template
+
+        write_template(path, features, evidence_cards(features, ctx))
+        raise SFCError(f"wrote a decisions template to {str(path)!r}: set \"decision\" to ablate or keep, then rerun")
     table = read_decisions(path)
     return [Decision(f.id, table.get(f.id, "keep"), f"file:{path}" if f.id in table else f"file:{path} (not listed: keep)")
             for f in features]
@@ -60,15 +67,15 @@ def file_judge(features, ctx):
 def interactive_judge(features, ctx):
     """A terminal review: each feature's label, top contexts and effect; ``a`` ablate, ``k`` keep,
     ``q`` keep the rest. Reads ``ctx.options["input"]`` (default stdin), writes ``ctx.options["output"]``."""
-    from .evidence import top_contexts
+    from .cards import evidence_cards
 
     inp, out = ctx.options.get("input", sys.stdin), ctx.options.get("output", sys.stderr)
     decisions, rest = [], None
+    cards = evidence_cards(features, ctx)
     for n, f in enumerate(features, 1):
         if rest is None:
-            sub = ctx.submodules[f.submodule]
-            print(f"\n[{n}/{len(features)}] {f.id}  effect {f.effect:+.4f}" + (f"  label: {f.label}" if f.label else ""), file=out)
-            for line in top_contexts(ctx.model, sub, f.feature, ctx.texts):
+            print(f"\n[{n}/{len(features)}] effect {f.effect:+.4f}", file=out)
+            for line in cards[f.id][1].splitlines():
                 print(f"    {line}", file=out)
             while True:
                 print("  [a]blate / [k]eep / [q]uit (keep the rest)? ", end="", file=out, flush=True)
