@@ -96,9 +96,10 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
                     T = b.clean.shape[1]
 
                     def hook(act, hook, s=s, kf=kf, ke=ke, af=af[:, :T], ae=ae[:, :T]):
-                        f = s.encode(act)
-                        err = act - s.decode(f)
-                        return s.decode(torch.where(kf, f, af)) + torch.where(ke[..., None], err, ae)
+                        x = s.flat(act)
+                        f = s.encode(x)
+                        err = x - s.decode(f)
+                        return s.unflat(s.decode(torch.where(kf, f, af)) + torch.where(ke[..., None], err, ae))
 
                     hooks.append((s.hook, hook))
                 total += float(metric_fn(model.run_with_hooks(b.clean, fwd_hooks=hooks), b).sum())

@@ -18,19 +18,25 @@ import torch
 from .errors import SFCError
 
 SUPPORTED_ARCHITECTURES = {"standard", "topk", "jumprelu", "gated"}
-_LAYER_HOOK = re.compile(r"^blocks\.(\d+)\.hook_(attn_out|mlp_out|resid_post)$")
-_KIND = {"attn_out": "attn", "mlp_out": "mlp", "resid_post": "resid"}
+_LAYER_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_attn_out|hook_mlp_out|hook_resid_post|attn\.hook_z)$")
+_KIND = {"hook_attn_out": "attn", "hook_mlp_out": "mlp", "hook_resid_post": "resid", "attn.hook_z": "attn"}
+
+
+def is_hook_z(hook: str) -> bool:
+    """Attention SAEs at ``blocks.<l>.attn.hook_z`` read the heads' outputs before ``W_O`` (``[.., n_heads, d_head]``)."""
+    return hook.endswith(".attn.hook_z")
 
 
 def submodule_name(hook: str) -> tuple[str, int]:
-    """``(name, layer)`` for a supported hook: ``embed`` (layer -1), ``attn_<l>``, ``mlp_<l>``, ``resid_<l>``."""
+    """``(name, layer)`` for a supported hook: ``embed`` (layer -1), ``attn_<l>`` (``hook_attn_out`` or
+    ``attn.hook_z``), ``mlp_<l>``, ``resid_<l>``."""
     if hook in ("hook_embed", "blocks.0.hook_resid_pre"):
         return "embed", -1
     match = _LAYER_HOOK.match(hook)
     if not match:
         raise SFCError(
             f"unsupported hook {hook!r}: SAEs must sit at hook_embed, blocks.0.hook_resid_pre or "
-            "blocks.<l>.hook_attn_out / hook_mlp_out / hook_resid_post"
+            "blocks.<l>.hook_attn_out / hook_mlp_out / hook_resid_post / attn.hook_z"
         )
     layer = int(match.group(1))
     return f"{_KIND[match.group(2)]}_{layer}", layer
@@ -44,8 +50,12 @@ def _order(sub: "Submodule") -> tuple[int, int]:
 class Submodule:
     """One node set: an SAE at a hook, with the SAE's effective affine maps in the model's dtype.
 
-    ``W_enc`` is ``[d_model, d_sae]`` (the Jacobian of the pre-activation), ``W_dec`` ``[d_sae, d_model]``
-    and ``b_dec`` ``[d_model]``, so ``decode(f) = f @ W_dec + b_dec`` and ``∂f/∂x = mask ⊙ W_enc``.
+    ``W_enc`` is ``[d_in, d_sae]`` (the Jacobian of the pre-activation), ``W_dec`` ``[d_sae, d_in]``
+    and ``b_dec`` ``[d_in]``, so ``decode(f) = f @ W_dec + b_dec`` and ``∂f/∂x = mask ⊙ W_enc``.
+
+    The engine works on flat activations ``x`` ``[b, pos, d_in]``. Most hooks carry that shape already;
+    ``attn.hook_z`` carries ``[b, pos, n_heads, d_head]`` (``hook_shape = (n_heads, d_head)``): read a hook's
+    value with :meth:`flat` and write a flat tensor back with :meth:`unflat`.
     """
 
     name: str
@@ -55,14 +65,27 @@ class Submodule:
     W_enc: torch.Tensor
     W_dec: torch.Tensor
     b_dec: torch.Tensor
+    hook_shape: tuple[int, ...] | None = None  # trailing shape at the hook when it is not ``(d_in,)``
 
     @property
     def d_sae(self) -> int:
         return self.W_dec.shape[0]
 
+    def flat(self, act: torch.Tensor) -> torch.Tensor:
+        """The hook's activation as ``[..., d_in]`` (a view where possible)."""
+        return act if self.hook_shape is None else act.flatten(-len(self.hook_shape))
+
+    def unflat(self, x: torch.Tensor) -> torch.Tensor:
+        """A flat ``[..., d_in]`` tensor in the hook's shape (what a hook function returns)."""
+        return x if self.hook_shape is None else x.unflatten(-1, self.hook_shape)
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sae.encode(x.to(self.sae.W_enc.dtype)).to(x.dtype)
+        """Features of a flat activation ``[..., d_in]`` (the SAE sees its hook's shape, as SAELens expects)."""
+        x_in = x.to(self.sae.W_enc.dtype)
+        if getattr(self.sae, "hook_z_reshaping_mode", False):
+            x_in = self.unflat(x_in)
+        return self.sae.encode(x_in).to(x.dtype)
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         return f @ self.W_dec + self.b_dec
@@ -73,7 +96,11 @@ def _affine_maps(hook: str, sae, dtype, device) -> tuple[torch.Tensor, torch.Ten
     arch = cfg.architecture() if callable(getattr(cfg, "architecture", None)) else getattr(cfg, "architecture", "?")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise SFCError(f"SAE at {hook!r} has architecture {arch!r}; supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}")
-    for field, ok in (("normalize_activations", "none"), ("reshape_activations", "none")):
+    reshape = "hook_z" if is_hook_z(hook) else "none"
+    if getattr(cfg, "reshape_activations", "none") != reshape:
+        raise SFCError(f"SAE at {hook!r} has reshape_activations={getattr(cfg, 'reshape_activations', 'none')!r}; "
+                       f"an SAE at this hook needs {reshape!r}")
+    for field, ok in (("normalize_activations", "none"),):
         if getattr(cfg, field, ok) != ok:
             raise SFCError(f"SAE at {hook!r} has {field}={getattr(cfg, field)!r}; fold it into the weights first (only 'none' is supported)")
     with torch.no_grad():
@@ -97,11 +124,13 @@ def build_submodules(model, saes: dict[str, Any]) -> list[Submodule]:
         if hook not in model.hook_dict:
             raise SFCError(f"unknown hook {hook!r}: the model has no such hook point")
         name, layer = submodule_name(hook)
-        if sae.cfg.d_in != model.cfg.d_model:
-            raise SFCError(f"SAE at {hook!r} has d_in={sae.cfg.d_in} but the model's d_model is {model.cfg.d_model}")
+        hook_shape = (model.cfg.n_heads, model.cfg.d_head) if is_hook_z(hook) else None
+        d_in, what = (model.cfg.n_heads * model.cfg.d_head, "n_heads * d_head") if hook_shape else (model.cfg.d_model, "d_model")
+        if sae.cfg.d_in != d_in:
+            raise SFCError(f"SAE at {hook!r} has d_in={sae.cfg.d_in} but the model's {what} is {d_in}")
         if sae.W_enc.device != device:
             sae.to(device)
-        subs.append(Submodule(name, hook, layer, sae, *_affine_maps(hook, sae, dtype, device)))
+        subs.append(Submodule(name, hook, layer, sae, *_affine_maps(hook, sae, dtype, device), hook_shape=hook_shape))
     names = [s.name for s in subs]
     if len(set(names)) != len(names):
         raise SFCError(f"two SAEs for one submodule among hooks {sorted(saes)}")
@@ -119,12 +148,12 @@ class Acts:
 
 @torch.no_grad()
 def activations(model, subs: list[Submodule], tokens: torch.Tensor) -> dict[str, Acts]:
-    """Run the model once and encode every submodule's activation."""
+    """Run the model once and encode every submodule's (flat) activation."""
     hooks = {s.hook: s for s in subs}
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks, return_type="logits")
     out = {}
     for s in subs:
-        x = cache[s.hook]
+        x = s.flat(cache[s.hook])
         f = s.encode(x)
         out[s.name] = Acts(x, f, x - s.decode(f))
     return out

@@ -23,11 +23,11 @@ def make_tokenizer(tmp_path):
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def make_model(tokenizer, n_layers=2, d_model=16, parallel=False, normalization="LN", seed=0):
+def make_model(tokenizer, n_layers=2, d_model=16, parallel=False, normalization="LN", seed=0, d_head=4):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     torch.manual_seed(seed)
-    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=16, d_head=4, n_heads=d_model // 4,
+    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=16, d_head=d_head, n_heads=d_model // 4,
                                   d_mlp=4 * d_model, d_vocab=len(tokenizer), act_fn="gelu",
                                   normalization_type=normalization, parallel_attn_mlp=parallel, dtype=torch.float64,
                                   seed=seed)
@@ -43,12 +43,13 @@ def make_sae(hook, d_in=16, d_sae=32, arch="standard", seed=0):
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 
     g = torch.Generator().manual_seed(seed)
+    reshape = "hook_z" if hook.endswith("attn.hook_z") else "none"
     if arch == "standard":
-        sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float64"))
+        sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float64", reshape_activations=reshape))
     elif arch == "topk":
-        sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=6, dtype="float64"))
+        sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=6, dtype="float64", reshape_activations=reshape))
     else:
-        sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float64"))
+        sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float64", reshape_activations=reshape))
     with torch.no_grad():
         sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g, dtype=torch.float64) * 0.4)
         sae.b_enc.copy_(torch.randn(d_sae, generator=g, dtype=torch.float64) * 0.1)
@@ -64,8 +65,15 @@ def all_hooks(n_layers, embed="hook_embed"):
     return [embed] + [f"blocks.{l}.hook_{k}" for l in range(n_layers) for k in ("attn_out", "mlp_out", "resid_post")]
 
 
-def make_saes(hooks, arch="standard", d_in=16):
-    return {h: make_sae(h, d_in=d_in, arch=arch, seed=i) for i, h in enumerate(hooks)}
+def z_hooks(n_layers, embed="hook_embed"):
+    """Like :func:`all_hooks` with the attention SAEs at ``attn.hook_z`` (before ``W_O``, as Gemma Scope's)."""
+    return [embed] + [f"blocks.{l}.{k}" for l in range(n_layers) for k in ("attn.hook_z", "hook_mlp_out", "hook_resid_post")]
+
+
+def make_saes(hooks, arch="standard", d_in=16, d_z=None):
+    """SAEs for ``hooks``; those at ``attn.hook_z`` get ``d_in = d_z`` (n_heads * d_head)."""
+    return {h: make_sae(h, d_in=d_z if d_z and h.endswith("hook_z") else d_in, arch=arch, seed=i)
+            for i, h in enumerate(hooks)}
 
 
 def make_records(n=6):

@@ -105,12 +105,11 @@ def direct_edge(model, subs, batch, c, p, up, down, up_node, down_node, h=1e-4):
     """Perturb ``up_node`` along the direct path (other submodules clamped to clean) and read
     the change of ``down_node`` times its gradient; mean over examples."""
     u = subs[up]
-    du = p[u.hook] - c[u.hook]
+    uc, up_ = u.flat(c[u.hook]), u.flat(p[u.hook])  # flat [b, pos, d_in] (hook_z: heads concatenated)
     if up_node == "err":
-        direction = (p[u.hook] - u.decode(u.encode(p[u.hook]))) - (c[u.hook] - u.decode(u.encode(c[u.hook])))
+        direction = (up_ - u.decode(u.encode(up_))) - (uc - u.decode(u.encode(uc)))
     else:
-        direction = (u.encode(p[u.hook]) - u.encode(c[u.hook]))[..., up_node, None] * u.W_dec[up_node]
-    del du
+        direction = (u.encode(up_) - u.encode(uc))[..., up_node, None] * u.W_dec[up_node]
     d = subs.get(down)
 
     def run(eps):
@@ -118,9 +117,9 @@ def direct_edge(model, subs, batch, c, p, up, down, up_node, down_node, h=1e-4):
         hooks = []
         for s in subs.values():
             if s.name == up:
-                hooks.append((s.hook, lambda act, hook: c[hook.name] + eps * direction))
+                hooks.append((s.hook, lambda act, hook: u.unflat(uc + eps * direction)))
             elif d is not None and s.name == down:
-                hooks.append((s.hook, lambda act, hook: seen.setdefault("x", act)))
+                hooks.append((s.hook, lambda act, hook: seen.setdefault("x", d.flat(act)).view_as(act)))
             else:
                 hooks.append((s.hook, lambda act, hook: c[hook.name]))
         logits = model.run_with_hooks(batch.clean, fwd_hooks=hooks)
@@ -129,7 +128,7 @@ def direct_edge(model, subs, batch, c, p, up, down, up_node, down_node, h=1e-4):
     plus, minus = run(h), run(-h)
     if d is None:
         return ((plus - minus) / (2 * h)).mean().item()
-    g = grad_at(model, batch, d.hook)
+    g = d.flat(grad_at(model, batch, d.hook))
     if down_node == "err":
         err = lambda x: x - d.decode(d.encode(x))  # noqa: E731
         return (((err(plus) - err(minus)) / (2 * h)) * g).sum((1, 2)).mean().item()

@@ -91,8 +91,8 @@ class AttributionContext:
             leaf = torch.zeros_like(dx, requires_grad=True)
             leaves[name] = leaf
 
-            def fn(act, hook, lo=lo, hi=hi, coef=coef, dx=dx, leaf=leaf):
-                mid = act[lo:hi] + coef * dx + leaf
+            def fn(act, hook, lo=lo, hi=hi, coef=coef, dx=dx, leaf=leaf, sub=sub):
+                mid = act[lo:hi] + sub.unflat(coef * dx + leaf)
                 return torch.cat([act[:lo], mid, act[hi:]])
 
             hooks.append((sub.hook, fn))

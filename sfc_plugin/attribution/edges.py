@@ -81,12 +81,12 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
     """
     leaves, outs = {}, {}
 
-    def cut(act, hook, name):
-        outs[name] = act
-        leaves[name] = act.detach().requires_grad_(True)
-        return leaves[name]
+    def cut(act, hook, sub):
+        outs[sub.name] = sub.flat(act)
+        leaves[sub.name] = outs[sub.name].detach().requires_grad_(True)
+        return sub.unflat(leaves[sub.name])
 
-    hooks = [(s.hook, lambda act, hook, name=s.name: cut(act, hook, name)) for s in subs]
+    hooks = [(s.hook, lambda act, hook, sub=s: cut(act, hook, sub)) for s in subs]
     delta = {s.name: (patch[s.name].f - clean[s.name].f, patch[s.name].err - clean[s.name].err) for s in subs}
     result: dict[tuple[str, str], torch.Tensor] = {}
     with torch.enable_grad():

@@ -41,11 +41,12 @@ class FeatureEdit:
             dims = torch.tensor(sorted(self.neurons.get(name, [])), dtype=torch.long, device=sub.W_dec.device)
 
             def fn(act, hook, sub=sub, feats=feats, dims=dims):
+                x = sub.flat(act)
                 if feats.numel():
-                    act = act - sub.encode(act)[..., feats] @ sub.W_dec[feats]
+                    x = x - sub.encode(x)[..., feats] @ sub.W_dec[feats]
                 if dims.numel():
-                    act = act.index_fill(-1, dims, 0.0)
-                return act
+                    x = x.index_fill(-1, dims, 0.0)
+                return sub.unflat(x)
 
             out.append((sub.hook, fn))
         return out

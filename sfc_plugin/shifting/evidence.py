@@ -35,7 +35,7 @@ def top_contexts(model, sub: Submodule, feature: int, texts, n: int = 3, width: 
     best: list[tuple[float, int, int]] = []
     for lo, part in zip(range(0, len(texts), batch_size), texts.split(batch_size)):
         _, cache = model.run_with_cache(part.clean, names_filter=sub.hook)
-        f = sub.encode(cache[sub.hook])[..., feature] * part.valid
+        f = sub.encode(sub.flat(cache[sub.hook]))[..., feature] * part.valid
         for (b, t), v in zip(f.nonzero().tolist(), f[f != 0].tolist()):
             best.append((v, lo + b, t))
     best.sort(key=lambda x: -x[0])

@@ -109,7 +109,7 @@ def labelled_judge(features, ctx):
             acts = []
             for part, _, _ in ctx.val.split(64):
                 _, cache = ctx.model.run_with_cache(part.clean, names_filter=sub.hook)
-                a = sub.encode(cache[sub.hook])[..., idx] * part.valid[..., None]
+                a = sub.encode(sub.flat(cache[sub.hook]))[..., idx] * part.valid[..., None]
                 acts.append(a.sum(1) / part.valid.sum(1, keepdim=True))
             acts = torch.cat(acts).double()
             for j, f in enumerate(feats):
