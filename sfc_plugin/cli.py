@@ -13,7 +13,7 @@ from .errors import SFCError
 DEFAULTS = {
     "model": None, "sae": None, "data": "toy/sva-rc", "split": "train", "metric": None, "method": "ig", "steps": 10,
     "node_threshold": 0.1, "edge_threshold": 0.01, "aggregation": "sum", "batch_size": 16, "device": None,
-    "n_examples": 40, "out": "sfc-out", "edges": True,
+    "n_examples": 40, "out": "sfc-out", "edges": True, "preset": None, "dtype": None,
 }
 
 
@@ -44,18 +44,27 @@ def _settings(args) -> dict:
     return {k: getattr(args, k) if getattr(args, k, None) is not None else config.get(k, default) for k, default in DEFAULTS.items()}
 
 
-def _load_world(model: str | None, sae, device: str | None):
-    """The model and SAEs named on the command line (the shipped toy world when neither is given)."""
-    from .models import load_model_spec, load_sae_spec
+def _load_world(model: str | None, sae, device: str | None, dtype: str | None = None, preset: str | None = None):
+    """The model and SAEs named on the command line or by a preset (the shipped toy world when none is given).
 
+    ``--model`` / ``--sae`` given with ``--preset`` replace the preset's.
+    """
+    from .models import resolve_world
+
+    if preset:
+        from .presets import get_preset
+
+        p = get_preset(preset)
+        model, sae = model or p.model, sae or p.sae_specs
     if model is None and not sae:
         from . import toy
 
-        return toy.load(device=device), "toy"
+        toy_model, toy_saes = toy.load(device=device)
+        return resolve_world(toy_model, toy_saes, dtype=dtype), "toy"
     if model is None or not sae:
-        raise SFCError("give both --model and --sae (or neither, for the toy world)")
+        raise SFCError("give both --model and --sae, or --preset (or none of them, for the toy world)")
     specs = [sae] if isinstance(sae, str) else list(sae)
-    return (load_model_spec(model, device), [x for spec in specs for x in load_sae_spec(spec, device)]), model
+    return resolve_world(model, specs, device=device, dtype=dtype), model
 
 
 def cmd_discover(args) -> int:
@@ -77,14 +86,14 @@ def _discover(args, group) -> int:
     started = time.perf_counter()
     main = group is None or group.is_main
     device = s["device"] or (group.device if group is not None and group.backend == "nccl" else None)
-    (model, saes), model_name = _load_world(s["model"], s["sae"], device)
+    (model, saes), model_name = _load_world(s["model"], s["sae"], device, s["dtype"], s["preset"])
     records = load_dataset(s["data"], s["split"])
     circuit = discover(model, saes, records, metric=s["metric"], method=s["method"], steps=s["steps"],
                        node_threshold=s["node_threshold"], edge_threshold=s["edge_threshold"],
                        aggregation=s["aggregation"], edges=s["edges"], batch_size=s["batch_size"],
                        n_examples=s["n_examples"], progress=not args.quiet and main, distributed=group is not None,
                        provenance={"dataset": s["data"], "split": s["split"], "model_source": model_name,
-                                   "sae_sources": s["sae"] or "toy"})
+                                   "preset": s["preset"]})
     if not main:
         return 0
     out = Path(s["out"])
@@ -108,9 +117,9 @@ def cmd_evaluate(args) -> int:
 
     circuit = Circuit.from_json(args.circuit)
     prov = circuit.provenance
-    if args.model is None and not args.sae and prov.get("model_source") not in (None, "toy"):
-        raise SFCError(f"circuit was discovered on model {prov['model_source']!r}: give --model and --sae")
-    (model, saes), _ = _load_world(args.model, args.sae, args.device)
+    if args.model is None and not args.sae and not args.preset and prov.get("model_source") not in (None, "toy"):
+        raise SFCError(f"circuit was discovered on model {prov['model_source']!r}: give --model and --sae, or --preset")
+    (model, saes), _ = _load_world(args.model, args.sae, args.device, args.dtype, args.preset)
     data = args.data or prov.get("dataset")
     if not data or data == "(in memory)":
         raise SFCError("the circuit does not name its dataset: give --data")
@@ -134,7 +143,7 @@ def cmd_shift(args) -> int:
     from .shifting.pipeline import format_table, public, shift
     from .shifting.side_effects import format_side_effects
 
-    (model, saes), _ = _load_world(args.model, args.sae, args.device)
+    (model, saes), _ = _load_world(args.model, args.sae, args.device, args.dtype, args.preset)
     train, test, val = (load_dataset(args.data, split) for split in ("train", "test", "val"))
     train, val, test = train[: args.n_train], val[: args.n_eval], test[: args.n_eval]
     options = {"decisions": args.decisions, "concept": args.spurious_concept, "evidence_text": args.evidence_text}
@@ -167,13 +176,33 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def cmd_presets(args) -> int:
+    from .presets import PRESETS
+
+    for p in PRESETS.values():
+        print(f"{p.name}: {p.description}")
+        print(f"  model: {p.model}")
+        for (spec, hook), name in zip(p.saes, p.submodules()):
+            print(f"  {name:<9} {hook:<28} {spec}")
+    return 0
+
+
+def _add_world_options(parser, model_help: str) -> None:
+    """--model, --sae, --preset, --device, --dtype (shared by discover, evaluate and shift)."""
+    parser.add_argument("--model", help=model_help)
+    parser.add_argument("--sae", action="append", help="SAELens SAE directory, directory of SAE directories, "
+                        "release:sae_id or release:* (repeatable)")
+    parser.add_argument("--preset", help="model + SAEs by name (see sfc presets): pythia-70m-sfc, gemma-2-2b-sfc, gpt2-small-sfc")
+    parser.add_argument("--device", help="torch device, e.g. cuda, cuda:1, cpu (default: the model's)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="model dtype (effects accumulate in float32)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfc", description="Sparse Feature Circuits for SAELens / TransformerLens")
     sub = parser.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("discover", help="discover a circuit (default: across-RC agreement on the shipped toy world)")
-    d.add_argument("--model", help="model directory (sfc_plugin.models.save_model) or TransformerLens name")
-    d.add_argument("--sae", action="append", help="SAELens SAE directory, directory of SAE directories, or release:sae_id (repeatable)")
+    _add_world_options(d, "TransformerLens model name, Hugging Face model directory, or sfc model directory")
     d.add_argument("--data", help="dataset name (e.g. toy/sva-rc) or JSON-lines file of pair records")
     d.add_argument("--split", help="dataset split for named datasets (default train; evaluate uses test)")
     d.add_argument("--metric", help="metric name (default logit_diff with patch answers, else logprob)")
@@ -183,7 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--edge-threshold", type=float, help="keep edges with |weight| above this (default 0.01)")
     d.add_argument("--aggregation", choices=["sum", "none"], help="sum over positions, or keep positions (default sum)")
     d.add_argument("--batch-size", type=int, help="examples per batch (default 16)")
-    d.add_argument("--device", help="torch device (default: the model's)")
     d.add_argument("--n-examples", type=int, help="use the first N examples (default 40)")
     d.add_argument("--no-edges", dest="edges", action="store_const", const=False, help="nodes only")
     d.add_argument("-o", "--out", help="output directory (default ./sfc-out)")
@@ -193,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="faithfulness and completeness of a circuit over node thresholds")
     e.add_argument("circuit", help="circuit.json written by sfc discover")
-    e.add_argument("--model", help="model directory or TransformerLens name (default: the toy world)")
-    e.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable)")
+    _add_world_options(e, "model name or directory (default: the toy world)")
     e.add_argument("--data", help="dataset name or JSON-lines file (default: the circuit's dataset)")
     e.add_argument("--split", help="split of a named dataset (default test: held out from discovery)")
     e.add_argument("--ablation", default="mean", help="mean, zero, resample or a plugin's (default mean)")
@@ -204,7 +231,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--features-only", action="store_true", help="ablate every error term (features-only circuits)")
     e.add_argument("--n-examples", type=int, help="use the first N examples")
     e.add_argument("--batch-size", type=int, help="examples per batch (default 32)")
-    e.add_argument("--device", help="torch device")
     e.add_argument("-o", "--out", default="sfc-out", help="output directory (default ./sfc-out)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
@@ -212,8 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .shifting.cli import add_parser as add_edit_report, add_side_effect_options
 
     h = sub.add_parser("shift", help="SHIFT: ablate features a probe should not use; print the accuracy table")
-    h.add_argument("--model", help="model directory or TransformerLens name (default: the toy world)")
-    h.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable)")
+    _add_world_options(h, "model name or directory (default: the toy world)")
     h.add_argument("--data", default="toy/bios", help="dataset with train (ambiguous), val and test (balanced) splits of "
                    "{text, profession, gender} records (default toy/bios)")
     h.add_argument("--layer", type=int, help="probe on blocks.<layer>.hook_resid_post (default: last layer with SAEs)")
@@ -236,12 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--n-eval", type=int, help="use the first N validation and N test examples")
     h.add_argument("--batch-size", type=int, default=16, help="examples per batch (default 16)")
     h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--device", help="torch device")
     add_side_effect_options(h)
     h.add_argument("--no-side-effects", action="store_true", help="skip the side-effect report")
     h.add_argument("-o", "--out", default="sfc-out", help="output directory (default ./sfc-out)")
     h.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     h.set_defaults(func=cmd_shift)
+
+    r = sub.add_parser("presets", help="list the presets (model, SAEs and the submodule each SAE becomes)")
+    r.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("plugins", help="list registered methods, metrics, datasets and exporters with their plugins")
     p.set_defaults(func=cmd_plugins)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +16,7 @@ from .circuit import Circuit, Edge, Node, node_id
 from .data import resolve_records, tokenize
 from .errors import SFCError
 from .metrics import resolve_metric
-from .models import saes_by_hook
+from .models import resolve_world, sae_label
 from .plugins import lookup
 from .splicing import Submodule, activations, build_submodules, frozen, zero_acts
 
@@ -54,7 +53,8 @@ def _versions() -> dict[str, str]:
 def _sae_info(sub: Submodule) -> dict[str, Any]:
     meta = getattr(sub.sae.cfg, "metadata", None)
     info = {"submodule": sub.name, "hook": sub.hook, "d_sae": sub.d_sae,
-            "architecture": sub.sae.cfg.architecture()}
+            "architecture": sub.sae.cfg.architecture(), "spec": sae_label(sub.sae, sub.hook)}
+    info.update(getattr(sub.sae, "sfc_spec", None) or {})
     for key in ("release", "sae_id", "neuronpedia_id", "model_name"):
         value = getattr(meta, key, None) if meta is not None else None
         if value is not None:
@@ -86,11 +86,12 @@ def _circuit_nodes(sub: Submodule, ns: NodeSet, feat_eff: torch.Tensor, err_eff:
 
 def discover(model, saes, data, *, metric: str | Callable | None = None, method: str | Callable = "ig", steps: int = 10,
              node_threshold: float = 0.1, edge_threshold: float = 0.01, aggregation: str = "sum", edges: bool = True,
-             batch_size: int | None = None, device: str | None = None, pm=None, n_examples: int | None = None,
+             batch_size: int | None = None, device: str | None = None, dtype=None, pm=None, n_examples: int | None = None,
              progress: bool = True, provenance: dict | None = None, distributed: bool = False) -> Circuit:
     """Discover the sparse feature circuit of ``model`` for the behaviour in ``data``.
 
-    ``saes`` is ``{hook_name: SAE}`` or a sequence of SAELens SAEs; ``data`` a sequence of pair records,
+    ``model`` is a HookedTransformer, a TransformerLens name or a model directory; ``saes`` is
+    ``{hook_name: SAE}`` or a sequence of SAELens SAEs or SAE specs; ``data`` a sequence of pair records,
     a JSON-lines path or a registered dataset name. Nodes are SAE features and error terms whose
     mean indirect effect (clean → patch; zero ablation without patch prompts) has magnitude above
     ``node_threshold``; edges between them above ``edge_threshold``. With ``distributed`` (under
@@ -103,11 +104,9 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     if int(steps) < 1:
         raise SFCError(f"steps must be at least 1, got {steps!r}")
     method_fn, method_name = (method, getattr(method, "__name__", "custom")) if callable(method) else (lookup("method", method, pm), method)
-    if device is not None:
-        model.to(device)
-    saes = [saes] if isinstance(saes, (str, Path)) else saes if isinstance(saes, Mapping) else list(saes)
-    sources = [] if isinstance(saes, Mapping) else [str(x) for x in saes if isinstance(x, (str, Path))]
-    subs = build_submodules(model, saes_by_hook(saes))
+    model_spec = model
+    model, saes = resolve_world(model, saes, device=device, dtype=dtype)
+    subs = build_submodules(model, saes)
     records = resolve_records(data, n_examples, pm)
     dev = next(model.parameters()).device
     full = tokenize(model, records, dev)
@@ -137,8 +136,8 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
             eff: NodeEffects = method_fn(ctx)
             for s in subs:
                 fe, ee = eff.features[s.name], eff.errors[s.name]
-                feat_eff[s.name] = feat_eff[s.name] + _aggregate(fe, fe.dim() == 3, aggregation, method_name).detach()
-                err_eff[s.name] = err_eff[s.name] + _aggregate(ee, ee.dim() == 2, aggregation, method_name).detach()
+                feat_eff[s.name] = feat_eff[s.name] + _aggregate(fe.float(), fe.dim() == 3, aggregation, method_name).detach()
+                err_eff[s.name] = err_eff[s.name] + _aggregate(ee.float(), ee.dim() == 2, aggregation, method_name).detach()
             grads.append(eff.grads)
             if b.patch is not None:
                 with torch.no_grad():
@@ -153,6 +152,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
             for (b, ctx), g in _progress(zip(contexts(), grads), len(batches), "edges", progress):
                 g = g if g is not None else ctx.gradients([0.0])
                 for key, w in edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes).items():
+                    w = w.float()  # effects accumulate in float32 whatever the model's dtype
                     weights[key] = weights[key] + w if key in weights else w
         weights = reduce_edge_sums(group, weights)
     circuit_nodes = [Node("y", None, None, None, "metric", None, None, None if full.patch is None else total / n)]
@@ -170,6 +170,8 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     circuit_edges.sort(key=lambda e: (e.target, e.source))
     prov = {
         "model": getattr(model.cfg, "model_name", None),
+        "model_spec": str(model_spec) if isinstance(model_spec, (str, Path)) else None,
+        "dtype": str(model.cfg.dtype).removeprefix("torch."),
         "block": "parallel" if getattr(model.cfg, "parallel_attn_mlp", False) else "sequential",
         "saes": [_sae_info(s) for s in subs],
         "dataset": str(data) if isinstance(data, str) else "(in memory)",
@@ -181,6 +183,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     }
     if aggregation == "none" and model.tokenizer is not None:  # column labels for position-aligned figures
         prov["tokens"] = [model.tokenizer.decode([t]) for t in full.clean[0, : int(full.last[0]) + 1].tolist()]
+    sources = [sae_label(s.sae) for s in subs if getattr(s.sae, "sfc_spec", None)]
     if sources:
         prov["sae_sources"] = sources
     prov.update(provenance or {})

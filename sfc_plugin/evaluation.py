@@ -18,7 +18,7 @@ from .circuit import Circuit
 from .data import resolve_records, tokenize
 from .errors import SFCError
 from .metrics import resolve_metric
-from .models import saes_by_hook
+from .models import resolve_world
 from .plugins import lookup
 from .splicing import Submodule, build_submodules
 
@@ -52,7 +52,8 @@ def _thresholds(circuit: Circuit, maps, n: int) -> list[float]:
 
 def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = "mean", thresholds=None,
              start_layer: int = 0, include_errors: bool = True, metric=None, n_thresholds: int = 15,
-             batch_size: int | None = None, n_examples: int | None = None, pm=None, progress: bool = True) -> dict[str, Any]:
+             batch_size: int | None = None, n_examples: int | None = None, pm=None, progress: bool = True,
+             device: str | None = None, dtype=None) -> dict[str, Any]:
     """Faithfulness ``(m(C) − m(∅)) / (m(M) − m(∅))`` and completeness ``(m(M∖C) − m(∅)) / (m(M) − m(∅))``.
 
     Returns the ``faithfulness.json`` structure: the circuit's own point and one point per node
@@ -61,7 +62,8 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
     """
     from tqdm.auto import tqdm
 
-    subs = build_submodules(model, saes_by_hook(saes))
+    model, saes = resolve_world(model, saes, device=device, dtype=dtype)
+    subs = build_submodules(model, saes)
     missing = {n.submodule for n in circuit.nodes if n.kind != "metric"} - {s.name for s in subs}
     if missing:
         raise SFCError(f"circuit has nodes in submodule {sorted(missing)[0]!r} but no SAE was given for it")

@@ -59,24 +59,82 @@ def load_model(path: str | Path, device: str | None = None):
     return model
 
 
-def load_model_spec(spec: str, device: str | None = None):
-    """A model directory, else a TransformerLens pretrained name (needs the hub or its cache)."""
-    if Path(spec).exists():
-        return load_model(spec, device)
+def load_model_spec(spec: str, device: str | None = None, dtype=None, processing: dict | None = None):
+    """A model from a spec: a Hugging Face model directory, a directory written by :func:`save_model`, or a
+    TransformerLens pretrained name (through the Hugging Face cache; ``HF_HUB_OFFLINE=1`` works once cached).
+
+    ``processing``: TransformerLens processing options (SAELens's ``model_from_pretrained_kwargs``) on top
+    of none at all, so by default every hook carries the Hugging Face model's activations.
+    """
+    from .hf_convert import is_hf_model_dir, load_hf_model_dir
+
+    dtype = resolve_dtype(dtype)
+    path = Path(spec)
+    if path.is_dir() and is_hf_model_dir(path):
+        return load_hf_model_dir(path, device, dtype, processing)
+    if path.exists():
+        model = load_model(path, device)
+        return model if dtype is None else _cast(model, dtype)
     from transformer_lens import HookedTransformer
+    from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:
-        return HookedTransformer.from_pretrained(spec, device=device)
+        get_official_model_name(spec)
+    except ValueError:
+        raise SFCError(f"model {spec!r} is neither a directory nor a TransformerLens model name") from None
+    try:
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        return HookedTransformer.from_pretrained_no_processing(spec, device=device, **kwargs, **(processing or {})).eval()
     except Exception as exc:  # noqa: BLE001
-        raise SFCError(f"cannot load model {spec!r}: not a model directory, and the hub load failed ({type(exc).__name__})") from None
+        raise SFCError(f"cannot load model {spec!r} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def resolve_dtype(dtype):
+    """``None``, a torch dtype, or one of :data:`DTYPES` → torch dtype (or ``None``)."""
+    if dtype is None or not isinstance(dtype, str):
+        return dtype
+    if dtype not in DTYPES:
+        raise SFCError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    import torch
+
+    return getattr(torch, dtype)
+
+
+def _cast(model, dtype):
+    model.to(dtype)
+    model.cfg.dtype = dtype
+    return model
 
 
 def _is_sae_dir(path: Path) -> bool:
     return (path / "cfg.json").is_file()
 
 
+def sae_label(sae, hook: str | None = None) -> str:
+    """How messages and provenance name an SAE: its spec, else its hook."""
+    spec = getattr(sae, "sfc_spec", None)
+    if spec:
+        return spec.get("path") or f"{spec['release']}:{spec['sae_id']}"
+    return f"SAE at {hook!r}" if hook else "SAE"
+
+
+def _release_ids(release: str) -> list[str]:
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        raise SFCError(f"unknown SAE release {release!r} (not in SAELens's pretrained_saes.yaml)")
+    return list(directory[release].saes_map)
+
+
 def load_sae_spec(spec: str, device: str | None = None) -> list:
-    """SAEs from a spec: an SAELens SAE directory, a directory of them, or ``release:sae_id``."""
+    """SAEs from a spec: an SAELens SAE directory, a directory of them, ``release:sae_id`` or ``release:*``.
+
+    Each SAE gets ``sfc_spec`` (``{"release", "sae_id"}`` or ``{"path"}``) for provenance and messages.
+    """
     from sae_lens import SAE
 
     path = Path(spec)
@@ -84,33 +142,136 @@ def load_sae_spec(spec: str, device: str | None = None) -> list:
         dirs = [path] if _is_sae_dir(path) else sorted(p for p in path.iterdir() if _is_sae_dir(p))
         if not dirs:
             raise SFCError(f"no SAELens SAE (cfg.json) in {spec!r}")
-        return [SAE.load_from_disk(str(d), device=device or "cpu") for d in dirs]
+        out = []
+        for d in dirs:
+            try:
+                sae = SAE.load_from_disk(str(d), device=device or "cpu")
+            except Exception as exc:  # noqa: BLE001
+                raise SFCError(f"cannot load SAE {str(d)!r} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+            sae.sfc_spec = {"path": str(d.resolve())}
+            out.append(sae)
+        return out
     if ":" not in spec:
         raise SFCError(f"SAE {spec!r} is neither a directory nor 'release:sae_id'")
     release, sae_id = spec.split(":", 1)
-    try:
-        return [SAE.from_pretrained(release, sae_id, device=device or "cpu")]
-    except Exception as exc:  # noqa: BLE001
-        raise SFCError(f"cannot load SAE {spec!r} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    ids = _release_ids(release) if sae_id == "*" else [sae_id]
+    out = []
+    for i in ids:
+        try:
+            sae = SAE.from_pretrained(release, i, device=device or "cpu")
+        except Exception as exc:  # noqa: BLE001
+            raise SFCError(f"cannot load SAE {release}:{i} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        sae.sfc_spec = {"release": release, "sae_id": i}
+        out.append(sae)
+    return out
 
 
-def saes_by_hook(saes: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
+def saes_by_hook(saes: Mapping[str, Any] | Iterable[Any], device: str | None = None) -> dict[str, Any]:
     """``{hook_name: SAE}`` from a mapping or a sequence of SAEs (hook from ``cfg.metadata.hook_name``).
 
     Sequence items may also be SAE specs for :func:`load_sae_spec` (a directory saved by SAELens, a
-    directory of them, or ``release:sae_id``).
+    directory of them, ``release:sae_id`` or ``release:*``).
     """
     if isinstance(saes, Mapping):
         return dict(saes)
     if isinstance(saes, (str, Path)):
         saes = [saes]
-    loaded = [sae for item in saes for sae in (load_sae_spec(str(item)) if isinstance(item, (str, Path)) else [item])]
+    loaded = [sae for item in saes for sae in (load_sae_spec(str(item), device) if isinstance(item, (str, Path)) else [item])]
     out: dict[str, Any] = {}
     for sae in loaded:
         hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
         if not hook:
             raise SFCError(f"SAE {type(sae).__name__} has no cfg.metadata.hook_name; pass saes as {{hook_name: sae}}")
         if hook in out:
-            raise SFCError(f"two SAEs for hook {hook!r}")
+            raise SFCError(f"two SAEs for hook {hook!r}: {sae_label(out[hook])} and {sae_label(sae)}")
         out[hook] = sae
     return out
+
+
+def _meta(sae, key: str):
+    return getattr(getattr(sae.cfg, "metadata", None), key, None)
+
+
+def _official_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        return get_official_model_name(name)
+    except ValueError:
+        return None
+
+
+def model_processing(saes: Mapping[str, Any]) -> dict:
+    """The TransformerLens processing the SAEs were trained under (SAELens's ``model_from_pretrained_kwargs``
+    on top of ``from_pretrained_no_processing``); SAEs that disagree are an error."""
+    chosen, first = None, None
+    for hook, sae in saes.items():
+        kwargs = dict(_meta(sae, "model_from_pretrained_kwargs") or {})
+        kwargs = {k: v for k, v in kwargs.items() if v or k not in ("fold_ln", "center_writing_weights", "center_unembed",
+                                                                     "fold_value_biases", "refactor_factored_attn_matrices")}
+        if chosen is None:
+            chosen, first = kwargs, sae_label(sae, hook)
+        elif kwargs != chosen:
+            raise SFCError(f"SAEs disagree on how to load the model: {first} wants {chosen or 'no processing'}, "
+                           f"{sae_label(sae, hook)} wants {kwargs or 'no processing'}")
+    return chosen or {}
+
+
+def check_compatible(model, saes: Mapping[str, Any]) -> None:
+    """Every SAE fits the model: its hook exists, its ``d_in`` is the hook's width, its model name matches
+    (when both are TransformerLens names), and all SAEs name one model."""
+    from .splicing import is_hook_z
+
+    cfg = model.cfg
+    names: dict[str, str] = {}  # official (or given) model name -> first SAE naming it
+    for hook, sae in saes.items():
+        sae_model = _meta(sae, "model_name")
+        if sae_model:
+            key = _official_name(sae_model) or sae_model
+            names.setdefault(key, f"{sae_label(sae, hook)} is for {sae_model!r}")
+    if len(names) > 1:
+        first, second = list(names.values())[:2]
+        raise SFCError(f"SAEs disagree on the model: {first}, {second}")
+    model_official = _official_name(getattr(cfg, "model_name", None))
+    for hook, sae in saes.items():
+        label = sae_label(sae, hook)
+        if hook not in model.hook_dict:
+            raise SFCError(f"{label}: hook {hook!r} is not in the model ({cfg.n_layers} layers)")
+        width, what = (cfg.n_heads * cfg.d_head, "n_heads * d_head") if is_hook_z(hook) else (cfg.d_model, "d_model")
+        if sae.cfg.d_in != width:
+            raise SFCError(f"{label}: d_in={sae.cfg.d_in} but the model's {what} at {hook!r} is {width}")
+        sae_model = _meta(sae, "model_name")
+        official = _official_name(sae_model)
+        if official and model_official and official != model_official:
+            raise SFCError(f"{label} was trained on model {sae_model!r} but the model is {cfg.model_name!r}")
+
+
+def _is_bridge(model) -> bool:
+    return any(c.__name__ == "TransformerBridge" for c in type(model).__mro__)
+
+
+def resolve_world(model, saes, *, device: str | None = None, dtype=None) -> tuple[Any, dict[str, Any]]:
+    """``(HookedTransformer, {hook: SAE})`` from specs or objects, checked against each other.
+
+    SAEs are loaded first, so a model given by name or directory is loaded the way they were trained
+    (their ``model_from_pretrained_kwargs``; none: no processing, the Hugging Face activations).
+    """
+    by_hook = saes_by_hook(saes, device)
+    if not by_hook:
+        raise SFCError("no SAEs given")
+    if isinstance(model, (str, Path)):
+        model = load_model_spec(str(model), device, dtype, model_processing(by_hook))
+    elif _is_bridge(model):
+        raise SFCError("TransformerBridge models are not supported: pass a HookedTransformer "
+                       "(HookedTransformer.from_pretrained_no_processing(name)) or the model's name or directory")
+    elif not hasattr(model, "hook_dict") or not hasattr(model, "run_with_hooks"):
+        raise SFCError(f"model of type {type(model).__name__} is not a TransformerLens HookedTransformer")
+    else:
+        if device is not None:
+            model.to(device)
+        if dtype is not None:
+            _cast(model, resolve_dtype(dtype))
+    check_compatible(model, by_hook)
+    return model, by_hook

@@ -12,7 +12,7 @@ import random
 from typing import Callable
 
 from ..errors import SFCError
-from ..models import saes_by_hook
+from ..models import resolve_world
 from ..plugins import lookup
 from ..splicing import Submodule, build_submodules
 from .concept import shipped as shipped_concepts
@@ -68,7 +68,7 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
           top_k: int | None = 50, threshold: float | None = None, method: str = "ig",
           steps: int = 10, intended: str = "profession", spurious: str = "gender", seed: int = 0,
           batch_size: int = 16, judge_options: dict | None = None, probe=None, side_effects: bool | dict = True,
-          pm=None, progress: bool = True) -> dict:
+          pm=None, progress: bool = True, device: str | None = None, dtype=None) -> dict:
     """Run SHIFT and the paper's comparison rows: the ``shift.json`` structure (see :func:`public`) with
     the :class:`FeatureEdit` under ``"edit"`` and the probes under ``"probe"``/``"retrained_probe"``.
 
@@ -82,7 +82,8 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     for :func:`~sfc_plugin.shifting.side_effects.measure_side_effects` (``text``, ``agreement``,
     ``circuit``). ``probe``: your own module over pooled activations.
     """
-    subs_all = build_submodules(model, saes_by_hook(saes))
+    model, saes = resolve_world(model, saes, device=device, dtype=dtype)
+    subs_all = build_submodules(model, saes)
     layer = max(s.layer for s in subs_all) if layer is None else int(layer)
     if not 0 <= layer < model.cfg.n_layers:
         raise SFCError(f"probe layer {layer} is not a layer of the model (0..{model.cfg.n_layers - 1})")

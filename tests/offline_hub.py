@@ -1,0 +1,198 @@
+"""Replicas of Hugging Face hub repositories in a local hub cache, for offline tests of the real loading paths.
+
+``HF_HOME/hub/models--ORG--NAME/{refs/main, blobs/<sha256>, snapshots/<commit>/<path> -> blobs}``, the
+layout ``huggingface_hub`` reads with ``HF_HUB_OFFLINE=1``. Repo ids and paths come from SAELens's
+``pretrained_saes.yaml``; configs carry the real models' fields; weights are random, of the true shapes
+(except the Gemma-2 vocabulary, see :func:`gemma2_dir`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# the paper's subject–verb agreement data format (JSON lines), with words of our own
+NOUNS = [("author", "authors"), ("pilot", "pilots"), ("doctor", "doctors"), ("farmer", "farmers")]
+OTHERS = ["guards", "senators", "teachers"]
+
+
+def sva_records() -> list[dict]:
+    """Within-RC style pairs: "The author that the guards" → " like" / " likes"."""
+    out = []
+    for sg, pl in NOUNS:
+        for other in OTHERS:
+            out.append({"clean_prefix": f"The {sg} that the {other}", "patch_prefix": f"The {pl} that the {other}",
+                        "clean_answer": " is", "patch_answer": " are", "case": "singular_plural"})
+            out.append({"clean_prefix": f"The {pl} that the {other}", "patch_prefix": f"The {sg} that the {other}",
+                        "clean_answer": " are", "patch_answer": " is", "case": "plural_plural"})
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def word_tokenizer(out_dir: Path, bos: str, extra: list[str] = ()):
+    """A word-level fast tokenizer over the data's words, saved with ``save_pretrained`` (file layout of the
+    hub's ``tokenizer.json`` + ``tokenizer_config.json``; the real BPE vocabularies are not reproducible here)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for r in sva_records() for k in ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")
+                    for w in r[k].split()} | set(extra))
+    vocab = {w: i for i, w in enumerate([bos, "<unk>", "<pad>"] + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=bos, unk_token="<unk>", pad_token="<pad>")
+    fast.save_pretrained(str(out_dir))
+    return out_dir
+
+
+class HubCache:
+    """Writes files into ``HF_HOME/hub`` as ``huggingface_hub`` stores downloads."""
+
+    def __init__(self, hf_home: Path):
+        self.hf_home = Path(hf_home)
+        self.hub = self.hf_home / "hub"
+
+    def put(self, repo_id: str, filename: str, source: Path) -> Path:
+        repo = self.hub / ("models--" + repo_id.replace("/", "--"))
+        commit = hashlib.sha1(repo_id.encode()).hexdigest()
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+        digest = hashlib.sha256()
+        with open(source, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(block)
+        blob = repo / "blobs" / digest.hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if blob.exists():
+            source.unlink()
+        else:
+            os.replace(source, blob)  # staging files move into the cache
+        link = repo / "snapshots" / commit / filename
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(blob, link.parent))
+        return link
+
+    def put_dir(self, repo_id: str, directory: Path, prefix: str = "") -> None:
+        for f in sorted(directory.rglob("*")):
+            if f.is_file():
+                self.put(repo_id, prefix + f.relative_to(directory).as_posix(), f)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "HF_HOME": str(self.hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+# pythia-70m-deduped's config.json as the hub serves it
+PYTHIA_70M_CONFIG = {
+    "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
+    "hidden_size": 512, "initializer_range": 0.02, "intermediate_size": 2048, "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": 8, "num_hidden_layers": 6,
+    "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": False, "torch_dtype": "float16",
+    "transformers_version": "4.24.0", "use_cache": True, "use_parallel_residual": True, "vocab_size": 50304,
+}
+
+# gemma-2-2b's config.json fields (vocabulary reduced, layers truncated by the caller)
+GEMMA2_2B_CONFIG = {
+    "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "attn_logit_softcapping": 50.0, "bos_token_id": 2, "eos_token_id": 1, "final_logit_softcapping": 30.0,
+    "head_dim": 256, "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
+    "hidden_size": 2304, "initializer_range": 0.02, "intermediate_size": 9216, "max_position_embeddings": 8192,
+    "model_type": "gemma2", "num_attention_heads": 8, "num_hidden_layers": 26, "num_key_value_heads": 4,
+    "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+    "sliding_window": 4096, "torch_dtype": "float32", "use_cache": True, "vocab_size": 256000,
+}
+
+
+def hf_model_dir(out: Path, config: dict, seed: int = 0, bos: str = "<|endoftext|>") -> Path:
+    """A Hugging Face model directory (``config.json`` as given, random ``model.safetensors``, tokenizer)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    torch.manual_seed(seed)
+    cfg = AutoConfig.from_pretrained(str(out))
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager")
+    model.save_pretrained(str(out / "_saved"))
+    (out / "_saved" / "model.safetensors").rename(out / "model.safetensors")
+    for f in (out / "_saved").iterdir():
+        f.unlink()
+    (out / "_saved").rmdir()
+    word_tokenizer(out, bos)
+    del model
+    return out
+
+
+def _sae_tensors(d_in: int, d_sae: int, gen: torch.Generator, hook_scale: float):
+    """Random SAE weights: unit-norm decoder rows, encoder = decoder transposed, and a bias 2.5 standard
+    deviations below zero (pre-activations are ~ N(0, |x|² / d_in)), so about 0.6% of the features fire."""
+    W_dec = torch.randn(d_sae, d_in, generator=gen)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    W_enc = W_dec.T.contiguous()
+    b_enc = torch.full((d_sae,), -2.5 * hook_scale / d_in**0.5)
+    return W_enc, W_dec, b_enc, torch.zeros(d_in)
+
+
+def pythia_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], seed: int = 0) -> None:
+    """The three Pythia ``-sm`` releases: ``cfg.json`` + ``sae_weights.safetensors`` per yaml path (32768 × 512)."""
+    from safetensors.torch import save_file
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    gen = torch.Generator().manual_seed(seed)
+    for release in ("pythia-70m-deduped-res-sm", "pythia-70m-deduped-att-sm", "pythia-70m-deduped-mlp-sm"):
+        lookup = directory[release]
+        for hook, path in lookup.saes_map.items():
+            layer = 0 if hook.startswith("blocks.0.hook_resid_pre") else int(hook.split(".")[1])
+            W_enc, W_dec, b_enc, b_dec = _sae_tensors(512, 32768, gen, scales[hook])
+            tmp = work / release / path
+            tmp.mkdir(parents=True, exist_ok=True)
+            cfg = {"architecture": "standard", "d_in": 512, "d_sae": 32768, "dtype": "float32", "device": "cpu",
+                   "model_name": "pythia-70m-deduped", "hook_name": hook, "hook_layer": layer, "hook_head_index": None,
+                   "activation_fn_str": "relu", "apply_b_dec_to_input": True, "finetuning_scaling_factor": False,
+                   "sae_lens_training_version": None, "prepend_bos": True, "dataset_path": "EleutherAI/the_pile_deduplicated",
+                   "context_size": 128, "normalize_activations": "none", "neuronpedia_id": lookup.neuronpedia_id.get(hook)}
+            (tmp / "cfg.json").write_text(json.dumps(cfg))
+            save_file({"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}, str(tmp / "sae_weights.safetensors"))
+            cache.put_dir(lookup.repo_id, tmp, prefix=f"{path}/")
+
+
+def gemma_scope_saes(cache: HubCache, work: Path, layers: list[int], scales: dict[str, float], seed: int = 0) -> list[str]:
+    """Gemma Scope 16k canonical SAEs (``params.npz`` per yaml path) for ``layers``; returns their specs."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    gen = torch.Generator().manual_seed(seed)
+    specs = []
+    for layer in layers:
+        for kind, hook, d_in in (("att", f"blocks.{layer}.attn.hook_z", 2048), ("mlp", f"blocks.{layer}.hook_mlp_out", 2304),
+                                 ("res", f"blocks.{layer}.hook_resid_post", 2304)):
+            release = f"gemma-scope-2b-pt-{kind}-canonical"
+            sae_id = f"layer_{layer}/width_16k/canonical"
+            lookup = directory[release]
+            path = lookup.saes_map[sae_id]
+            W_enc, W_dec, b_enc, b_dec = _sae_tensors(d_in, 16384, gen, scales[hook])
+            tmp = work / release / path
+            tmp.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp / "params.npz", W_enc=W_enc.numpy(), W_dec=W_dec.numpy(), b_enc=(b_enc * 0).numpy(),
+                     b_dec=b_dec.numpy(), threshold=(-b_enc).numpy())  # JumpReLU: the threshold does the sparsifying
+            cache.put(lookup.repo_id, f"{path}/params.npz", tmp / "params.npz")
+            specs.append(f"{release}:{sae_id}")
+    return specs
+
+
+def hook_scales(model, tokens: torch.Tensor, hooks: list[str]) -> dict[str, float]:
+    """Root-mean-square norm of each hook's activation (flattened per position) on ``tokens``."""
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
+    return {h: float(cache[h].flatten(2).norm(dim=-1).pow(2).mean().sqrt()) for h in hooks}
