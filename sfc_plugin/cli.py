@@ -51,10 +51,12 @@ def _load_world(model: str | None, sae, device: str | None, dtype: str | None = 
     """
     from .models import resolve_world
 
+    processing = None
     if preset:
         from .presets import get_preset
 
         p = get_preset(preset)
+        processing = p.processing if not sae else None
         model, sae = model or p.model, sae or p.sae_specs
     if model is None and not sae:
         from . import toy
@@ -64,7 +66,7 @@ def _load_world(model: str | None, sae, device: str | None, dtype: str | None = 
     if model is None or not sae:
         raise SFCError("give both --model and --sae, or --preset (or none of them, for the toy world)")
     specs = [sae] if isinstance(sae, str) else list(sae)
-    return resolve_world(model, specs, device=device, dtype=dtype), model
+    return resolve_world(model, specs, device=device, dtype=dtype, processing=processing), model
 
 
 def cmd_discover(args) -> int:

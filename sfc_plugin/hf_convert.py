@@ -90,7 +90,7 @@ def load_hf_model_dir(path: str | Path, device: str | None = None, dtype=None, p
     hf_config = AutoConfig.from_pretrained(str(path))
     cfg_dict = _tl_cfg_dict(path, hf_config)
     has_tokenizer = any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
-    cfg_dict.update(model_name=path.resolve().name, init_weights=False, dtype=dtype, device=device,
+    cfg_dict.update(model_name=path.absolute().name, init_weights=False, dtype=dtype, device=device,
                     tokenizer_name=str(path) if has_tokenizer else None, d_vocab=hf_config.vocab_size)
     cfg_dict.setdefault("default_prepend_bos", True)
     fields = HookedTransformerConfig.__dataclass_fields__

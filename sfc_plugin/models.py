@@ -252,17 +252,20 @@ def _is_bridge(model) -> bool:
     return any(c.__name__ == "TransformerBridge" for c in type(model).__mro__)
 
 
-def resolve_world(model, saes, *, device: str | None = None, dtype=None) -> tuple[Any, dict[str, Any]]:
+def resolve_world(model, saes, *, device: str | None = None, dtype=None,
+                  processing: dict | None = None) -> tuple[Any, dict[str, Any]]:
     """``(HookedTransformer, {hook: SAE})`` from specs or objects, checked against each other.
 
     SAEs are loaded first, so a model given by name or directory is loaded the way they were trained
     (their ``model_from_pretrained_kwargs``; none: no processing, the Hugging Face activations).
+    ``processing`` overrides that choice (presets whose SAEs disagree say which to follow).
     """
     by_hook = saes_by_hook(saes, device)
     if not by_hook:
         raise SFCError("no SAEs given")
     if isinstance(model, (str, Path)):
-        model = load_model_spec(str(model), device, dtype, model_processing(by_hook))
+        chosen = model_processing(by_hook) if processing is None else processing
+        model = load_model_spec(str(model), device, dtype, chosen)
     elif _is_bridge(model):
         raise SFCError("TransformerBridge models are not supported: pass a HookedTransformer "
                        "(HookedTransformer.from_pretrained_no_processing(name)) or the model's name or directory")

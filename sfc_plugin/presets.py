@@ -18,6 +18,7 @@ class Preset:
     model: str
     saes: tuple[tuple[str, str], ...]  # (SAE spec, hook)
     description: str
+    processing: dict | None = None  # TransformerLens processing when the SAEs' own kwargs disagree (see the preset)
 
     @property
     def sae_specs(self) -> list[str]:
@@ -58,8 +59,12 @@ def _gpt2() -> Preset:
         saes += [(f"gpt2-small-attn-out-v5-32k:blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_attn_out"),
                  (f"gpt2-small-mlp-out-v5-32k:blocks.{layer}.hook_mlp_out", f"blocks.{layer}.hook_mlp_out"),
                  (f"gpt2-small-resid-post-v5-32k:blocks.{layer}.hook_resid_post", f"blocks.{layer}.hook_resid_post")]
+    # res-jb asks for centred writing weights; OpenAI's 36 v5 SAEs were trained without centring (their
+    # release loads GPT-2 with center_writing_weights=False). The preset follows the 36: the embedding
+    # SAE then sees its input uncentred (shifted by the embedding's mean over d_model).
     return Preset("gpt2-small-sfc", "gpt2", tuple(saes),
-                  "GPT-2 small with OpenAI's v5 32k attn-out/mlp-out/resid-post SAEs and the res-jb embedding SAE")
+                  "GPT-2 small with OpenAI's v5 32k attn-out/mlp-out/resid-post SAEs and the res-jb embedding SAE",
+                  processing={})
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (_pythia(), _gemma(), _gpt2())}

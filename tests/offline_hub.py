@@ -143,8 +143,8 @@ def _sae_tensors(d_in: int, d_sae: int, gen: torch.Generator, hook_scale: float)
     return W_enc, W_dec, b_enc, torch.zeros(d_in)
 
 
-def pythia_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], seed: int = 0) -> None:
-    """The three Pythia ``-sm`` releases: ``cfg.json`` + ``sae_weights.safetensors`` per yaml path (32768 × 512)."""
+def pythia_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], d_sae: int = 32768, seed: int = 0) -> None:
+    """The three Pythia ``-sm`` releases: ``cfg.json`` + ``sae_weights.safetensors`` per yaml path (true width 32768)."""
     from safetensors.torch import save_file
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
@@ -154,10 +154,10 @@ def pythia_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], s
         lookup = directory[release]
         for hook, path in lookup.saes_map.items():
             layer = 0 if hook.startswith("blocks.0.hook_resid_pre") else int(hook.split(".")[1])
-            W_enc, W_dec, b_enc, b_dec = _sae_tensors(512, 32768, gen, scales[hook])
+            W_enc, W_dec, b_enc, b_dec = _sae_tensors(512, d_sae, gen, scales[hook])
             tmp = work / release / path
             tmp.mkdir(parents=True, exist_ok=True)
-            cfg = {"architecture": "standard", "d_in": 512, "d_sae": 32768, "dtype": "float32", "device": "cpu",
+            cfg = {"architecture": "standard", "d_in": 512, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
                    "model_name": "pythia-70m-deduped", "hook_name": hook, "hook_layer": layer, "hook_head_index": None,
                    "activation_fn_str": "relu", "apply_b_dec_to_input": True, "finetuning_scaling_factor": False,
                    "sae_lens_training_version": None, "prepend_bos": True, "dataset_path": "EleutherAI/the_pile_deduplicated",
@@ -167,7 +167,8 @@ def pythia_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], s
             cache.put_dir(lookup.repo_id, tmp, prefix=f"{path}/")
 
 
-def gemma_scope_saes(cache: HubCache, work: Path, layers: list[int], scales: dict[str, float], seed: int = 0) -> list[str]:
+def gemma_scope_saes(cache: HubCache, work: Path, layers: list[int], scales: dict[str, float], seed: int = 0,
+                     npz_dtype=np.float16) -> list[str]:
     """Gemma Scope 16k canonical SAEs (``params.npz`` per yaml path) for ``layers``; returns their specs."""
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
@@ -184,8 +185,8 @@ def gemma_scope_saes(cache: HubCache, work: Path, layers: list[int], scales: dic
             W_enc, W_dec, b_enc, b_dec = _sae_tensors(d_in, 16384, gen, scales[hook])
             tmp = work / release / path
             tmp.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp / "params.npz", W_enc=W_enc.numpy(), W_dec=W_dec.numpy(), b_enc=(b_enc * 0).numpy(),
-                     b_dec=b_dec.numpy(), threshold=(-b_enc).numpy())  # JumpReLU: the threshold does the sparsifying
+            arrays = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc * 0, "b_dec": b_dec, "threshold": -b_enc}
+            np.savez(tmp / "params.npz", **{k: v.numpy().astype(npz_dtype) for k, v in arrays.items()})  # JumpReLU: the threshold sparsifies
             cache.put(lookup.repo_id, f"{path}/params.npz", tmp / "params.npz")
             specs.append(f"{release}:{sae_id}")
     return specs

@@ -12,7 +12,7 @@ import random
 from typing import Callable
 
 from ..errors import SFCError
-from ..models import resolve_world
+from ..models import resolve_world, saes_by_hook
 from ..plugins import lookup
 from ..splicing import Submodule, build_submodules
 from .concept import shipped as shipped_concepts
