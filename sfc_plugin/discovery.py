@@ -38,6 +38,11 @@ def _aggregate(t: torch.Tensor, has_pos: bool, aggregation: str, what: str) -> t
     return t.sum(0)
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """Effects accumulate in at least float32, whatever the model's dtype (bfloat16 and float16 models)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -136,8 +141,8 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
             eff: NodeEffects = method_fn(ctx)
             for s in subs:
                 fe, ee = eff.features[s.name], eff.errors[s.name]
-                feat_eff[s.name] = feat_eff[s.name] + _aggregate(fe.float(), fe.dim() == 3, aggregation, method_name).detach()
-                err_eff[s.name] = err_eff[s.name] + _aggregate(ee.float(), ee.dim() == 2, aggregation, method_name).detach()
+                feat_eff[s.name] = feat_eff[s.name] + _aggregate(_wide(fe), fe.dim() == 3, aggregation, method_name).detach()
+                err_eff[s.name] = err_eff[s.name] + _aggregate(_wide(ee), ee.dim() == 2, aggregation, method_name).detach()
             grads.append(eff.grads)
             if b.patch is not None:
                 with torch.no_grad():
@@ -152,7 +157,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
             for (b, ctx), g in _progress(zip(contexts(), grads), len(batches), "edges", progress):
                 g = g if g is not None else ctx.gradients([0.0])
                 for key, w in edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes).items():
-                    w = w.float()  # effects accumulate in float32 whatever the model's dtype
+                    w = _wide(w)
                     weights[key] = weights[key] + w if key in weights else w
         weights = reduce_edge_sums(group, weights)
     circuit_nodes = [Node("y", None, None, None, "metric", None, None, None if full.patch is None else total / n)]
