@@ -178,7 +178,7 @@ def test_gemma_scope_with_hook_z_discovers_offline(offline, tmp_path):
     assert hooks["attn_0"] == "blocks.0.attn.hook_z" and hooks["attn_1"] == "blocks.1.attn.hook_z"
     assert {s["release"] for s in circuit["provenance"]["saes"]} == {
         "gemma-scope-2b-pt-att-canonical", "gemma-scope-2b-pt-mlp-canonical", "gemma-scope-2b-pt-res-canonical"}
-    assert any(n["submodule"].startswith("attn_") for n in circuit["nodes"])
+    assert any((n["submodule"] or "").startswith("attn_") for n in circuit["nodes"])
     assert any(e["source"].startswith("attn_0/") for e in circuit["edges"])
 
 
