@@ -102,7 +102,7 @@ def feature_evidence(model, submodules: dict[str, Submodule], features, texts, n
         for lo, part in zip(range(0, len(texts), batch_size), texts.split(batch_size)):
             _, cache = model.run_with_cache(part.clean, names_filter=sub.hook)
             valid = part.valid & (part.clean != bos)  # BOS activations are no evidence
-            acts = sub.encode(cache[sub.hook])[..., idx] * valid[..., None]  # [b, pos, k]
+            acts = sub.encode(sub.flat(cache[sub.hook]))[..., idx] * valid[..., None]  # [b, pos, k]
             fired = fired + (acts > 0).sum((0, 1))
             counted += int(valid.sum())
             flat = acts.reshape(-1, len(feats))
