@@ -89,6 +89,34 @@ def _circuit_nodes(sub: Submodule, ns: NodeSet, feat_eff: torch.Tensor, err_eff:
     return nodes
 
 
+def _prompt_info(model, subs, full, nodes: list[Node]) -> dict[str, Any]:
+    """The first example as the circuit's representative prompt (for viewers such as circuit-tracer's).
+
+    ``{"text", "tokens", "token_ids", "answer", "answer_id", "answer_prob", ...}`` (``patch_answer*`` too when
+    given) and ``node_activations``: each feature node's clean activation on this prompt, at the node's
+    position, or summed over the prompt's positions for position-summed nodes.
+    """
+    last = int(full.last[0])
+    ids = full.clean[0, : last + 1]
+    tok = model.tokenizer
+    info: dict[str, Any] = {"text": str(full.records[0].get("clean_prefix", "")), "token_ids": ids.tolist(),
+                            "tokens": [tok.decode([t]) for t in ids.tolist()] if tok is not None else None}
+    with torch.no_grad():
+        probs = torch.softmax(model(ids[None]).float()[0, -1], -1)
+        acts = activations(model, subs, ids[None])
+    for key, answers in (("answer", full.clean_answer), ("patch_answer", full.patch_answer)):
+        if answers is not None:
+            a = int(answers[0])
+            info.update({key: tok.decode([a]) if tok is not None else None, f"{key}_id": a, f"{key}_prob": float(probs[a])})
+    node_acts = {}
+    for n in nodes:
+        if n.kind == "feature":
+            f = acts[n.submodule].f[0, :, int(n.feature)]
+            node_acts[n.id] = float(f.sum() if n.position is None else f[n.position])
+    info["node_activations"] = node_acts
+    return info
+
+
 def discover(model, saes, data, *, metric: str | Callable | None = None, method: str | Callable = "ig", steps: int = 10,
              node_threshold: float = 0.1, edge_threshold: float = 0.01, aggregation: str = "sum", edges: bool = True,
              batch_size: int | None = None, device: str | None = None, dtype=None, pm=None, n_examples: int | None = None,
@@ -191,6 +219,8 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     sources = [sae_label(s.sae) for s in subs if getattr(s.sae, "sfc_spec", None)]
     if sources:
         prov["sae_sources"] = sources
+    prov["n_layers"] = int(model.cfg.n_layers)
+    prov["prompt"] = _prompt_info(model, subs, full, circuit_nodes)
     prov.update(provenance or {})
     return Circuit(circuit_nodes, circuit_edges, None if full.patch is None else total / n, metric_name, method_name,
                    int(steps) if method_name == "ig" else None, aggregation, float(node_threshold), float(edge_threshold), prov)

@@ -16,7 +16,6 @@ from sfc_plugin.cli import main
 from sfc_plugin.errors import SFCError
 from sfc_plugin.export import apply_labels, export
 from sfc_plugin.export.dot import circuit_to_dot, row_key
-from sfc_plugin.export.neuronpedia import circuit_to_neuronpedia
 from sfc_plugin.export.render import render
 from sfc_plugin.plugins import registry
 
@@ -301,44 +300,7 @@ def test_missing_binary(monkeypatch, tmp_path, capsys):
 
 # --- circuit-tracer / Neuronpedia graph JSON -------------------------------------------------------
 
-def test_neuronpedia_json_structure(tmp_path):
-    c = small("none", {"tokens": ["The", " cats", " are"], "model": "toy",
-                       "saes": [{"submodule": "mlp_0", "hook": "hook.mlp_0", "neuronpedia_id": "toy/0-mlp"}]})
-    c.nodes[4].label = "plural nouns"
-    export(c, tmp_path / "g.json", "neuronpedia", slug="my-graph")
-    data = json.loads((tmp_path / "g.json").read_text(encoding="utf-8"))
-    assert set(data) == {"metadata", "qParams", "nodes", "links"}
-    meta = data["metadata"]
-    assert meta["slug"] == "my-graph" and meta["scan"] == "toy" and meta["prompt_tokens"] == ["The", " cats", " are"]
-    assert meta["prompt"] == "The cats are" and "toy/0-mlp" in meta["transcoder_list"]
-    assert set(data["qParams"]) == {"pinnedIds", "supernodes", "linkType", "clickedId", "sg_pos"}
-    fields = {"node_id", "feature", "layer", "ctx_idx", "feature_type", "token_prob", "is_target_logit", "run_idx",
-              "reverse_ctx_idx", "jsNodeId", "clerp", "influence", "activation"}
-    nodes = data["nodes"]
-    assert all(set(n) == fields for n in nodes) and len(nodes) == len(c.nodes)
-    assert len({n["node_id"] for n in nodes}) == len(nodes) and len({n["jsNodeId"] for n in nodes}) == len(nodes)
-    by_type = {}
-    for n in nodes:
-        by_type.setdefault(n["feature_type"], []).append(n)
-    assert set(by_type) == {"cross layer transcoder", "mlp reconstruction error", "logit"}
-    (logit,) = by_type["logit"]
-    assert logit["is_target_logit"] and int(logit["layer"]) == 4 and logit["ctx_idx"] == 2  # above the 4 rows
-    assert all(n["feature"] == -1 for n in by_type["mlp reconstruction error"])
-    mlp = next(n for n in nodes if n["clerp"] == "plural nouns")
-    assert mlp["feature"] == 3 and mlp["layer"] == "2" and mlp["ctx_idx"] == 1 and mlp["node_id"] == "2_3_1"
-    infl = sorted(n["influence"] for n in nodes if n["influence"] is not None)
-    assert 0 < infl[0] and infl[-1] == pytest.approx(1.0)
-    ids = {n["node_id"] for n in nodes}
-    assert len(data["links"]) == len(c.edges)
-    assert all(set(l) == {"source", "target", "weight"} and l["source"] in ids and l["target"] in ids for l in data["links"])
-    assert any(l["target"] == logit["node_id"] and l["weight"] == -2.0 for l in data["links"])
-
-
-def test_neuronpedia_json_sum_aggregation():
-    data = circuit_to_neuronpedia(small())
-    assert data["metadata"]["prompt_tokens"] == ["0"]
-    assert {n["ctx_idx"] for n in data["nodes"]} == {0}
-    json.dumps(data, allow_nan=False)
+# (circuit-tracer graph files: tests/test_circuit_tracer.py)
 
 
 # --- label providers ---------------------------------------------------------------------------------

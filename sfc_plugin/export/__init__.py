@@ -1,7 +1,8 @@
 """Built-in circuit exporters and feature label providers, registered through the same hooks as plugins.
 
 Exporters (``sfc_exporters``): ``dot`` (DOT text, no binary needed), ``svg``/``png``/``pdf`` (rendered by
-the Graphviz ``dot`` program), ``json`` (``sfc-circuit/1``), ``neuronpedia`` (circuit-tracer graph JSON).
+the Graphviz ``dot`` program), ``json`` (``sfc-circuit/1``), ``neuronpedia`` or its alias ``circuit-tracer`` (circuit-tracer's graph
+files: ``<slug>.json`` plus ``graph-metadata.json``).
 Label providers (``sfc_label_providers``): ``annotations``, ``summary``, ``neuronpedia``.
 """
 
@@ -16,7 +17,7 @@ __all__ = ["apply_labels", "export", "EXTENSIONS"]
 
 # format -> default file extension
 EXTENSIONS = {"dot": ".dot", "svg": ".svg", "png": ".png", "pdf": ".pdf", "json": ".json",
-              "neuronpedia": ".neuronpedia.json"}
+              "neuronpedia": ".neuronpedia.json", "circuit-tracer": ".neuronpedia.json"}
 
 
 def export_json(circuit, path, **_options) -> None:
@@ -57,7 +58,8 @@ def export(circuit, path, fmt: str, pm=None, **options) -> Path:
 @hookimpl
 def sfc_exporters():
     return {"json": export_json, "dot": export_dot, "svg": _figure("svg"), "png": _figure("png"),
-            "pdf": _figure("pdf"), "neuronpedia": export_neuronpedia}
+            "pdf": _figure("pdf"), "neuronpedia": export_neuronpedia,
+            "circuit-tracer": export_neuronpedia}
 
 
 @hookimpl
