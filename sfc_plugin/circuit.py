@@ -144,12 +144,24 @@ class Circuit:
         return circuit_to_dot(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        """Jupyter: the SVG figure when Graphviz's ``dot`` is installed, else the DOT source as text."""
+        """Jupyter: the text summary, and with Graphviz installed the figure as ``sfc export`` draws it (capped rows
+        and edges, nodes without edges left out); never the full DOT source."""
+        import html
+
         from .export.render import dot_binary, render
 
+        summary = self.summary()
+        bundle = {"text/plain": summary}
         if dot_binary():
-            return {"image/svg+xml": render(self, "svg").decode("utf-8")}
-        return {"text/plain": self.to_dot()}
+            svg = render(self, "svg").decode("utf-8")
+            svg = svg[svg.find("<svg"):]  # inline: without the XML declaration and DOCTYPE
+            bundle["text/html"] = f"<pre>{html.escape(summary)}</pre>\n{svg}"
+        return bundle
+
+    def __repr__(self) -> str:
+        n = sum(node.kind != "metric" for node in self.nodes)
+        return (f"<Circuit {self.metric} ({self.method}, {self.aggregation}): {n} nodes, {len(self.edges)} edges, "
+                f"|effect| > {self.node_threshold:g}>")
 
     def summary(self) -> str:
         """A few lines: nodes per submodule, edges, total effect."""

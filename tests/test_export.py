@@ -161,8 +161,10 @@ def test_max_edges_keeps_the_strongest():
     weakest_shown = min(abs(float(unq(e.get("tooltip")).rsplit(": ", 1)[1])) for e in shown)
     assert sum(abs(e.weight) > weakest_shown for e in c.edges) <= 50
     assert circuit_to_dot(c) == c.to_dot() and "strongest" not in c.to_dot()  # DOT text keeps every edge
-    auto = [e for e in all_edges(parse(circuit_to_dot(c, max_edges="auto"))) if e.get("style") != "invis"]
-    assert len(auto) == max(150, 3 * len(c.nodes))
+    g = parse(circuit_to_dot(c, max_edges="auto"))
+    auto = [e for e in all_edges(g) if e.get("style") != "invis"]
+    shown = [n for n in all_nodes(g) if "/" in n or n == "y"]  # nodes without edges are left out
+    assert len(auto) == min(len(c.edges), max(150, 3 * len(shown)))
 
 
 def test_row_key_orders_submodules():
@@ -263,6 +265,16 @@ def test_render_grid_and_large_circuit(tmp_path):
 
 
 @needs_dot
+def test_large_circuit_figure_stays_readable():
+    """A 450-node circuit: rows capped at 20, so the figure is a few thousand pixels wide, not ten thousand."""
+    import struct
+
+    png = render(synthetic(450, 2000, seed=3), "png")
+    width, height = struct.unpack(">II", png[16:24])
+    assert width < 3500 and height < 3000, (width, height)
+
+
+@needs_dot
 def test_tricky_labels_render_escaped_svg():
     c = apply_labels(small(provenance={"saes": [{"submodule": "attn_0", "neuronpedia_id": "m/1-att"}]}), "neuronpedia")
     c.nodes[2].label = TRICKY
@@ -279,8 +291,98 @@ def test_tricky_labels_render_escaped_svg():
 
 
 @needs_dot
-def test_repr_mimebundle_svg():
-    assert small()._repr_mimebundle_()["image/svg+xml"].lstrip().startswith("<?xml")
+def test_repr_mimebundle_shows_summary_and_pruned_figure():
+    c = synthetic(450, 2000)
+    bundle = c._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"} and bundle["text/plain"] == c.summary()
+    page = bundle["text/html"]
+    assert page.startswith("<pre>nodes: 450") and "<svg" in page and "<?xml" not in page and "digraph" not in page
+    assert "+" in page and "more" in page and "showing" in page  # rows capped, the title says so
+    drawn = page.count('class="node"')
+    assert drawn <= 13 * 20 + 13 + 13 + 3  # 13 rows: 20 nodes a row, "+N more" markers, row names, y, its row name, legend
+    assert repr(c).startswith("<Circuit logit_diff (ig, sum): 450 nodes, ") and len(repr(c)) < 120
+
+
+# --- figures that scale ------------------------------------------------------------------------------------
+
+def test_nodes_without_edges_left_out_unless_kept():
+    c = small()
+    c.nodes.append(feat("mlp_0", 99, 0.7))
+    text = circuit_to_dot(c)
+    assert '"mlp_0/99"' not in text and "showing 7 of 8 nodes (1 without edges hidden)" in unq(graph_attrs(parse(text))["label"])
+    assert '"mlp_0/99"' in circuit_to_dot(c, keep_isolated=True)
+    no_edges = small()
+    no_edges.edges = []
+    assert '"mlp_0/3"' in circuit_to_dot(no_edges)  # a nodes-only circuit keeps its nodes
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "none"])
+def test_row_cap_keeps_the_strongest_with_a_marker(aggregation):
+    c = synthetic(200, 900, seed=1)
+    if aggregation == "none":
+        for i, n in enumerate(c.nodes[1:]):
+            n.position = i % 4
+    g = parse(circuit_to_dot(c, max_nodes_per_row=5))
+    nodes = all_nodes(g)
+    for sub in {n.submodule for n in c.nodes if n.kind != "metric"}:
+        row = sorted((n for n in c.nodes if n.submodule == sub), key=lambda n: -abs(n.effect))
+        linked = {e.source for e in c.edges} | {e.target for e in c.edges}
+        row = [n for n in row if n.id in linked]
+        shown = [n for n in row if n.id in nodes]
+        assert [n.id for n in shown] == [n.id for n in row[:5]] or {n.id for n in shown} == {n.id for n in row[:5]}
+        head = unq(nodes[f"row:{sub}"].get("label"))
+        assert head == (f"{sub}\\n+{len(row) - 5} more" if len(row) > 5 else sub)
+    visible = [e for e in all_edges(g) if e.get("style") != "invis"]
+    assert all(unq(e.get_source()) in nodes and unq(e.get_destination()) in nodes for e in visible)
+    assert "top 5 per row by |effect|" in unq(graph_attrs(g)["label"])
+
+
+def test_wrap_stacks_long_rows():
+    c = synthetic(120, 300, n_layers=1, seed=2)
+    g = parse(circuit_to_dot(c, wrap=8, keep_isolated=True))
+    rows = [unq(s.get_name()) for s in g.get_subgraphs() if s.get("rank") == "same"]
+    n_mlp = sum(n.submodule == "mlp_0" for n in c.nodes)
+    assert rows.count("row_mlp_0") == 1 and sum(r.startswith("row_mlp_0_") for r in rows) == -(-n_mlp // 8) - 1
+    sizes = [len([n for n in s.get_nodes() if "/" in unq(n.get_name())]) for s in g.get_subgraphs()
+             if unq(s.get_name()).startswith("row_mlp_0")]
+    assert max(sizes) <= 8 and sum(sizes) == n_mlp
+    grid = small("none")
+    for i in range(12):
+        grid.nodes.append(feat("mlp_0", 100 + i, 0.2 + i / 100, 1))
+        grid.edges.append(Edge(f"mlp_0/{100 + i}@1", "resid_0/40@2", 0.1))
+    nodes = all_nodes(parse(circuit_to_dot(grid, wrap=4)))
+    ys = {float(unq(nodes[f"mlp_0/{100 + i}@1"].get("pos")).split(",")[1].rstrip("!")) for i in range(12)}
+    assert len(ys) == 4  # 13 nodes in one cell, four a line: four lines
+
+
+def test_legend_and_sign_without_colour():
+    c = small()
+    g = parse(circuit_to_dot(c))
+    legend = unq(all_nodes(g)["legend"].get("label"))
+    for word in ("feature", "SAE error", "metric", "positive", "negative", "|weight|", "dashed"):
+        assert word in legend
+    assert "legend" not in all_nodes(parse(circuit_to_dot(c, legend=False)))
+    visible = {(unq(e.get_source()), unq(e.get_destination())): e for e in all_edges(g) if e.get("style") != "invis"}
+    assert visible[("attn_0/12", "resid_0/40")].get("style") == "dashed"  # negative
+    assert visible[("embed/7", "attn_0/12")].get("style") is None
+    assert "dashed" in unq(all_nodes(g)["resid_0/40"].get("style")) and all_nodes(g)["mlp_0/3"].get("style") is None
+
+
+def _simulate(rgb_, kind):
+    """Colour-vision deficiency on linear RGB (Machado et al. 2009, severity 1)."""
+    m = {"protan": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+         "deutan": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+         "tritan": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]]}[kind]
+    lin = [(c / 255) ** 2.2 for c in rgb_]
+    return [max(0.0, min(1.0, sum(m[i][j] * lin[j] for j in range(3)))) ** (1 / 2.2) * 255 for i in range(3)]
+
+
+def test_edge_colours_stay_apart_for_colour_blind_readers():
+    from sfc_plugin.export.dot import NEG_RGB, POS_RGB
+
+    for kind in ("protan", "deutan", "tritan"):
+        p, n = _simulate(POS_RGB, kind), _simulate(NEG_RGB, kind)
+        assert sum((a - b) ** 2 for a, b in zip(p, n)) ** 0.5 > 80, kind
 
 
 def test_missing_binary(monkeypatch, tmp_path, capsys):
@@ -289,7 +391,7 @@ def test_missing_binary(monkeypatch, tmp_path, capsys):
         render(small(), "svg")
     msg = str(info.value)
     assert "\n" not in msg and "apt-get install graphviz" in msg and "brew install graphviz" in msg and "--format dot" in msg
-    assert small()._repr_mimebundle_() == {"text/plain": small().to_dot()}
+    assert small()._repr_mimebundle_() == {"text/plain": small().summary()}
     path = tmp_path / "c.json"
     small().to_json(path)
     assert main(["export", str(path), "--format", "png", "-o", str(tmp_path / "c.png")]) == 2
@@ -412,3 +514,66 @@ def test_cli_bad_circuit_file_exit_2(tmp_path, capsys):
     (tmp_path / "bad.json").write_text('{"schema": "other"}', encoding="utf-8")
     assert main(["export", str(tmp_path / "bad.json"), "--format", "dot"]) == 2
     assert capsys.readouterr().err.count("\n") == 2
+
+
+# --- command-line ergonomics ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def csv_plugin():
+    """An in-process plugin (``get_plugin_manager().register(module)``): a ``csv`` exporter and a label provider."""
+    import types
+
+    from sfc_plugin import get_plugin_manager, hookimpl
+
+    def export_csv(circuit, path, **_options):
+        lines = ["id,effect"] + [f"{n.id},{n.effect}" for n in circuit.nodes]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def prefixed(circuit, prefix="f", upper=False):
+        return {n.id: (f"{prefix}{n.feature}".upper() if upper else f"{prefix}{n.feature}") for n in circuit.nodes
+                if n.kind == "feature"}
+
+    mod = types.ModuleType("csv_plugin_for_tests")
+    mod.sfc_exporters = hookimpl(lambda: {"csv": export_csv})
+    mod.sfc_label_providers = hookimpl(lambda: {"prefixed": prefixed})
+    pm = get_plugin_manager()
+    pm.register(mod)
+    yield mod
+    pm.unregister(mod)
+
+
+def test_cli_infers_a_plugin_format_from_the_suffix(tmp_path, csv_plugin):
+    path = tmp_path / "circuit.json"
+    small().to_json(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "nodes.csv")]) == 0
+    assert (tmp_path / "nodes.csv").read_text(encoding="utf-8").startswith("id,effect\ny,2.0\n")
+    assert main(["export", str(path), "-o", str(tmp_path / "g.neuronpedia.json")]) == 0
+    assert "nodes" in json.loads((tmp_path / "g.neuronpedia.json").read_text(encoding="utf-8"))
+    assert main(["export", str(path), "-o", str(tmp_path / "x.unknownfmt")]) == 2
+
+
+def test_cli_label_options(tmp_path, csv_plugin, capsys):
+    path = tmp_path / "circuit.json"
+    small().to_json(path)
+    out = tmp_path / "labelled.json"
+    assert main(["export", str(path), "-o", str(out), "--labels", "prefixed", "--label-option", "prefix=feat-",
+                 "--label-option", "upper=true"]) == 0
+    assert Circuit.from_json(out).node("mlp_0/3").label == "FEAT-3"
+    assert main(["export", str(path), "-o", str(out), "--labels", "prefixed", "--label-option", "colour=red"]) == 2
+    assert "colour" in capsys.readouterr().err
+    assert main(["export", str(path), "-o", str(out), "--labels", "prefixed", "--label-option", "no-equals"]) == 2
+    assert main(["export", str(path), "-o", str(out), "--label-option", "prefix=x"]) == 2  # needs --labels
+
+
+def test_cli_figure_options(tmp_path):
+    path = tmp_path / "circuit.json"
+    c = synthetic(120, 400, seed=4)
+    c.to_json(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "c.dot"), "--max-nodes-per-row", "3", "--wrap", "2",
+                 "--no-legend", "--keep-isolated"]) == 0
+    g = parse((tmp_path / "c.dot").read_text(encoding="utf-8"))
+    nodes = all_nodes(g)
+    assert "legend" not in nodes and sum("/" in n for n in nodes) == 3 * 13
+    assert any(unq(s.get_name()).endswith("_1") for s in g.get_subgraphs())  # wrapped
+    for bad in (["--max-nodes-per-row", "0"], ["--wrap", "0"]):
+        assert main(["export", str(path), "-o", str(tmp_path / "d.dot"), *bad]) == 2

@@ -7,9 +7,15 @@
   tokens underneath (``provenance["tokens"]``, else position numbers); coordinates are computed here
   and pinned (``layout=neato``), so columns line up exactly.
 
-Fill colour: blue positive, red negative, white near zero, scaled to the largest |effect|; error
-nodes are triangles; edges are coloured by sign, with width and opacity by |weight|. Every string
-that reaches DOT goes through :func:`quote` / :func:`text`.
+Figures of real circuits stay readable: nodes without edges are left out (``keep_isolated=True`` keeps
+them), each row can be capped to its strongest nodes with a "+N more" marker (``max_nodes_per_row``) or
+wrapped onto several lines (``wrap``), edges capped to the strongest (``max_edges``), and the title says what
+was left out. A legend explains node kinds, fill, edge sign and weight scale.
+
+Colours are Okabe–Ito blue (positive) and vermillion (negative), distinguishable with the common colour-vision
+deficiencies; sign is also drawn without colour (negative edges and node outlines dashed), so greyscale prints
+keep it. Fill shades from white with |effect|; edge width and opacity grow with |weight|. Error nodes are
+triangles. Every string that reaches DOT goes through :func:`quote` / :func:`text`.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ import textwrap
 
 from ..errors import SFCError
 
-POS_RGB, NEG_RGB = (33, 102, 172), (178, 24, 43)  # edge colours (blue, red)
-POS_FILL, NEG_FILL = (67, 147, 195), (214, 96, 77)  # full-strength node fills
+POS_RGB, NEG_RGB = (0, 114, 178), (213, 94, 0)  # edge colours: Okabe–Ito blue and vermillion
+POS_FILL, NEG_FILL = (0, 114, 178), (213, 94, 0)  # full-strength node fills
 _KIND_ORDER = {"embed": 0, "attn": 1, "mlp": 2, "resid": 3}
 _SUBMODULE = re.compile(r"^(embed|attn|mlp|resid)(?:_(-?\d+))?$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -58,7 +64,7 @@ def rgb(color: tuple[int, int, int], alpha: float | None = None) -> str:
 
 
 def fill(effect: float | None, scale: float) -> str:
-    """White at zero, shading to blue (positive) or red (negative) at ±``scale``."""
+    """White at zero, shading to blue (positive) or vermillion (negative) at ±``scale``."""
     a = 0.0 if not scale or effect is None else max(-1.0, min(1.0, effect / scale))
     base = POS_FILL if a >= 0 else NEG_FILL
     return rgb(tuple(255 + (c - 255) * abs(a) for c in base))
@@ -92,9 +98,11 @@ def _node_stmt(node, scale: float, info: dict, extra: str = "") -> str:
     if info.get("tooltip"):
         tip += f"\n{info['tooltip']}"
     error = node.kind == "error"
+    negative = node.effect is not None and node.effect < 0
     attrs = _attrs(label=text("\n".join(_lines(node))), shape="triangle" if error else "box",
                    fixedsize="true" if error else None, width="0.42" if error else None, height="0.32" if error else None,
                    fillcolor=quote(fill(node.effect, scale)),
+                   style=quote("filled,dashed") if negative else None, penwidth="1.1" if negative else None,
                    fontcolor=quote("white") if a > 0.6 else None, tooltip=text(tip),
                    URL=quote(info["url"]) if info.get("url") else None,
                    target=quote("_blank") if info.get("url") else None)
@@ -108,25 +116,60 @@ def _metric_stmt(node, circuit, extra: str = "") -> str:
             f"{extra}];")
 
 
+def edge_width(r: float) -> float:
+    """Pen width of an edge whose |weight| is ``r`` times the largest."""
+    return 0.4 + 3.1 * r
+
+
 def _edge_stmts(circuit) -> list[str]:
     wmax = max((abs(e.weight) for e in circuit.edges), default=0.0) or 1.0
     out = []
     for e in sorted(circuit.edges, key=lambda e: (e.source, e.target)):
         r = min(1.0, abs(e.weight) / wmax)
-        color = rgb(POS_RGB if e.weight >= 0 else NEG_RGB, 0.25 + 0.75 * r)
-        attrs = _attrs(color=quote(color), penwidth=f"{0.3 + 3.2 * r:.2f}",
+        color = rgb(POS_RGB if e.weight >= 0 else NEG_RGB, 0.55 + 0.45 * r)
+        attrs = _attrs(color=quote(color), penwidth=f"{edge_width(r):.2f}", style="dashed" if e.weight < 0 else None,
                        tooltip=text(f"{e.source} → {e.target}: {e.weight:+.4g}"))
         out.append(f"  {quote(e.source)} -> {quote(e.target)} [{attrs}];")
     return out
 
 
+def _legend_label(circuit) -> str:
+    """An HTML-like table: node kinds, fill scale, edge sign and the weight scale (numbers only: nothing to escape)."""
+    scale = max((abs(n.effect) for n in circuit.nodes if n.kind != "metric" and n.effect is not None), default=0.0)
+    wmax = max((abs(e.weight) for e in circuit.edges), default=0.0)
+    pos, neg = rgb(POS_RGB), rgb(NEG_RGB)
+    rows = ['<tr><td align="left" colspan="4"><b>legend</b></td></tr>',
+            '<tr><td align="left" colspan="4">□ feature (SAE index) · ▲ SAE error · ◯ metric</td></tr>',
+            f'<tr><td align="left">effect</td><td bgcolor="{fill(-scale, scale)}"><font color="white">−{scale:.3g}</font></td>'
+            f'<td bgcolor="#ffffff" border="1">0</td><td bgcolor="{fill(scale, scale)}"><font color="white">+{scale:.3g}</font>'
+            '</td></tr>',
+            '<tr><td align="left" colspan="4">negative: dashed outline / dashed edge</td></tr>',
+            f'<tr><td align="left">edge</td><td colspan="3" align="left"><font color="{pos}">━━ positive</font>  '
+            f'<font color="{neg}">╍╍ negative</font></td></tr>']
+    if wmax:
+        steps = [0.1, 0.5, 1.0]
+        cells = "  ".join(f'<font point-size="{6 + 6 * r:.0f}">━</font> {r * wmax:.2g}' for r in steps)
+        rows.append(f'<tr><td align="left">|weight|</td><td colspan="3" align="left">{cells}</td></tr>')
+    return ('<<table border="1" color="#bbbbbb" cellborder="0" cellspacing="1" cellpadding="2">'
+            + "".join(rows) + "</table>>")
+
+
+def _legend_stmt(circuit, extra: str = "") -> str:
+    return (f"{quote('legend')} [label={_legend_label(circuit)}, shape=plaintext, style=\"\", fontsize=9, "
+            f"fillcolor=\"white\"{extra}];")
+
+
+def _title(circuit, note: str) -> str:
+    head = (f"{circuit.metric} ({circuit.method}, {circuit.aggregation}) · |effect| > {circuit.node_threshold:g}"
+            f" · |weight| > {circuit.edge_threshold:g}")
+    return head + (f"\n{note}" if note else "")
+
+
 def _header(circuit, layout: str | None, note: str = "") -> list[str]:
-    title = (f"{circuit.metric} ({circuit.method}, {circuit.aggregation}) · |effect| > {circuit.node_threshold:g}"
-             f" · |weight| > {circuit.edge_threshold:g}{note}")
     graph = _attrs(layout=layout, rankdir="BT" if layout is None else None, newrank="true" if layout is None else None,
                    inputscale="72" if layout else None, overlap="true" if layout else None,
                    splines="true", nodesep="0.1", ranksep="0.45", outputorder="edgesfirst", fontname=quote("Helvetica"),
-                   label=text(title), labelloc="t", fontsize="12", bgcolor=quote("white"))
+                   label=text(_title(circuit, note)), labelloc="t", fontsize="12", bgcolor=quote("white"))
     return ["digraph circuit {", f"  graph [{graph}];",
             '  node [style="filled", fontname="Helvetica", fontsize=9, shape=box, height=0.25, width=0.3, '
             'margin="0.05,0.02", penwidth=0.6, color="#555555"];',
@@ -145,34 +188,61 @@ def _infos(circuit) -> dict:
     return dict(circuit.provenance.get("node_info") or {})
 
 
-def _ranked(circuit, order: str, note: str) -> list[str]:
+def _strength(node) -> tuple:
+    return (-abs(node.effect or 0.0),) + node_sort_key(node)
+
+
+def _more_label(count: int) -> str:
+    return f"+{count} more"
+
+
+def _more_tooltip(sub: str, hidden: tuple[int, float]) -> str:
+    return f"{hidden[0]} more nodes in {sub}, each with |effect| ≤ {hidden[1]:.3g} (raise --max-nodes-per-row to show them)"
+
+
+def _ranked(circuit, order: str, note: str, hidden: dict, wrap: int | None, legend: bool) -> list[str]:
     """``aggregation="sum"``: one rank per submodule; ``dot`` lays it out.
 
     ``order="layout"`` lets ``dot`` order each row to cut edge crossings (deterministic: nodes are declared
-    in index order); ``order="index"`` pins rows to feature-index order with invisible flat edges.
+    in index order); ``order="index"`` pins rows to feature-index order with invisible flat edges. ``wrap``
+    splits longer rows into stacked ranks (strongest |effect| first).
     """
     scale = max((abs(n.effect) for n in circuit.nodes if n.kind != "metric" and n.effect is not None), default=0.0)
     infos, rows = _infos(circuit), _rows(circuit)
     lines = _header(circuit, None, note)
     spine = []
-    for sub, nodes in rows.items():
-        head = f"row:{sub}"
-        spine.append(head)
-        lines.append(f"  subgraph {quote('row_' + sub)} {{ rank=same;")
-        lines.append(f"    {quote(head)} [label={text(sub)}, shape=plaintext, style=\"\", fontsize=11, group=rows];")
-        lines += [f"    {_node_stmt(n, scale, infos.get(n.id, {}))}" for n in nodes]
-        if order == "index":
-            lines.append(f"    {' -> '.join(quote(x) for x in [head] + [n.id for n in nodes])} [style=invis];")
-        else:  # the row name left of every node, the nodes' order left to dot
-            lines += [f"    {quote(head)} -> {quote(n.id)} [style=invis];" for n in nodes]
-        lines.append("  }")
+    for sub, row in rows.items():
+        chunks = [row]
+        if wrap and len(row) > wrap:
+            by_strength = sorted(row, key=_strength)
+            chunks = [sorted(by_strength[i:i + wrap], key=node_sort_key) for i in range(0, len(row), wrap)]
+        for k, nodes in enumerate(chunks):
+            head = f"row:{sub}" + (f":{k}" if k else "")
+            name = sub if k == 0 else f"{sub} (cont.)"
+            tip = None
+            if sub in hidden and k == 0:  # the "+N more" marker under the row's name, where it cannot drift
+                name += f"\n{_more_label(hidden[sub][0])}"
+                tip = f", tooltip={text(_more_tooltip(sub, hidden[sub]))}"
+            spine.append(head)
+            lines.append(f"  subgraph {quote('row_' + sub + (f'_{k}' if k else ''))} {{ rank=same;")
+            lines.append(f"    {quote(head)} [label={text(name)}, shape=plaintext, style=\"\", fontsize=11, group=rows{tip or ''}];")
+            lines += [f"    {_node_stmt(n, scale, infos.get(n.id, {}))}" for n in nodes]
+            if order == "index":
+                lines.append(f"    {' -> '.join(quote(x) for x in [head] + [n.id for n in nodes])} [style=invis];")
+            else:  # the row name left of every node, the nodes' order left to dot
+                lines += [f"    {quote(head)} -> {quote(n.id)} [style=invis];" for n in nodes]
+            lines.append("  }")
     metric = [n for n in circuit.nodes if n.kind == "metric"]
-    if metric:
+    if metric or legend:
         spine.append("row:y")
         lines.append(f"  subgraph {quote('row_y')} {{ rank=same;")
-        lines.append(f"    {quote('row:y')} [label={text('metric')}, shape=plaintext, style=\"\", fontsize=11, group=rows];")
+        lines.append(f"    {quote('row:y')} [label={text('metric' if metric else '')}, shape=plaintext, style=\"\", "
+                     "fontsize=11, group=rows];")
         lines += [f"    {_metric_stmt(n, circuit)}" for n in metric]
-        lines.append(f"    {' -> '.join(quote(x) for x in ['row:y'] + [n.id for n in metric])} [style=invis];")
+        if legend:
+            lines.append(f"    {_legend_stmt(circuit)}")
+        chain = ["row:y"] + [n.id for n in metric] + (["legend"] if legend else [])
+        lines.append(f"    {' -> '.join(quote(x) for x in chain)} [style=invis];")
         lines.append("  }")
     if len(spine) > 1:
         lines.append(f"  {' -> '.join(quote(x) for x in spine)} [style=invis];")
@@ -184,8 +254,10 @@ def _width(node) -> float:
     return 30.0 if node.kind == "error" else max(24.0, 5.2 * max(len(s) for s in _lines(node)) + 10.0)
 
 
-def _grid(circuit, note: str) -> list[str]:
-    """Positions kept: one column per position, one row per submodule; coordinates pinned in points."""
+def _grid(circuit, note: str, hidden: dict, wrap: int | None, legend: bool) -> list[str]:
+    """Positions kept: one column per position, one row per submodule; coordinates pinned in points.
+
+    ``wrap`` stacks a cell's nodes in lines of at most ``wrap`` (strongest first)."""
     scale = max((abs(n.effect) for n in circuit.nodes if n.kind != "metric" and n.effect is not None), default=0.0)
     infos, rows = _infos(circuit), _rows(circuit)
     positions = sorted({n.position for ns in rows.values() for n in ns if n.position is not None})
@@ -194,44 +266,56 @@ def _grid(circuit, note: str) -> list[str]:
         positions = [0]
     if isinstance(tokens, list) and tokens:
         positions = sorted(set(positions) | set(range(len(tokens))))
-    cells = {(sub, n.position if n.position is not None else positions[-1]): [] for sub, ns in rows.items() for n in ns}
+    cells: dict[tuple, list] = {}
     for sub, ns in rows.items():
         for n in ns:
-            cells[(sub, n.position if n.position is not None else positions[-1])].append(n)
-    gap, col_gap, row_h = 6.0, 22.0, 62.0
+            cells.setdefault((sub, n.position if n.position is not None else positions[-1]), []).append(n)
+    per_line = wrap or max([1] + [len(c) for c in cells.values()])
+    lines_of = {key: [sorted(c, key=_strength)[i:i + per_line] for i in range(0, len(c), per_line)]
+                for key, c in cells.items()}
+    lines_of = {key: [sorted(line, key=node_sort_key) for line in ls] for key, ls in lines_of.items()}
+    gap, col_gap, row_h, line_h = 6.0, 22.0, 62.0, 30.0
 
     def token_text(p: int) -> str:
         tok = tokens[p] if isinstance(tokens, list) and 0 <= p < len(tokens) else None
         return f"{tok!s}\n{p}" if tok is not None else f"pos {p}"
 
+    def line_width(line) -> float:
+        return sum(_width(n) for n in line) + gap * max(0, len(line) - 1)
+
     col_x, x = {}, 0.0
     for p in positions:
-        widths = [sum(_width(n) for n in cells.get((sub, p), [])) + gap * max(0, len(cells.get((sub, p), [])) - 1)
-                  for sub in rows]
+        widths = [line_width(line) for sub in rows for line in lines_of.get((sub, p), [])]
         tok_w = 5.6 * max(len(s) for s in token_text(p).split("\n")) + 8
         w = max([tok_w, 30.0] + widths)
         col_x[p] = (x, w)
         x += w + col_gap
+    right = x
     lines = _header(circuit, "neato", note)
     pin = lambda px, py: quote(f"{px:.1f},{py:.1f}!")  # noqa: E731
-    for r, (sub, ns) in enumerate(rows.items()):
-        y = r * row_h
-        lines.append(f"  {quote('row:' + sub)} [label={text(sub)}, shape=plaintext, style=\"\", fontsize=11, pos={pin(-50, y)}];")
+    y = 0.0
+    for sub, ns in rows.items():
+        n_lines = max([1] + [len(lines_of.get((sub, p), [])) for p in positions])
+        name, tip = sub, ""
+        if sub in hidden:  # the "+N more" marker under the row's name
+            name, tip = f"{sub}\n{_more_label(hidden[sub][0])}", f", tooltip={text(_more_tooltip(sub, hidden[sub]))}"
+        lines.append(f"  {quote('row:' + sub)} [label={text(name)}, shape=plaintext, style=\"\", fontsize=11, "
+                     f"pos={pin(-50, y + line_h * (n_lines - 1) / 2)}{tip}];")
         for p in positions:
-            cell = cells.get((sub, p), [])
-            if not cell:
-                continue
             left, w = col_x[p]
-            total = sum(_width(n) for n in cell) + gap * (len(cell) - 1)
-            cx = left + (w - total) / 2
-            for n in cell:
-                nw = _width(n)
-                lines.append("  " + _node_stmt(n, scale, infos.get(n.id, {}), f", pos={pin(cx + nw / 2, y)}"))
-                cx += nw + gap
-    top = len(rows) * row_h
+            for k, line in enumerate(lines_of.get((sub, p), [])):
+                cx = left + (w - line_width(line)) / 2
+                for n in line:
+                    nw = _width(n)
+                    lines.append("  " + _node_stmt(n, scale, infos.get(n.id, {}), f", pos={pin(cx + nw / 2, y + k * line_h)}"))
+                    cx += nw + gap
+        y += row_h + line_h * (n_lines - 1)
+    top = y
     last_left, last_w = col_x[positions[-1]]
     for n in (n for n in circuit.nodes if n.kind == "metric"):
         lines.append("  " + _metric_stmt(n, circuit, f", pos={pin(last_left + last_w / 2, top)}"))
+    if legend:
+        lines.append("  " + _legend_stmt(circuit, f", pos={pin(70, top + 25)}"))  # top left, above the rows
     for p in positions:
         left, w = col_x[p]
         lines.append(f"  {quote(f'tok:{p}')} [label={text(token_text(p))}, shape=plaintext, style=\"\", fontsize=10, "
@@ -244,19 +328,88 @@ def auto_max_edges(circuit) -> int:
     return max(150, 3 * len(circuit.nodes))
 
 
-def circuit_to_dot(circuit, order: str = "layout", max_edges: int | str | None = None) -> str:
+AUTO_NODES_PER_ROW = 20  # figures: at most this many nodes per submodule row unless asked otherwise
+
+
+def figure_view(circuit, max_nodes_per_row: int | str | None = None, keep_isolated: bool = False,
+                max_edges: int | str | None = None) -> tuple:
+    """What a figure shows: ``(circuit, hidden, note)``.
+
+    Drops nodes without edges (unless ``keep_isolated`` or the circuit has no edges), keeps each row's
+    ``max_nodes_per_row`` strongest nodes (``"auto"``: ``AUTO_NODES_PER_ROW``; ``hidden``: ``{submodule: (count, largest hidden |effect|)}``), then
+    the ``max_edges`` strongest edges among what remains (``"auto"``: :func:`auto_max_edges`). ``note`` says
+    what was left out, for the title.
+    """
+    if max_nodes_per_row == "auto":
+        max_nodes_per_row = AUTO_NODES_PER_ROW
+    if max_nodes_per_row is not None and int(max_nodes_per_row) < 1:
+        raise SFCError(f"max_nodes_per_row must be at least 1, got {max_nodes_per_row!r}")
+    body = [n for n in circuit.nodes if n.kind != "metric"]
+    total = len(body)
+    notes, isolated = [], 0
+    if not keep_isolated and circuit.edges:
+        linked = {e.source for e in circuit.edges} | {e.target for e in circuit.edges}
+        kept = [n for n in body if n.id in linked]
+        isolated = total - len(kept)
+        body = kept
+    hidden: dict[str, tuple[int, float]] = {}
+    if max_nodes_per_row is not None:
+        rows: dict[str, list] = {}
+        for n in body:
+            rows.setdefault(n.submodule or "?", []).append(n)
+        body = []
+        for sub, ns in rows.items():
+            ns = sorted(ns, key=_strength)
+            body += ns[: int(max_nodes_per_row)]
+            rest = ns[int(max_nodes_per_row):]
+            if rest:
+                hidden[sub] = (len(rest), abs(rest[0].effect or 0.0))
+    shown = {n.id for n in body} | {n.id for n in circuit.nodes if n.kind == "metric"}
+    if len(body) < total:
+        what = []
+        if hidden:
+            what.append(f"top {int(max_nodes_per_row)} per row by |effect|")
+        if isolated:
+            what.append(f"{isolated} without edges hidden")
+        notes.append(f"showing {len(body)} of {total} nodes ({', '.join(what)})")
+    edges = [e for e in circuit.edges if e.source in shown and e.target in shown]
+    view = dataclasses.replace(circuit, nodes=[n for n in circuit.nodes if n.id in shown], edges=edges)
+    limit = auto_max_edges(view) if max_edges == "auto" else max_edges
+    if limit is not None and 0 <= int(limit) < len(edges):
+        ranked = sorted(edges, key=lambda e: (-abs(e.weight), e.source, e.target))
+        best: dict[str, object] = {}  # each shown node's strongest edge, so no shown node loses all its edges
+        for e in ranked:
+            best.setdefault(e.source, e)
+            best.setdefault(e.target, e)
+        chosen = {id(e) for e in best.values()}
+        per_node = len(chosen) <= int(limit)
+        if not per_node:  # an explicit budget below one edge per node: the strongest, plainly
+            chosen = set()
+        for e in ranked:
+            if len(chosen) >= int(limit):
+                break
+            chosen.add(id(e))
+        kept_edges = [e for e in ranked if id(e) in chosen]
+        notes.append(f"strongest {len(kept_edges)} of {len(edges)} edges" + (", at least one per node" if per_node else ""))
+        view = dataclasses.replace(view, edges=kept_edges)
+    return view, hidden, " · ".join(notes)
+
+
+def circuit_to_dot(circuit, order: str = "layout", max_edges: int | str | None = None,
+                   max_nodes_per_row: int | str | None = None, wrap: int | None = None, keep_isolated: bool = False,
+                   legend: bool = True) -> str:
     """Deterministic DOT (same circuit → byte-identical text); needs no Graphviz binary.
 
     ``order`` (``"layout"`` or ``"index"``) applies to ranked (``aggregation="sum"``) figures, see :func:`_ranked`.
-    ``max_edges`` keeps only the strongest edges (``"auto"``: :func:`auto_max_edges`); the title says so.
+    ``max_edges``, ``max_nodes_per_row``, ``keep_isolated``: see :func:`figure_view`; the title says what was left
+    out. ``wrap``: rows longer than this continue on further lines. ``legend``: draw the legend.
     """
     if order not in ("layout", "index"):
         raise SFCError(f"unknown node order {order!r} (known: layout, index)")
-    limit = auto_max_edges(circuit) if max_edges == "auto" else max_edges
-    note = ""
-    if limit is not None and 0 <= int(limit) < len(circuit.edges):
-        kept = sorted(circuit.edges, key=lambda e: (-abs(e.weight), e.source, e.target))[: int(limit)]
-        note = f" · strongest {len(kept)} of {len(circuit.edges)} edges"
-        circuit = dataclasses.replace(circuit, edges=kept)
-    positional = circuit.aggregation == "none" or any(n.position is not None for n in circuit.nodes)
-    return "\n".join(_grid(circuit, note) if positional else _ranked(circuit, order, note)) + "\n"
+    if wrap is not None and int(wrap) < 1:
+        raise SFCError(f"wrap must be at least 1 node per line, got {wrap!r}")
+    view, hidden, note = figure_view(circuit, max_nodes_per_row, keep_isolated, max_edges)
+    positional = view.aggregation == "none" or any(n.position is not None for n in view.nodes)
+    wrap = int(wrap) if wrap else None
+    body = _grid(view, note, hidden, wrap, legend) if positional else _ranked(view, order, note, hidden, wrap, legend)
+    return "\n".join(body) + "\n"

@@ -19,11 +19,14 @@ def dot_binary() -> str | None:
     return shutil.which("dot")
 
 
-def render(circuit_or_dot, fmt: str = "svg", timeout: float | None = 600, max_edges="auto", order: str = "layout") -> bytes:
+def render(circuit_or_dot, fmt: str = "svg", timeout: float | None = 600, max_edges="auto", order: str = "layout",
+           max_nodes_per_row="auto", wrap: int | None = None, keep_isolated: bool = False, legend: bool = True) -> bytes:
     """The rendered figure as bytes; ``circuit_or_dot`` is a Circuit or DOT text.
 
-    A figure shows at most ``max_edges`` edges, the strongest (``"auto"``: three per node, at least 150;
-    ``None``: all), so that dense circuits stay readable; the figure's title says when edges were left out.
+    So that real circuits stay readable, a figure shows at most ``max_nodes_per_row`` nodes per submodule row, the
+    strongest (``"auto"``: 20; ``None``: all), then at most ``max_edges`` edges, the strongest (``"auto"``: three
+    per node, at least 150; ``None``: all), and no node without edges unless ``keep_isolated``; the title says
+    what was left out. ``wrap`` continues rows longer than that on further lines.
     """
     if fmt not in FORMATS:
         raise SFCError(f"unknown figure format {fmt!r} (known: {', '.join(FORMATS)})")
@@ -35,7 +38,8 @@ def render(circuit_or_dot, fmt: str = "svg", timeout: float | None = 600, max_ed
     else:
         from .dot import circuit_to_dot
 
-        source = circuit_to_dot(circuit_or_dot, order=order, max_edges=max_edges)
+        source = circuit_to_dot(circuit_or_dot, order=order, max_edges=max_edges, max_nodes_per_row=max_nodes_per_row,
+                                wrap=wrap, keep_isolated=keep_isolated, legend=legend)
     args = [exe, f"-T{fmt}"] + (["-Gdpi=110"] if fmt == "png" else [])
     try:
         done = subprocess.run(args, input=source.encode("utf-8"), capture_output=True, timeout=timeout, check=False)
@@ -47,8 +51,10 @@ def render(circuit_or_dot, fmt: str = "svg", timeout: float | None = 600, max_ed
     return done.stdout
 
 
-def render_file(circuit, path, fmt: str | None = None, max_edges="auto", order: str = "layout", **_options) -> Path:
+def render_file(circuit, path, fmt: str | None = None, max_edges="auto", order: str = "layout", max_nodes_per_row="auto",
+                wrap: int | None = None, keep_isolated: bool = False, legend: bool = True, **_options) -> Path:
     """Render to ``path`` (format from ``fmt`` or the suffix), written atomically; see :func:`render`."""
     path = Path(path)
-    data = render(circuit, fmt or path.suffix.lstrip(".").lower(), max_edges=max_edges, order=order)
+    data = render(circuit, fmt or path.suffix.lstrip(".").lower(), max_edges=max_edges, order=order,
+                  max_nodes_per_row=max_nodes_per_row, wrap=wrap, keep_isolated=keep_isolated, legend=legend)
     return write_atomic(path, data)
