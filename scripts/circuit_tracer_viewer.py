@@ -178,7 +178,8 @@ def serve(graph_dir: Path, settle_ms: int = 4000):
         thread.join()
 
 
-def _chromium(args: list[str], hang_guard_s: float = 600) -> subprocess.CompletedProcess:
+def _chromium(args: list[str], hang_guard_s: float | None = None) -> subprocess.CompletedProcess:
+    """Headless Chromium; ``--virtual-time-budget`` makes it exit once the page has had 15 s of (virtual) time."""
     with tempfile.TemporaryDirectory() as profile:
         cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                "--no-first-run", "--disable-extensions", "--disable-background-networking", f"--user-data-dir={profile}",

@@ -17,7 +17,18 @@ DEFAULTS = {
 }
 
 
-def _load_config(path: str | None) -> dict:
+EVALUATE_DEFAULTS = {
+    "model": None, "sae": None, "data": None, "split": "test", "ablation": "mean", "thresholds": None,
+    "n_thresholds": 15, "start_layer": 0, "features_only": False, "n_examples": DEFAULTS["n_examples"],
+    "batch_size": None, "device": None, "out": "sfc-out", "allow_overlap": False,
+}
+COMMANDS = {"discover": DEFAULTS, "evaluate": EVALUATE_DEFAULTS}
+SHARED = ("model", "sae", "device", "batch_size")  # top-level keys of a discover config that other commands reuse
+
+
+def _load_config(path: str | None, command: str = "discover") -> dict:
+    """The ``[command]`` table of a TOML file, else its top-level keys (for evaluate: only those it shares with
+    discover — model, sae, device, batch_size — so one run.toml serves both)."""
     if not path:
         return {}
     try:
@@ -30,18 +41,69 @@ def _load_config(path: str | None) -> dict:
         raise SFCError(f"config file {path!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SFCError(f"config file {path!r} is not valid TOML ({exc})") from None
-    raw = raw.get("discover", raw)
-    config = {k.replace("-", "_"): v for k, v in raw.items()}
-    unknown = sorted(set(config) - set(DEFAULTS))
+    known = COMMANDS[command]
+    table = raw.get(command)
+    if table is not None and not isinstance(table, dict):
+        raise SFCError(f"config file {path!r}: {command!r} must be a table ([{command}])")
+    top = {k.replace("-", "_"): v for k, v in raw.items() if k not in COMMANDS}
+    if table is None and command != "discover":
+        unknown = sorted(set(top) - set(DEFAULTS) - set(known))
+        if unknown:
+            raise SFCError(f"config file {path!r}: unknown key {unknown[0]!r}")
+        return {k: v for k, v in top.items() if k in SHARED}
+    config = top if table is None else {k.replace("-", "_"): v for k, v in table.items()}
+    unknown = sorted(set(config) - set(known))
     if unknown:
-        raise SFCError(f"config file {path!r}: unknown key {unknown[0]!r}")
+        raise SFCError(f"config file {path!r}: unknown key {unknown[0]!r}" + (f" in [{command}]" if table is not None else ""))
     return config
 
 
-def _settings(args) -> dict:
-    """Command line over config file over defaults."""
-    config = _load_config(args.config)
-    return {k: getattr(args, k) if getattr(args, k, None) is not None else config.get(k, default) for k, default in DEFAULTS.items()}
+def _settings(args, command: str = "discover", fallback: dict | None = None) -> dict:
+    """Command line over config file over ``fallback`` (e.g. a circuit's provenance) over defaults."""
+    config = _load_config(args.config, command)
+    fallback = fallback or {}
+    return {k: getattr(args, k) if getattr(args, k, None) is not None else config.get(k, fallback.get(k, default))
+            for k, default in COMMANDS[command].items()}
+
+
+def _provenance_world(prov: dict) -> dict:
+    """``{"model", "sae"}`` specs recorded in a circuit's provenance; ``{}`` for the toy world."""
+    model = prov.get("model_source") or prov.get("model_spec")
+    saes = prov.get("sae_sources")
+    if not saes:
+        saes = [str(i["spec"]) for i in prov.get("saes") or [] if isinstance(i, dict) and i.get("spec")] or None
+    if model == "toy" or saes == "toy" or (model is None and saes is None and prov.get("model") == "sfc-toy"):
+        return {}
+    if model is None or not saes:
+        raise SFCError("the circuit does not record where its model and SAEs came from "
+                       f"(model {prov.get('model')!r}): give --model and --sae")
+    return {"model": str(model), "sae": [saes] if isinstance(saes, str) else [str(x) for x in saes]}
+
+
+def _fill_world(s: dict, prov: dict) -> dict:
+    """Model and SAE specs not given (command line or config) taken from the circuit's provenance."""
+    if s["model"] is None or not s["sae"]:
+        recorded = _provenance_world(prov)
+        s = dict(s, model=s["model"] or recorded.get("model"), sae=s["sae"] or recorded.get("sae"))
+    return s
+
+
+def _check_overlap(records: list[dict], prov: dict, data: str, split: str | None) -> None:
+    """Refuse evaluation pairs the circuit was discovered on (``provenance["pair_hashes"]``; older circuits:
+    the same dataset and split)."""
+    from .data import pair_fingerprint
+
+    used = set(prov.get("pair_hashes") or [])
+    if used:
+        overlap = sum(pair_fingerprint(r) in used for r in records)
+    else:
+        same_file = Path(str(data)).is_file() and str(data) == str(prov.get("dataset"))
+        same_split = str(data) == str(prov.get("dataset")) and split == prov.get("split")
+        overlap = len(records) if same_file or same_split else 0
+    if overlap:
+        where = f"{data}" + (f", split {split}" if split and not Path(str(data)).is_file() else "")
+        raise SFCError(f"{overlap} of the {len(records)} evaluation pairs ({where}) are pairs the circuit was "
+                       "discovered on: evaluate on held-out pairs (--data, --split) or pass --allow-overlap")
 
 
 def _load_world(model: str | None, sae, device: str | None, dtype: str | None = None, preset: str | None = None):
@@ -119,18 +181,25 @@ def cmd_evaluate(args) -> int:
 
     circuit = Circuit.from_json(args.circuit)
     prov = circuit.provenance
-    if args.model is None and not args.sae and not args.preset and prov.get("model_source") not in (None, "toy"):
-        raise SFCError(f"circuit was discovered on model {prov['model_source']!r}: give --model and --sae, or --preset")
-    (model, saes), _ = _load_world(args.model, args.sae, args.device, args.dtype, args.preset)
-    data = args.data or prov.get("dataset")
-    if not data or data == "(in memory)":
+    recorded = prov.get("dataset")
+    s = _settings(args, "evaluate", {"data": None if recorded in (None, "(in memory)") else recorded})
+    if not args.preset:
+        s = _fill_world(s, prov)
+    (model, saes), _ = _load_world(s["model"], s["sae"], s["device"], args.dtype, args.preset)
+    data = s["data"]
+    if not data:
         raise SFCError("the circuit does not name its dataset: give --data")
-    records = load_dataset(data, args.split or "test")  # held-out examples by default
-    result = evaluate(model, saes, circuit, records, ablation=args.ablation, thresholds=args.thresholds,
-                      n_thresholds=args.n_thresholds, start_layer=args.start_layer, include_errors=not args.features_only,
-                      n_examples=args.n_examples, batch_size=args.batch_size, progress=not args.quiet)
-    result.update(dataset=data, circuit_file=str(args.circuit))
-    paths = write_report(result, args.out, title=f"{data}: {args.ablation} ablation")
+    split = None if Path(str(data)).is_file() else s["split"]  # named datasets: the held-out split by default
+    records = load_dataset(data, split)
+    if s["n_examples"] is not None:
+        records = records[: int(s["n_examples"])]
+    if not s["allow_overlap"]:
+        _check_overlap(records, prov, data, split)
+    result = evaluate(model, saes, circuit, records, ablation=s["ablation"], thresholds=s["thresholds"],
+                      n_thresholds=s["n_thresholds"], start_layer=s["start_layer"], include_errors=not s["features_only"],
+                      batch_size=s["batch_size"], progress=not args.quiet)
+    result.update(dataset=data, split=split, circuit_file=str(args.circuit))
+    paths = write_report(result, s["out"], title=f"{data}: {s['ablation']} ablation")
     print(format_table(result))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
@@ -226,12 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_world_options(e, "model name or directory (default: the toy world)")
     e.add_argument("--data", help="dataset name or JSON-lines file (default: the circuit's dataset)")
     e.add_argument("--split", help="split of a named dataset (default test: held out from discovery)")
-    e.add_argument("--ablation", default="mean", help="mean, zero, resample or a plugin's (default mean)")
+    e.add_argument("--ablation", help="mean, zero, resample or a plugin's (default mean)")
     e.add_argument("--thresholds", type=float, nargs="+", help="node thresholds (default: log-spaced over the circuit's effects)")
-    e.add_argument("--n-thresholds", type=int, default=15, help="number of default thresholds (default 15)")
-    e.add_argument("--start-layer", type=int, default=0, help="never ablate submodules below this layer")
-    e.add_argument("--features-only", action="store_true", help="ablate every error term (features-only circuits)")
-    e.add_argument("--n-examples", type=int, help="use the first N examples")
+    e.add_argument("--n-thresholds", type=int, help="number of default thresholds (default 15)")
+    e.add_argument("--start-layer", type=int, help="never ablate submodules below this layer (default 0)")
+    e.add_argument("--features-only", action="store_true", default=None,
+                   help="ablate every error term (features-only circuits)")
+    e.add_argument("--n-examples", type=int, help=f"use the first N examples (default {DEFAULTS['n_examples']}, as discover)")
+    e.add_argument("--allow-overlap", action="store_true", default=None,
+                   help="evaluate even on pairs the circuit was discovered on (refused by default)")
     e.add_argument("--batch-size", type=int, help="examples per batch (default 32)")
     e.add_argument("-o", "--out", default="sfc-out", help="output directory (default ./sfc-out)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

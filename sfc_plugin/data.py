@@ -156,3 +156,13 @@ def tokenize(model, records: Sequence[dict], device=None) -> Batch:
 def sfc_datasets():
     """No built-in datasets beyond the toy world's (registered by ``sfc_plugin.toy.plugin``)."""
     return {}
+
+
+def pair_fingerprint(record: dict) -> str:
+    """A short hash of a pair record's prompts and answers: circuits record theirs (``provenance["pair_hashes"]``)
+    so that evaluation can tell held-out pairs from the ones a circuit was found on."""
+    import hashlib
+    import json
+
+    key = [record.get(k) for k in ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")]
+    return hashlib.sha256(json.dumps(key, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]

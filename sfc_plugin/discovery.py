@@ -13,7 +13,7 @@ import torch
 from .attribution.context import AttributionContext, NodeEffects
 from .attribution.edges import NodeSet, edge_effects
 from .circuit import Circuit, Edge, Node, node_id
-from .data import resolve_records, tokenize
+from .data import pair_fingerprint, resolve_records, tokenize
 from .errors import SFCError
 from .metrics import resolve_metric
 from .models import resolve_world, sae_label
@@ -220,6 +220,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     if sources:
         prov["sae_sources"] = sources
     prov["n_layers"] = int(model.cfg.n_layers)
+    prov["pair_hashes"] = [pair_fingerprint(r) for r in records]  # lets evaluation refuse these pairs
     prov["prompt"] = _prompt_info(model, subs, full, circuit_nodes)
     prov.update(provenance or {})
     return Circuit(circuit_nodes, circuit_edges, None if full.patch is None else total / n, metric_name, method_name,

@@ -115,14 +115,81 @@ def test_evaluate_command_writes_report(files, capsys):
     code, _, err = run(capsys, *base(files), "--method", "atp", "--node-threshold", "0.01")
     assert code == 0, err
     circuit = files / "out" / "circuit.json"
-    code, out, err = run(capsys, "evaluate", circuit, "--model", files / "model", "--sae", files / "saes",
-                         "--ablation", "zero", "--n-thresholds", "4", "-o", files / "eval", "-q")
+    held_out = write(files / "held_out.jsonl", make_records(12)[6:])
+    # model and SAEs from the circuit's provenance; the config file's [evaluate] table; held-out pairs
+    (files / "eval.toml").write_text("[evaluate]\nablation = 'zero'\nn-thresholds = 4\n")
+    code, out, err = run(capsys, "evaluate", circuit, "--data", held_out, "--config", files / "eval.toml",
+                         "-o", files / "eval", "-q")
     assert code == 0, err
     report = json.loads((files / "eval" / "faithfulness.json").read_text())
-    assert report["ablation"] == "zero" and len(report["points"]) >= 4 and report["dataset"] == str(files / "pairs.jsonl")
+    assert report["ablation"] == "zero" and len(report["points"]) >= 4 and report["dataset"] == str(held_out)
+    assert report["n_examples"] == 6
     assert "faithfulness" in out and (files / "eval" / "faithfulness.png").exists()
-    code, _, err = run(capsys, "evaluate", circuit, "--model", files / "model", "--sae", files / "saes", "--ablation", "nope")
+    code, _, err = run(capsys, "evaluate", circuit, "--data", held_out, "--ablation", "nope")
     assert code == 2 and "'nope'" in err
+
+
+def test_evaluate_refuses_the_discovery_pairs(files, capsys):
+    code, _, err = run(capsys, *base(files), "--method", "atp", "--node-threshold", "0.01", "--n-examples", "4")
+    assert code == 0, err
+    circuit = files / "out" / "circuit.json"
+    code, _, err = run(capsys, "evaluate", circuit, "-o", files / "eval", "-q")  # the circuit's own JSON-lines file
+    assert code == 2 and "4 of the 6 evaluation pairs" in err and "--allow-overlap" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "evaluate", circuit, "--allow-overlap", "--n-thresholds", "2", "-o", files / "eval", "-q")
+    assert code == 0, err
+    mixed = write(files / "mixed.jsonl", make_records(6)[4:] + make_records(12)[6:])  # held out only
+    code, _, err = run(capsys, "evaluate", circuit, "--data", mixed, "--n-thresholds", "2", "-o", files / "eval", "-q")
+    assert code == 0, err
+
+
+def test_evaluate_needs_a_recorded_world(files, capsys):
+    c = sfc_plugin.Circuit([sfc_plugin.circuit.Node("y", None, None, None, "metric", None, None, 1.0)], [], 1.0,
+                           "logit_diff", "atp", None, "sum", 0.1, 0.01, {"model": "somewhere", "dataset": "toy/sva-rc"})
+    c.to_json(files / "c.json")
+    code, _, err = run(capsys, "evaluate", files / "c.json")
+    assert code == 2 and "give --model and --sae" in err
+
+
+def toy_circuit(path, **prov):
+    """A small hand-written circuit on the shipped toy world, with the provenance `sfc discover` records."""
+    from sfc_plugin.circuit import Edge, Node
+
+    nodes = [Node("y", None, None, None, "metric", None, None, 17.0),
+             Node("resid_2/173", "resid_2", "blocks.2.hook_resid_post", 2, "feature", 173, None, 4.9),
+             Node("resid_2/err", "resid_2", "blocks.2.hook_resid_post", 2, "error", None, None, 2.0)]
+    edges = [Edge("resid_2/173", "y", 4.9), Edge("resid_2/err", "y", 2.0)]
+    provenance = {"model": "sfc-toy", "model_source": "toy", "sae_sources": "toy", "dataset": "toy/sva-rc",
+                  "split": "train", **prov}
+    sfc_plugin.Circuit(nodes, edges, 17.0, "logit_diff", "ig", 10, "sum", 0.5, 0.01, provenance).to_json(path)
+    return path
+
+
+def test_evaluate_defaults_match_discover(tmp_path, capsys):
+    """Toy circuit, no options: the toy world, the held-out test split, 40 examples (discover's default)."""
+    circuit = toy_circuit(tmp_path / "c.json")
+    code, _, err = run(capsys, "evaluate", circuit, "--n-thresholds", "2", "-o", tmp_path / "eval", "-q")
+    assert code == 0, err
+    report = json.loads((tmp_path / "eval" / "faithfulness.json").read_text())
+    assert report["n_examples"] == 40 and report["dataset"] == "toy/sva-rc" and report["split"] == "test"
+    code, _, err = run(capsys, "evaluate", circuit, "--split", "train", "-o", tmp_path / "eval", "-q")
+    assert code == 2 and "discovered on" in err  # older circuits: the same dataset and split
+
+
+def test_config_tables_per_command(files, capsys):
+    from sfc_plugin.cli import _load_config
+
+    cfg = files / "run.toml"
+    cfg.write_text("method = 'atp'\nmodel = 'm'\nbatch-size = 4\n[evaluate]\nablation = 'zero'\n")
+    assert _load_config(str(cfg), "discover") == {"method": "atp", "model": "m", "batch_size": 4}
+    assert _load_config(str(cfg), "evaluate") == {"ablation": "zero"}
+    cfg.write_text("method = 'atp'\nmodel = 'm'\nbatch-size = 4\nsplit = 'train'\n")
+    assert _load_config(str(cfg), "evaluate") == {"model": "m", "batch_size": 4}  # shared keys of a discover config
+    cfg.write_text("[evaluate]\nmethod = 'atp'\n")
+    with pytest.raises(sfc_plugin.SFCError, match="unknown key 'method' in \\[evaluate\\]"):
+        _load_config(str(cfg), "evaluate")
+    cfg.write_text("colour = 'red'\n")
+    with pytest.raises(sfc_plugin.SFCError, match="unknown key 'colour'"):
+        _load_config(str(cfg), "evaluate")
 
 
 def test_shift_command_with_a_decisions_file_and_edit_report(tmp_path, capsys):

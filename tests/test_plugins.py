@@ -69,7 +69,7 @@ def test_cli_uses_entry_point_method_and_lists_plugins(plugin_site, tmp_path, to
     data.write_text("".join(json.dumps(r) + "\n" for r in make_records(4)))
     env = {"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}
     run = lambda *a: subprocess.run([sys.executable, "-m", "sfc_plugin.cli", *a], capture_output=True, text=True,  # noqa: E731
-                                    env=env, timeout=300)
+                                    env=env)
     listed = run("plugins")
     assert listed.returncode == 0, listed.stderr
     assert "midpoint" in listed.stdout and "sfc_midpoint:midpoint" in listed.stdout
