@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-overlap", action="store_true", default=None,
                    help="evaluate even on pairs the circuit was discovered on (refused by default)")
     e.add_argument("--batch-size", type=int, help="examples per batch (default 32)")
-    e.add_argument("-o", "--out", default="sfc-out", help="output directory (default ./sfc-out)")
+    e.add_argument("-o", "--out", help="output directory (default ./sfc-out)")
+    e.add_argument("--config", help="TOML file: its [evaluate] table, else the model/sae/device/batch_size of a discover config")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
