@@ -19,6 +19,7 @@ import re
 import textwrap
 
 from ..errors import SFCError
+from ..validation import safe_url
 
 POS_RGB, NEG_RGB = (33, 102, 172), (178, 24, 43)  # edge colours (blue, red)
 POS_FILL, NEG_FILL = (67, 147, 195), (214, 96, 77)  # full-strength node fills
@@ -92,12 +93,12 @@ def _node_stmt(node, scale: float, info: dict, extra: str = "") -> str:
     if info.get("tooltip"):
         tip += f"\n{info['tooltip']}"
     error = node.kind == "error"
+    url = safe_url(info.get("url"))  # links from data: http(s) only, never javascript:/file:/data:
     attrs = _attrs(label=text("\n".join(_lines(node))), shape="triangle" if error else "box",
                    fixedsize="true" if error else None, width="0.42" if error else None, height="0.32" if error else None,
                    fillcolor=quote(fill(node.effect, scale)),
                    fontcolor=quote("white") if a > 0.6 else None, tooltip=text(tip),
-                   URL=quote(info["url"]) if info.get("url") else None,
-                   target=quote("_blank") if info.get("url") else None)
+                   URL=quote(url) if url else None, target=quote("_blank") if url else None)
     return f"{quote(node.id)} [{attrs}{extra}];"
 
 

@@ -95,7 +95,7 @@ def circuit_to_neuronpedia(circuit, slug: str = "sfc-circuit", scan: str | None 
 
 def export_neuronpedia(circuit, path, slug: str | None = None, scan: str | None = None, **_options) -> None:
     """Write the viewer's graph JSON (``slug`` defaults to the file name)."""
-    from ..circuit import write_atomic
+    from ..files import write_atomic
 
     path = Path(path)
     slug = slug or path.name.split(".")[0] or "sfc-circuit"
