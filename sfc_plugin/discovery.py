@@ -213,6 +213,9 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     if sources:
         prov["sae_sources"] = sources
     prov.update(provenance or {})
-    prov["timings"] = {"seconds": round(time.perf_counter() - started, 3)}  # the only field that varies between runs
+    if "timings" not in prov:  # the only field that varies between runs (a caller may pass None for none)
+        prov["timings"] = {"seconds": round(time.perf_counter() - started, 3)}
+    if prov["timings"] is None:
+        del prov["timings"]
     return Circuit(circuit_nodes, circuit_edges, None if full.patch is None else total / n, metric_name, method_name,
                    int(steps) if method_name == "ig" else None, aggregation, float(node_threshold), float(edge_threshold), prov)
