@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import SFCError
+from .files import write_atomic  # noqa: F401 - re-exported: `from sfc_plugin.circuit import write_atomic`
 
 SCHEMA = "sfc-circuit/1"
 
@@ -41,18 +40,67 @@ def node_id(submodule: str, feature: int | None, position: int | None = None) ->
     return base if position is None else f"{base}@{position}"
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-    os.replace(tmp, path)
-    return path
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SFCError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _optional_int(value: Any, what: str, minimum: int = 0) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SFCError(f"{what} must be an integer >= {minimum} or null, got {value!r}")
+    return value
+
+
+def _node(raw: Any, i: int, source: str) -> Node:
+    where = f"{source}: corrupt circuit: node {i}"
+    if not isinstance(raw, dict):
+        raise SFCError(f"{where} must be an object, got {type(raw).__name__}")
+    for key in ("id", "kind"):
+        if not isinstance(raw.get(key), str) or not raw.get(key):
+            raise SFCError(f"{where}: {key!r} must be a non-empty string, got {raw.get(key)!r}")
+    where = f"{source}: corrupt circuit: node {raw['id']!r}"
+    unknown = sorted(set(raw) - set(Node.__dataclass_fields__))
+    if unknown:
+        raise SFCError(f"{where}: unknown field {unknown[0]!r}")
+    missing = [k for k in ("submodule", "hook", "layer", "feature", "position", "effect") if k not in raw]
+    if missing:
+        raise SFCError(f"{where} lacks field {missing[0]!r}")
+    kind = raw["kind"]
+    if kind not in ("feature", "error", "metric"):
+        raise SFCError(f"{where}: kind {kind!r} (known: feature, error, metric)")
+    for key in ("submodule", "hook", "label"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise SFCError(f"{where}: {key!r} must be a string or null, got {raw[key]!r}")
+    if kind != "metric" and not raw["submodule"]:
+        raise SFCError(f"{where}: a {kind} node needs a submodule")
+    layer = _optional_int(raw["layer"], f"{where}: 'layer'", minimum=-1)
+    feature = _optional_int(raw["feature"], f"{where}: 'feature'")
+    if kind == "feature" and feature is None:
+        raise SFCError(f"{where}: a feature node needs a feature index")
+    position = _optional_int(raw["position"], f"{where}: 'position'")
+    effect = None if raw["effect"] is None else _number(raw["effect"], f"{where}: 'effect'")
+    if effect is None and kind != "metric":
+        raise SFCError(f"{where}: 'effect' must be a finite number, got None")
+    return Node(raw["id"], raw["submodule"], raw["hook"], layer, kind, feature, position, effect, raw.get("label"))
+
+
+def _edge(raw: Any, i: int, source: str) -> Edge:
+    where = f"{source}: corrupt circuit: edge {i}"
+    if not isinstance(raw, dict):
+        raise SFCError(f"{where} must be an object, got {type(raw).__name__}")
+    for key in ("source", "target"):
+        if not isinstance(raw.get(key), str):
+            raise SFCError(f"{where}: {key!r} must be a node id, got {raw.get(key)!r}")
+    unknown = sorted(set(raw) - set(Edge.__dataclass_fields__))
+    if unknown:
+        raise SFCError(f"{where}: unknown field {unknown[0]!r}")
+    weight = raw.get("weight")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        raise SFCError(f"{source}: edge {raw['source']!r} -> {raw['target']!r} has weight {weight!r}")
+    return Edge(raw["source"], raw["target"], float(weight))
 
 
 @dataclass
@@ -83,8 +131,10 @@ class Circuit:
 
     def prune(self, node_threshold: float | None = None, edge_threshold: float | None = None) -> "Circuit":
         """A sub-circuit at stricter thresholds (no recomputation; thresholds can only rise)."""
-        nt = self.node_threshold if node_threshold is None else node_threshold
-        et = self.edge_threshold if edge_threshold is None else edge_threshold
+        from .validation import threshold
+
+        nt = self.node_threshold if node_threshold is None else threshold(node_threshold, "node_threshold")
+        et = self.edge_threshold if edge_threshold is None else threshold(edge_threshold, "edge_threshold")
         if nt < self.node_threshold or et < self.edge_threshold:
             raise SFCError(f"cannot lower thresholds ({nt}, {et}) below the circuit's ({self.node_threshold}, {self.edge_threshold}) without recomputing")
         nodes = [n for n in self.nodes if n.kind == "metric" or abs(n.effect) > nt]
@@ -108,34 +158,52 @@ class Circuit:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "circuit") -> "Circuit":
+        """A circuit from its JSON structure; every field's type and every number's finiteness are checked."""
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             got = data.get("schema") if isinstance(data, dict) else type(data).__name__
             raise SFCError(f"{source}: not an {SCHEMA} circuit (schema {got!r})")
-        try:
-            nodes = [Node(**n) for n in data["nodes"]]
-            edges = [Edge(**e) for e in data["edges"]]
-            ids = {n.id for n in nodes}
-            for e in edges:
-                if e.source not in ids or e.target not in ids:
-                    raise SFCError(f"{source}: edge {e.source!r} -> {e.target!r} names a node not in the circuit")
-                if not math.isfinite(e.weight):
-                    raise SFCError(f"{source}: edge {e.source!r} -> {e.target!r} has weight {e.weight!r}")
-            return cls(nodes, edges, data["total_effect"], data["metric"], data["method"], data["steps"],
-                       data["aggregation"], float(data["node_threshold"]), float(data["edge_threshold"]),
-                       dict(data.get("provenance") or {}))
-        except (KeyError, TypeError) as exc:
-            raise SFCError(f"{source}: corrupt circuit ({type(exc).__name__}: {exc})") from None
+        for key in ("nodes", "edges", "metric", "method", "aggregation", "node_threshold", "edge_threshold"):
+            if key not in data:
+                raise SFCError(f"{source}: corrupt circuit: no {key!r}")
+        for key in ("nodes", "edges"):
+            if not isinstance(data[key], list):
+                raise SFCError(f"{source}: corrupt circuit: {key!r} must be a list, got {type(data[key]).__name__}")
+        nodes = [_node(n, i, source) for i, n in enumerate(data["nodes"])]
+        ids: set[str] = set()
+        for n in nodes:
+            if n.id in ids:
+                raise SFCError(f"{source}: corrupt circuit: node {n.id!r} appears twice")
+            ids.add(n.id)
+        edges = [_edge(e, i, source) for i, e in enumerate(data["edges"])]
+        for e in edges:
+            if e.source not in ids or e.target not in ids:
+                raise SFCError(f"{source}: edge {e.source!r} -> {e.target!r} names a node not in the circuit")
+        for key in ("metric", "method", "aggregation"):
+            if not isinstance(data[key], str):
+                raise SFCError(f"{source}: corrupt circuit: {key!r} must be a string, got {data[key]!r}")
+        if data["aggregation"] not in ("sum", "none"):
+            raise SFCError(f"{source}: corrupt circuit: aggregation {data['aggregation']!r} (known: sum, none)")
+        steps = data.get("steps")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise SFCError(f"{source}: corrupt circuit: 'steps' must be a positive integer or null, got {steps!r}")
+        total = data.get("total_effect")
+        if total is not None:
+            total = _number(total, f"{source}: corrupt circuit: 'total_effect'")
+        thresholds = [_number(data[k], f"{source}: corrupt circuit: {k!r}") for k in ("node_threshold", "edge_threshold")]
+        if min(thresholds) < 0:
+            raise SFCError(f"{source}: corrupt circuit: negative threshold {min(thresholds)!r}")
+        prov = data.get("provenance") or {}
+        if not isinstance(prov, dict):
+            raise SFCError(f"{source}: corrupt circuit: 'provenance' must be an object, got {type(prov).__name__}")
+        return cls(nodes, edges, total, data["metric"], data["method"], steps, data["aggregation"],
+                   thresholds[0], thresholds[1], dict(prov))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Circuit":
         """Read a circuit file written by :meth:`to_json` (bad files raise a one-line SFCError)."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SFCError(f"circuit file {str(path)!r} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SFCError(f"circuit file {str(path)!r} is not valid JSON ({exc})".splitlines()[0]) from None
-        return cls.from_dict(data, source=str(path))
+        from .validation import json_file
+
+        return cls.from_dict(json_file(path, "circuit file"), source=str(path))
 
     def to_dot(self) -> str:
         """Graphviz DOT source of the circuit (see ``sfc_plugin.export``)."""

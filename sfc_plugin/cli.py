@@ -35,10 +35,10 @@ def _load_config(path: str | None, command: str = "discover") -> dict:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
+    from .validation import read_text_lines
+
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SFCError(f"config file {path!r} does not exist") from None
+        raw = tomllib.loads("\n".join(line for _, line in read_text_lines(path, "config file")))
     except tomllib.TOMLDecodeError as exc:
         raise SFCError(f"config file {path!r} is not valid TOML ({exc})") from None
     known = COMMANDS[command]
@@ -106,6 +106,31 @@ def _check_overlap(records: list[dict], prov: dict, data: str, split: str | None
                        "discovered on: evaluate on held-out pairs (--data, --split) or pass --allow-overlap")
 
 
+def _check_options(values: dict, config: str | None = None, from_config=()) -> None:
+    """Validate options by their command-line names before anything is loaded (exit 2 naming the option)."""
+    from . import validation as check
+
+    for key, value in values.items():
+        name = "--" + key.replace("_", "-") + (f" (config file {config!r})" if key in from_config else "")
+        if value is None:
+            continue
+        if key in ("node_threshold", "edge_threshold", "threshold"):
+            check.threshold(value, name)
+        elif key in ("steps", "batch_size", "n_examples", "n_thresholds", "top_k", "n_train", "n_eval"):
+            check.integer(value, name, minimum=1)
+        elif key in ("start_layer", "seed", "layer"):
+            check.integer(value, name, minimum=0)
+        elif key == "thresholds":
+            for t in value:
+                check.threshold(t, name)
+        elif key == "device":
+            check.device(value, name)
+        elif key in ("model", "data", "split", "metric", "method", "out") and not isinstance(value, str):
+            raise SFCError(f"{name} must be a string, got {value!r}")
+        elif key == "edges" and not isinstance(value, bool):
+            raise SFCError(f"{name} must be true or false, got {value!r}")
+
+
 def _load_world(model: str | None, sae, device: str | None, dtype: str | None = None, preset: str | None = None):
     """The model and SAEs named on the command line or by a preset (the shipped toy world when none is given).
 
@@ -142,11 +167,13 @@ def cmd_discover(args) -> int:
 
 
 def _discover(args, group) -> int:
-    from .circuit import write_atomic
     from .data import load_dataset
     from .discovery import discover
+    from .files import check_output_dir, write_set
 
     s = _settings(args)
+    _check_options(s, args.config, {k for k in _load_config(args.config) if getattr(args, k, None) is None})
+    check_output_dir(s["out"], overwrite=args.overwrite)  # before any expensive work
     started = time.perf_counter()
     main = group is None or group.is_main
     device = s["device"] or (group.device if group is not None and group.backend == "nccl" else None)
@@ -156,18 +183,17 @@ def _discover(args, group) -> int:
                        node_threshold=s["node_threshold"], edge_threshold=s["edge_threshold"],
                        aggregation=s["aggregation"], edges=s["edges"], batch_size=s["batch_size"],
                        n_examples=s["n_examples"], progress=not args.quiet and main, distributed=group is not None,
+                       allow_unk=args.allow_unk,
                        provenance={"dataset": s["data"], "split": s["split"], "model_source": model_name,
                                    "preset": s["preset"]})
     if not main:
         return 0
-    out = Path(s["out"])
-    written = [out / "circuit.json", out / "circuit.dot"]
-    circuit.to_json(written[0])
-    write_atomic(written[1], circuit.to_dot())
-    from .export.render import dot_binary, render_file
+    files = {"circuit.json": circuit.to_json() + "\n", "circuit.dot": circuit.to_dot()}
+    from .export.render import dot_binary, render
 
     if dot_binary():  # Graphviz installed: the figure too
-        written.append(render_file(circuit, out / "circuit.svg", "svg"))
+        files["circuit.svg"] = render(circuit, "svg")
+    written = write_set(s["out"], files, overwrite=args.overwrite)  # all three land together, or none
     print(circuit.summary())
     print(f"time: {time.perf_counter() - started:.1f}s")
     print("wrote " + ", ".join(str(p) for p in written))
@@ -179,12 +205,17 @@ def cmd_evaluate(args) -> int:
     from .data import load_dataset
     from .evaluation import evaluate, format_table, write_report
 
+    from .files import check_output_dir
+
+    _check_options({k: getattr(args, k, None) for k in ("thresholds", "n_thresholds", "start_layer", "n_examples",
+                                                   "batch_size", "device")})
     circuit = Circuit.from_json(args.circuit)
     prov = circuit.provenance
     recorded = prov.get("dataset")
     s = _settings(args, "evaluate", {"data": None if recorded in (None, "(in memory)") else recorded})
     if not args.preset:
         s = _fill_world(s, prov)
+    check_output_dir(s["out"], overwrite=args.overwrite)
     (model, saes), _ = _load_world(s["model"], s["sae"], s["device"], args.dtype, args.preset)
     data = s["data"]
     if not data:
@@ -197,9 +228,11 @@ def cmd_evaluate(args) -> int:
         _check_overlap(records, prov, data, split)
     result = evaluate(model, saes, circuit, records, ablation=s["ablation"], thresholds=s["thresholds"],
                       n_thresholds=s["n_thresholds"], start_layer=s["start_layer"], include_errors=not s["features_only"],
-                      batch_size=s["batch_size"], progress=not args.quiet)
+                      batch_size=s["batch_size"], progress=not args.quiet, force=args.force, allow_unk=args.allow_unk)
     result.update(dataset=data, split=split, circuit_file=str(args.circuit))
-    paths = write_report(result, s["out"], title=f"{data}: {s['ablation']} ablation")
+    if result["provenance_check"]["status"] == "forced":
+        print(f"sfc: warning: --force: {result['provenance_check']['mismatches'][0]}", file=sys.stderr)
+    paths = write_report(result, s["out"], title=f"{data}: {s['ablation']} ablation", overwrite=args.overwrite)
     print(format_table(result))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
@@ -208,12 +241,15 @@ def cmd_evaluate(args) -> int:
 def cmd_shift(args) -> int:
     import json
 
-    from .circuit import write_atomic
     from .data import load_dataset
+    from .files import check_output_dir, strict_json, write_set
     from .shifting.cli import side_effect_options
     from .shifting.pipeline import format_table, public, shift
     from .shifting.side_effects import format_side_effects
 
+    _check_options({k: getattr(args, k, None) for k in ("layer", "top_k", "threshold", "steps", "n_train", "n_eval",
+                                                   "batch_size", "seed", "device")})
+    check_output_dir(args.out, overwrite=args.overwrite)
     (model, saes), _ = _load_world(args.model, args.sae, args.device, args.dtype, args.preset)
     train, test, val = (load_dataset(args.data, split) for split in ("train", "test", "val"))
     train, val, test = train[: args.n_train], val[: args.n_eval], test[: args.n_eval]
@@ -226,8 +262,8 @@ def cmd_shift(args) -> int:
                    batch_size=args.batch_size, judge_options=options, progress=not args.quiet,
                    side_effects=False if args.no_side_effects else side_effect_options(args))
     out = Path(args.out)
-    write_atomic(out / "shift.json", json.dumps(public(result), indent=1) + "\n")
-    result["edit"].to_json(out / "edit.json")
+    write_set(out, {"shift.json": strict_json(public(result), indent=1) + "\n",
+                    "edit.json": json.dumps(result["edit"].to_dict(), indent=1) + "\n"}, overwrite=args.overwrite)
     print(format_table(result))
     if "side_effects" in result:
         print()
@@ -238,12 +274,20 @@ def cmd_shift(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from .plugins import REGISTRIES, registry
+    from .plugins import REGISTRIES, broken_plugins, get_plugin_manager, registry
 
-    for kind in REGISTRIES:
-        print(f"{kind}s:")
-        for name, entry in sorted(registry(kind).items()):
-            print(f"  {name:<24} {entry.plugin}")
+    with warnings.catch_warnings():  # broken plugins are listed below, with the reason
+        warnings.simplefilter("ignore", UserWarning)
+        pm = get_plugin_manager()
+        for kind in REGISTRIES:
+            print(f"{kind}s:")
+            for name, entry in sorted(registry(kind, pm).items()):
+                print(f"  {name:<24} {entry.plugin}")
+    broken = broken_plugins(pm)
+    if broken:
+        print("broken plugins (skipped):")
+        for name, why in sorted(broken.items()):
+            print(f"  {name:<24} {why}")
     return 0
 
 
@@ -286,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n-examples", type=int, help="use the first N examples (default 40)")
     d.add_argument("--no-edges", dest="edges", action="store_const", const=False, help="nodes only")
     d.add_argument("-o", "--out", help="output directory (default ./sfc-out)")
+    d.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory that sfc did not create")
+    d.add_argument("--allow-unk", action="store_true", help="accept words outside the tokenizer's vocabulary (unknown token)")
     d.add_argument("--config", help="TOML file with any of these options (keys as the long option names)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_discover)
@@ -307,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, help="examples per batch (default 32)")
     e.add_argument("-o", "--out", help="output directory (default ./sfc-out)")
     e.add_argument("--config", help="TOML file: its [evaluate] table, else the model/sae/device/batch_size of a discover config")
+    e.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory that sfc did not create")
+    e.add_argument("--force", action="store_true", help="evaluate with SAEs or a model other than the circuit's "
+                   "(recorded in faithfulness.json)")
+    e.add_argument("--allow-unk", action="store_true", help="accept words outside the tokenizer's vocabulary")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
@@ -339,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_side_effect_options(h)
     h.add_argument("--no-side-effects", action="store_true", help="skip the side-effect report")
     h.add_argument("-o", "--out", default="sfc-out", help="output directory (default ./sfc-out)")
+    h.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory that sfc did not create")
     h.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     h.set_defaults(func=cmd_shift)
 
@@ -372,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     except SFCError as exc:
         print(f"sfc: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `sfc plugins | head -1`: the reader has what it wanted
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 0
 
 
 if __name__ == "__main__":

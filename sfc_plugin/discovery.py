@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 import time
@@ -10,11 +11,13 @@ from typing import Any, Callable
 
 import torch
 
+from . import validation as check
 from .attribution.context import AttributionContext, NodeEffects
 from .attribution.edges import NodeSet, edge_effects
 from .circuit import Circuit, Edge, Node, node_id
 from .data import pair_fingerprint, resolve_records, tokenize
 from .errors import SFCError
+from .fingerprints import model_fingerprint
 from .metrics import resolve_metric
 from .models import resolve_world, sae_label
 from .plugins import lookup
@@ -56,9 +59,12 @@ def _versions() -> dict[str, str]:
 
 
 def _sae_info(sub: Submodule) -> dict[str, Any]:
+    from .fingerprints import sae_fingerprint
+
     meta = getattr(sub.sae.cfg, "metadata", None)
     info = {"submodule": sub.name, "hook": sub.hook, "d_sae": sub.d_sae,
-            "architecture": sub.sae.cfg.architecture(), "spec": sae_label(sub.sae, sub.hook)}
+            "architecture": sub.sae.cfg.architecture(), "spec": sae_label(sub.sae, sub.hook),
+            "fingerprint": sae_fingerprint(sub.sae)}
     info.update(getattr(sub.sae, "sfc_spec", None) or {})
     for key in ("release", "sae_id", "neuronpedia_id", "model_name"):
         value = getattr(meta, key, None) if meta is not None else None
@@ -120,7 +126,8 @@ def _prompt_info(model, subs, full, nodes: list[Node]) -> dict[str, Any]:
 def discover(model, saes, data, *, metric: str | Callable | None = None, method: str | Callable = "ig", steps: int = 10,
              node_threshold: float = 0.1, edge_threshold: float = 0.01, aggregation: str = "sum", edges: bool = True,
              batch_size: int | None = None, device: str | None = None, dtype=None, pm=None, n_examples: int | None = None,
-             progress: bool = True, provenance: dict | None = None, distributed: bool = False) -> Circuit:
+             progress: bool = True, provenance: dict | None = None, distributed: bool = False,
+             allow_unk: bool = False) -> Circuit:
     """Discover the sparse feature circuit of ``model`` for the behaviour in ``data``.
 
     ``model`` is a HookedTransformer, a TransformerLens name or a model directory; ``saes`` is
@@ -129,20 +136,25 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     mean indirect effect (clean → patch; zero ablation without patch prompts) has magnitude above
     ``node_threshold``; edges between them above ``edge_threshold``. With ``distributed`` (under
     torchrun, after :func:`sfc_plugin.distributed.init`) each rank takes every world-th batch and the
-    effect sums are all-reduced: every rank returns the same circuit as one process would.
+    effect sums are all-reduced: every rank returns the same circuit as one process would. Words outside
+    the tokenizer's vocabulary are errors unless ``allow_unk``.
     """
     started = time.perf_counter()
     if aggregation not in AGGREGATIONS:
         raise SFCError(f"unknown aggregation {aggregation!r} (known: sum, none)")
-    if int(steps) < 1:
-        raise SFCError(f"steps must be at least 1, got {steps!r}")
+    steps = check.integer(steps, "steps", minimum=1)
+    node_threshold = check.threshold(node_threshold, "node_threshold")
+    edge_threshold = check.threshold(edge_threshold, "edge_threshold")
+    batch_size = check.integer(batch_size, "batch_size", minimum=1, optional=True)
+    n_examples = check.integer(n_examples, "n_examples", minimum=1, optional=True)
+    device = check.device(device)  # before anything is moved
     method_fn, method_name = (method, getattr(method, "__name__", "custom")) if callable(method) else (lookup("method", method, pm), method)
     model_spec = model
     model, saes = resolve_world(model, saes, device=device, dtype=dtype)
     subs = build_submodules(model, saes)
     records = resolve_records(data, n_examples, pm)
     dev = next(model.parameters()).device
-    full = tokenize(model, records, dev)
+    full = tokenize(model, records, dev, allow_unk=allow_unk)
     if aggregation == "none" and int(full.last.min()) != int(full.last.max()):
         raise SFCError("aggregation 'none' needs prompts of equal token length")
     metric_fn, metric_name = resolve_metric(metric, full.patch_answer is not None, pm)
@@ -167,6 +179,8 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     with frozen(model):
         for b, ctx in _progress(contexts(), len(batches), f"nodes ({method_name})", progress):
             eff: NodeEffects = method_fn(ctx)
+            if not isinstance(eff, NodeEffects):
+                raise SFCError(f"method {method_name!r} returned {type(eff).__name__}, expected NodeEffects")
             for s in subs:
                 fe, ee = eff.features[s.name], eff.errors[s.name]
                 feat_eff[s.name] = feat_eff[s.name] + _aggregate(_wide(fe), fe.dim() == 3, aggregation, method_name).detach()
@@ -178,6 +192,13 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
         feat_eff, err_eff, total = reduce_node_sums(group, feat_eff, err_eff, total)
         feat_eff = {k: v / n for k, v in feat_eff.items()}
         err_eff = {k: v / n for k, v in err_eff.items()}
+        for s in subs:  # NaN would silently drop nodes (NaN > t is False)
+            if not (bool(torch.isfinite(torch.as_tensor(feat_eff[s.name])).all())
+                    and bool(torch.isfinite(torch.as_tensor(err_eff[s.name])).all())):
+                raise SFCError(f"attribution gave non-finite effects at {s.name} ({s.hook}): the model, its SAE or the "
+                               f"metric produce NaN/inf on this data")
+        if not math.isfinite(total):
+            raise SFCError(f"the metric is not finite on this data (m(patch) - m(clean) = {total})")
         nodes = _select(subs, feat_eff, err_eff, node_threshold, aggregation)
         per_sub = {s.name: _circuit_nodes(s, nodes[s.name], feat_eff[s.name], err_eff[s.name]) for s in subs}
         weights: dict[tuple[str, str], torch.Tensor] = {}
@@ -212,7 +233,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
         "ablation": "zero" if full.patch is None else "patch",
         "seed": None,
         "versions": _versions(),
-        "seconds": round(time.perf_counter() - started, 3),
+        "model_fingerprint": model_fingerprint(model),
     }
     if aggregation == "none" and model.tokenizer is not None:  # column labels for position-aligned figures
         prov["tokens"] = [model.tokenizer.decode([t]) for t in full.clean[0, : int(full.last[0]) + 1].tolist()]
@@ -223,5 +244,9 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     prov["pair_hashes"] = [pair_fingerprint(r) for r in records]  # lets evaluation refuse these pairs
     prov["prompt"] = _prompt_info(model, subs, full, circuit_nodes)
     prov.update(provenance or {})
+    if "timings" not in prov:  # the only field that varies between runs (a caller may pass None for none)
+        prov["timings"] = {"seconds": round(time.perf_counter() - started, 3)}
+    if prov["timings"] is None:
+        del prov["timings"]
     return Circuit(circuit_nodes, circuit_edges, None if full.patch is None else total / n, metric_name, method_name,
                    int(steps) if method_name == "ig" else None, aggregation, float(node_threshold), float(edge_threshold), prov)

@@ -35,6 +35,13 @@ def _effect_maps(circuit: Circuit, subs: list[Submodule], width: int):
     for n in circuit.nodes:
         if n.kind == "metric" or n.submodule not in maps:
             continue
+        sub = next(x for x in subs if x.name == n.submodule)
+        if n.kind == "feature" and not 0 <= n.feature < sub.d_sae:
+            raise SFCError(f"circuit node {n.id!r} names feature {n.feature}, but the SAE at {sub.hook} has "
+                           f"{sub.d_sae} features")
+        if per_pos and (n.position is None or not 0 <= n.position < width):
+            raise SFCError(f"circuit node {n.id!r} has position {n.position!r}, outside the evaluation prompts' "
+                           f"{width} positions")
         target = maps[n.submodule][0 if n.kind == "feature" else 1]
         index = tuple(i for i in ((n.position if per_pos else None), n.feature) if i is not None)
         target[index] = abs(n.effect)
@@ -53,23 +60,39 @@ def _thresholds(circuit: Circuit, maps, n: int) -> list[float]:
 def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = "mean", thresholds=None,
              start_layer: int = 0, include_errors: bool = True, metric=None, n_thresholds: int = 15,
              batch_size: int | None = None, n_examples: int | None = None, pm=None, progress: bool = True,
-             device: str | None = None, dtype=None) -> dict[str, Any]:
+             device: str | None = None, dtype=None, force: bool = False, allow_unk: bool = False) -> dict[str, Any]:
     """Faithfulness ``(m(C) − m(∅)) / (m(M) − m(∅))`` and completeness ``(m(M∖C) − m(∅)) / (m(M) − m(∅))``.
+
+    Both are None (JSON ``null``) when ablating everything leaves the metric unchanged (``m(M) = m(∅)``).
 
     Returns the ``faithfulness.json`` structure: the circuit's own point and one point per node
     threshold (log-spaced over the circuit's effects by default). ``start_layer``: submodules below
     it are never ablated. ``include_errors=False``: error terms are ablated everywhere but in ``M``.
+    SAEs or a model other than those the circuit was found with (by the fingerprints in its provenance)
+    are refused unless ``force``; the result's ``provenance_check`` says which.
     """
     from tqdm.auto import tqdm
 
+    from . import validation as check
+    from .fingerprints import check as check_fingerprints
+
+    if thresholds is not None:
+        if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__iter__"):
+            raise SFCError(f"thresholds must be a list of numbers, got {thresholds!r}")
+        thresholds = [check.threshold(t, "threshold") for t in thresholds]
+    n_thresholds = check.integer(n_thresholds, "n_thresholds", minimum=1)
+    start_layer = check.integer(start_layer, "start_layer", minimum=0)
+    batch_size = check.integer(batch_size, "batch_size", minimum=1, optional=True)
+    n_examples = check.integer(n_examples, "n_examples", minimum=1, optional=True)
     model, saes = resolve_world(model, saes, device=device, dtype=dtype)
+    fingerprint_record = check_fingerprints(circuit.provenance, model, saes, force, "force=True (--force)")
     subs = build_submodules(model, saes)
     missing = {n.submodule for n in circuit.nodes if n.kind != "metric"} - {s.name for s in subs}
     if missing:
         raise SFCError(f"circuit has nodes in submodule {sorted(missing)[0]!r} but no SAE was given for it")
     records = resolve_records(data, n_examples, pm)
     device = next(model.parameters()).device
-    full = tokenize(model, records, device)
+    full = tokenize(model, records, device, allow_unk=allow_unk)
     metric_fn, _ = resolve_metric(metric or circuit.metric, full.patch_answer is not None, pm)
     ablate_fn = ablation if callable(ablation) else lookup("ablation", ablation, pm)
     width = int(full.last.max()) + 1
@@ -124,48 +147,51 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
         m_full = run(None)
         m_empty = run(in_circuit(math.inf))
         denom = m_full - m_empty
+        if not (math.isfinite(m_full) and math.isfinite(m_empty)):
+            raise SFCError(f"the metric is not finite (model {m_full!r}, everything ablated {m_empty!r}); check the data and SAEs")
 
         def point(t: float) -> dict[str, float]:
             n_nodes = sum(int((f > t).sum() + (e > t).sum()) for f, e in maps.values())
             return {"node_threshold": t, "n_nodes": n_nodes,
-                    "faithfulness": (run(in_circuit(t)) - m_empty) / denom if denom else float("nan"),
-                    "completeness": (run(in_circuit(t, complement=True)) - m_empty) / denom if denom else float("nan")}
+                    "faithfulness": (run(in_circuit(t)) - m_empty) / denom if denom else None,
+                    "completeness": (run(in_circuit(t, complement=True)) - m_empty) / denom if denom else None}
 
         curve = [point(t) for t in tqdm(points, desc="thresholds", file=sys.stderr, disable=not progress, leave=False)]
         own = next((p for p in curve if p["node_threshold"] == circuit.node_threshold), None) or point(circuit.node_threshold)
     return {"ablation": ablation if isinstance(ablation, str) else getattr(ablation, "__name__", "custom"),
             "circuit": {k: own[k] for k in ("n_nodes", "faithfulness", "completeness")},
             "points": curve, "m_full": m_full, "m_empty": m_empty, "start_layer": start_layer,
-            "include_errors": include_errors, "n_examples": len(full)}
+            "include_errors": include_errors, "n_examples": len(full), "provenance_check": fingerprint_record}
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def format_table(result: dict[str, Any]) -> str:
     """The curve as a text table."""
     rows = [f"{'threshold':>10} {'nodes':>6} {'faithfulness':>12} {'completeness':>12}"]
     for p in result["points"]:
-        rows.append(f"{p['node_threshold']:>10.4g} {p['n_nodes']:>6d} {p['faithfulness']:>12.3f} {p['completeness']:>12.3f}")
+        rows.append(f"{p['node_threshold']:>10.4g} {p['n_nodes']:>6d} {_fmt(p['faithfulness']):>12} {_fmt(p['completeness']):>12}")
     c = result["circuit"]
-    rows.append(f"circuit: {c['n_nodes']} nodes, faithfulness {c['faithfulness']:.3f}, completeness {c['completeness']:.3f} "
+    rows.append(f"circuit: {c['n_nodes']} nodes, faithfulness {_fmt(c['faithfulness'])}, completeness {_fmt(c['completeness'])} "
                 f"({result['ablation']} ablation, {result['n_examples']} examples)")
     return "\n".join(rows)
 
 
-def write_report(result: dict[str, Any], out_dir, title: str | None = None) -> list:
-    """``faithfulness.json``, ``faithfulness.csv`` and ``faithfulness.png`` (log x axis) in ``out_dir``."""
+def write_report(result: dict[str, Any], out_dir, title: str | None = None, overwrite: bool = False) -> list:
+    """``faithfulness.json``, ``faithfulness.csv`` and ``faithfulness.png`` (log x axis) in ``out_dir``, as one set."""
     import csv
     import io
     import json
-    from pathlib import Path
 
-    from .circuit import write_atomic
+    from .files import write_set
 
-    out = Path(out_dir)
-    paths = [write_atomic(out / "faithfulness.json", json.dumps(result, indent=1) + "\n")]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["node_threshold", "n_nodes", "faithfulness", "completeness"])
     writer.writeheader()
     writer.writerows(result["points"])
-    paths.append(write_atomic(out / "faithfulness.csv", buf.getvalue()))
+    files = {"faithfulness.json": json.dumps(result, indent=1, allow_nan=False) + "\n", "faithfulness.csv": buf.getvalue()}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,7 +209,8 @@ def write_report(result: dict[str, Any], out_dir, title: str | None = None) -> l
     ax.set_title(title or f"{result['ablation']} ablation")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "faithfulness.png")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", metadata={"Software": None})  # no version stamp: byte-identical figures
     plt.close(fig)
-    paths.append(out / "faithfulness.png")
-    return paths
+    files["faithfulness.png"] = png.getvalue()
+    return write_set(out_dir, files, overwrite=overwrite)

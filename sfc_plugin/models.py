@@ -38,23 +38,40 @@ def load_model(path: str | Path, device: str | None = None):
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+    from . import validation as check
+
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise SFCError(f"model directory {str(path)!r} lacks config.json or model.safetensors")
-    raw = json.loads((path / "config.json").read_text())
-    raw["dtype"] = getattr(torch, raw.get("dtype", "float32"))
+    raw = check.json_file(path / "config.json", "model config")
+    if not isinstance(raw, dict):
+        raise SFCError(f"model config {str(path / 'config.json')!r} must be a JSON object")
+    check.safetensors_file(path / "model.safetensors", "model weights")
+    check.device(device)
+    dtype = raw.get("dtype", "float32")
+    if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise SFCError(f"model config {str(path / 'config.json')!r}: unknown dtype {dtype!r}")
+    raw["dtype"] = getattr(torch, dtype)
     fields = HookedTransformerConfig.__dataclass_fields__
     cfg_kwargs = {k: v for k, v in raw.items() if k in fields and fields[k].init}
     if device is not None:
         cfg_kwargs["device"] = device
     tokenizer = None
-    if (path / "tokenizer").is_dir():
-        from transformers import AutoTokenizer
+    try:
+        if (path / "tokenizer").is_dir():
+            from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
-    cfg = HookedTransformerConfig(**cfg_kwargs)
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
-    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
+        cfg = HookedTransformerConfig(**cfg_kwargs)
+        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
+        state = load_file(str(path / "model.safetensors"))
+        model.load_state_dict(state, strict=True)
+    except SFCError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a config or weights that do not fit: one line naming the directory
+        raise SFCError(f"cannot load model {str(path)!r} ({type(exc).__name__}: {exc})".splitlines()[0][:400]) from None
+    for name, tensor in model.named_parameters():  # buffers such as attention masks hold -inf by design
+        check.finite_tensor(tensor, f"model {str(path)!r}: {name}")
     model.eval()
     return model
 
@@ -130,6 +147,26 @@ def _release_ids(release: str) -> list[str]:
     return list(directory[release].saes_map)
 
 
+def load_sae_dir(path: str | Path, device: str | None = None):
+    """One SAELens SAE directory, checked first: cfg.json valid JSON, weights complete, every weight finite."""
+    from sae_lens import SAE
+
+    from . import validation as check
+
+    path = Path(path)
+    cfg = check.json_file(path / "cfg.json", "SAE config")
+    if not isinstance(cfg, dict):
+        raise SFCError(f"SAE config {str(path / 'cfg.json')!r} must be a JSON object, got {type(cfg).__name__}")
+    check.safetensors_file(path / "sae_weights.safetensors", "SAE weights")
+    try:
+        sae = SAE.load_from_disk(str(path), device=device or "cpu")
+    except Exception as exc:  # noqa: BLE001 - any way SAELens fails on a bad directory is one line naming it
+        raise SFCError(f"cannot load SAE {str(path)!r} ({type(exc).__name__}: {exc})".splitlines()[0][:400]) from None
+    check.sae_weights(sae, f"SAE {str(path)!r}")
+    check.sae_works(sae, f"SAE {str(path)!r}")
+    return sae
+
+
 def load_sae_spec(spec: str, device: str | None = None) -> list:
     """SAEs from a spec: an SAELens SAE directory, a directory of them, ``release:sae_id`` or ``release:*``.
 
@@ -144,10 +181,7 @@ def load_sae_spec(spec: str, device: str | None = None) -> list:
             raise SFCError(f"no SAELens SAE (cfg.json) in {spec!r}")
         out = []
         for d in dirs:
-            try:
-                sae = SAE.load_from_disk(str(d), device=device or "cpu")
-            except Exception as exc:  # noqa: BLE001
-                raise SFCError(f"cannot load SAE {str(d)!r} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+            sae = load_sae_dir(d, device)
             sae.sfc_spec = {"path": str(d.resolve())}
             out.append(sae)
         return out
@@ -172,18 +206,38 @@ def saes_by_hook(saes: Mapping[str, Any] | Iterable[Any], device: str | None = N
     Sequence items may also be SAE specs for :func:`load_sae_spec` (a directory saved by SAELens, a
     directory of them, ``release:sae_id`` or ``release:*``).
     """
+    from . import validation as check
+
     if isinstance(saes, Mapping):
+        for hook, sae in saes.items():
+            if not isinstance(hook, str):
+                raise SFCError(f"SAE mapping keys must be hook names, got {hook!r}")
+            if not hasattr(sae, "cfg") or not hasattr(sae, "state_dict"):
+                raise SFCError(f"SAE for hook {hook!r} is a {type(sae).__name__}, not an SAELens SAE")
+            check.sae_weights(sae, f"SAE at hook {hook!r}")
         return dict(saes)
     if isinstance(saes, (str, Path)):
         saes = [saes]
-    loaded = [sae for item in saes for sae in (load_sae_spec(str(item), device) if isinstance(item, (str, Path)) else [item])]
+    loaded, checked = [], set()  # SAEs loaded from a directory were checked there, naming their path
+    for item in saes:
+        if isinstance(item, (str, Path)):
+            for sae in load_sae_spec(str(item), device):
+                loaded.append(sae)
+                if Path(item).exists():
+                    checked.add(id(sae))
+        else:
+            loaded.append(item)
     out: dict[str, Any] = {}
     for sae in loaded:
+        if not hasattr(sae, "cfg") or not hasattr(sae, "state_dict"):
+            raise SFCError(f"{type(sae).__name__} {sae!r} is not an SAELens SAE nor an SAE spec"[:300])
         hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
         if not hook:
             raise SFCError(f"SAE {type(sae).__name__} has no cfg.metadata.hook_name; pass saes as {{hook_name: sae}}")
         if hook in out:
             raise SFCError(f"two SAEs for hook {hook!r}: {sae_label(out[hook])} and {sae_label(sae)}")
+        if id(sae) not in checked:
+            check.sae_weights(sae, f"SAE at hook {hook!r}")
         out[hook] = sae
     return out
 

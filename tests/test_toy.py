@@ -259,11 +259,15 @@ def test_reduced_build_reproducible(tmp_path):
     assert toy.report(a)["seed"] == 0
 
 
-def test_reduced_build_never_replaces_shipped_artifacts():
-    with pytest.raises(SFCError, match="reduced"):
-        toy.build(reduced=True)
+def test_build_never_writes_inside_the_installed_package(tmp_path, monkeypatch):
+    before = sorted(p.relative_to(toy.ARTIFACTS) for p in toy.ARTIFACTS.rglob("*"))
+    for out in (toy.ARTIFACTS, toy.ARTIFACTS / "data", toy.ARTIFACTS.parent.parent):
+        with pytest.raises(SFCError, match="inside the installed package"):
+            toy.build(out, reduced=True)
+    monkeypatch.chdir(toy.ARTIFACTS)  # the default ./sfc-toy, resolved inside the package, is refused too
     args = _parser().parse_args(["toy", "build", "--reduced"])
-    with pytest.raises(SFCError, match="-o"):
+    with pytest.raises(SFCError, match="inside the installed package"):
         args.func(args)
+    assert sorted(p.relative_to(toy.ARTIFACTS) for p in toy.ARTIFACTS.rglob("*")) == before
     with pytest.raises(SFCError, match="seed"):
         toy.build("/nonexistent/never", seed=-1)

@@ -1,10 +1,8 @@
-"""Registers the built-in attribution methods (imported lazily: plugin discovery stays light)."""
+"""Registers the built-in attribution methods (lazy references: plugin discovery imports no torch)."""
 
-from ..plugins import hookimpl
+from ..plugins import Lazy, hookimpl
 
 
 @hookimpl
 def sfc_attribution_methods():
-    from .methods import atp, exact, ig
-
-    return {"atp": atp, "ig": ig, "exact": exact}
+    return {name: Lazy("sfc_plugin.attribution.methods", name) for name in ("atp", "ig", "exact")}

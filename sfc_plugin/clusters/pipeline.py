@@ -161,7 +161,7 @@ def _circuit(model, saes, cid: int, members: list[dict], cfg: ClusterConfig, out
     circuit = discover(model, saes, _records(_examples(members, cfg.circuit_examples)), metric="logprob", method=cfg.method,
                        steps=cfg.steps, node_threshold=cfg.node_threshold, edge_threshold=cfg.edge_threshold,
                        edges=cfg.edges, batch_size=cfg.batch_size, progress=False,
-                       provenance={"dataset": f"cluster {cid}", "cluster": cid, "seconds": None})
+                       provenance={"dataset": f"cluster {cid}", "cluster": cid, "timings": None})  # no timings: identical files on resume
     write_atomic(d / "circuit.dot", circuit.to_dot())
     if dot_binary():
         render_file(circuit, d / "circuit.svg", "svg")

@@ -26,7 +26,7 @@ def export_json(circuit, path, **_options) -> None:
 
 def export_dot(circuit, path, order: str = "layout", max_edges=None, max_nodes_per_row=None, wrap=None,
                keep_isolated: bool = False, legend: bool = True, **_options) -> None:
-    from ..circuit import write_atomic
+    from ..files import write_atomic
     from .dot import circuit_to_dot
 
     write_atomic(Path(path), circuit_to_dot(circuit, order=order, max_edges=max_edges, max_nodes_per_row=max_nodes_per_row,

@@ -25,6 +25,7 @@ import re
 import textwrap
 
 from ..errors import SFCError
+from ..validation import safe_url
 
 POS_RGB, NEG_RGB = (0, 114, 178), (213, 94, 0)  # edge colours: Okabe–Ito blue and vermillion
 POS_FILL, NEG_FILL = (0, 114, 178), (213, 94, 0)  # full-strength node fills
@@ -99,13 +100,13 @@ def _node_stmt(node, scale: float, info: dict, extra: str = "") -> str:
         tip += f"\n{info['tooltip']}"
     error = node.kind == "error"
     negative = node.effect is not None and node.effect < 0
+    url = safe_url(info.get("url"))  # links from data: http(s) only, never javascript:/file:/data:
     attrs = _attrs(label=text("\n".join(_lines(node))), shape="triangle" if error else "box",
                    fixedsize="true" if error else None, width="0.42" if error else None, height="0.32" if error else None,
                    fillcolor=quote(fill(node.effect, scale)),
                    style=quote("filled,dashed") if negative else None, penwidth="1.1" if negative else None,
                    fontcolor=quote("white") if a > 0.6 else None, tooltip=text(tip),
-                   URL=quote(info["url"]) if info.get("url") else None,
-                   target=quote("_blank") if info.get("url") else None)
+                   URL=quote(url) if url else None, target=quote("_blank") if url else None)
     return f"{quote(node.id)} [{attrs}{extra}];"
 
 

@@ -182,8 +182,8 @@ def slug_of(path) -> str:
 
 def export_neuronpedia(circuit, path, slug: str | None = None, scan: str | None = None, **_options) -> None:
     """Write ``path`` (``<slug>.json``) and add its entry to ``graph-metadata.json`` in the same folder."""
-    from ..circuit import write_atomic
     from ..errors import SFCError
+    from ..files import write_atomic
 
     path = Path(path)
     if not path.name.endswith(".json"):

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..circuit import write_atomic
+from ..files import write_atomic
 from ..errors import SFCError
 
 FORMATS = ("svg", "png", "pdf")

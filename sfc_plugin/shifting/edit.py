@@ -80,7 +80,7 @@ class FeatureEdit:
                 "hooks": sorted({self.submodules[n].hook for n in list(self.ablate) + list(self.neurons)})}
 
     def to_json(self, path: str | Path) -> None:
-        from ..circuit import write_atomic
+        from ..files import write_atomic
 
         write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 

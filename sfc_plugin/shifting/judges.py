@@ -26,6 +26,8 @@ def read_decisions(path: str | Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SFCError(f"decisions file {str(path)!r} cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise SFCError(f"decisions file {str(path)!r} is not UTF-8 text") from None
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
         if rows and not {"id", "decision"} <= set(rows[0]):

@@ -6,6 +6,7 @@ Everything runs offline::
     model, saes = toy.load()            # HookedTransformer (tokenizer set), {hook_name: SAE}
     toy.report()["accuracy"]            # agreement accuracy per condition (test split)
     toy.build("/tmp/toy", seed=1)       # regenerate everything from a seed (a few minutes on CPU)
+    toy.load(path="/tmp/toy")           # ... and use it
 
 The language (:mod:`sfc_plugin.toy.language`) has subject–verb agreement sentences in four
 conditions (``simple``, ``nounpp``, ``rc``, ``within_rc``), filler text and biographies with a
@@ -61,7 +62,7 @@ def load_model(device: str | None = None, path: str | Path | None = None):
 
 def load_saes(device: str | None = None, path: str | Path | None = None) -> dict[str, Any]:
     """``{hook_name: SAE}`` for every shipped SAE, in circuit order."""
-    from sae_lens import SAE
+    from ..models import load_sae_dir
 
     root = _root(path)
     cfg = json.loads((root / "model" / "config.json").read_text())
@@ -70,7 +71,7 @@ def load_saes(device: str | None = None, path: str | Path | None = None) -> dict
         d = root / "saes" / hook
         if not (d / "cfg.json").is_file():
             raise SFCError(f"toy SAE for hook {hook!r} missing in {str(root / 'saes')!r}; run 'sfc toy build'")
-        sae = SAE.load_from_disk(str(d), device=device or "cpu")
+        sae = load_sae_dir(d, device)
         sae.eval()
         saes[hook] = sae
     return saes
@@ -81,22 +82,43 @@ def load(device: str | None = None, path: str | Path | None = None):
     return load_model(device, path), load_saes(device, path)
 
 
+DEFAULT_BUILD_DIR = "sfc-toy"
+
+
 def build(out_dir: str | Path | None = None, seed: int = 0, reduced: bool = False, verbose: bool = True,
-          config=None) -> dict:
-    """Regenerate datasets, tokenizer, model, SAEs and report in ``out_dir`` (default ``ARTIFACTS``).
+          config=None, overwrite: bool = False) -> dict:
+    """Regenerate datasets, tokenizer, model, SAEs and report in ``out_dir`` (default ``./sfc-toy``).
 
     Deterministic in ``seed`` on a given machine. The full build takes a few minutes on two CPU
     cores; ``reduced=True`` builds a one-layer miniature in seconds (for tests). ``config`` (a
     :class:`sfc_plugin.toy.builder.BuildConfig`) overrides sizes and hyper-parameters. Returns the report.
+
+    The build happens in a temporary directory next to ``out_dir`` and lands as one set (``data/``,
+    ``model/``, ``saes/``, ``report.json``): an interrupted build leaves the previous one. It never writes
+    inside the installed package, never removes what sfc did not write, and refuses a non-empty directory
+    sfc did not write unless ``overwrite``.
     """
+    from ..files import check_output_dir, install_tree, staging_dir
+
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise SFCError(f"seed must be a non-negative integer, got {seed!r}")
-    if out_dir is None and reduced:
-        raise SFCError("a reduced build needs an output directory: it would replace the shipped artifacts")
+    out = Path(DEFAULT_BUILD_DIR if out_dir is None else out_dir)
+    package = Path(__file__).resolve().parent.parent
+    if out.resolve() == package or package in out.resolve().parents:
+        raise SFCError(f"refusing to build into {str(out)!r}, inside the installed package {str(package)!r}; "
+                       f"build elsewhere (default ./{DEFAULT_BUILD_DIR}) and load it with toy.load(path=...)")
+    check_output_dir(out, ["data", "model", "saes", "report.json"], overwrite)  # before minutes of work
     from .builder import build as _build
 
-    return _build(ARTIFACTS if out_dir is None else out_dir, seed=seed, reduced=reduced, verbose=verbose,
-                  config=config)
+    stage = staging_dir(out)
+    try:
+        report = _build(stage, seed=seed, reduced=reduced, verbose=verbose, config=config)
+        install_tree(stage, out, overwrite)
+    finally:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)
+    return report
 
 
 def report(path: str | Path | None = None) -> dict:

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import signal
 import sys
 import time
@@ -385,13 +384,8 @@ def build(out_dir: str | Path, seed: int = 0, reduced: bool = False, verbose: bo
 
     t_start = time.time()
     cfg = config or (BuildConfig.small() if reduced else BuildConfig.full())
-    out = Path(out_dir)
+    out = Path(out_dir)  # an empty staging directory (see sfc_plugin.toy.build)
     out.mkdir(parents=True, exist_ok=True)
-    for sub in ("data", "model", "saes"):
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)
-    if (out / "report.json").exists():
-        (out / "report.json").unlink()
 
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_threads = torch.get_num_threads()

@@ -31,7 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                            description="Regenerate datasets, tokenizer, model, SAEs and report from a seed "
                                        "(full build: a few minutes on two CPU cores).")
     build.add_argument("-o", "--out", default=None, metavar="DIR",
-                       help="output directory (default: the package's artifacts directory)")
+                       help="output directory (default ./sfc-toy; never inside the installed package)")
+    build.add_argument("--overwrite", action="store_true",
+                       help="build into a non-empty directory sfc did not write (its other files stay)")
     build.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     build.add_argument("--reduced", action="store_true", help="a tiny one-layer build in seconds (for tests)")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
@@ -51,16 +53,14 @@ def cmd_info(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from . import ARTIFACTS, build
+    from . import DEFAULT_BUILD_DIR, build
 
     if args.seed < 0:
         raise SFCError(f"--seed must be non-negative, got {args.seed}")
-    if args.reduced and args.out is None:
-        raise SFCError("--reduced needs -o DIR: a reduced build would replace the shipped artifacts")
-    out = args.out if args.out is not None else ARTIFACTS
-    rep = build(out, seed=args.seed, reduced=args.reduced, verbose=not args.quiet)
+    out = args.out if args.out is not None else DEFAULT_BUILD_DIR
+    rep = build(out, seed=args.seed, reduced=args.reduced, verbose=not args.quiet, overwrite=args.overwrite)
     print(format_report(rep))
-    print(f"\nartifacts written to {out}")
+    print(f"\nartifacts written to {out} (use them with --model {out}/model --sae {out}/saes, or toy.load(path={str(out)!r}))")
     return 0
 
 
