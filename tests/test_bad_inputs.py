@@ -56,7 +56,7 @@ def discover_args(d, data=None, saes=None, model=None, out=None):
 
 def evaluate_args(d, circuit=None, saes=None, out=None):
     return ["evaluate", circuit or d / "found" / "circuit.json", "--model", d / "model", "--sae", saes or d / "saes",
-            "--data", d / "pairs.jsonl", "--n-thresholds", 2, "-o", out or d / "eval", "-q"]
+            "--data", d / "pairs.jsonl", "--n-thresholds", 2, "--allow-overlap", "-o", out or d / "eval", "-q"]
 
 
 def write(c, name, text):

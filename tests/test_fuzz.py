@@ -128,7 +128,7 @@ def test_fuzz_circuit_files(world, tmp_path, capsys):
         codes.append(run(capsys, ["export", f, "--format", "dot", "-o", tmp_path / f"c{i}.dot"]))
         if i % 8 == 0:
             code = run(capsys, ["evaluate", f, "--model", world / "model", "--sae", world / "saes", "--data",
-                                world / "pairs.jsonl", "--n-thresholds", 2, "-o", tmp_path / f"e{i}", "-q"])
+                                world / "pairs.jsonl", "--n-thresholds", 2, "--allow-overlap", "-o", tmp_path / f"e{i}", "-q"])
             if code == 0:
                 report = strict(tmp_path / f"e{i}" / "faithfulness.json")
                 assert report["points"]
