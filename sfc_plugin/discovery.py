@@ -244,7 +244,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     res = attribute(model, subs, full, metric_fn, method_fn, method_name=method_name, steps=steps,
                     node_threshold=node_threshold, aggregation=aggregation, edges=edges, batch_size=batch_size,
                     budget=budget, progress=progress, group=group)
-    n, total, per_sub, timings = res.count, res.total, res.per_sub, res.timings
+    n, total, per_sub = res.count, res.total, res.per_sub
     circuit_nodes = [Node("y", None, None, None, "metric", None, None, None if full.patch is None else total / n)]
     circuit_nodes += [node for s in subs for node in per_sub[s.name]]
     ids = {name: [node.id for node in sub_nodes] for name, sub_nodes in per_sub.items()}
@@ -268,9 +268,6 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
         "seed": None,
         "versions": _versions(),
         "seconds": round(time.perf_counter() - started, 3),
-        "phase_seconds": {k: round(v, 3) for k, v in timings.items()},
-        "max_memory_gb": round(budget.bytes / 1e9, 3),
-        "batch_size": res.batch_size,
     }
     if aggregation == "none" and model.tokenizer is not None:  # column labels for position-aligned figures
         prov["tokens"] = [model.tokenizer.decode([t]) for t in full.clean[0, : int(full.last[0]) + 1].tolist()]
