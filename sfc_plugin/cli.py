@@ -13,7 +13,7 @@ from .errors import SFCError
 DEFAULTS = {
     "model": None, "sae": None, "data": "toy/sva-rc", "split": "train", "metric": None, "method": "ig", "steps": 10,
     "node_threshold": 0.1, "edge_threshold": 0.01, "aggregation": "sum", "batch_size": 16, "device": None,
-    "n_examples": 40, "out": "sfc-out", "edges": True, "preset": None, "dtype": None,
+    "n_examples": 40, "out": "sfc-out", "edges": True, "preset": None, "dtype": None, "max_memory": None,
 }
 
 
@@ -184,6 +184,7 @@ def _discover(args, group) -> int:
                        aggregation=s["aggregation"], edges=s["edges"], batch_size=s["batch_size"],
                        n_examples=s["n_examples"], progress=not args.quiet and main, distributed=group is not None,
                        allow_unk=args.allow_unk,
+                       max_memory=s["max_memory"],
                        provenance={"dataset": s["data"], "split": s["split"], "model_source": model_name,
                                    "preset": s["preset"]})
     if not main:
@@ -228,7 +229,8 @@ def cmd_evaluate(args) -> int:
         _check_overlap(records, prov, data, split)
     result = evaluate(model, saes, circuit, records, ablation=s["ablation"], thresholds=s["thresholds"],
                       n_thresholds=s["n_thresholds"], start_layer=s["start_layer"], include_errors=not s["features_only"],
-                      batch_size=s["batch_size"], progress=not args.quiet, force=args.force, allow_unk=args.allow_unk)
+                      batch_size=s["batch_size"], progress=not args.quiet, force=args.force, allow_unk=args.allow_unk,
+                      max_memory=args.max_memory)
     result.update(dataset=data, split=split, circuit_file=str(args.circuit))
     if result["provenance_check"]["status"] == "forced":
         print(f"sfc: warning: --force: {result['provenance_check']['mismatches'][0]}", file=sys.stderr)
@@ -312,6 +314,42 @@ def _add_world_options(parser, model_help: str) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="model dtype (effects accumulate in float32)")
 
 
+def cmd_bench(args) -> int:
+    import torch
+
+    from . import bench
+
+    names = args.workload or ["toy"]
+    unknown = [n for n in names if n not in bench.WORKLOADS]
+    if unknown:
+        raise SFCError(f"unknown workload {unknown[0]!r} (known: {', '.join(bench.WORKLOADS)})")
+    for flag in ("d_sae", "n_pairs", "n_tokens", "layers", "steps", "n_nodes"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise SFCError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    device = args.device or "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SFCError(f"--device {device!r}: CUDA is not available")
+    rows = []
+    for name in names:
+        if name == "toy":
+            w = bench.toy_workload(args.n_pairs or 100, device=device)
+        elif name == "pythia":
+            w = bench.pythia_workload(d_sae=args.d_sae or 32768, n_pairs=args.n_pairs or 20, n_tokens=args.n_tokens or 10,
+                                      device=device)
+        else:
+            w = bench.gemma_workload(n_layers=args.layers or 4, d_sae=args.d_sae or 16384, n_pairs=args.n_pairs or 8,
+                                     n_tokens=args.n_tokens or 10, device=device)
+        print(f"{name}: {w.description}", file=sys.stderr)
+        rows += bench.run_workload(w, steps=args.steps or 10, batch_size=args.batch_size or 16, max_memory=args.max_memory,
+                                   n_nodes=args.n_nodes or 200, baseline=not args.no_baseline, progress=not args.quiet)
+        del w
+    print(bench.format_rows(rows))
+    if args.out:
+        print(f"wrote {bench.write_json(rows, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfc", description="Sparse Feature Circuits for SAELens / TransformerLens")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -327,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--edge-threshold", type=float, help="keep edges with |weight| above this (default 0.01)")
     d.add_argument("--aggregation", choices=["sum", "none"], help="sum over positions, or keep positions (default sum)")
     d.add_argument("--batch-size", type=int, help="examples per batch (default 16)")
+    d.add_argument("--max-memory", help="working-memory budget that sizes every pass, e.g. 4GB "
+                   "(default: half the device's free memory)")
     d.add_argument("--n-examples", type=int, help="use the first N examples (default 40)")
     d.add_argument("--no-edges", dest="edges", action="store_const", const=False, help="nodes only")
     d.add_argument("-o", "--out", help="output directory (default ./sfc-out)")
@@ -351,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-overlap", action="store_true", default=None,
                    help="evaluate even on pairs the circuit was discovered on (refused by default)")
     e.add_argument("--batch-size", type=int, help="examples per batch (default 32)")
+    e.add_argument("--max-memory", help="working-memory budget that caps examples per pass, e.g. 4GB")
     e.add_argument("-o", "--out", help="output directory (default ./sfc-out)")
     e.add_argument("--config", help="TOML file: its [evaluate] table, else the model/sae/device/batch_size of a discover config")
     e.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory that sfc did not create")
@@ -395,6 +436,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("presets", help="list the presets (model, SAEs and the submodule each SAE becomes)")
     r.set_defaults(func=cmd_presets)
+
+    b = sub.add_parser("bench", help="time our discovery path against the paper's algorithm (same process, same inputs)")
+    b.add_argument("--workload", action="append", help="toy (default), pythia or gemma (repeatable)")
+    b.add_argument("--d-sae", type=int, help="SAE width for pythia/gemma (default 32768 / 16384)")
+    b.add_argument("--n-pairs", type=int, help="examples (default: toy 100, pythia 20, gemma 8)")
+    b.add_argument("--n-tokens", type=int, help="tokens per prompt for pythia/gemma (default 10)")
+    b.add_argument("--layers", type=int, help="layers of the truncated gemma model (default 4)")
+    b.add_argument("--steps", type=int, help="integrated-gradient steps (default 10)")
+    b.add_argument("--n-nodes", type=int, help="circuit size for the random-weight workloads (default 200)")
+    b.add_argument("--batch-size", type=int, help="examples per batch (default 16)")
+    b.add_argument("--max-memory", help="our working-memory budget, e.g. 4GB (default: half the free memory)")
+    b.add_argument("--device", help="torch device (default cpu)")
+    b.add_argument("--no-baseline", action="store_true", help="time our path only")
+    b.add_argument("-o", "--out", help="directory for bench.json")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plugins", help="list registered methods, metrics, datasets and exporters with their plugins")
     p.set_defaults(func=cmd_plugins)

@@ -143,6 +143,13 @@ class Batch:
             yield Batch(cut(self.clean), cut(self.patch), cut(self.clean_answer, False), cut(self.patch_answer, False),
                         cut(self.last, False), self.records[lo:hi])
 
+    def select(self, index) -> "Batch":
+        """The rows ``index`` (a LongTensor; repeats allowed), same width."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        idx = index.tolist()
+        return replace(self, clean=pick(self.clean), patch=pick(self.patch), clean_answer=pick(self.clean_answer),
+                       patch_answer=pick(self.patch_answer), last=pick(self.last), records=[self.records[i] for i in idx])
+
     def repeat(self, n: int) -> "Batch":
         """The batch stacked ``n`` times along the batch dimension."""
         rep = lambda t: None if t is None else t.repeat(n, *([1] * (t.dim() - 1)))  # noqa: E731

@@ -6,22 +6,25 @@ import math
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from . import validation as check
-from .attribution.context import AttributionContext, NodeEffects
+from .attribution.context import NodeEffects, prepare, state_bytes
 from .attribution.edges import NodeSet, edge_effects
 from .circuit import Circuit, Edge, Node, node_id
 from .data import pair_fingerprint, resolve_records, tokenize
+from .distributed import reduce_edge_sums, reduce_node_sums
 from .errors import SFCError
 from .fingerprints import model_fingerprint
 from .metrics import resolve_metric
 from .models import resolve_world, sae_label
 from .plugins import lookup
-from .splicing import Submodule, activations, build_submodules, frozen, zero_acts
+from .budget import MemoryBudget
+from .splicing import Submodule, activations, build_submodules, frozen
 
 AGGREGATIONS = ("sum", "none")
 
@@ -33,12 +36,37 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 
 def _aggregate(t: torch.Tensor, has_pos: bool, aggregation: str, what: str) -> torch.Tensor:
-    """Sum over examples, and over positions for ``sum``."""
-    if aggregation == "sum":
-        return (t.sum(1) if has_pos else t).sum(0)
-    if not has_pos:
+    """Sum over examples, and over positions for ``sum`` (dense result; ``t`` may be sparse COO)."""
+    if aggregation == "none" and not has_pos:
         raise SFCError(f"{what} gives effects summed over positions; aggregation 'none' needs per-position effects")
-    return t.sum(0)
+    dims = (0, 1) if aggregation == "sum" and has_pos else (0,)
+    if t.is_sparse:
+        return torch.sparse.sum(t, dims).to_dense() if t._nnz() else t.new_zeros(t.shape[len(dims):]).to_dense()
+    return t.sum(dims)
+
+
+@dataclass
+class EffectSums:
+    """Effects summed over examples, and how many examples: the one place a data-parallel run sums
+    across processes (every field is a plain sum, so an all-reduce of each gives the global sums)."""
+
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+    errors: dict[str, torch.Tensor] = field(default_factory=dict)
+    edges: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    total: float = 0.0
+    count: int = 0
+
+    @staticmethod
+    def _add(target: dict, key, value: torch.Tensor) -> None:
+        target[key] = target[key] + value if key in target else value
+
+    def add_nodes(self, name: str, features: torch.Tensor, errors: torch.Tensor) -> None:
+        self._add(self.features, name, features.detach())
+        self._add(self.errors, name, errors.detach())
+
+    def add_edges(self, weights: dict[tuple[str, str], torch.Tensor]) -> None:
+        for key, w in weights.items():
+            self._add(self.edges, key, _wide(w.detach()))
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -123,11 +151,109 @@ def _prompt_info(model, subs, full, nodes: list[Node]) -> dict[str, Any]:
     return info
 
 
+@dataclass
+class Attribution:
+    """What :func:`attribute` found: mean effects, the selected nodes, mean edge weights, timings."""
+
+    features: dict[str, torch.Tensor]  # mean feature effects per submodule, [F] or [pos, F]
+    errors: dict[str, torch.Tensor]  # mean error effects, [] or [pos]
+    nodes: dict[str, NodeSet]
+    per_sub: dict[str, list[Node]]
+    edges: dict[tuple[str, str], torch.Tensor]  # mean weights [n_down, n_up]
+    total: float  # summed over examples (the caller divides by count)
+    count: int
+    timings: dict[str, float]
+    batch_size: int
+
+
+def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, method_name: str = "ig", steps: int = 10,
+              node_threshold: float = 0.1, aggregation: str = "sum", edges: bool = True, batch_size: int | None = None,
+              budget: MemoryBudget | None = None, progress: bool = False, nodes: dict[str, NodeSet] | None = None,
+              on_phase: Callable[[str], None] | None = None, group=None) -> Attribution:
+    """The discovery path on tokenized pairs ``full``: node effects, node selection, edge weights.
+
+    ``nodes`` (optional) fixes the node sets instead of selecting them by ``node_threshold``;
+    ``on_phase(name)`` is called as the ``nodes`` and ``edges`` phases start (for benchmarks);
+    ``group`` (a :class:`sfc_plugin.distributed.Group`): this rank takes every world-th batch and the
+    sums are all-reduced, so every rank gets what one process would.
+    """
+    on_phase = on_phase or (lambda name: None)
+    budget = budget or MemoryBudget.resolve(None, model)
+    width = int(full.last.max()) + 1
+    # an activation pass keeps ~2 d_model-sized tensors per SAE per token, clean and patch, plus the forward
+    per_example = budget.forward_row(width, budget.shape.n_layers, 1, grad=False, extra_d=6 * len(subs))
+    size = budget.rows(per_example, "activation", share=0.3, cap=int(batch_size or 16))
+    batches = list(full.split(size))
+    if group is not None:
+        batches = group.mine(batches)
+    timings: dict[str, float] = {}
+
+    def contexts():
+        for b in batches:
+            yield b, prepare(model, subs, b, metric_fn, int(steps), aggregation, budget)
+
+    sums = EffectSums()
+    kept: list = []  # prepared contexts, reused by the edges pass when they fit in the budget
+    grads: list[dict[str, torch.Tensor] | None] = []
+    keep, held = True, 0
+    with frozen(model):
+        on_phase("nodes")
+        t0 = time.perf_counter()
+        for b, ctx in _progress(contexts(), len(batches), f"nodes ({method_name})", progress):
+            eff: NodeEffects = method_fn(ctx)
+            if not isinstance(eff, NodeEffects):
+                raise SFCError(f"method {method_name!r} returned {type(eff).__name__}, expected NodeEffects")
+            for s in subs:
+                fe, ee = eff.features[s.name], eff.errors[s.name]
+                sums.add_nodes(s.name, _aggregate(_wide(fe), fe.dim() == 3, aggregation, method_name),
+                               _aggregate(_wide(ee), ee.dim() == 2, aggregation, method_name))
+            m_clean, m_patch = ctx.metric_values
+            if m_patch is not None:
+                sums.total += float((m_patch - m_clean).sum())
+            sums.count += len(b)
+            grads.append(eff.grads)
+            held += state_bytes(ctx)
+            keep = keep and edges and held <= 0.3 * budget.bytes
+            kept.append(ctx if keep else None)
+            if not keep:
+                kept = [None] * len(kept)
+            del ctx, eff
+        timings["nodes"] = time.perf_counter() - t0
+        # ---- the all-reduce point for data-parallel runs: node sums and the total ----
+        if group is not None:
+            sums.features, sums.errors, sums.total = reduce_node_sums(group, sums.features, sums.errors, sums.total)
+            sums.count = len(full)
+        feat_eff = {k: v / sums.count for k, v in sums.features.items()}
+        err_eff = {k: v / sums.count for k, v in sums.errors.items()}
+        total = sums.total
+        for s in subs:  # NaN would silently drop nodes (NaN > t is False)
+            fe, ee = feat_eff[s.name], err_eff[s.name]
+            fe = fe.coalesce().values() if getattr(fe, "is_sparse", False) else torch.as_tensor(fe)
+            if not (bool(torch.isfinite(fe).all()) and bool(torch.isfinite(torch.as_tensor(ee)).all())):
+                raise SFCError(f"attribution gave non-finite effects at {s.name} ({s.hook}): the model, its SAE or the "
+                               f"metric produce NaN/inf on this data")
+        if nodes is None:
+            nodes = _select(subs, feat_eff, err_eff, node_threshold, aggregation)
+        per_sub = {s.name: _circuit_nodes(s, nodes[s.name], feat_eff[s.name], err_eff[s.name]) for s in subs}
+        on_phase("edges")
+        t0 = time.perf_counter()
+        if edges and any(len(ns) for ns in nodes.values()):
+            ctxs = (zip(batches, kept) if keep else contexts())
+            for i, (b, ctx) in enumerate(_progress(ctxs, len(batches), "edges", progress)):
+                g = grads[i] if grads[i] is not None else ctx.gradients([0.0])
+                sums.add_edges(edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes, budget=budget))
+                kept[i] = grads[i] = None
+        timings["edges"] = time.perf_counter() - t0
+        weights = reduce_edge_sums(group, sums.edges)  # ---- the all-reduce point for the edge sums ----
+        means = {key: w / sums.count for key, w in weights.items()}
+    return Attribution(feat_eff, err_eff, nodes, per_sub, means, total, sums.count, timings, size)
+
+
 def discover(model, saes, data, *, metric: str | Callable | None = None, method: str | Callable = "ig", steps: int = 10,
              node_threshold: float = 0.1, edge_threshold: float = 0.01, aggregation: str = "sum", edges: bool = True,
              batch_size: int | None = None, device: str | None = None, dtype=None, pm=None, n_examples: int | None = None,
              progress: bool = True, provenance: dict | None = None, distributed: bool = False,
-             allow_unk: bool = False) -> Circuit:
+             allow_unk: bool = False, max_memory=None) -> Circuit:
     """Discover the sparse feature circuit of ``model`` for the behaviour in ``data``.
 
     ``model`` is a HookedTransformer, a TransformerLens name or a model directory; ``saes`` is
@@ -137,7 +263,8 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     ``node_threshold``; edges between them above ``edge_threshold``. With ``distributed`` (under
     torchrun, after :func:`sfc_plugin.distributed.init`) each rank takes every world-th batch and the
     effect sums are all-reduced: every rank returns the same circuit as one process would. Words outside
-    the tokenizer's vocabulary are errors unless ``allow_unk``.
+    the tokenizer's vocabulary are errors unless ``allow_unk``. ``max_memory`` (``"4GB"``, bytes; default:
+    half the device's free memory) bounds the working memory: every pass is chunked to fit it.
     """
     started = time.perf_counter()
     if aggregation not in AGGREGATIONS:
@@ -154,67 +281,26 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     subs = build_submodules(model, saes)
     records = resolve_records(data, n_examples, pm)
     dev = next(model.parameters()).device
+    budget = MemoryBudget.resolve(max_memory, model, dev)
     full = tokenize(model, records, dev, allow_unk=allow_unk)
     if aggregation == "none" and int(full.last.min()) != int(full.last.max()):
         raise SFCError("aggregation 'none' needs prompts of equal token length")
     metric_fn, metric_name = resolve_metric(metric, full.patch_answer is not None, pm)
-    batches = list(full.split(int(batch_size or 16)))
-    n = len(full)
-    from .distributed import current, reduce_edge_sums, reduce_node_sums
+    from .distributed import current
 
     group = current() if distributed else None
-    if group is not None:
-        batches = group.mine(batches)  # data parallel: sums are all-reduced below, n stays the global count
-
-    def contexts():
-        for b in batches:
-            clean = activations(model, subs, b.clean)
-            patch = activations(model, subs, b.patch) if b.patch is not None else zero_acts(subs, clean)
-            yield b, AttributionContext(model, subs, b, metric_fn, clean, patch, int(steps), aggregation)
-
-    feat_eff = {s.name: 0.0 for s in subs}
-    err_eff = {s.name: 0.0 for s in subs}
-    grads: list[dict[str, torch.Tensor] | None] = []
-    total = 0.0
-    with frozen(model):
-        for b, ctx in _progress(contexts(), len(batches), f"nodes ({method_name})", progress):
-            eff: NodeEffects = method_fn(ctx)
-            if not isinstance(eff, NodeEffects):
-                raise SFCError(f"method {method_name!r} returned {type(eff).__name__}, expected NodeEffects")
-            for s in subs:
-                fe, ee = eff.features[s.name], eff.errors[s.name]
-                feat_eff[s.name] = feat_eff[s.name] + _aggregate(_wide(fe), fe.dim() == 3, aggregation, method_name).detach()
-                err_eff[s.name] = err_eff[s.name] + _aggregate(_wide(ee), ee.dim() == 2, aggregation, method_name).detach()
-            grads.append(eff.grads)
-            if b.patch is not None:
-                with torch.no_grad():
-                    total += float((metric_fn(model(b.patch), b) - metric_fn(model(b.clean), b)).sum())
-        feat_eff, err_eff, total = reduce_node_sums(group, feat_eff, err_eff, total)
-        feat_eff = {k: v / n for k, v in feat_eff.items()}
-        err_eff = {k: v / n for k, v in err_eff.items()}
-        for s in subs:  # NaN would silently drop nodes (NaN > t is False)
-            if not (bool(torch.isfinite(torch.as_tensor(feat_eff[s.name])).all())
-                    and bool(torch.isfinite(torch.as_tensor(err_eff[s.name])).all())):
-                raise SFCError(f"attribution gave non-finite effects at {s.name} ({s.hook}): the model, its SAE or the "
-                               f"metric produce NaN/inf on this data")
-        if not math.isfinite(total):
-            raise SFCError(f"the metric is not finite on this data (m(patch) - m(clean) = {total})")
-        nodes = _select(subs, feat_eff, err_eff, node_threshold, aggregation)
-        per_sub = {s.name: _circuit_nodes(s, nodes[s.name], feat_eff[s.name], err_eff[s.name]) for s in subs}
-        weights: dict[tuple[str, str], torch.Tensor] = {}
-        if edges and any(len(ns) for ns in nodes.values()):
-            for (b, ctx), g in _progress(zip(contexts(), grads), len(batches), "edges", progress):
-                g = g if g is not None else ctx.gradients([0.0])
-                for key, w in edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes).items():
-                    w = _wide(w)
-                    weights[key] = weights[key] + w if key in weights else w
-        weights = reduce_edge_sums(group, weights)
+    res = attribute(model, subs, full, metric_fn, method_fn, method_name=method_name, steps=steps,
+                    node_threshold=node_threshold, aggregation=aggregation, edges=edges, batch_size=batch_size,
+                    budget=budget, progress=progress, group=group)
+    n, total, per_sub = res.count, res.total, res.per_sub
+    if not math.isfinite(total):
+        raise SFCError(f"the metric is not finite on this data (m(patch) - m(clean) = {total})")
     circuit_nodes = [Node("y", None, None, None, "metric", None, None, None if full.patch is None else total / n)]
     circuit_nodes += [node for s in subs for node in per_sub[s.name]]
     ids = {name: [node.id for node in sub_nodes] for name, sub_nodes in per_sub.items()}
     circuit_edges = []
     if edges:
-        means = {key: w / n for key, w in weights.items()}
+        means = dict(res.edges)
         last = subs[-1].name  # its direct path to the metric is its whole effect: edges to y = node effects
         means[(last, "y")] = torch.tensor([[node.effect for node in per_sub[last]]])
         for (u, d), w in means.items():

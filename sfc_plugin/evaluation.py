@@ -60,7 +60,8 @@ def _thresholds(circuit: Circuit, maps, n: int) -> list[float]:
 def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = "mean", thresholds=None,
              start_layer: int = 0, include_errors: bool = True, metric=None, n_thresholds: int = 15,
              batch_size: int | None = None, n_examples: int | None = None, pm=None, progress: bool = True,
-             device: str | None = None, dtype=None, force: bool = False, allow_unk: bool = False) -> dict[str, Any]:
+             device: str | None = None, dtype=None, force: bool = False, allow_unk: bool = False,
+             max_memory=None) -> dict[str, Any]:
     """Faithfulness ``(m(C) − m(∅)) / (m(M) − m(∅))`` and completeness ``(m(M∖C) − m(∅)) / (m(M) − m(∅))``.
 
     Both are None (JSON ``null``) when ablating everything leaves the metric unchanged (``m(M) = m(∅)``).
@@ -69,7 +70,8 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
     threshold (log-spaced over the circuit's effects by default). ``start_layer``: submodules below
     it are never ablated. ``include_errors=False``: error terms are ablated everywhere but in ``M``.
     SAEs or a model other than those the circuit was found with (by the fingerprints in its provenance)
-    are refused unless ``force``; the result's ``provenance_check`` says which.
+    are refused unless ``force``; the result's ``provenance_check`` says which. ``max_memory`` (e.g.
+    ``"4GB"``; default half the free memory) caps the examples per forward pass.
     """
     from tqdm.auto import tqdm
 
@@ -102,7 +104,14 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
     points = sorted(set(float(t) for t in thresholds)) if thresholds is not None else _thresholds(circuit, maps, n_thresholds)
     if points and min(points) < circuit.node_threshold:
         raise SFCError(f"threshold {min(points)} is below the circuit's node threshold {circuit.node_threshold}")
-    batches = list(full.split(int(batch_size or 32)))
+    from .attribution.forward import metric_positions, run_metric
+    from .budget import MemoryBudget
+
+    budget = MemoryBudget.resolve(max_memory, model, device)
+    metric_pos = 1 if metric_positions(metric_fn) == "last" else width
+    per_example = (budget.forward_row(width, budget.shape.n_layers, metric_pos, grad=False)
+                   + width * budget.encode_row(max(s.d_sae for s in subs)))  # one SAE's dense features at a time
+    batches = list(full.split(budget.rows(per_example, "evaluation", share=0.8, cap=int(batch_size or 32))))
     with torch.no_grad():
         abl = ablate_fn(model, subs, full)
 
@@ -127,7 +136,7 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
                         return s.unflat(s.decode(torch.where(kf, f, af)) + torch.where(ke[..., None], err, ae))
 
                     hooks.append((s.hook, hook))
-                total += float(metric_fn(model.run_with_hooks(b.clean, fwd_hooks=hooks), b).sum())
+                total += float(run_metric(model, metric_fn, b, hooks).sum())
                 lo += len(b)
             return total / len(full)
 

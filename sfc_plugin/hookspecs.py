@@ -36,7 +36,9 @@ def sfc_metrics():
     """Metrics: ``{name: fn(logits, batch) -> tensor[batch]}``.
 
     ``logits`` is ``[batch, pos, vocab]``; ``batch`` is a ``sfc_plugin.data.Batch`` (tokens, answer
-    ids, ``last`` = index of each prompt's last token). Example::
+    ids, ``last`` = index of each prompt's last token). A metric that reads only each prompt's last token
+    should say so with ``fn.positions = "last"``: it then gets logits ``[batch, 1, vocab]`` (and ``last``
+    all 0), which saves ``pos × vocab`` logits per row. Example::
 
         @hookimpl
         def sfc_metrics():

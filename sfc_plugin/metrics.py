@@ -1,4 +1,9 @@
-"""Built-in metrics ``fn(logits, batch) -> tensor[batch]``, read at each prompt's last token."""
+"""Built-in metrics ``fn(logits, batch) -> tensor[batch]``, read at each prompt's last token.
+
+A metric with ``positions = "last"`` is handed logits only at each prompt's last token (``[b, 1, vocab]``,
+``batch.last`` all 0), so the vocabulary is never projected at other positions; without it the metric
+gets ``[b, pos, vocab]``.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ def logprob(logits, batch):
     """Log-probability of the clean answer."""
     last = logits[batch.rows, batch.last].log_softmax(-1)
     return last.gather(-1, batch.clean_answer[:, None])[:, 0]
+
+
+logit_diff.positions = logprob.positions = "last"  # unembed only each prompt's last token
 
 
 @hookimpl

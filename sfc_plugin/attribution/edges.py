@@ -4,7 +4,9 @@
 activation into a fresh leaf, so the value computed at a downstream hook depends on upstream
 submodules only along paths that avoid every other submodule (exactly "the others held fixed").
 Into a resid submodule that path is the identity, so its backward pass is a sum; into attn/mlp it
-is one batched vector–Jacobian product (``is_grads_batched``) for all downstream nodes together.
+is one batched vector–Jacobian product (``is_grads_batched``) for a chunk of downstream nodes at once,
+the chunk sized from the memory budget. Only features active in the clean run (downstream) or in
+either run (upstream) are touched.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ..splicing import Acts, Submodule
-from .context import _chunks
+from .forward import run_metric
+from .sparse import SparseFeatures, node_entries, node_matrix
 
 
 @dataclass
@@ -34,50 +37,74 @@ class NodeSet:
         return list(zip(self.feat.tolist(), pos)) + [(None, t) for t in self.err_pos]
 
 
-def _cotangents(sub: Submodule, grad: torch.Tensor, f: torch.Tensor, nodes: NodeSet) -> torch.Tensor:
-    """``∇_node m · ∂node/∂x`` for every node of ``sub``: ``[n_nodes, b, pos, d]``."""
-    gf = (grad @ sub.W_dec.T) * f.ne(0)  # ∇_f m restricted to active features (the encoder's mask)
-    B, T, D = grad.shape
-    k = nodes.feat.numel()
-    out = grad.new_zeros((len(nodes), B, T, D))
-    if k:
-        W = sub.W_enc[:, nodes.feat].T  # [k, d]
-        if nodes.feat_pos is None:
-            out[:k] = gf[..., nodes.feat].permute(2, 0, 1)[..., None] * W[:, None, None, :]
-        else:
-            coeff = gf[:, nodes.feat_pos, nodes.feat].T  # [k, b]
-            out[torch.arange(k), :, nodes.feat_pos] = coeff[..., None] * W[:, None, :]
-    if nodes.err_pos:
-        err = grad - gf @ sub.W_enc.T  # ∇_ε m · (I − ∂decode(f)/∂x)
-        for i, t in enumerate(nodes.err_pos, start=k):
+def _sparse(f) -> SparseFeatures:
+    return f if isinstance(f, SparseFeatures) else SparseFeatures.from_dense(f)
+
+
+class _Cotangents:
+    """``∇_node m · ∂node/∂x`` for the nodes of a downstream ``sub``, built a chunk of nodes at a time."""
+
+    def __init__(self, sub: Submodule, grad: torch.Tensor, f: SparseFeatures, nodes: NodeSet):
+        B, T, D = grad.shape
+        self.shape, self.nodes, self.sub = (B, T, D), nodes, sub
+        # ∇_f m at the clean run's active entries (the encoder's mask): [N, K]
+        gf = f.project(grad, sub.W_dec) * f.val.ne(0)
+        self.coeff = node_matrix(gf, f, nodes.feat, nodes.feat_pos, T)  # [k, N]
+        self.W = sub.W_enc[:, nodes.feat].T  # [k, d]
+        self.err = None
+        if nodes.err_pos:  # ∇_ε m · (I − ∂decode(f)/∂x) = ∇_x m − Σ_active ∇_f m W_enc[:, j]
+            self.err = grad - f.weighted_rows(gf, sub.W_enc.T).view(B, T, D)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def chunk(self, lo: int, hi: int) -> torch.Tensor:
+        B, T, D = self.shape
+        k = self.nodes.feat.numel()
+        out = self.W.new_zeros((hi - lo, B, T, D))
+        if lo < k:
+            f_hi = min(hi, k)
+            out[: f_hi - lo] = (self.coeff[lo:f_hi, :, None] * self.W[lo:f_hi, None, :]).view(f_hi - lo, B, T, D)
+        for i in range(max(lo, k), hi):
+            t = self.nodes.err_pos[i - k]
             if t is None:
-                out[i] = err
+                out[i - lo] = self.err
             else:
-                out[i, :, t] = err[:, t]
-    return out
+                out[i - lo, :, t] = self.err[:, t]
+        return out
 
 
-def _contract(v: torch.Tensor, sub: Submodule, df: torch.Tensor, derr: torch.Tensor, nodes: NodeSet) -> torch.Tensor:
-    """``Σ_{b,pos} v · Δ(node)`` for every node of the upstream ``sub``: ``[n_down, n_up]``."""
+def _upstream(sub: Submodule, clean: Acts, patch: Acts, nodes: NodeSet):
+    """``((node row, flat token, Δf) of the nodes' nonzero entries, Δε [b, pos, d])`` of an upstream submodule."""
+    delta = _sparse(patch.f).minus(_sparse(clean.f))
+    T = clean.x.shape[1]
+    return node_entries(delta.val, delta, nodes.feat, nodes.feat_pos, T), patch.err - clean.err
+
+
+def _contract(v: torch.Tensor, sub: Submodule, dfn, derr: torch.Tensor, nodes: NodeSet) -> torch.Tensor:
+    """``Σ_{b,pos} v · Δ(node)`` for every node of the upstream ``sub``: ``[n_down, n_up]``.
+
+    Feature nodes touch only their nonzero ``Δf`` entries ``dfn = (node row, flat token, value)``."""
     parts = []
-    if nodes.feat.numel():
-        W = sub.W_dec[nodes.feat]  # [k, d]
-        if nodes.feat_pos is None:
-            parts.append(((v @ W.T) * df[..., nodes.feat]).sum((1, 2)))
-        else:
-            vs = v[:, :, nodes.feat_pos]  # [n, b, k, d]
-            parts.append(((vs * W).sum(-1) * df[:, nodes.feat_pos, nodes.feat]).sum(1))
+    k = nodes.feat.numel()
+    if k:
+        row, tok, val = dfn
+        vf = v.reshape(v.shape[0], -1, v.shape[-1])  # [c, N, d]
+        dots = (vf[:, tok] * sub.W_dec[nodes.feat[row]]).sum(-1) * val  # [c, E]
+        parts.append(v.new_zeros((v.shape[0], k)).index_add_(1, row, dots))
     for t in nodes.err_pos:
         parts.append(((v * derr).sum((1, 2, 3)) if t is None else (v[:, :, t] * derr[:, t]).sum((1, 2)))[:, None])
     return torch.cat(parts, 1)
 
 
 def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, Acts], patch: dict[str, Acts],
-                 grads: dict[str, torch.Tensor], nodes: dict[str, NodeSet], chunk: int = 64) -> dict[tuple[str, str], torch.Tensor]:
+                 grads: dict[str, torch.Tensor], nodes: dict[str, NodeSet], chunk: int = 64,
+                 budget=None) -> dict[tuple[str, str], torch.Tensor]:
     """Edge weights summed over the batch: ``{(up, down): [n_down, n_up]}``; ``down`` may be ``"y"``.
 
     Edges into ``y`` come from every submodule but the last (whose edges into ``y`` are its node
-    effects, added by the caller) through the direct path to the metric.
+    effects, added by the caller) through the direct path to the metric. ``chunk``: downstream nodes
+    per batched backward pass (with ``budget``, at most what fits in it).
     """
     leaves, outs = {}, {}
 
@@ -87,22 +114,29 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
         return sub.unflat(leaves[sub.name])
 
     hooks = [(s.hook, lambda act, hook, sub=s: cut(act, hook, sub)) for s in subs]
-    delta = {s.name: (patch[s.name].f - clean[s.name].f, patch[s.name].err - clean[s.name].err) for s in subs}
+    active = [s for s in subs if len(nodes[s.name])]
+    up_delta = {s.name: _upstream(s, clean[s.name], patch[s.name], nodes[s.name]) for s in active}
     result: dict[tuple[str, str], torch.Tensor] = {}
+    B, T = batch.clean.shape
     with torch.enable_grad():
-        m = metric(model.run_with_hooks(batch.clean, fwd_hooks=hooks), batch).sum()
+        m = run_metric(model, metric, batch, hooks).sum()
         for i, d in enumerate(subs):
             ups = [u for u in subs[:i] if len(nodes[u.name])]
             if not ups or not len(nodes[d.name]):
                 continue
-            cot = _cotangents(d, grads[d.name], clean[d.name].f, nodes[d.name])
+            size = chunk
+            if budget is not None:
+                size = budget.rows(B * budget.cotangent_row(T, len(ups)), "edge cotangent", share=0.5, cap=chunk)
+            cot = _Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
             rows: dict[str, list] = {u.name: [] for u in ups}
-            for c in _chunks(cot, chunk):
+            for lo in range(0, len(cot), size):
+                c = cot.chunk(lo, min(len(cot), lo + size))
                 vs = torch.autograd.grad(outs[d.name], [leaves[u.name] for u in ups], grad_outputs=c,
                                          is_grads_batched=True, retain_graph=True, allow_unused=True)
                 for u, v in zip(ups, vs):
                     rows[u.name].append(torch.zeros(c.shape[0], len(nodes[u.name]), dtype=c.dtype, device=c.device)
-                                        if v is None else _contract(v, u, *delta[u.name], nodes[u.name]))
+                                        if v is None else _contract(v, u, *up_delta[u.name], nodes[u.name]))
+                del c, vs
             for u in ups:
                 result[(u.name, d.name)] = torch.cat(rows[u.name])
         ups = [u for u in subs[:-1] if len(nodes[u.name])]
@@ -110,5 +144,5 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
             gy = torch.autograd.grad(m, [leaves[u.name] for u in ups], allow_unused=True)
             for u, g in zip(ups, gy):
                 if g is not None:
-                    result[(u.name, "y")] = _contract(g[None], u, *delta[u.name], nodes[u.name])
+                    result[(u.name, "y")] = _contract(g[None], u, *up_delta[u.name], nodes[u.name])
     return result

@@ -27,7 +27,14 @@ def exact(ctx: AttributionContext) -> NodeEffects:
     """
     B, T = ctx.batch.clean.shape
     per_pos = ctx.aggregation == "none"
-    m0 = ctx.metric_with([])
+    baselines: dict[int, torch.Tensor] = {}
+
+    def m0(n: int) -> torch.Tensor:
+        """Unpatched metric in the same stacked shape as the patched passes (so an unchanged node is exactly 0)."""
+        if n not in baselines:
+            baselines[n] = ctx.metric_with([], repeat=n).view(n, B)
+        return baselines[n]
+
     feats, errs = {}, {}
     for s in ctx.submodules:
         df, derr, _ = ctx.delta(s.name)
@@ -50,7 +57,7 @@ def exact(ctx: AttributionContext) -> NodeEffects:
             shift = shift.flatten(0, 1)
             m = ctx.metric_with([(s.hook, lambda act, hook, shift=shift, s=s: act + s.unflat(shift))],
                                repeat=len(chunk))
-            effect = (m.view(len(chunk), B) - m0).T  # [b, chunk]
+            effect = (m.view(len(chunk), B) - m0(len(chunk))).T  # [b, chunk]
             for i, (j, t) in enumerate(chunk):
                 target = err if j < 0 else feat[..., j]
                 if t is None:

@@ -1,0 +1,117 @@
+"""The fast discovery path computes what the paper's straightforward algorithm computes (correctness,
+not timing), and the memory budget bounds every pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sfc_plugin.attribution.methods import atp, ig
+from sfc_plugin.attribution.paper_baseline import baseline_discover
+from sfc_plugin.attribution.sparse import SparseFeatures
+from sfc_plugin.budget import MemoryBudget, parse_memory
+from sfc_plugin.data import tokenize
+from sfc_plugin.discovery import _select, attribute
+from sfc_plugin.errors import SFCError
+from sfc_plugin.metrics import logit_diff
+from sfc_plugin.splicing import build_submodules
+
+from conftest import all_hooks, make_model, make_records, make_saes
+
+
+def _rel(a, b):
+    return float((a - b).abs().max()) / max(float(b.abs().max()), 1e-12)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_fast_path_matches_the_paper_baseline(tokenizer, parallel):
+    model = make_model(tokenizer, parallel=parallel)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(6))
+    res = attribute(model, subs, batch, logit_diff, ig, steps=4, node_threshold=0.05, batch_size=4, budget=None)
+    assert sum(len(n) for n in res.nodes.values()) > 20
+    base = baseline_discover(model, subs, batch, logit_diff, steps=4, batch_size=4, nodes=res.nodes)
+    for s in subs:
+        assert _rel(res.features[s.name], base["features"][s.name]) < 1e-9, s.name
+        assert float(res.errors[s.name]) == pytest.approx(float(base["errors"][s.name]), rel=1e-9, abs=1e-12)
+    assert base["edges"].keys() <= res.edges.keys() and len(base["edges"]) >= 8
+    for key, w in base["edges"].items():
+        assert _rel(res.edges[key], w) < 1e-9, key
+    assert res.total / res.count == pytest.approx(base["total"], rel=1e-9)
+
+
+def test_tight_budget_chunks_but_gives_the_same_effects(tokenizer):
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(6))
+    big = attribute(model, subs, batch, logit_diff, ig, steps=3, node_threshold=0.05, budget=MemoryBudget.resolve("8GB", model))
+    per_row = MemoryBudget.resolve("1GB", model).forward_row(batch.clean.shape[1], 2, 1)
+    small_budget = MemoryBudget.resolve(int(per_row * 3 / 0.6), model)  # about 3 IG rows per pass
+    assert small_budget.rows(per_row, "x", share=0.6) == 3
+    small = attribute(model, subs, batch, logit_diff, ig, steps=3, node_threshold=0.05, budget=small_budget,
+                      nodes=big.nodes)
+    for s in subs:
+        assert torch.allclose(small.features[s.name], big.features[s.name], atol=1e-12)
+    for key, w in big.edges.items():
+        assert torch.allclose(small.edges[key], w, atol=1e-12), key
+    assert small.batch_size < big.batch_size or small.batch_size == len(batch)
+
+
+def test_budget_too_small_for_one_row_says_what_would_fit(tokenizer):
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(2))
+    with pytest.raises(SFCError, match=r"too small: one .* row needs about .*--max-memory"):
+        attribute(model, subs, batch, logit_diff, atp, budget=MemoryBudget.resolve("1kB", model))
+
+
+@pytest.mark.parametrize("text,expected", [("4GB", 4e9), ("512MiB", 512 * 2**20), ("1.5e9", 1.5e9), (2000, 2000)])
+def test_parse_memory(text, expected):
+    assert parse_memory(text) == int(expected)
+
+
+@pytest.mark.parametrize("bad", ["lots", "-1GB", "0", "4 parsecs"])
+def test_parse_memory_rejects(bad):
+    with pytest.raises(SFCError, match="max_memory"):
+        parse_memory(bad)
+
+
+def test_sparse_features_roundtrip_and_difference():
+    torch.manual_seed(0)
+    a = torch.relu(torch.randn(2, 5, 40, dtype=torch.float64) - 1.2)
+    b = torch.relu(torch.randn(2, 5, 40, dtype=torch.float64) - 1.2)
+    b[1, 2] = a[1, 2]
+    fa, fb = SparseFeatures.from_dense(a), SparseFeatures.from_dense(b)
+    assert torch.equal(fa.dense(), a)
+    d = fb.minus(fa)
+    assert torch.equal(d.dense(), b - a)
+    assert torch.equal(d.dense()[1, 2], torch.zeros(40, dtype=torch.float64))  # equal entries cancel exactly
+    W, c = torch.randn(40, 8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    assert torch.allclose(fa.decode(W, c), a @ W + c)
+    g = torch.randn(2, 5, 8, dtype=torch.float64)
+    proj = torch.zeros(10, 40, dtype=torch.float64).scatter_add_(1, fa.idx, fa.project(g, W) * fa.val.ne(0))
+    assert torch.allclose(proj, ((g @ W.T) * a.ne(0)).view(10, 40))
+
+
+def test_metric_reads_only_the_last_position(tokenizer):
+    """The compact head gives the metric exactly what the full logits give."""
+    from sfc_plugin.attribution.forward import run_metric, start_of
+
+    model = make_model(tokenizer)
+    batch = tokenize(model, make_records(4))
+    full = logit_diff(model(batch.clean), batch)
+    assert torch.allclose(run_metric(model, logit_diff, batch), full, atol=1e-12)
+    _, cache = model.run_with_cache(batch.clean)
+    start, _ = start_of("blocks.0.hook_resid_post")
+    assert start == 1
+    from_layer = run_metric(model, logit_diff, batch, start=1, resid=cache["blocks.1.hook_resid_pre"])
+    assert torch.allclose(from_layer, full, atol=1e-12)
+
+
+def test_cli_rejects_bad_budget_and_workload(capsys):
+    from sfc_plugin.cli import main
+
+    assert main(["discover", "--max-memory", "lots", "-q", "--n-examples", "2"]) == 2
+    assert "max_memory 'lots'" in capsys.readouterr().err
+    assert main(["bench", "--workload", "nope"]) == 2
+    assert "unknown workload 'nope'" in capsys.readouterr().err
