@@ -314,15 +314,15 @@ def resolve_world(model, saes, *, device: str | None = None, dtype=None,
     (their ``model_from_pretrained_kwargs``; none: no processing, the Hugging Face activations).
     ``processing`` overrides that choice (presets whose SAEs disagree say which to follow).
     """
+    if _is_bridge(model):
+        raise SFCError("TransformerBridge models are not supported: pass a HookedTransformer "
+                       "(HookedTransformer.from_pretrained_no_processing(name)) or the model's name or directory")
     by_hook = saes_by_hook(saes, device)
     if not by_hook:
         raise SFCError("no SAEs given")
     if isinstance(model, (str, Path)):
         chosen = model_processing(by_hook) if processing is None else processing
         model = load_model_spec(str(model), device, dtype, chosen)
-    elif _is_bridge(model):
-        raise SFCError("TransformerBridge models are not supported: pass a HookedTransformer "
-                       "(HookedTransformer.from_pretrained_no_processing(name)) or the model's name or directory")
     elif not hasattr(model, "hook_dict") or not hasattr(model, "run_with_hooks"):
         raise SFCError(f"model of type {type(model).__name__} is not a TransformerLens HookedTransformer")
     else:
