@@ -263,5 +263,5 @@ def test_unknown_preset_in_toml_exits_2(tmp_path, capsys):
 
     config = tmp_path / "run.toml"
     config.write_text('preset = "pythia-70m-sfx"\n')
-    assert main(["discover", "--config", str(config), "-o", str(tmp_path)]) == 2
+    assert main(["discover", "--config", str(config), "-o", str(tmp_path / "out")]) == 2
     assert "unknown preset 'pythia-70m-sfx' (known: pythia-70m-sfc, gemma-2-2b-sfc, gpt2-small-sfc)" in capsys.readouterr().err
