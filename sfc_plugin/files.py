@@ -84,13 +84,26 @@ def _ensure_parent(target: Path, shown: Path) -> None:
         raise SFCError(f"cannot write {str(shown)!r}: {str(parent)!r} is not a directory")
 
 
+@contextlib.contextmanager
+def _removed_on_failure(tmp: str, shown: Path):
+    """Remove ``tmp`` if the block fails (Ctrl-C included); OS errors become one-line :class:`SFCError`."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _oserror(exc, shown) from None
+        raise
+
+
 def _write_temp(target: Path, payload: bytes, shown: Path) -> str:
     """A fully written, fsynced temporary file next to ``target``; its permissions are the final ones."""
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}{_TMP_MARK}")
     except OSError as exc:
         raise _oserror(exc, shown) from None
-    try:
+    with _removed_on_failure(tmp, shown):
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()
@@ -100,12 +113,6 @@ def _write_temp(target: Path, payload: bytes, shown: Path) -> str:
         except FileNotFoundError:
             mode = _default_mode()
         os.chmod(tmp, mode)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise _oserror(exc, shown) from None
-        raise
     return tmp
 
 
@@ -135,14 +142,8 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         return path
     _ensure_parent(target, path)
     tmp = _write_temp(target, payload, path)
-    try:
+    with _removed_on_failure(tmp, path):
         os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise _oserror(exc, path) from None
-        raise
     _fsync_dir(target.parent)
     return path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -84,6 +85,17 @@ def make_records(n=6):
             out.append({"clean_prefix": f"the {adj} {a} {mid}", "patch_prefix": f"the {adj} {b} {mid}",
                         "clean_answer": ca, "patch_answer": pa, "case": "x"})
     return out[:n]
+
+
+def save_world(d, tokenizer, hooks):
+    """A saved tiny model (``d/model``), one SAE per hook (``d/saes/<hook>``) and 4 pairs (``d/pairs.jsonl``)."""
+    from sfc_plugin.models import save_model
+
+    save_model(make_model(tokenizer), d / "model")
+    for i, hook in enumerate(hooks):
+        make_sae(hook, seed=i).save_model(d / "saes" / hook)
+    (d / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in make_records(4)))
+    return d
 
 
 @pytest.fixture(scope="session")

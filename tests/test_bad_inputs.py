@@ -18,9 +18,8 @@ import torch
 import sfc_plugin
 from sfc_plugin.cli import main
 from sfc_plugin.errors import SFCError
-from sfc_plugin.models import save_model
 
-from conftest import make_model, make_records, make_sae
+from conftest import make_model, make_records, make_sae, save_world
 
 HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
 PKG = Path(sfc_plugin.__file__).resolve().parent
@@ -34,10 +33,7 @@ def jsonl(records) -> str:
 def world(tmp_path_factory, tokenizer):
     """A saved tiny model, two SAEs, pair data, and a circuit discovered on them (with fingerprints)."""
     d = tmp_path_factory.mktemp("world")
-    save_model(make_model(tokenizer), d / "model")
-    for i, hook in enumerate(HOOKS):
-        make_sae(hook, seed=i).save_model(d / "saes" / hook)
-    (d / "pairs.jsonl").write_text(jsonl(make_records(4)))
+    save_world(d, tokenizer, HOOKS)
     assert main(["discover", "--model", str(d / "model"), "--sae", str(d / "saes"), "--data", str(d / "pairs.jsonl"),
                  "--method", "atp", "--node-threshold", "0.01", "--no-edges", "-o", str(d / "found"), "-q"]) == 0
     return d

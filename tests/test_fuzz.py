@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from sfc_plugin.cli import main
-from sfc_plugin.models import save_model
 
-from conftest import make_model, make_records, make_sae
+from conftest import make_records, save_world
 
 HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
 WEIRD = [None, True, -1, 0, 10**30, 1e308, -0.5, "", "x", "the <unk> cat", "\u202e\x00", [], {}, [1, "a"], {"a": None}]
@@ -24,10 +23,7 @@ WEIRD = [None, True, -1, 0, 10**30, 1e308, -0.5, "", "x", "the <unk> cat", "\u20
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tokenizer):
     d = tmp_path_factory.mktemp("fuzz")
-    save_model(make_model(tokenizer), d / "model")
-    for i, hook in enumerate(HOOKS):
-        make_sae(hook, seed=i).save_model(d / "saes" / hook)
-    (d / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in make_records(4)))
+    save_world(d, tokenizer, HOOKS)
     assert main(["discover", "--model", str(d / "model"), "--sae", str(d / "saes"), "--data", str(d / "pairs.jsonl"),
                  "--method", "atp", "--node-threshold", "0.01", "-o", str(d / "found"), "-q"]) == 0
     return d

@@ -145,17 +145,6 @@ def node_matrix(values: torch.Tensor, feats: SparseFeatures, node_feat: torch.Te
     Node ``i`` is feature ``node_feat[i]`` at every position (``node_pos`` None) or at ``node_pos[i]``;
     ``width`` is the number of positions per example (flat token ``n`` has position ``n % width``).
     """
-    k = node_feat.numel()
-    n = feats.idx.shape[0]
-    out = values.new_zeros((k + 1, n))
-    if k == 0 or feats.idx.shape[1] == 0:
-        return out[:k]
-    tok = feats.token_index()
-    if node_pos is None:
-        entry, keys = feats.idx, node_feat
-    else:
-        entry, keys = (tok % width) * feats.d_sae + feats.idx, node_pos * feats.d_sae + node_feat
-    row = lookup(entry.flatten(), keys)
-    row = torch.where(row < 0, torch.full_like(row, k), row)
-    out.index_put_((row, tok.flatten()), values.flatten(), accumulate=True)
-    return out[:k]
+    out = values.new_zeros((node_feat.numel(), feats.idx.shape[0]))
+    row, tok, val = node_entries(values, feats, node_feat, node_pos, width)
+    return out.index_put_((row, tok), val, accumulate=True)
