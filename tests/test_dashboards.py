@@ -180,11 +180,21 @@ def test_write_load_and_card(small, tmp_path):
 
 @pytest.mark.parametrize("bad, message", [(["resid_7/1"], "no SAE for submodule 'resid_7'"),
                                           (["resid_1/99"], "has only 32 features"), (["resid_1"], "is not"),
+                                          (["resid_1/²"], "is not"), (["resid_1/-2"], "is not"),
                                           ([], "no feature ids")])
 def test_bad_ids(small, bad, message):
     model, saes, corpus = small
     with pytest.raises(SFCError, match=message):
         dashboards.compute_dashboards(model, saes, bad, corpus, progress=False)
+
+
+def test_leading_zeros_name_the_same_feature(small):
+    """``resid_1/0002`` is feature 2: records come back under the circuit's spelling of the id, computed once."""
+    model, saes, corpus = small
+    data = dashboards.compute_dashboards(model, saes, ["resid_1/0002", "resid_1/2@3"], corpus, k=3, progress=False)
+    assert list(data["features"]) == ["resid_1/2"]
+    plain = dashboards.compute_dashboards(model, saes, ["resid_1/2"], corpus, k=3, progress=False)
+    assert data["features"]["resid_1/2"] == plain["features"]["resid_1/2"]
 
 
 def test_corpus_formats(tokenizer, tmp_path):

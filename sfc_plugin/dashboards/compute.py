@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import torch
 
 from ..errors import SFCError
-from .records import SCHEMA, parse_id
+from .records import SCHEMA, normalise_id, parse_id
 from .stream import EMPTY_KEY, FeatureStream, hist_edges
 LOGIT_NOTE = ("approximate: the decoder direction's direct path to the logits only (no later layers), through the "
               "final layer norm's centring and weight but not its input-dependent 1/σ scaling and its change; "
@@ -113,7 +113,7 @@ def compute_dashboards(model, saes, ids: Iterable[str], corpus=None, *, k: int =
                              ("per_band", per_band, 0), ("n_logits", n_logits, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise SFCError(f"{name} must be an integer of at least {low}, got {value!r}")
-    ids = list(dict.fromkeys(str(i).split("@", 1)[0] for i in ids))
+    ids = list(dict.fromkeys(normalise_id(i) for i in ids))  # "resid_2/0023" is feature 23, as in circuits
     if not ids:
         raise SFCError("no feature ids to compute dashboards for")
     subs = {s.name: s for s in build_submodules(model, saes_by_hook(saes))}

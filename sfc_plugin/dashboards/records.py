@@ -12,12 +12,18 @@ FILENAME = "dashboards.json"
 
 
 def parse_id(fid: str) -> tuple[str, int]:
-    """``"resid_2/173"`` (an ``@position`` suffix is ignored) → ``("resid_2", 173)``."""
+    """``"resid_2/173"`` (an ``@position`` suffix is ignored) → ``("resid_2", 173)``; ``"resid_2/0173"`` reads
+    as the same feature (see :func:`normalise_id`)."""
     base = str(fid).split("@", 1)[0]
     sub, _, feat = base.rpartition("/")
-    if not sub or not feat.isdigit():
+    if not sub or not (feat.isascii() and feat.isdigit()):
         raise SFCError(f"feature id {fid!r} is not '<submodule>/<feature index>'")
     return sub, int(feat)
+
+
+def normalise_id(fid: str) -> str:
+    """The canonical id of a feature: ``"resid_2/0023@4"`` → ``"resid_2/23"`` (circuits write ids this way)."""
+    return "{}/{}".format(*parse_id(fid))
 
 
 def write_dashboards(data: dict, out_dir: str | Path) -> Path:
