@@ -196,6 +196,27 @@ def test_hover_highlights_paths_and_search_finds_labels(site):
 
 
 @needs_chromium
+def test_edge_colours_are_the_figures_and_the_legend_names_them(site):
+    """The viewer draws the figures' Okabe–Ito blue and vermillion (negative edges dashed) and its footer says so."""
+    from sfc_plugin.export.dot import NEG_RGB, POS_RGB
+
+    out, _ = site
+    r = run_page(out, """
+        var es = Array.from(document.querySelectorAll('#edges .edge'));
+        result.edges = es.map(function (e) { return [e.getAttribute('stroke'), e.getAttribute('stroke-dasharray'),
+                                                     e.querySelector('title').textContent]; });
+        result.legend = document.getElementById('legend').textContent;
+    """)
+    want = {True: "rgb({},{},{})".format(*NEG_RGB), False: "rgb({},{},{})".format(*POS_RGB)}
+    assert r["edges"] and {e[1] is not None for e in r["edges"]} == {True, False}  # both signs present
+    for stroke, dash, title in r["edges"]:
+        negative = title.rsplit(": ", 1)[1].startswith(("-", "\u2212"))
+        assert stroke == want[negative] and (dash is not None) == negative, (stroke, dash, title)
+    legend = " ".join(r["legend"].split())
+    assert "red:" not in legend and "blue: positive" in legend and "vermillion (orange-red): negative" in legend
+
+
+@needs_chromium
 def test_a_label_with_markup_shows_as_text(site):
     out, _ = site
     r = run_page(out, """

@@ -5,7 +5,9 @@
   var D = window.SFC_VIEW;
   var SVGNS = "http://www.w3.org/2000/svg";
   var W = 96, H = 30, GAP = 12, ROW = 92;  /* ROW: row spacing, stretched to the window in rowSpacing() */
-  var POS = [33, 102, 172], NEG = [178, 24, 43], POSF = [67, 147, 195], NEGF = [214, 96, 77];
+  /* the figures' colours (sfc_plugin/export/dot.py): Okabe-Ito blue and vermillion, readable with the common
+     colour-vision deficiencies; negative edges are also dashed, so greyscale keeps the sign */
+  var POS = [0, 114, 178], NEG = [213, 94, 0], POSF = POS, NEGF = NEG;
 
   function $(id) { return document.getElementById(id); }
   function svg(tag, attrs, parent) {
@@ -111,6 +113,7 @@
         stroke: mix(e.weight >= 0 ? POS : NEG, 1), "stroke-width": (0.4 + 4 * r).toFixed(2),
         "stroke-opacity": (0.2 + 0.7 * r).toFixed(2), "data-source": e.source, "data-target": e.target
       }, gEdges);
+      if (e.weight < 0) p.setAttribute("stroke-dasharray", "5,3");
       svg("title", {}, p).textContent = e.source + " \u2192 " + e.target + ": " + signed(e.weight);
     });
     current.rows.forEach(function (r) { r.forEach(drawNode); });
