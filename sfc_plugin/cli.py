@@ -22,13 +22,22 @@ EVALUATE_DEFAULTS = {
     "n_thresholds": 15, "start_layer": 0, "features_only": False, "n_examples": DEFAULTS["n_examples"],
     "batch_size": None, "device": None, "out": "sfc-out", "allow_overlap": False,
 }
-COMMANDS = {"discover": DEFAULTS, "evaluate": EVALUATE_DEFAULTS}
-SHARED = ("model", "sae", "device", "batch_size")  # top-level keys of a discover config that other commands reuse
+# SHIFT trains and evaluates probes on whole splits by default (not discover's 40): with 40 balanced test
+# examples worst-group accuracy rests on 10 per group, and the toy table then ranks the skylines below SHIFT.
+SHIFT_DEFAULTS = {
+    "model": None, "sae": None, "preset": None, "device": None, "dtype": None, "data": "toy/bios", "layer": None,
+    "judge": "concept", "compare_judge": "labelled", "spurious_concept": None, "evidence_text": None,
+    "concept_threshold": None, "decisions": None, "top_k": 50, "threshold": None, "steps": 10, "n_train": None,
+    "n_eval": None, "batch_size": DEFAULTS["batch_size"], "seed": 0, "out": "sfc-out", "allow_overlap": False,
+}
+COMMANDS = {"discover": DEFAULTS, "evaluate": EVALUATE_DEFAULTS, "shift": SHIFT_DEFAULTS}
+# top-level keys of a discover config that other commands reuse
+SHARED = {"evaluate": ("model", "sae", "device", "batch_size"), "shift": ("model", "sae", "preset", "device", "batch_size")}
 
 
 def _load_config(path: str | None, command: str = "discover") -> dict:
-    """The ``[command]`` table of a TOML file, else its top-level keys (for evaluate: only those it shares with
-    discover — model, sae, device, batch_size — so one run.toml serves both)."""
+    """The ``[command]`` table of a TOML file, else its top-level keys (for evaluate and shift: only those they
+    share with discover — model, sae, device, batch_size, and preset for shift — so one run.toml serves all)."""
     if not path:
         return {}
     try:
@@ -50,7 +59,7 @@ def _load_config(path: str | None, command: str = "discover") -> dict:
         unknown = sorted(set(top) - set(DEFAULTS) - set(known))
         if unknown:
             raise SFCError(f"config file {path!r}: unknown key {unknown[0]!r}")
-        return {k: v for k, v in top.items() if k in SHARED}
+        return {k: v for k, v in top.items() if k in SHARED[command]}
     config = top if table is None else {k.replace("-", "_"): v for k, v in table.items()}
     unknown = sorted(set(config) - set(known))
     if unknown:
@@ -66,8 +75,8 @@ def _settings(args, command: str = "discover", fallback: dict | None = None) -> 
             for k, default in COMMANDS[command].items()}
 
 
-def _provenance_world(prov: dict) -> dict:
-    """``{"model", "sae"}`` specs recorded in a circuit's provenance; ``{}`` for the toy world."""
+def _provenance_world(prov: dict, what: str = "circuit") -> dict:
+    """``{"model", "sae"}`` specs recorded in a circuit's (or an edit's) provenance; ``{}`` for the toy world."""
     model = prov.get("model_source") or prov.get("model_spec")
     saes = prov.get("sae_sources")
     if not saes:
@@ -75,15 +84,15 @@ def _provenance_world(prov: dict) -> dict:
     if model == "toy" or saes == "toy" or (model is None and saes is None and prov.get("model") == "sfc-toy"):
         return {}
     if model is None or not saes:
-        raise SFCError("the circuit does not record where its model and SAEs came from "
+        raise SFCError(f"the {what} does not record where its model and SAEs came from "
                        f"(model {prov.get('model')!r}): give --model and --sae")
     return {"model": str(model), "sae": [saes] if isinstance(saes, str) else [str(x) for x in saes]}
 
 
-def _fill_world(s: dict, prov: dict) -> dict:
+def _fill_world(s: dict, prov: dict, what: str = "circuit") -> dict:
     """Model and SAE specs not given (command line or config) taken from the circuit's provenance."""
     if s["model"] is None or not s["sae"]:
-        recorded = _provenance_world(prov)
+        recorded = _provenance_world(prov, what)
         s = dict(s, model=s["model"] or recorded.get("model"), sae=s["sae"] or recorded.get("sae"))
     return s
 
@@ -114,7 +123,7 @@ def _check_options(values: dict, config: str | None = None, from_config=()) -> N
         name = "--" + key.replace("_", "-") + (f" (config file {config!r})" if key in from_config else "")
         if value is None:
             continue
-        if key in ("node_threshold", "edge_threshold", "threshold"):
+        if key in ("node_threshold", "edge_threshold", "threshold", "concept_threshold"):
             check.threshold(value, name)
         elif key in ("steps", "batch_size", "n_examples", "n_thresholds", "top_k", "n_train", "n_eval"):
             check.integer(value, name, minimum=1)
@@ -125,9 +134,10 @@ def _check_options(values: dict, config: str | None = None, from_config=()) -> N
                 check.threshold(t, name)
         elif key == "device":
             check.device(value, name)
-        elif key in ("model", "data", "split", "metric", "method", "out") and not isinstance(value, str):
+        elif key in ("model", "data", "split", "metric", "method", "out", "preset", "dtype", "judge", "compare_judge",
+                     "spurious_concept", "evidence_text", "decisions") and not isinstance(value, str):
             raise SFCError(f"{name} must be a string, got {value!r}")
-        elif key == "edges" and not isinstance(value, bool):
+        elif key in ("edges", "allow_overlap") and not isinstance(value, bool):
             raise SFCError(f"{name} must be true or false, got {value!r}")
 
 
@@ -240,37 +250,56 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_shift(args) -> int:
-    import json
+def _check_shift_overlap(train: list[dict], evaluation: dict[str, list[dict]], data: str) -> None:
+    """Refuse validation or test examples that are training examples (by the hash of their text)."""
+    from .data import example_fingerprint
 
+    seen = {example_fingerprint(r) for r in train}
+    for split, records in evaluation.items():
+        n = sum(example_fingerprint(r) in seen for r in records)
+        if not n:
+            continue
+        if Path(str(data)).is_file():
+            raise SFCError(f"{n} of the {len(records)} {split} examples are training examples: {data} is one file, so "
+                           "every split reads it; use a dataset with train, val and test splits or pass --allow-overlap")
+        raise SFCError(f"{n} of the {len(records)} {split} examples of {data} are training examples (SHIFT finds its "
+                       "features and trains its probe on those): give held-out splits or pass --allow-overlap")
+
+
+def cmd_shift(args) -> int:
     from .data import load_dataset
     from .files import check_output_dir, strict_json, write_set
     from .shifting.cli import side_effect_options
     from .shifting.pipeline import format_table, public, shift
     from .shifting.side_effects import format_side_effects
 
-    _check_options({k: getattr(args, k, None) for k in ("layer", "top_k", "threshold", "steps", "n_train", "n_eval",
-                                                   "batch_size", "seed", "device")})
-    check_output_dir(args.out, overwrite=args.overwrite)
-    (model, saes), _ = _load_world(args.model, args.sae, args.device, args.dtype, args.preset)
-    train, test, val = (load_dataset(args.data, split) for split in ("train", "test", "val"))
-    train, val, test = train[: args.n_train], val[: args.n_eval], test[: args.n_eval]
-    options = {"decisions": args.decisions, "concept": args.spurious_concept, "evidence_text": args.evidence_text}
-    if args.concept_threshold is not None:
-        options["concept_threshold"] = args.concept_threshold
-    compare = None if args.compare_judge.lower() == "none" else args.compare_judge
-    result = shift(model, saes, train, test, val, layer=args.layer, judge=args.judge, compare_judge=compare,
-                   top_k=args.top_k, threshold=args.threshold, steps=args.steps, seed=args.seed,
-                   batch_size=args.batch_size, judge_options=options, progress=not args.quiet,
-                   side_effects=False if args.no_side_effects else side_effect_options(args))
-    out = Path(args.out)
+    s = _settings(args, "shift")
+    _check_options(s, args.config, {k for k in _load_config(args.config, "shift") if getattr(args, k, None) is None})
+    check_output_dir(s["out"], overwrite=args.overwrite)
+    (model, saes), model_name = _load_world(s["model"], s["sae"], s["device"], s["dtype"], s["preset"])
+    splits = {"train": "train", "val": "val", "test": "test"}
+    train, val, test = (load_dataset(s["data"], splits[name]) for name in ("train", "val", "test"))
+    train, val, test = train[: s["n_train"]], val[: s["n_eval"]], test[: s["n_eval"]]
+    if not s["allow_overlap"]:
+        _check_shift_overlap(train, {"val": val, "test": test}, s["data"])
+    options = {"decisions": s["decisions"], "concept": s["spurious_concept"], "evidence_text": s["evidence_text"]}
+    if s["concept_threshold"] is not None:
+        options["concept_threshold"] = s["concept_threshold"]
+    compare = None if str(s["compare_judge"]).lower() == "none" else s["compare_judge"]
+    provenance = {"dataset": s["data"], "splits": None if Path(str(s["data"])).is_file() else splits,
+                  "model_source": model_name, "preset": s["preset"], "allow_overlap": bool(s["allow_overlap"])}
+    result = shift(model, saes, train, test, val, layer=s["layer"], judge=s["judge"], compare_judge=compare,
+                   top_k=s["top_k"], threshold=s["threshold"], steps=s["steps"], seed=s["seed"],
+                   batch_size=s["batch_size"], judge_options=options, progress=not args.quiet,
+                   side_effects=False if args.no_side_effects else side_effect_options(args), provenance=provenance)
+    out = Path(s["out"])
     write_set(out, {"shift.json": strict_json(public(result), indent=1) + "\n",
-                    "edit.json": json.dumps(result["edit"].to_dict(), indent=1) + "\n"}, overwrite=args.overwrite)
+                    "edit.json": strict_json(result["edit"].to_dict(), indent=1) + "\n"}, overwrite=args.overwrite)
     print(format_table(result))
     if "side_effects" in result:
         print()
         print(format_side_effects(result["side_effects"]))
-    print(f"ablated {result['n_ablated']} of {len(result['features'])} candidate features ({args.judge} judge)")
+    print(f"ablated {result['n_ablated']} of {len(result['features'])} candidate features ({s['judge']} judge)")
     print(f"wrote {out / 'shift.json'} and {out / 'edit.json'}")
     return 0
 
@@ -405,12 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("shift", help="SHIFT: ablate features a probe should not use; print the accuracy table")
     _add_world_options(h, "model name or directory (default: the toy world)")
-    h.add_argument("--data", default="toy/bios", help="dataset with train (ambiguous), val and test (balanced) splits of "
+    h.add_argument("--data", help="dataset with train (ambiguous), val and test (balanced) splits of "
                    "{text, profession, gender} records (default toy/bios)")
     h.add_argument("--layer", type=int, help="probe on blocks.<layer>.hook_resid_post (default: last layer with SAEs)")
-    h.add_argument("--judge", default="concept", help="feature judge: concept (label-free, default), labelled, file, "
+    h.add_argument("--judge", help="feature judge: concept (label-free, default), labelled, file, "
                    "interactive or a plugin's")
-    h.add_argument("--compare-judge", default="labelled", help="a second judge on the same candidates, reported beside "
+    h.add_argument("--compare-judge", help="a second judge on the same candidates, reported beside "
                    "SHIFT as shift_<name> rows (default labelled: a skyline that reads the balanced labels; 'none' to skip)")
     h.add_argument("--spurious-concept", metavar="WORDS|FILE", help="the spurious concept for the concept judge: words or "
                    "short phrases ('he, she, his, her, Mr, Mrs'), a file of them, or a shipped name "
@@ -420,16 +449,21 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--concept-threshold", type=float, help="concept judge: ablate at this share of concept words "
                    "among promoted tokens (default 0.3)")
     h.add_argument("--decisions", help="decisions file (JSON or CSV: id,decision) for --judge file")
-    h.add_argument("--top-k", type=int, default=50, help="candidate features: the top K by |effect| (default 50)")
+    h.add_argument("--top-k", type=int, help="candidate features: the top K by |effect| (default 50)")
     h.add_argument("--threshold", type=float, help="candidate features: |effect| above this")
-    h.add_argument("--steps", type=int, default=10, help="integrated-gradient steps (default 10)")
-    h.add_argument("--n-train", type=int, help="use the first N training examples")
-    h.add_argument("--n-eval", type=int, help="use the first N validation and N test examples")
-    h.add_argument("--batch-size", type=int, default=16, help="examples per batch (default 16)")
-    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--steps", type=int, help="integrated-gradient steps (default 10)")
+    h.add_argument("--n-train", type=int, help="use the first N training examples (default: the whole split; "
+                   "unlike discover's 40, a probe needs them)")
+    h.add_argument("--n-eval", type=int, help="use the first N validation and N test examples (default: whole splits)")
+    h.add_argument("--allow-overlap", action="store_true", default=None,
+                   help="run even when validation or test examples are training examples (refused by default)")
+    h.add_argument("--batch-size", type=int, help="examples per batch (default 16)")
+    h.add_argument("--seed", type=int, help="seed of the probes and the random row (default 0)")
     add_side_effect_options(h)
     h.add_argument("--no-side-effects", action="store_true", help="skip the side-effect report")
-    h.add_argument("-o", "--out", default="sfc-out", help="output directory (default ./sfc-out)")
+    h.add_argument("-o", "--out", help="output directory (default ./sfc-out)")
+    h.add_argument("--config", help="TOML file: its [shift] table (keys as the long option names), else the "
+                   "model/sae/preset/device/batch_size of a discover config")
     h.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory that sfc did not create")
     h.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     h.set_defaults(func=cmd_shift)

@@ -251,3 +251,13 @@ def pair_fingerprint(record: dict) -> str:
 
     key = [record.get(k) for k in ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")]
     return hashlib.sha256(json.dumps(key, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def example_fingerprint(record: dict) -> str:
+    """:func:`pair_fingerprint` for pair records; for text records (e.g. SHIFT's ``{"text", ...}``) the same
+    short hash of the text alone, so that one text under other labels still counts as the same example."""
+    if isinstance(record, dict) and "clean_prefix" not in record and isinstance(record.get("text"), str):
+        import hashlib
+
+        return hashlib.sha256(record["text"].encode("utf-8")).hexdigest()[:16]
+    return pair_fingerprint(record)

@@ -19,7 +19,7 @@ from .circuit import Circuit, Edge, Node, node_id
 from .data import pair_fingerprint, resolve_records, tokenize
 from .distributed import reduce_edge_sums, reduce_node_sums
 from .errors import SFCError
-from .fingerprints import model_fingerprint
+from .fingerprints import model_fingerprint, sae_info
 from .metrics import resolve_metric
 from .models import resolve_world, sae_label
 from .plugins import lookup
@@ -84,21 +84,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "unknown"
     return out
-
-
-def _sae_info(sub: Submodule) -> dict[str, Any]:
-    from .fingerprints import sae_fingerprint
-
-    meta = getattr(sub.sae.cfg, "metadata", None)
-    info = {"submodule": sub.name, "hook": sub.hook, "d_sae": sub.d_sae,
-            "architecture": sub.sae.cfg.architecture(), "spec": sae_label(sub.sae, sub.hook),
-            "fingerprint": sae_fingerprint(sub.sae)}
-    info.update(getattr(sub.sae, "sfc_spec", None) or {})
-    for key in ("release", "sae_id", "neuronpedia_id", "model_name"):
-        value = getattr(meta, key, None) if meta is not None else None
-        if value is not None:
-            info[key] = value
-    return info
 
 
 def _select(subs, feat_eff, err_eff, threshold: float, aggregation: str) -> dict[str, NodeSet]:
@@ -313,7 +298,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
         "model_spec": str(model_spec) if isinstance(model_spec, (str, Path)) else None,
         "dtype": str(model.cfg.dtype).removeprefix("torch."),
         "block": "parallel" if getattr(model.cfg, "parallel_attn_mlp", False) else "sequential",
-        "saes": [_sae_info(s) for s in subs],
+        "saes": [sae_info(s) for s in subs],
         "dataset": str(data) if isinstance(data, str) else "(in memory)",
         "n_examples": n,
         "ablation": "zero" if full.patch is None else "patch",

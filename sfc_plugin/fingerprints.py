@@ -6,7 +6,8 @@
   parameter model would take longer than many runs; two different checkpoints differ nearly everywhere).
 
 A circuit stores them in ``provenance["saes"][i]["fingerprint"]`` and ``provenance["model_fingerprint"]``;
-:func:`check` compares them with the model and SAEs given to ``evaluate`` (or any later use).
+:func:`check` compares them with the model and SAEs given to ``evaluate`` (or any later use); ``sfc shift``
+records the same in ``shift.json`` and ``edit.json``, and applying a saved edit checks them.
 """
 
 from __future__ import annotations
@@ -55,42 +56,83 @@ def model_fingerprint(model) -> dict[str, Any]:
             "dtype": str(getattr(cfg, "dtype", "")).removeprefix("torch."), "sample_sha256": digest.hexdigest()}
 
 
-def mismatches(provenance: dict, model, saes_by_hook: dict[str, Any]) -> list[str] | None:
-    """What differs between the circuit's recorded model/SAEs and the given ones (None: nothing recorded)."""
+def sae_info(sub) -> dict[str, Any]:
+    """How a result records one SAE (a :class:`~sfc_plugin.splicing.Submodule`'s): submodule, hook, width,
+    architecture, spec (release and id, or path) and fingerprint."""
+    from .models import sae_label
+
+    meta = getattr(sub.sae.cfg, "metadata", None)
+    info = {"submodule": sub.name, "hook": sub.hook, "d_sae": sub.d_sae,
+            "architecture": sub.sae.cfg.architecture(), "spec": sae_label(sub.sae, sub.hook),
+            "fingerprint": sae_fingerprint(sub.sae)}
+    info.update(getattr(sub.sae, "sfc_spec", None) or {})
+    for key in ("release", "sae_id", "neuronpedia_id", "model_name"):
+        value = getattr(meta, key, None) if meta is not None else None
+        if value is not None:
+            info[key] = value
+    return info
+
+
+def world_provenance(model, subs, model_spec=None) -> dict[str, Any]:
+    """The model and SAEs of a result, as ``discover`` records them in circuit.json (``model``, ``model_spec``,
+    ``dtype``, ``saes``, ``sae_sources`` when loaded from specs, ``model_fingerprint``)."""
+    from pathlib import Path
+
+    from .models import sae_label
+
+    out = {"model": getattr(model.cfg, "model_name", None),
+           "model_spec": str(model_spec) if isinstance(model_spec, (str, Path)) else None,
+           "dtype": str(model.cfg.dtype).removeprefix("torch."), "saes": [sae_info(s) for s in subs]}
+    sources = [sae_label(s.sae) for s in subs if getattr(s.sae, "sfc_spec", None)]
+    if sources:
+        out["sae_sources"] = sources
+    out["model_fingerprint"] = model_fingerprint(model)
+    return out
+
+
+def mismatches(provenance: dict, model, saes_by_hook: dict[str, Any], *, hooks=None, what: str = "circuit",
+               made: str = "found") -> list[str] | None:
+    """What differs between the recorded model/SAEs and the given ones (None: nothing recorded).
+
+    ``model=None`` skips the model; ``hooks`` limits the SAEs compared to those hooks (an edit needs only the
+    SAEs it ablates features of) and then SAEs at other hooks are not reported as unused.
+    """
     recorded = [s for s in provenance.get("saes") or [] if isinstance(s, dict) and isinstance(s.get("fingerprint"), dict)]
     model_fp = provenance.get("model_fingerprint")
     if not recorded and not isinstance(model_fp, dict):
         return None
     out = []
-    if isinstance(model_fp, dict):
+    if isinstance(model_fp, dict) and model is not None:
         now = model_fingerprint(model)
         if now.get("sample_sha256") != model_fp.get("sample_sha256"):
-            out.append(f"model {now.get('name')!r} differs from the model the circuit was found with "
+            out.append(f"model {now.get('name')!r} differs from the model the {what} was {made} with "
                        f"({model_fp.get('name')!r}, {model_fp.get('n_params')} parameters; fingerprint "
                        f"{str(model_fp.get('sample_sha256'))[:12]} vs {str(now.get('sample_sha256'))[:12]})")
-    by_hook = {s.get("hook"): s for s in recorded}
+    by_hook = {s.get("hook"): s for s in recorded if hooks is None or s.get("hook") in hooks}
     for hook, info in by_hook.items():
         if hook not in saes_by_hook:
-            out.append(f"no SAE given for hook {hook!r}, where the circuit was found with one")
+            out.append(f"no SAE given for hook {hook!r}, where the {what} was {made} with one")
             continue
         now = sae_fingerprint(saes_by_hook[hook])
         fp = info["fingerprint"]
         if now["shape"] != fp.get("shape"):
-            out.append(f"SAE at hook {hook!r} has shape {now['shape']}, the circuit's had {fp.get('shape')}")
+            out.append(f"SAE at hook {hook!r} has shape {now['shape']}, the {what}'s had {fp.get('shape')}")
         elif now["sha256"] != fp.get("sha256"):
-            out.append(f"SAE at hook {hook!r} has other weights than the circuit's (sha256 {now['sha256'][:12]} vs "
+            out.append(f"SAE at hook {hook!r} has other weights than the {what}'s (sha256 {now['sha256'][:12]} vs "
                        f"{str(fp.get('sha256'))[:12]})")
-    if recorded:
+    if recorded and hooks is None:
         for hook in sorted(set(saes_by_hook) - set(by_hook)):
-            out.append(f"SAE at hook {hook!r} was not used to find the circuit")
+            out.append(f"SAE at hook {hook!r} was not used to find the {what}")
     return out
 
 
-def check(provenance: dict, model, saes_by_hook: dict[str, Any], force: bool = False, option: str = "force=True") -> dict:
-    """Refuse SAEs or a model other than the circuit's (unless ``force``); returns the record for the output."""
-    found = mismatches(provenance, model, saes_by_hook)
+def check(provenance: dict, model, saes_by_hook: dict[str, Any], force: bool = False, option: str = "force=True",
+          **where) -> dict:
+    """Refuse SAEs or a model other than the recorded ones (unless ``force``); returns the record for the output.
+    ``where``: :func:`mismatches`'s ``hooks``, ``what`` and ``made``."""
+    found = mismatches(provenance, model, saes_by_hook, **where)
     if found is None:
-        return {"status": "unchecked (the circuit records no fingerprints)"}
+        return {"status": f"unchecked (the {where.get('what', 'circuit')} records no fingerprints)"}
     if not found:
         return {"status": "match"}
     if not force:

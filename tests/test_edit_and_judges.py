@@ -16,7 +16,7 @@ from sfc_plugin.shifting.probe_attribution import top_units
 from sfc_plugin.shifting.records import FeatureInfo, JudgeContext, Labelled
 from sfc_plugin.splicing import build_submodules
 
-from conftest import all_hooks, make_model, make_records, make_saes
+from conftest import all_hooks, make_model, make_records, make_sae, make_saes
 
 
 @pytest.fixture
@@ -190,3 +190,69 @@ def test_human_judges_read_the_dashboard_cards(tiny, tmp_path):
     template[[r["id"] for r in template].index(fired[0])]["decision"] = "ablate"
     path.write_text(json.dumps(template))
     assert [d.id for d in file_judge(infos(), ctx) if d.decision == "ablate"] == [fired[0]]
+
+
+def _recorded_edit(model, subs, path):
+    """An edit saved with the provenance ``sfc shift`` records (model and SAE fingerprints)."""
+    from sfc_plugin.fingerprints import world_provenance
+
+    edit = FeatureEdit(subs, ablate={"mlp_0": [3], "resid_1": [1]},
+                       provenance=world_provenance(model, list(subs.values())))
+    edit.to_json(path)
+    return path
+
+
+def test_saved_edit_refuses_other_saes_or_model_unless_forced(tiny, tokenizer, tmp_path):
+    model, subs, tokens = tiny
+    path = _recorded_edit(model, subs, tmp_path / "edit.json")
+    saved = json.loads(path.read_text())
+    assert saved["provenance"]["model_fingerprint"]["sample_sha256"] and len(saved["provenance"]["saes"]) == len(subs)
+    same = FeatureEdit.from_json(path, subs, model=model)
+    assert same.provenance_check == {"status": "match"}
+    # other weights for an SAE the edit ablates features of: refused, one line naming the hook and both hashes
+    hooks = all_hooks(2)
+    other = {s.name: s for s in build_submodules(model, {**make_saes(hooks), hooks[2]: make_sae(hooks[2], seed=9)})}
+    assert other["mlp_0"].hook == hooks[2]
+    with pytest.raises(SFCError, match=r"^SAE at hook 'blocks\.0\.hook_mlp_out' has other weights than the edit's "
+                                       r"\(sha256 [0-9a-f]{12} vs [0-9a-f]{12}\); pass force=True \(--force\) to use "
+                                       r"them anyway$"):
+        FeatureEdit.from_json(path, other)
+    forced = FeatureEdit.from_json(path, other, force=True)
+    assert forced.provenance_check["status"] == "forced" and "blocks.0.hook_mlp_out" in forced.provenance_check["mismatches"][0]
+    # an SAE at a hook the edit does not touch may differ: the edit does not use it
+    spare = {s.name: s for s in build_submodules(model, {**make_saes(hooks), hooks[1]: make_sae(hooks[1], seed=9)})}
+    assert FeatureEdit.from_json(path, spare).provenance_check == {"status": "match"}
+    # another model: refused on first use (applied/attach) or when given to from_json
+    loaded = FeatureEdit.from_json(path, subs)
+    stranger = make_model(tokenizer, seed=5)
+    with pytest.raises(SFCError, match=r"^model .* differs from the model the edit was made with .*; pass force=True"):
+        with loaded.applied(stranger):
+            pass
+    with pytest.raises(SFCError, match=r"differs from the model the edit was made with"):
+        FeatureEdit.from_json(path, subs, model=stranger)
+    lenient = FeatureEdit.from_json(path, subs, model=stranger, force=True)
+    assert lenient.provenance_check["status"] == "forced" and lenient.provenance_check["mismatches"][0].startswith("model")
+    with loaded.applied(model):  # the recorded model passes
+        model(tokens)
+
+
+def test_edit_without_provenance_loads_unchecked(tiny, tmp_path):
+    model, subs, _ = tiny
+    FeatureEdit(subs, ablate={"mlp_0": [3]}).to_json(tmp_path / "old.json")
+    assert "provenance" not in json.loads((tmp_path / "old.json").read_text())
+    old = FeatureEdit.from_json(tmp_path / "old.json", subs, model=model)
+    assert old.provenance_check == {"status": "unchecked (the edit records no provenance)"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"schema": "sfc-edit/1", "features": [{"submodule": "mlp_0", "feature": NaN}]}', "NaN is not valid JSON"),
+    ('{"schema": "sfc-edit/1", "features": [{"submodule": "mlp_0", "feature": "3"}]}', "feature '3' of 'mlp_0' is not an index"),
+    ('{"schema": "sfc-edit/1", "features": {"a": 1}}', "'features' must be a list of objects"),
+    ('{"schema": "sfc-edit/1", "provenance": [1]}', "'provenance' must be an object, got list"),
+])
+def test_corrupt_edit_files_are_one_line(tiny, tmp_path, text, message):
+    _, subs, _ = tiny
+    (tmp_path / "e.json").write_text(text)
+    with pytest.raises(SFCError, match=message) as err:
+        FeatureEdit.from_json(tmp_path / "e.json", subs)
+    assert "\n" not in str(err.value)

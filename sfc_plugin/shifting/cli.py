@@ -7,7 +7,6 @@ The main CLI calls :func:`add_parser` with its argparse sub-parsers; bad input r
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -30,31 +29,63 @@ def side_effect_options(args) -> dict:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("edit-report", help="side effects of a saved edit (edit.json): loss, agreement, circuit overlap",
                               description="For a saved sfc-edit/1 edit: the change in next-token loss, in agreement "
-                                          "accuracy per dataset, and how many ablated features are in a circuit.")
+                                          "accuracy per dataset, and how many ablated features are in a circuit. The "
+                                          "model, SAEs and data recorded in the edit are used unless given here.")
     p.add_argument("edit", help="edit.json written by sfc shift (or FeatureEdit.to_json)")
-    p.add_argument("--model", help="model directory or TransformerLens name (default: the toy world)")
-    p.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable)")
+    p.add_argument("--model", help="model directory or TransformerLens name (default: the edit's, else the toy world)")
+    p.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable; default: the edit's)")
     add_side_effect_options(p)
     p.add_argument("--device", help="torch device")
+    p.add_argument("--force", action="store_true", help="use SAEs or a model other than the edit's (recorded in "
+                   "edit-report.json)")
     p.add_argument("-o", "--out", default="sfc-out", help="output directory for edit-report.json (default ./sfc-out)")
     p.set_defaults(func=cmd_edit_report)
 
 
+def _recorded_text(prov: dict):
+    """The training texts of the SHIFT run an edit came from (``None`` when it records no dataset)."""
+    from ..data import load_dataset
+
+    dataset = prov.get("dataset")
+    if not isinstance(dataset, str) or dataset == "(in memory)":
+        return None
+    split = (prov.get("splits") or {}).get("train")
+    n = (prov.get("n_examples") or {}).get("train")
+    records = load_dataset(dataset, split)[: n if isinstance(n, int) else None]
+    return [str(r.get("text", "")) for r in records]
+
+
 def cmd_edit_report(args) -> int:
-    from ..circuit import write_atomic
-    from ..cli import _load_world
+    import sys
+
+    from ..cli import _fill_world, _load_world
+    from ..files import strict_json, write_atomic
     from ..models import saes_by_hook
     from ..splicing import build_submodules
-    from .edit import FeatureEdit
+    from .edit import FeatureEdit, read_edit
     from .side_effects import format_side_effects, measure_side_effects
+    from .texts import is_toy
 
-    (model, saes), _ = _load_world(args.model, args.sae, args.device)
+    prov = read_edit(args.edit).get("provenance") or {}
+    world = {"model": args.model, "sae": args.sae}
+    if prov and (args.model is None or not args.sae):
+        world = _fill_world(world, prov, "edit")
+    (model, saes), _ = _load_world(world["model"], world["sae"], args.device)
     saes = saes_by_hook(saes)
-    edit = FeatureEdit.from_json(args.edit, {s.name: s for s in build_submodules(model, saes)})
+    edit = FeatureEdit.from_json(args.edit, {s.name: s for s in build_submodules(model, saes)}, model=model,
+                                 force=args.force)
+    options = side_effect_options(args)
+    if options["text"] is None and not is_toy(model):
+        options["text"] = _recorded_text(prov)  # the edit's own training texts
     name = Path(args.edit).stem
-    report = measure_side_effects(model, {name: edit}, saes=saes, **side_effect_options(args))
+    report = measure_side_effects(model, {name: edit}, saes=saes, **options)
     report["edit_file"] = str(args.edit)
-    path = write_atomic(Path(args.out) / "edit-report.json", json.dumps(report, indent=1) + "\n")
+    report["provenance_check"] = edit.provenance_check
+    status = edit.provenance_check["status"]
+    if status == "forced":
+        print(f"sfc: warning: --force: {edit.provenance_check['mismatches'][0]}", file=sys.stderr)
+    path = write_atomic(Path(args.out) / "edit-report.json", strict_json(report, indent=1) + "\n")
     print(format_side_effects(report))
+    print(f"model and SAEs: {status}" + (" — nothing was checked" if status.startswith("unchecked") else ""))
     print(f"wrote {path}")
     return 0

@@ -12,6 +12,7 @@ import random
 from typing import Callable
 
 from ..errors import SFCError
+from ..fingerprints import world_provenance
 from ..models import resolve_world, saes_by_hook
 from ..plugins import lookup
 from ..splicing import Submodule, build_submodules
@@ -29,8 +30,8 @@ SHORT_USES = {"ambiguous_train": "train", "concept_description": "concept", "unl
               "balanced_labels": "val labels", "test_labels": "test labels", "undeclared": "undeclared judge"}
 
 
-def _edit_from(subs: dict[str, Submodule], units, neurons: bool = False) -> FeatureEdit:
-    edit = FeatureEdit(subs)
+def _edit_from(subs: dict[str, Submodule], units, neurons: bool = False, provenance: dict | None = None) -> FeatureEdit:
+    edit = FeatureEdit(subs, provenance=provenance)
     target = edit.neurons if neurons else edit.ablate
     for name, i, _ in units:
         target.setdefault(name, []).append(i)
@@ -68,7 +69,7 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
           top_k: int | None = 50, threshold: float | None = None, method: str = "ig",
           steps: int = 10, intended: str = "profession", spurious: str = "gender", seed: int = 0,
           batch_size: int = 16, judge_options: dict | None = None, probe=None, side_effects: bool | dict = True,
-          pm=None, progress: bool = True, device: str | None = None, dtype=None) -> dict:
+          pm=None, progress: bool = True, device: str | None = None, dtype=None, provenance: dict | None = None) -> dict:
     """Run SHIFT and the paper's comparison rows: the ``shift.json`` structure (see :func:`public`) with
     the :class:`FeatureEdit` under ``"edit"`` and the probes under ``"probe"``/``"retrained_probe"``.
 
@@ -80,10 +81,17 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     judges that declare they use labels, the skylines and the oracle probe; ``test`` only the table.
     Every row says in ``uses`` what it used. ``side_effects``: ``True`` (defaults), ``False``, or options
     for :func:`~sfc_plugin.shifting.side_effects.measure_side_effects` (``text``, ``agreement``,
-    ``circuit``). ``probe``: your own module over pooled activations.
+    ``circuit``). ``probe``: your own module over pooled activations. The result's ``provenance`` (also
+    carried by every edit, so that a saved edit refuses other SAEs or another model) records the model and
+    SAEs with their fingerprints as ``discover`` does, the example counts, and what ``provenance`` adds (the
+    CLI: dataset, splits, model source).
     """
+    model_spec = model
     model, saes = resolve_world(model, saes, device=device, dtype=dtype)
     subs_all = build_submodules(model, saes)
+    prov = {**world_provenance(model, subs_all, model_spec), "dataset": "(in memory)",
+            "n_examples": {"train": len(train), "val": len(val), "test": len(test)}}
+    prov.update(provenance or {})
     layer = max(s.layer for s in subs_all) if layer is None else int(layer)
     if not 0 <= layer < model.cfg.n_layers:
         raise SFCError(f"probe layer {layer} is not a layer of the model (0..{model.cfg.n_layers - 1})")
@@ -122,6 +130,8 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
              for row, d in decisions.items()}
     edit = edits["shift"]
     k = len(edit)
+    for e in edits.values():
+        e.provenance = prov
     base = ("ambiguous_train",)
     uses = {row: _uses(base, judge_uses(fn)) for row, fn in judges.items()}
 
@@ -135,13 +145,13 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
         rows.append({**accuracy_row(f"{row}_retrain", again, X_te_edit, te), "uses": uses[row]})
     rng = random.Random(seed)
     pool = [(s.name, j) for s in subs for j in range(s.d_sae)]
-    edits["random"] = _edit_from(by_name, [(n, j, 0.0) for n, j in rng.sample(pool, k)])
+    edits["random"] = _edit_from(by_name, [(n, j, 0.0) for n, j in rng.sample(pool, k)], provenance=prov)
     rows.append({**accuracy_row("random", probe, pooled(model, te, hook, edits["random"]), te), "uses": uses["shift"]})
     gender_probe = train_probe(X_va, va.z, seed)
     neuron_eff = attribute(model, subs, va, hook, gender_probe, 2 * va.z - 1, neurons=True, **kw)
-    edits["neuron_skyline"] = _edit_from(by_name, top_units(neuron_eff, k), neurons=True)
+    edits["neuron_skyline"] = _edit_from(by_name, top_units(neuron_eff, k), neurons=True, provenance=prov)
     feat_eff = attribute(model, subs, va, hook, gender_probe, 2 * va.z - 1, **kw)
-    edits["feature_skyline"] = _edit_from(by_name, top_units(feat_eff, k))
+    edits["feature_skyline"] = _edit_from(by_name, top_units(feat_eff, k), provenance=prov)
     for row in ("neuron_skyline", "feature_skyline"):
         rows.append({**accuracy_row(row, probe, pooled(model, te, hook, edits[row]), te),
                      "uses": _uses(uses["shift"], ("balanced_labels",))})
@@ -159,6 +169,7 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
         "rows": rows, "features": [feature(i) for i in infos], "uses_legend": dict(USES),
         "probe_hook": hook, "intended": [intended, pos_intended], "spurious": [spurious, pos_spurious],
         "n_ablated": k, "seed": seed, "edit": edit, "edits": edits, "probe": probe, "retrained_probe": retrained,
+        "provenance": prov,
     }
     if side_effects is not False:
         from .side_effects import measure_side_effects
@@ -184,10 +195,16 @@ def format_table(result: dict) -> str:
 
 
 def public(result: dict) -> dict:
-    """The JSON-serialisable form of a :func:`shift` result (``shift.json``): edits as dicts, no probes."""
-    out = {k: v for k, v in result.items() if k not in ("probe", "retrained_probe", "edits")}
-    out["edit"] = result["edit"].to_dict()
-    out["edits"] = {name: e.to_dict() for name, e in result["edits"].items()}
+    """The JSON-serialisable form of a :func:`shift` result (``shift.json``): edits as dicts (their common
+    provenance once, at the top), no probes."""
+    def bare(edit):
+        return {k: v for k, v in edit.to_dict().items() if k != "provenance"}
+
+    out = {k: v for k, v in result.items() if k not in ("probe", "retrained_probe", "edits", "provenance")}
+    out["edit"] = bare(result["edit"])
+    out["edits"] = {name: bare(e) for name, e in result["edits"].items()}
+    if "provenance" in result:
+        out["provenance"] = result["provenance"]
     return out
 
 

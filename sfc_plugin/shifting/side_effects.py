@@ -135,6 +135,9 @@ def measure_side_effects(model, edits: dict[str, Any], *, saes=None, text=None, 
     ``edits``: ``{name: FeatureEdit}``; ``saes``: ``{hook: SAE}`` for the default circuit; ``text``,
     ``agreement``, ``circuit``: see the module docstring and the ``resolve_*`` functions.
     """
+    for edit in edits.values():  # a loaded edit refuses another model than its own (before any work)
+        if hasattr(edit, "check_model"):
+            edit.check_model(model)
     text = resolve_text(model, text)
     tasks = resolve_agreement(model, agreement)
     circ, circ_name = resolve_circuit(model, circuit, saes)
