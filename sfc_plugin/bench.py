@@ -15,7 +15,6 @@ maximum relative difference of node / edge effects: ``max |ours − baseline| / 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -291,8 +290,8 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def write_json(rows: list[dict], out_dir) -> Path:
-    from .circuit import write_atomic
+    from .files import strict_json, write_atomic
 
     path = Path(out_dir) / "bench.json"
-    write_atomic(path, json.dumps({"workloads": rows}, indent=1) + "\n")
+    write_atomic(path, strict_json({"workloads": rows}, indent=1) + "\n")
     return path

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import SFCError
-from .files import write_atomic  # noqa: F401 - re-exported: `from sfc_plugin.circuit import write_atomic`
+from .files import strict_json, write_atomic  # noqa: F401 - re-exported: `from sfc_plugin.circuit import write_atomic`
 
 SCHEMA = "sfc-circuit/1"
 
@@ -151,7 +150,7 @@ class Circuit:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The ``sfc-circuit/1`` JSON text; written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        text = strict_json(self.to_dict(), refuse="circuit", indent=1)  # NaN: one line naming the field
         if path is not None:
             write_atomic(path, text + "\n")
         return text

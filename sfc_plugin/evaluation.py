@@ -192,15 +192,14 @@ def write_report(result: dict[str, Any], out_dir, title: str | None = None, over
     """``faithfulness.json``, ``faithfulness.csv`` and ``faithfulness.png`` (log x axis) in ``out_dir``, as one set."""
     import csv
     import io
-    import json
 
-    from .files import write_set
+    from .files import strict_json, write_set
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["node_threshold", "n_nodes", "faithfulness", "completeness"])
     writer.writeheader()
     writer.writerows(result["points"])
-    files = {"faithfulness.json": json.dumps(result, indent=1, allow_nan=False) + "\n", "faithfulness.csv": buf.getvalue()}
+    files = {"faithfulness.json": strict_json(result, indent=1) + "\n", "faithfulness.csv": buf.getvalue()}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,7 +214,7 @@ def write_report(result: dict[str, Any], out_dir, title: str | None = None, over
     ax.set_ylabel("fraction of the model's metric")
     ax.axhline(1.0, color="grey", lw=0.5)
     ax.axhline(0.0, color="grey", lw=0.5)
-    ax.set_title(title or f"{result['ablation']} ablation")
+    ax.set_title(title or f"{result['ablation']} ablation", parse_math=False)  # a data name's "$" stays text
     ax.legend()
     fig.tight_layout()
     png = io.BytesIO()

@@ -308,17 +308,21 @@ def install_tree(stage: str | Path, directory: str | Path, overwrite: bool = Fal
     return directory
 
 
-def strict_json(obj, **dumps_kwargs) -> str:
-    """JSON text with no NaN/Infinity: non-finite floats become ``null`` (strict JSON parsers reject them)."""
+def strict_json(obj, *, refuse: str | None = None, **dumps_kwargs) -> str:
+    """JSON text with no NaN/Infinity (strict JSON parsers reject them): non-finite floats become ``null``, or,
+    with ``refuse`` (what is being written, e.g. ``"circuit"``), an :class:`SFCError` naming the first one's
+    place (``circuit: nodes[3].effect is nan, not a finite number``). Every JSON file sfc writes goes through it."""
     import math
 
-    def clean(v):
+    def clean(v, where):
         if isinstance(v, float) and not math.isfinite(v):
+            if refuse:
+                raise SFCError(f"{refuse}: {where or 'the value'} is {v}, not a finite number")
             return None
         if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
+            return {k: clean(x, f"{where}.{k}" if where else str(k)) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
+            return [clean(x, f"{where}[{i}]") for i, x in enumerate(v)]
         return v
 
-    return json.dumps(clean(obj), allow_nan=False, **dumps_kwargs)
+    return json.dumps(clean(obj, ""), allow_nan=False, **dumps_kwargs)

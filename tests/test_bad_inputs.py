@@ -98,8 +98,30 @@ def nan_sae(d, c, value):
     return saes
 
 
-def two_token_world(c):
-    return c
+def saved_edit(d, c):
+    """An edit of the world's model and SAEs, saved with the provenance ``sfc shift`` records."""
+    from sfc_plugin.fingerprints import world_provenance
+    from sfc_plugin.models import resolve_world
+    from sfc_plugin.shifting.edit import FeatureEdit
+    from sfc_plugin.splicing import build_submodules
+
+    model, saes = resolve_world(str(d / "model"), [str(d / "saes")])
+    subs = build_submodules(model, saes)
+    edit = FeatureEdit({s.name: s for s in subs}, ablate={subs[0].name: [1]},
+                       provenance=world_provenance(model, subs, str(d / "model")))
+    edit.to_json(c / "edit.json")
+    return c / "edit.json"
+
+
+def other_saes(c):
+    make_sae(HOOKS[0], seed=7).save_model(c / "saes" / HOOKS[0])
+    make_sae(HOOKS[1], seed=1).save_model(c / "saes" / HOOKS[1])
+    return c / "saes"
+
+
+def bios(n):
+    return jsonl({"text": f"the cat {i}", "profession": "nurse" if i % 2 else "professor", "gender": "female"}
+                 for i in range(n))
 
 
 # (id, argv builder (world dir, case dir) -> argv, expected stderr line)
@@ -187,6 +209,23 @@ CASES = [
     ("shift: --top-k 0",
      lambda d, c: ["shift", "--top-k", "0", "-o", c / "s"],
      "sfc: error: --top-k must be at least 1, got 0"),
+    ("shift: wrong type in its config table",
+     lambda d, c: ["shift", "--config", write(c, "run.toml", "[shift]\ntop_k = 'many'\n"), "-o", c / "s"],
+     "sfc: error: --top-k (config file '{c}/run.toml') must be an integer, got 'many'"),
+    ("shift: an evaluate key in its config table",
+     lambda d, c: ["shift", "--config", write(c, "run.toml", "[shift]\nablation = 'zero'\n"), "-o", c / "s"],
+     "sfc: error: config file '{c}/run.toml': unknown key 'ablation' in [shift]"),
+    ("shift: one file for every split (evaluation examples are training examples)",
+     lambda d, c: ["shift", "--data", write(c, "b.jsonl", bios(4)), "-q", "-o", c / "s"],
+     "sfc: error: 4 of the 4 val examples are training examples: {c}/b.jsonl is one file, so every split reads it; "
+     "use a dataset with train, val and test splits or pass --allow-overlap"),
+    ("edit-report: SAEs other than the edit's",
+     lambda d, c: ["edit-report", saved_edit(d, c), "--sae", other_saes(c), "-o", c / "r"],
+     "sfc: error: SAE at hook 'blocks.0.hook_resid_post' has other weights than the edit's (sha256 {h1} vs {h2}); "
+     "pass force=True (--force) to use them anyway"),
+    ("edit-report: NaN in an edit file",
+     lambda d, c: ["edit-report", write(c, "e.json", '{"schema": "sfc-edit/1", "features": [], "x": NaN}'), "-o", c / "r"],
+     "sfc: error: edit file '{c}/e.json' cannot be read (NaN is not valid JSON (numbers must be finite))"),
     # ---- SAE files ----
     ("truncated SAE weights",
      lambda d, c: (copy_saes(d, c), sae_file(c).write_bytes(sae_file(c).read_bytes()[:-100]),
@@ -423,7 +462,7 @@ def test_links_from_data_are_http_only_and_text_is_escaped(world):
     feats[0].label = 'evil" URL="javascript:alert(2)'
     dot = circuit_to_dot(circuit)
     assert "javascript:" not in dot.replace('\\"javascript:alert(2)', "") and "file://" not in dot
-    assert 'URL="https://example.org/f?a=1&b=2"' in dot
+    assert 'URL="https://example.org/f?a=1&amp;b=2"' in dot  # & as Graphviz must copy it into SVG
     assert 'evil\\" URL=\\"javascript:alert(2)' in dot  # the label stays text inside one quoted string
 
 
@@ -452,3 +491,184 @@ def test_same_command_twice_gives_identical_files(world, tmp_path, capsys):
     for f in ("faithfulness.json", "faithfulness.csv", "faithfulness.png"):
         assert (tmp_path / "e1" / f).read_bytes() == (tmp_path / "e2" / f).read_bytes(), f
     sh.rmtree(tmp_path / "e2")
+
+
+# ---- output safety in every format: hostile text stays text, links stay http(s), JSON stays strict ----
+
+HOSTILE = "</script><img src=x onerror=alert(1)>"
+EVIL_URL = "javascript:alert(1)"
+
+
+@pytest.fixture(scope="module")
+def hostile_circuit(world):
+    """The world's circuit with a markup label, a javascript: link and an https link on its features."""
+    from sfc_plugin.circuit import Circuit
+
+    circuit = Circuit.from_json(world / "found" / "circuit.json")
+    feats = sorted((n for n in circuit.nodes if n.kind == "feature"), key=lambda n: -abs(n.effect))  # all drawn
+    feats[0].label = HOSTILE
+    circuit.provenance["node_info"] = {feats[0].id: {"url": EVIL_URL, "tooltip": HOSTILE},
+                                       feats[1].id: {"url": "https://example.org/f?a=1&b=2"},
+                                       feats[2].id: {"url": 'https://example.org/" onload="alert(1)'}}
+    circuit.provenance["dataset"] = HOSTILE
+    return circuit
+
+
+def _dot(circuit, tmp):
+    from sfc_plugin.export.dot import circuit_to_dot
+
+    return circuit_to_dot(circuit)
+
+
+def _svg(circuit, tmp):
+    from sfc_plugin.export.render import dot_binary, render
+
+    if not dot_binary():
+        pytest.skip("Graphviz is not installed")
+    return render(circuit, "svg", keep_isolated=True).decode("utf-8")
+
+
+def _viewer(circuit, tmp):
+    from sfc_plugin.viewer import build_site
+
+    build_site(circuit, tmp / "site")
+    return (tmp / "site" / "data.js").read_text()
+
+
+def _graph(circuit, tmp):
+    from sfc_plugin.export.neuronpedia import export_neuronpedia
+
+    export_neuronpedia(circuit, tmp / "g.json")
+    return (tmp / "g.json").read_text() + "\0" + (tmp / "graph-metadata.json").read_text()
+
+
+def _clusters_page(circuit, tmp):
+    from sfc_plugin.clusters.page import render_index
+
+    cluster = {"id": 0, "size": 1, "answers": {HOSTILE: 1}, "categories": {HOSTILE: {HOSTILE: HOSTILE}},
+               "contexts": [{"prefix": HOSTILE, "answer_text": HOSTILE}],
+               "top_features": [{"id": HOSTILE, "mean_effect": 0.5, "frequency": 1.0}], "n_nodes": 1, "n_edges": 0}
+    cfg = {"corpus": HOSTILE, "max_loss": 0.5, "algorithm": HOSTILE, "vectors": HOSTILE, "top_k": 3, "method": HOSTILE,
+           "node_threshold": 0.1}
+    return render_index({"config": cfg, "clusters": [cluster], "n_contexts": 1, "n_clusters": 1,
+                         "agreement": {HOSTILE: {"adjusted_rand_index": 0.1, "normalized_mutual_info": 0.2}}}, set())
+
+
+def _faithfulness(circuit, tmp):
+    from sfc_plugin.evaluation import write_report
+
+    result = {"ablation": "mean", "dataset": HOSTILE, "circuit": {"n_nodes": 1, "faithfulness": 0.5, "completeness": 0.0},
+              "points": [{"node_threshold": 0.1, "n_nodes": 1, "faithfulness": 0.5, "completeness": 0.0}]}
+    write_report(result, tmp / "f", title=HOSTILE + " $\\frac{1}{$")  # "$" from data is no mathtext either
+    return (tmp / "f" / "faithfulness.json").read_text()
+
+
+def _links_http_only(text: str) -> bool:
+    return all(u.startswith(("http://", "https://")) for u in re.findall(r'(?:href|URL)="([^"]*)"', text))
+
+
+def _graph_holds(text: str) -> bool:
+    graph, index = (json.loads(part) for part in text.split("\0"))  # the graph is data: labels kept as they are
+    assert index["graphs"][0]["slug"] == "g"
+    return "javascript:" not in text and HOSTILE in {n["clerp"] for n in graph["nodes"]}
+
+
+OUTPUTS = [  # (format, writer, what must hold of the text it writes)
+    ("dot", _dot, lambda t: _links_http_only(t) and 'URL="https://example.org/f?a=1&amp;b=2"' in t
+     and 'URL="https://example.org/%22%20onload=%22alert(1)"' in t and "javascript:" not in t),
+    ("svg", _svg, lambda t: "<img" not in t and "javascript:" not in t and "onload" not in t.replace("onload=%22", "")
+     and _links_http_only(t) and "&lt;/script&gt;&lt;img" in t and 'href="https://example.org/f?a=1&amp;b=2"' in t
+     and __import__("xml.etree.ElementTree", fromlist=["x"]).fromstring(t.encode()) is not None),  # well-formed XML
+    ("viewer data.js", _viewer, lambda t: "<" not in t and "javascript:" not in t
+     and {n["label"] for n in json.loads(t[len("window.SFC_VIEW = "):-2])["nodes"]} >= {HOSTILE}),
+    ("circuit-tracer graph", _graph, _graph_holds),
+    ("clusters page", _clusters_page, lambda t: "<img" not in t and "</script>" not in t and "&lt;img src=x" in t),
+    ("faithfulness report", _faithfulness, lambda t: json.loads(t)["dataset"] == HOSTILE),
+]
+
+
+@pytest.mark.parametrize("name, writer, holds", OUTPUTS, ids=[o[0] for o in OUTPUTS])
+def test_hostile_text_and_links_through_every_format(hostile_circuit, tmp_path, name, writer, holds):
+    text = writer(hostile_circuit, tmp_path)
+    assert holds(text), text[:2000]
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise AssertionError(f"{name} in strict JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+NAN = float("nan")
+
+
+def _nan_circuit(world):
+    from sfc_plugin.circuit import Circuit
+
+    circuit = Circuit.from_json(world / "found" / "circuit.json")
+    circuit.provenance["note"] = {"x": [1.0, NAN]}
+    return circuit
+
+
+WRITERS = [  # (writer, call that writes a NaN-bearing object under tmp, the file it writes, how the NaN must appear)
+    ("faithfulness.json", lambda w, t: __import__("sfc_plugin.evaluation", fromlist=["x"]).write_report(
+        {"ablation": "mean", "circuit": {"n_nodes": 1, "faithfulness": NAN, "completeness": float("inf")},
+         "points": [{"node_threshold": 0.1, "n_nodes": 1, "faithfulness": NAN, "completeness": 0.0}]}, t),
+     "faithfulness.json", lambda d: d["circuit"]["faithfulness"] is None and d["circuit"]["completeness"] is None),
+    ("dashboards.json", lambda w, t: __import__("sfc_plugin.dashboards", fromlist=["x"]).write_dashboards(
+        {"schema": "sfc-dashboards/1", "features": {"resid_0/1": {"max": NAN}}}, t),
+     "dashboards.json", lambda d: d["features"]["resid_0/1"]["max"] is None),
+    ("viewer data.js", lambda w, t: __import__("sfc_plugin.viewer", fromlist=["x"]).build_site(_nan_circuit(w), t),
+     "data.js", lambda d: True),
+    ("circuit-tracer graph", lambda w, t: __import__("sfc_plugin.export.neuronpedia", fromlist=["x"]).export_neuronpedia(
+        _nan_circuit(w), t / "g.json"), "g.json", lambda d: "nodes" in d),
+    ("bench.json", lambda w, t: __import__("sfc_plugin.bench", fromlist=["x"]).write_json(
+        [{"name": "toy", "ours_s": NAN, "ratio": float("inf")}], t),
+     "bench.json", lambda d: d["workloads"][0]["ours_s"] is None and d["workloads"][0]["ratio"] is None),
+    ("decisions template", lambda w, t: __import__("sfc_plugin.shifting.cards", fromlist=["x"]).write_template(
+        t / "decisions.json", [__import__("sfc_plugin.shifting.records", fromlist=["x"]).FeatureInfo("resid_0/1", "resid_0", 1, NAN)],
+        {"resid_0/1": ("label", "evidence")}), "decisions.json", lambda d: d[0]["effect"] is None),
+    ("edit.json", lambda w, t: __import__("sfc_plugin.shifting.edit", fromlist=["x"]).FeatureEdit(
+        {}, provenance={"n": NAN}).to_json(t / "edit.json"), "edit.json", lambda d: d["provenance"]["n"] is None),
+    ("clusters.json", lambda w, t: __import__("sfc_plugin.clusters.pipeline", fromlist=["x"])._write_json(
+        t / "clusters.json", {"clusters": [{"score": NAN}]}), "clusters.json", lambda d: d["clusters"][0]["score"] is None),
+]
+
+
+@pytest.mark.parametrize("name, write_it, filename, check", WRITERS, ids=[w[0] for w in WRITERS])
+def test_nan_reaching_a_json_writer_gives_strict_json(world, tmp_path, name, write_it, filename, check):
+    write_it(world, tmp_path)
+    text = (tmp_path / filename).read_text()
+    if filename.endswith(".js"):
+        text = text[len("window.SFC_VIEW = "):-2]
+    assert check(_strict(text))
+
+
+def test_nan_in_a_circuit_is_one_line_naming_the_field(world):
+    from sfc_plugin.circuit import Circuit
+
+    circuit = Circuit.from_json(world / "found" / "circuit.json")
+    feats = [i for i, n in enumerate(circuit.nodes) if n.kind == "feature"]
+    circuit.nodes[feats[0]].effect = NAN
+    with pytest.raises(SFCError, match=rf"^circuit: nodes\[{feats[0]}\]\.effect is nan, not a finite number$"):
+        circuit.to_json()
+
+
+def test_edit_report_force_is_recorded_and_old_edits_say_unchecked(world, tmp_path, capsys):
+    text = write(tmp_path, "text.txt", "".join(r["clean_prefix"] + r["clean_answer"] + "\n" for r in make_records(6)))
+    common = ["--text", text, "--agreement-data", world / "pairs.jsonl", "--circuit", "none"]
+    edit = saved_edit(world, tmp_path)
+    code, out, err = cli(capsys, ["edit-report", edit, "--sae", other_saes(tmp_path), "--force", *common, "-o", tmp_path / "r"])
+    assert code == 0, err
+    assert err.startswith("sfc: warning: --force: SAE at hook 'blocks.0.hook_resid_post' has other weights")
+    check = json.loads((tmp_path / "r" / "edit-report.json").read_text())["provenance_check"]
+    assert check["status"] == "forced" and len(check["mismatches"]) == 1  # only the edited hook matters
+    old = json.loads(edit.read_text())
+    old.pop("provenance")
+    old_path = write(tmp_path, "old.json", json.dumps(old))
+    code, out, err = cli(capsys, ["edit-report", old_path, "--model", world / "model", "--sae", world / "saes", *common,
+                                  "-o", tmp_path / "r2"])
+    assert code == 0, err
+    assert "model and SAEs: unchecked (the edit records no provenance) — nothing was checked" in out
+    assert json.loads((tmp_path / "r2" / "edit-report.json").read_text())["provenance_check"]["status"].startswith("unchecked")

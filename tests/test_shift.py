@@ -3,6 +3,9 @@ skyline beside it, what every row used, and side effects recomputed by hand."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -137,3 +140,89 @@ def test_probe_and_attribution_are_deterministic(world, bios):
     e1 = attribute(model, subs, data, hook, a, 2 * data.y - 1, steps=3, progress=False)
     e2 = attribute(model, subs, data, hook, b, 2 * data.y - 1, steps=3, progress=False)
     assert all(torch.equal(e1[k], e2[k]) for k in e1) and max(float(t.abs().max()) for t in e1.values()) > 0
+
+
+# ---- the command: config, defaults, overlap, provenance, and edit-report reusing it ----
+
+def _sfc(capsys, *argv):
+    from sfc_plugin.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_shift_defaults_and_config(tmp_path):
+    from sfc_plugin.cli import _settings, build_parser
+
+    parse = build_parser().parse_args
+    s = _settings(parse(["shift"]), "shift")
+    assert (s["data"], s["n_train"], s["n_eval"], s["top_k"], s["steps"], s["batch_size"], s["allow_overlap"]) == \
+        ("toy/bios", None, None, 50, 10, 16, False)  # whole splits: see the README on why not discover's 40
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("method = 'atp'\nmodel = 'm'\npreset = 'p'\nbatch-size = 4\nn_examples = 40\n")  # a discover config
+    s = _settings(parse(["shift", "--config", str(cfg), "--batch-size", "2"]), "shift")
+    assert (s["model"], s["preset"], s["batch_size"], s["n_train"]) == ("m", "p", 2, None)  # shared keys only
+    cfg.write_text("model = 'm'\n[shift]\nn_train = 48\ntop-k = 7\n")
+    s = _settings(parse(["shift", "--config", str(cfg)]), "shift")
+    assert (s["model"], s["n_train"], s["top_k"]) == (None, 48, 7)  # a [shift] table is the whole story
+
+
+def test_overlapping_splits_are_refused(bios):
+    from sfc_plugin.cli import _check_shift_overlap
+
+    train, val, test = bios["train"][:20], bios["val"][:20], bios["test"][:20]
+    _check_shift_overlap(train, {"val": val, "test": test}, "toy/bios")  # held out: accepted
+    relabelled = dict(train[3], gender="other")  # the same text under other labels is the same example
+    with pytest.raises(sfc_plugin.SFCError) as err:
+        _check_shift_overlap(train, {"val": val, "test": test[:5] + [relabelled]}, "toy/bios")
+    assert str(err.value) == ("1 of the 6 test examples of toy/bios are training examples (SHIFT finds its features "
+                              "and trains its probe on those): give held-out splits or pass --allow-overlap")
+
+
+def test_cli_shift_records_provenance_and_edit_report_reuses_it(world, tmp_path, capsys):
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sfc_plugin.fingerprints import model_fingerprint, sae_fingerprint
+    from sfc_plugin.shifting.cli import _recorded_text
+
+    model, saes = world
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[shift]\nn_train = 48\nn_eval = 24\nsteps = 1\ntop_k = 20\ncompare_judge = 'none'\n")
+    code, out, err = _sfc(capsys, "shift", "--config", cfg, "--no-side-effects", "-q", "-o", tmp_path / "s")
+    assert code == 0, err
+    shift_json = json.loads((tmp_path / "s" / "shift.json").read_text())
+    edit_json = json.loads((tmp_path / "s" / "edit.json").read_text())
+    prov = shift_json["provenance"]
+    assert edit_json["provenance"] == prov and "provenance" not in shift_json["edit"]
+    assert (prov["dataset"], prov["splits"], prov["n_examples"], prov["model_source"]) == \
+        ("toy/bios", {"train": "train", "val": "val", "test": "test"}, {"train": 48, "val": 24, "test": 24}, "toy")
+    assert prov["model_fingerprint"] == model_fingerprint(model)  # as discover records them in circuit.json
+    assert {s["hook"]: s["fingerprint"] for s in prov["saes"]} == {h: sae_fingerprint(sae) for h, sae in saes.items()}
+    assert _recorded_text(prov) == [r["text"] for r in sfc_plugin.load_dataset("toy/bios", "train")[:48]]
+
+    report = ["edit-report", tmp_path / "s" / "edit.json", "--circuit", "none", "--agreement-data", "toy/sva-simple"]
+    code, out, err = _sfc(capsys, *report, "-o", tmp_path / "r")  # no --model/--sae: the edit's world
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "edit-report.json").read_text())["provenance_check"] == {"status": "match"}
+    assert "model and SAEs: match" in out
+
+    hook = edit_json["hooks"][-1]  # an SAE whose features the edit ablates, with other weights
+    pkg = Path(sfc_plugin.__file__).parent / "toy" / "artifacts"
+    shutil.copytree(pkg / "saes", tmp_path / "saes")
+    weights = tmp_path / "saes" / hook / "sae_weights.safetensors"
+    state = load_file(str(weights))
+    state["W_dec"][0, 0] += 0.5
+    save_file(state, str(weights))
+    other = [*report, "--model", pkg / "model", "--sae", tmp_path / "saes", "-o", tmp_path / "r2"]
+    code, out, err = _sfc(capsys, *other)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert re.fullmatch(rf"sfc: error: SAE at hook '{re.escape(hook)}' has other weights than the edit's \(sha256 "
+                        r"[0-9a-f]{12} vs [0-9a-f]{12}\); pass force=True \(--force\) to use them anyway", err.strip())
+    code, out, err = _sfc(capsys, *other, "--force")
+    assert code == 0 and f"sfc: warning: --force: SAE at hook '{hook}'" in err
+    check = json.loads((tmp_path / "r2" / "edit-report.json").read_text())["provenance_check"]
+    assert check["status"] == "forced" and hook in check["mismatches"][0] and "model and SAEs: forced" in out

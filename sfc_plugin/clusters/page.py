@@ -43,7 +43,7 @@ def render_index(summary: dict, figures: set[int], views: set[int] = frozenset()
             links.insert(0, f'<a href="clusters/{cid}/circuit.svg">circuit figure</a>')
         if cid in views:
             links.insert(0, f'<a href="clusters/{cid}/view/index.html"><b>circuit viewer</b></a>')
-        cats = "".join(f'<div class="meta">{escape(name)}: ' + ", ".join(f"{escape(str(k))} {v}" for k, v in list(counts.items())[:3])
+        cats = "".join(f'<div class="meta">{escape(name)}: ' + ", ".join(f"{escape(str(k))} {escape(str(v))}" for k, v in list(counts.items())[:3])
                        + "</div>" for name, counts in c.get("categories", {}).items())
         rows.append(
             f'<tr id="cluster-{cid}"><td><b>{cid}</b></td><td>{int(c["size"])}</td>'

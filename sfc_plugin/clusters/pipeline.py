@@ -80,9 +80,9 @@ class ClusterConfig:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from ..circuit import write_atomic
+    from ..files import strict_json, write_atomic
 
-    write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(path, strict_json(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def _check_config(out: Path, config: dict) -> None:
@@ -114,7 +114,7 @@ def _vectors(model, subs, contexts, cfg: ClusterConfig, out: Path, group, progre
     import torch
     from safetensors.torch import save
 
-    from ..circuit import write_atomic
+    from ..files import write_atomic
     from .vectors import behaviour_vectors
 
     n_shards = (len(contexts) + cfg.shard_size - 1) // cfg.shard_size
@@ -152,12 +152,12 @@ def _records(contexts: list[dict]) -> list[dict]:
 
 
 def _circuit(model, saes, cid: int, members: list[dict], cfg: ClusterConfig, out: Path) -> None:
-    from ..circuit import write_atomic
+    from ..files import strict_json, write_atomic
     from ..discovery import discover
     from ..export.render import dot_binary, render_file
 
     d = out / "clusters" / str(cid)
-    write_atomic(d / "contexts.jsonl", "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in members))
+    write_atomic(d / "contexts.jsonl", "".join(strict_json(c, ensure_ascii=False) + "\n" for c in members))
     circuit = discover(model, saes, _records(_examples(members, cfg.circuit_examples)), metric="logprob", method=cfg.method,
                        steps=cfg.steps, node_threshold=cfg.node_threshold, edge_threshold=cfg.edge_threshold,
                        edges=cfg.edges, batch_size=cfg.batch_size, progress=False,

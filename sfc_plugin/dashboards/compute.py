@@ -46,9 +46,9 @@ def _round(x: float, digits: int = 4) -> float:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from ..circuit import write_atomic
+    from ..files import strict_json, write_atomic
 
-    write_atomic(path, json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n")
+    write_atomic(path, strict_json(data, separators=(",", ":")) + "\n")
 
 
 @torch.no_grad()
@@ -217,7 +217,7 @@ def _run(model, jobs: list[_Job], corpus, settings: dict, device, batch_size: in
 def _checkpoint(partial: Path, streams: dict[str, FeatureStream], done: int) -> None:
     from safetensors.torch import save
 
-    from ..circuit import write_atomic
+    from ..files import write_atomic
 
     tensors = {}
     for name, s in streams.items():

@@ -28,10 +28,10 @@ def normalise_id(fid: str) -> str:
 
 def write_dashboards(data: dict, out_dir: str | Path) -> Path:
     """Write ``out_dir/dashboards.json`` atomically; returns its path."""
-    from ..circuit import write_atomic
+    from ..files import strict_json, write_atomic
 
     path = Path(out_dir) / FILENAME
-    write_atomic(path, json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n")
+    write_atomic(path, strict_json(data, separators=(",", ":")) + "\n")
     return path
 
 

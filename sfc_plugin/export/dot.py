@@ -106,8 +106,16 @@ def _node_stmt(node, scale: float, info: dict, extra: str = "") -> str:
                    fillcolor=quote(fill(node.effect, scale)),
                    style=quote("filled,dashed") if negative else None, penwidth="1.1" if negative else None,
                    fontcolor=quote("white") if a > 0.6 else None, tooltip=text(tip),
-                   URL=quote(url) if url else None, target=quote("_blank") if url else None)
+                   URL=quote(_url_attr(url)) if url else None, target=quote("_blank") if url else None)
     return f"{quote(node.id)} [{attrs}{extra}];"
+
+
+def _url_attr(url: str) -> str:
+    """A link as Graphviz may copy it into SVG/HTML attributes unchanged: characters outside a URL's own set
+    (quotes, ``<``, ``>``, spaces, non-ASCII) percent-encoded, ``&`` as ``&amp;`` (Graphviz leaves both alone)."""
+    from urllib.parse import quote as percent
+
+    return percent(url, safe="/:?#[]@!$&()*+,;=%~-._").replace("&", "&amp;")
 
 
 def _metric_stmt(node, circuit, extra: str = "") -> str:

@@ -183,7 +183,7 @@ def slug_of(path) -> str:
 def export_neuronpedia(circuit, path, slug: str | None = None, scan: str | None = None, **_options) -> None:
     """Write ``path`` (``<slug>.json``) and add its entry to ``graph-metadata.json`` in the same folder."""
     from ..errors import SFCError
-    from ..files import write_atomic
+    from ..files import strict_json, write_atomic
 
     path = Path(path)
     if not path.name.endswith(".json"):
@@ -191,7 +191,7 @@ def export_neuronpedia(circuit, path, slug: str | None = None, scan: str | None 
     if slug is not None and slug != slug_of(path):
         raise SFCError(f"slug {slug!r} must be the file name without .json ({slug_of(path)!r}): the viewer loads <slug>.json")
     graph = circuit_to_neuronpedia(circuit, slug_of(path), scan)
-    write_atomic(path, json.dumps(graph, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(path, strict_json(graph, indent=1, ensure_ascii=False) + "\n")
     index = path.parent / "graph-metadata.json"
     graphs = []
     if index.exists():
@@ -201,4 +201,4 @@ def export_neuronpedia(circuit, path, slug: str | None = None, scan: str | None 
         except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
             raise SFCError(f"{str(index)!r} exists but is not a circuit-tracer graph-metadata.json") from None
     graphs.append(graph["metadata"])
-    write_atomic(index, json.dumps({"graphs": graphs}, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(index, strict_json({"graphs": graphs}, indent=2, ensure_ascii=False) + "\n")

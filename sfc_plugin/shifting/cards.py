@@ -8,7 +8,6 @@ decisions template show the same thing.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import SFCError
@@ -43,8 +42,8 @@ def evidence_cards(features, ctx, n_top: int = 5) -> dict[str, tuple[str | None,
 def write_template(path: str | Path, features, cards: dict) -> Path:
     """A decisions file to fill in: each candidate with its effect, label, evidence and ``"decision": "keep"``
     (readable by the ``file`` judge as it is; change a decision to ``"ablate"``)."""
-    from ..circuit import write_atomic
+    from ..files import strict_json, write_atomic
 
     rows = [{"id": f.id, "decision": "keep", "effect": f.effect, "label": cards[f.id][0],
              "evidence": cards[f.id][1].splitlines()} for f in features]
-    return write_atomic(path, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+    return write_atomic(path, strict_json(rows, indent=1, ensure_ascii=False) + "\n")

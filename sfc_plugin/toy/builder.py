@@ -476,7 +476,9 @@ def build(out_dir: str | Path, seed: int = 0, reduced: bool = False, verbose: bo
         "versions": {"torch": torch.__version__, "sae_lens": sae_lens.__version__,
                      "transformer_lens": getattr(transformer_lens, "__version__", "unknown")},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    from ..files import strict_json
+
+    (out / "report.json").write_text(strict_json(report, indent=1) + "\n")
     for f in out.rglob("*"):
         if f.is_file():
             f.chmod(0o644)

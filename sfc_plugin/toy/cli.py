@@ -7,7 +7,6 @@ The main CLI calls :func:`add_parser` with its argparse sub-parsers; every sub-c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..errors import SFCError
@@ -44,9 +43,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_info(args) -> int:
     from . import report
 
+    from ..files import strict_json
+
     rep = report(getattr(args, "path", None))
     if getattr(args, "json", False):
-        print(json.dumps(rep, indent=1))
+        print(strict_json(rep, indent=1))
     else:
         print(format_report(rep))
     return 0

@@ -11,7 +11,6 @@ through ``textContent``/``setAttribute``, so no data-derived string is ever read
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -25,6 +24,7 @@ def site_data(circuit, dashboards: dict | None = None, title: str | None = None)
 
     Nodes without a label get the ``auto`` label when their dashboard is there."""
     from ..export.dot import row_key
+    from ..validation import safe_url
 
     records = (dashboards or {}).get("features", {})
     info = circuit.provenance.get("node_info") or {}
@@ -37,7 +37,7 @@ def site_data(circuit, dashboards: dict | None = None, title: str | None = None)
             label = auto_label(records[n.id.split("@", 1)[0]])
         nodes.append({"id": n.id, "submodule": n.submodule, "kind": n.kind, "feature": n.feature, "position": n.position,
                       "effect": n.effect, "label": label, "row": "y" if n.kind == "metric" else (n.submodule or "?"),
-                      "url": (info.get(n.id) or {}).get("url")})
+                      "url": safe_url((info.get(n.id) or {}).get("url"))})  # http(s) only (the page checks too)
     rows = sorted({n["row"] for n in nodes if n["row"] != "y"}, key=row_key) + ["y"]
     wanted = {n["id"].split("@", 1)[0] for n in nodes if n["kind"] == "feature"}
     prov = circuit.provenance
@@ -53,11 +53,13 @@ def site_data(circuit, dashboards: dict | None = None, title: str | None = None)
 
 def build_site(circuit, out_dir: str | Path, dashboards: dict | None = None, title: str | None = None) -> Path:
     """Write the site into ``out_dir`` (atomically per file); returns the path of ``index.html``."""
-    from ..circuit import write_atomic
+    from ..files import strict_json, write_atomic
 
     out = Path(out_dir)
-    data = json.dumps(site_data(circuit, dashboards, title), separators=(",", ":"), allow_nan=False, ensure_ascii=True)
-    # ensure_ascii keeps U+2028/2029 and any non-ASCII out of the script; "</" cannot end a script in a .js file
+    data = strict_json(site_data(circuit, dashboards, title), separators=(",", ":"), ensure_ascii=True)
+    # ensure_ascii keeps U+2028/2029 and any non-ASCII out of the script; "<" only occurs inside JSON strings, where
+    # \u003c means the same: no "</script>" or "<!--" in the file however it is embedded
+    data = data.replace("<", "\\u003c")
     write_atomic(out / "data.js", "window.SFC_VIEW = " + data + ";\n")
     for name in FILES:
         write_atomic(out / name, (ASSETS / name).read_bytes())
