@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
 import pytest
 import torch
+
+# Subprocesses that could hang (a collective, a browser) get this many seconds: far above any run's time on a
+# loaded machine, so it only turns a hang into a failure (SFC_TEST_HANG_LIMIT overrides it).
+HANG_LIMIT = float(os.environ.get("SFC_TEST_HANG_LIMIT", "3600"))
 
 WORDS = ["the", "a", "cat", "cats", "dog", "dogs", "near", "that", "likes", "like", "is", "are", "big", "old"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-LIMIT = 600  # seconds: a hung collective fails the test instead of hanging it
+from conftest import HANG_LIMIT as LIMIT  # a hung collective fails the test instead of hanging it
 CLUSTERS = ["clusters", "--n-contexts", "160", "--k", "4", "--shard-size", "32", "--batch-size", "16",
             "--circuit-examples", "6", "--steps", "10", "-q"]
 

@@ -40,6 +40,20 @@ def test_in_process_plugin_example(tmp_path):
     assert float(lines[2].rsplit(" ", 1)[1]) < 0  # patching the number lowers log p(clean answer)
 
 
+def test_readme_in_process_registration_runs_as_written(tmp_path):
+    """The README's in-process registration block, run as a script exactly as printed there."""
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```python", readme.index("Without packaging anything"))
+    block = readme[start + len("```python"): readme.index("```", start + 3)]
+    assert "get_plugin_manager().register(" in block and "NodeEffects" in block
+    script = tmp_path / "readme_block.py"
+    script.write_text(block + "\nprint(len(circuit.nodes), len(circuit.edges), circuit.method, circuit.metric)\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    n_nodes, n_edges, method, metric = done.stdout.split()
+    assert int(n_nodes) > 1 and int(n_edges) > 0 and (method, metric) == ("endpoints", "answer_logprob")
+
+
 @pytest.mark.parametrize("script", ["custom_method_plugin/sfc_midpoint.py"])
 def test_plugin_example_imports_cleanly(script, tmp_path):
     run(script, cwd=tmp_path)

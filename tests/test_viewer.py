@@ -15,6 +15,8 @@ from sfc_plugin.circuit import Circuit, Edge, Node
 from sfc_plugin.dashboards.labels import auto_label
 from sfc_plugin.viewer import build_site, site_data
 
+from conftest import HANG_LIMIT
+
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (.ci/run installs "
                                                               "Debian's chromium; apt-get install chromium)")
@@ -74,7 +76,7 @@ def run_page(site_dir, probe: str, size=(1400, 900)) -> dict:
         "pre.textContent = JSON.stringify(result); document.body.appendChild(pre);\n", encoding="utf-8")
     proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                            f"--window-size={size[0]},{size[1]}", "--enable-logging=stderr", "--v=0", "--dump-dom",
-                           (site_dir / "probe-page.html").as_uri()], capture_output=True, text=True, timeout=180)
+                           (site_dir / "probe-page.html").as_uri()], capture_output=True, text=True, timeout=HANG_LIMIT)
     found = re.search(r'<pre id="probe-result">(.*?)</pre>', proc.stdout, re.S)
     assert found, f"page did not run the probe:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     result = json.loads(html.unescape(found.group(1)))
