@@ -11,6 +11,7 @@ import re
 import shutil
 import struct
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import torch
@@ -578,7 +579,7 @@ OUTPUTS = [  # (format, writer, what must hold of the text it writes)
      and 'URL="https://example.org/%22%20onload=%22alert(1)"' in t and "javascript:" not in t),
     ("svg", _svg, lambda t: "<img" not in t and "javascript:" not in t and "onload" not in t.replace("onload=%22", "")
      and _links_http_only(t) and "&lt;/script&gt;&lt;img" in t and 'href="https://example.org/f?a=1&amp;b=2"' in t
-     and __import__("xml.etree.ElementTree", fromlist=["x"]).fromstring(t.encode()) is not None),  # well-formed XML
+     and ElementTree.fromstring(t.encode()) is not None),  # well-formed XML
     ("viewer data.js", _viewer, lambda t: "<" not in t and "javascript:" not in t
      and {n["label"] for n in json.loads(t[len("window.SFC_VIEW = "):-2])["nodes"]} >= {HOSTILE}),
     ("circuit-tracer graph", _graph, _graph_holds),
@@ -611,33 +612,75 @@ def _nan_circuit(world):
     return circuit
 
 
-WRITERS = [  # (writer, call that writes a NaN-bearing object under tmp, the file it writes, how the NaN must appear)
-    ("faithfulness.json", lambda w, t: __import__("sfc_plugin.evaluation", fromlist=["x"]).write_report(
-        {"ablation": "mean", "circuit": {"n_nodes": 1, "faithfulness": NAN, "completeness": float("inf")},
-         "points": [{"node_threshold": 0.1, "n_nodes": 1, "faithfulness": NAN, "completeness": 0.0}]}, t),
-     "faithfulness.json", lambda d: d["circuit"]["faithfulness"] is None and d["circuit"]["completeness"] is None),
-    ("dashboards.json", lambda w, t: __import__("sfc_plugin.dashboards", fromlist=["x"]).write_dashboards(
-        {"schema": "sfc-dashboards/1", "features": {"resid_0/1": {"max": NAN}}}, t),
-     "dashboards.json", lambda d: d["features"]["resid_0/1"]["max"] is None),
-    ("viewer data.js", lambda w, t: __import__("sfc_plugin.viewer", fromlist=["x"]).build_site(_nan_circuit(w), t),
-     "data.js", lambda d: True),
-    ("circuit-tracer graph", lambda w, t: __import__("sfc_plugin.export.neuronpedia", fromlist=["x"]).export_neuronpedia(
-        _nan_circuit(w), t / "g.json"), "g.json", lambda d: "nodes" in d),
-    ("bench.json", lambda w, t: __import__("sfc_plugin.bench", fromlist=["x"]).write_json(
-        [{"name": "toy", "ours_s": NAN, "ratio": float("inf")}], t),
-     "bench.json", lambda d: d["workloads"][0]["ours_s"] is None and d["workloads"][0]["ratio"] is None),
-    ("decisions template", lambda w, t: __import__("sfc_plugin.shifting.cards", fromlist=["x"]).write_template(
-        t / "decisions.json", [__import__("sfc_plugin.shifting.records", fromlist=["x"]).FeatureInfo("resid_0/1", "resid_0", 1, NAN)],
-        {"resid_0/1": ("label", "evidence")}), "decisions.json", lambda d: d[0]["effect"] is None),
-    ("edit.json", lambda w, t: __import__("sfc_plugin.shifting.edit", fromlist=["x"]).FeatureEdit(
-        {}, provenance={"n": NAN}).to_json(t / "edit.json"), "edit.json", lambda d: d["provenance"]["n"] is None),
-    ("clusters.json", lambda w, t: __import__("sfc_plugin.clusters.pipeline", fromlist=["x"])._write_json(
-        t / "clusters.json", {"clusters": [{"score": NAN}]}), "clusters.json", lambda d: d["clusters"][0]["score"] is None),
+def _write_faithfulness(world, tmp):
+    from sfc_plugin.evaluation import write_report
+
+    write_report({"ablation": "mean", "circuit": {"n_nodes": 1, "faithfulness": NAN, "completeness": float("inf")},
+                  "points": [{"node_threshold": 0.1, "n_nodes": 1, "faithfulness": NAN, "completeness": 0.0}]}, tmp)
+
+
+def _write_dashboards(world, tmp):
+    from sfc_plugin.dashboards import write_dashboards
+
+    write_dashboards({"schema": "sfc-dashboards/1", "features": {"resid_0/1": {"max": NAN}}}, tmp)
+
+
+def _write_site(world, tmp):
+    from sfc_plugin.viewer import build_site
+
+    circuit = _nan_circuit(world)
+    circuit.nodes[1].effect = NAN
+    build_site(circuit, tmp)
+
+
+def _write_graph(world, tmp):
+    from sfc_plugin.export.neuronpedia import export_neuronpedia
+
+    circuit = _nan_circuit(world)
+    circuit.provenance["prompt"]["answer_prob"] = NAN  # reaches the logit node's clerp and probability
+    export_neuronpedia(circuit, tmp / "g.json")
+
+
+def _write_bench(world, tmp):
+    from sfc_plugin.bench import write_json
+
+    write_json([{"name": "toy", "ours_s": NAN, "ratio": float("inf")}], tmp)
+
+
+def _write_template(world, tmp):
+    from sfc_plugin.shifting.cards import write_template
+    from sfc_plugin.shifting.records import FeatureInfo
+
+    write_template(tmp / "decisions.json", [FeatureInfo("resid_0/1", "resid_0", 1, NAN)], {"resid_0/1": ("label", "evidence")})
+
+
+def _write_edit(world, tmp):
+    from sfc_plugin.shifting.edit import FeatureEdit
+
+    FeatureEdit({}, provenance={"n": NAN}).to_json(tmp / "edit.json")
+
+
+def _write_clusters(world, tmp):
+    from sfc_plugin.clusters.pipeline import _write_json
+
+    _write_json(tmp / "clusters.json", {"clusters": [{"score": NAN}]})
+
+
+WRITERS = [  # (JSON file, its writer given a NaN-bearing object, how the NaN must appear)
+    ("faithfulness.json", _write_faithfulness,
+     lambda d: d["circuit"]["faithfulness"] is None and d["circuit"]["completeness"] is None),
+    ("dashboards.json", _write_dashboards, lambda d: d["features"]["resid_0/1"]["max"] is None),
+    ("data.js", _write_site, lambda d: d["nodes"][1]["effect"] is None),  # the page draws a null effect grey
+    ("g.json", _write_graph, lambda d: [n["token_prob"] for n in d["nodes"] if n["feature_type"] == "logit"] == [None]),
+    ("bench.json", _write_bench, lambda d: d["workloads"][0]["ours_s"] is None and d["workloads"][0]["ratio"] is None),
+    ("decisions.json", _write_template, lambda d: d[0]["effect"] is None),
+    ("edit.json", _write_edit, lambda d: d["provenance"]["n"] is None),
+    ("clusters.json", _write_clusters, lambda d: d["clusters"][0]["score"] is None),
 ]
 
 
-@pytest.mark.parametrize("name, write_it, filename, check", WRITERS, ids=[w[0] for w in WRITERS])
-def test_nan_reaching_a_json_writer_gives_strict_json(world, tmp_path, name, write_it, filename, check):
+@pytest.mark.parametrize("filename, write_it, check", WRITERS, ids=[w[0] for w in WRITERS])
+def test_nan_reaching_a_json_writer_gives_strict_json(world, tmp_path, filename, write_it, check):
     write_it(world, tmp_path)
     text = (tmp_path / filename).read_text()
     if filename.endswith(".js"):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 def add_side_effect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", metavar="FILE", help="text for the next-token loss, one document per line "
-                   "(default: the toy corpus for the toy model; for sfc shift on other models, the training texts)")
+                   "(default: the toy corpus for the toy model; for other models the training texts: sfc shift's, or for "
+                   "sfc edit-report those recorded in the edit)")
     p.add_argument("--agreement-data", action="append", metavar="NAME|FILE",
                    help="pair dataset for agreement accuracy, test split of named ones (repeatable; "
                         "default: toy/sva-* for the toy model)")
