@@ -17,7 +17,7 @@ import torch
 
 from ..splicing import Acts, Submodule
 from .forward import run_metric
-from .sparse import SparseFeatures, node_entries, node_matrix
+from .sparse import GATHER_FLOATS, SparseFeatures, node_matrix
 
 
 @dataclass
@@ -75,23 +75,26 @@ class _Cotangents:
 
 
 def _upstream(sub: Submodule, clean: Acts, patch: Acts, nodes: NodeSet):
-    """``((node row, flat token, Δf) of the nodes' nonzero entries, Δε [b, pos, d])`` of an upstream submodule."""
+    """``(Δf of the nodes [k, b·pos] (dense over tokens), Δε [b, pos, d])`` of an upstream submodule."""
     delta = _sparse(patch.f).minus(_sparse(clean.f))
     T = clean.x.shape[1]
-    return node_entries(delta.val, delta, nodes.feat, nodes.feat_pos, T), patch.err - clean.err
+    return node_matrix(delta.val, delta, nodes.feat, nodes.feat_pos, T), patch.err - clean.err
 
 
-def _contract(v: torch.Tensor, sub: Submodule, dfn, derr: torch.Tensor, nodes: NodeSet) -> torch.Tensor:
+def _contract(v: torch.Tensor, sub: Submodule, df: torch.Tensor, derr: torch.Tensor, nodes: NodeSet) -> torch.Tensor:
     """``Σ_{b,pos} v · Δ(node)`` for every node of the upstream ``sub``: ``[n_down, n_up]``.
 
-    Feature nodes touch only their nonzero ``Δf`` entries ``dfn = (node row, flat token, value)``."""
+    A feature node's ``Δ`` is ``Δf[node, token] · W_dec[feature]``: project ``v`` on the nodes' decoder rows
+    (one matrix product), then weight by ``Δf`` and sum over tokens."""
     parts = []
     k = nodes.feat.numel()
     if k:
-        row, tok, val = dfn
         vf = v.reshape(v.shape[0], -1, v.shape[-1])  # [c, N, d]
-        dots = (vf[:, tok] * sub.W_dec[nodes.feat[row]]).sum(-1) * val  # [c, E]
-        parts.append(v.new_zeros((v.shape[0], k)).index_add_(1, row, dots))
+        step = max(1, GATHER_FLOATS // max(1, vf.shape[0] * vf.shape[1]))
+        for lo in range(0, k, step):
+            hi = min(k, lo + step)
+            proj = vf @ sub.W_dec[nodes.feat[lo:hi]].T  # [c, N, chunk]
+            parts.append((proj * df[lo:hi].T[None]).sum(1))
     for t in nodes.err_pos:
         parts.append(((v * derr).sum((1, 2, 3)) if t is None else (v[:, :, t] * derr[:, t]).sum((1, 2)))[:, None])
     return torch.cat(parts, 1)

@@ -94,13 +94,12 @@ def baseline_edges(model, subs: list[Submodule], batch, metric, grads, clean, pa
     hooks = [(s.hook, lambda act, hook, s=s: cut(act, hook, s)) for s in subs]
     result = {}
 
-    def contract(u, gfu, geu):
+    def contract(u, gfu, geu):  # the paper's ``upstream_act.grad @ right_vec``, read at the upstream nodes
         cf, ce = clean[u.name]
         pf, pe = patch[u.name]
-        row = []
-        for j, _ in nodes[u.name].entries():
-            row.append((geu * (pe - ce)).sum() if j is None else (gfu[..., j] * (pf - cf)[..., j]).sum())
-        return torch.stack(row)
+        ns = nodes[u.name]
+        feat = (gfu * (pf - cf)).sum((0, 1))[ns.feat]
+        return torch.cat([feat, (geu * (pe - ce)).sum().expand(len(ns.err_pos))])
 
     with torch.enable_grad():
         m = metric(model.run_with_hooks(batch.clean, fwd_hooks=hooks), batch).sum()
