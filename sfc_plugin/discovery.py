@@ -264,7 +264,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     torchrun, after :func:`sfc_plugin.distributed.init`) each rank takes every world-th batch and the
     effect sums are all-reduced: every rank returns the same circuit as one process would. Words outside
     the tokenizer's vocabulary are errors unless ``allow_unk``. ``max_memory`` (``"4GB"``, bytes; default:
-    half the device's free memory) bounds the working memory: every pass is chunked to fit it.
+    half the GPU's free memory; on CPU at most 2 GB) bounds the working memory: every pass is chunked to fit it.
     """
     started = time.perf_counter()
     if aggregation not in AGGREGATIONS:
