@@ -115,3 +115,23 @@ def test_cli_rejects_bad_budget_and_workload(capsys):
     assert "max_memory 'lots'" in capsys.readouterr().err
     assert main(["bench", "--workload", "nope"]) == 2
     assert "unknown workload 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_tokenwise_mlp_edges_equal_the_batched_vjp(tokenizer, parallel, monkeypatch):
+    """Edges into an MLP computed per active (node, token) equal the batched VJP over every token."""
+    import sfc_plugin.attribution.edges as edges
+
+    model = make_model(tokenizer, parallel=parallel)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(6))
+    calls = []
+    real = edges._tokenwise_edges
+    monkeypatch.setattr(edges, "_tokenwise_edges", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    fast = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.05, batch_size=4, budget=None)
+    assert "mlp_1" in calls and "mlp_0" not in calls  # layer 0 reads hook_embed plus the position embedding
+    monkeypatch.setattr(edges, "_mlp_inputs", lambda *a: None)
+    slow = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=None, nodes=fast.nodes)
+    assert fast.edges.keys() == slow.edges.keys()
+    for key, w in slow.edges.items():
+        assert _rel(fast.edges[key], w) < 1e-9, key
