@@ -88,7 +88,8 @@ class SparseFeatures:
         step = max(1, GATHER_FLOATS // max(1, k * g.shape[-1]))
         for lo in range(0, n, step):
             hi = min(n, lo + step)
-            out[lo:hi] = torch.bmm(W[self.idx[lo:hi]], g[lo:hi, :, None])[..., 0]
+            feats, inv = self.idx[lo:hi].unique(return_inverse=True)
+            out[lo:hi] = (g[lo:hi] @ W.index_select(0, feats).T).gather(1, inv)
         return out
 
     def weighted_rows(self, coeff: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -101,7 +102,11 @@ class SparseFeatures:
         step = max(1, GATHER_FLOATS // max(1, k * d))
         for lo in range(0, n, step):
             hi = min(n, lo + step)
-            out[lo:hi] = torch.bmm(coeff[lo:hi, None, :], W[self.idx[lo:hi]])[:, 0]
+            # each feature's row once (a column of W_enc when W is its transpose: gathering it per entry
+            # reads strided memory), then one dense product
+            feats, inv = self.idx[lo:hi].unique(return_inverse=True)
+            c = coeff.new_zeros((hi - lo, feats.numel())).scatter_add_(1, inv, coeff[lo:hi])
+            out[lo:hi] = c @ W.index_select(0, feats)
         return out
 
     def to(self, device) -> "SparseFeatures":
