@@ -16,17 +16,17 @@ from sfc_plugin.errors import SFCError
 from sfc_plugin.metrics import logit_diff
 from sfc_plugin.splicing import build_submodules
 
-from conftest import all_hooks, make_model, make_records, make_saes
+from conftest import all_hooks, make_model, make_records, make_saes, z_hooks
 
 
 def _rel(a, b):
     return float((a - b).abs().max()) / max(float(b.abs().max()), 1e-12)
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_fast_path_matches_the_paper_baseline(tokenizer, parallel):
+@pytest.mark.parametrize("parallel, hooks", [(False, all_hooks), (True, all_hooks), (False, z_hooks)])
+def test_fast_path_matches_the_paper_baseline(tokenizer, parallel, hooks):
     model = make_model(tokenizer, parallel=parallel)
-    subs = build_submodules(model, make_saes(all_hooks(2)))
+    subs = build_submodules(model, make_saes(hooks(2)))
     batch = tokenize(model, make_records(6))
     res = attribute(model, subs, batch, logit_diff, ig, steps=4, node_threshold=0.05, batch_size=4, budget=None)
     assert sum(len(n) for n in res.nodes.values()) > 20
