@@ -188,18 +188,18 @@ def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, metho
         batches = group.mine(batches)
     timings: dict[str, float] = {}
 
-    def contexts():
-        for b in batches:
-            yield b, prepare(model, subs, b, metric_fn, int(steps), aggregation, budget)
+    def context(b):
+        return prepare(model, subs, b, metric_fn, int(steps), aggregation, budget)
 
     sums = EffectSums()
-    kept: list = []  # prepared contexts, reused by the edges pass when they fit in the budget
+    kept: list = []  # prepared contexts reused by the edges pass, as many as fit in 30% of the budget
     grads: list[dict[str, torch.Tensor] | None] = []
-    keep, held = True, 0
+    held = 0
     with frozen(model):
         on_phase("nodes")
         t0 = time.perf_counter()
-        for b, ctx in _progress(contexts(), len(batches), f"nodes ({method_name})", progress):
+        for b in _progress(batches, len(batches), f"nodes ({method_name})", progress):
+            ctx = context(b)
             eff: NodeEffects = method_fn(ctx)
             if not isinstance(eff, NodeEffects):
                 raise SFCError(f"method {method_name!r} returned {type(eff).__name__}, expected NodeEffects")
@@ -212,11 +212,10 @@ def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, metho
                 sums.total += float((m_patch - m_clean).sum())
             sums.count += len(b)
             grads.append(eff.grads)
-            held += state_bytes(ctx)
-            keep = keep and edges and held <= 0.3 * budget.bytes
+            size_ctx = state_bytes(ctx)
+            keep = edges and held + size_ctx <= 0.3 * budget.bytes
+            held += size_ctx if keep else 0
             kept.append(ctx if keep else None)
-            if not keep:
-                kept = [None] * len(kept)
             del ctx, eff
         timings["nodes"] = time.perf_counter() - t0
         # ---- the all-reduce point for data-parallel runs: node sums and the total ----
@@ -238,8 +237,8 @@ def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, metho
         on_phase("edges")
         t0 = time.perf_counter()
         if edges and any(len(ns) for ns in nodes.values()):
-            ctxs = (zip(batches, kept) if keep else contexts())
-            for i, (b, ctx) in enumerate(_progress(ctxs, len(batches), "edges", progress)):
+            for i, b in enumerate(_progress(batches, len(batches), "edges", progress)):
+                ctx = kept[i] if kept[i] is not None else context(b)  # recomputed when it did not fit
                 g = grads[i] if grads[i] is not None else ctx.gradients([0.0])
                 sums.add_edges(edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes, budget=budget))
                 kept[i] = grads[i] = None

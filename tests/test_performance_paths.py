@@ -135,3 +135,22 @@ def test_tokenwise_mlp_edges_equal_the_batched_vjp(tokenizer, parallel, monkeypa
     assert fast.edges.keys() == slow.edges.keys()
     for key, w in slow.edges.items():
         assert _rel(fast.edges[key], w) < 1e-9, key
+
+
+def test_edges_reuse_the_contexts_that_fit_and_recompute_the_rest(tokenizer, monkeypatch):
+    import sfc_plugin.discovery as discovery
+
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(6))
+    budget = MemoryBudget.resolve("1GB", model)
+    full = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.05, batch_size=4, budget=budget)
+    prepared = []
+    real = discovery.prepare
+    monkeypatch.setattr(discovery, "prepare", lambda model, subs, b, *a: prepared.append(len(b)) or real(model, subs, b, *a))
+    monkeypatch.setattr(discovery, "state_bytes", lambda ctx: int(0.2 * budget.bytes))  # one context fits in 30%
+    part = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=budget, nodes=full.nodes)
+    n_batches = -(-len(batch) // 4)
+    assert len(prepared) == n_batches + (n_batches - 1)  # every batch once for nodes, all but the first again
+    for key, w in full.edges.items():
+        assert torch.allclose(part.edges[key], w, atol=1e-12), key
