@@ -209,7 +209,7 @@ def _top_threshold(res, n_nodes: int) -> float:
 def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memory=None, n_nodes: int = 200,
                  baseline: bool = True, progress: bool = False) -> list[dict]:
     """Rows of ``bench.json`` for one workload (phases nodes, edges, total)."""
-    from .attribution.methods import ig
+    from .attribution.methods import atp, ig
     from .attribution.paper_baseline import baseline_discover
     from .budget import MemoryBudget
     from .discovery import _select, attribute
@@ -219,8 +219,8 @@ def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memo
     mem = PeakMemory(dev)
     try:
         nodes = None
-        if w.node_threshold is None:  # pick the top n_nodes effects (random weights: no natural threshold)
-            res = attribute(w.model, w.subs, w.batch, w.metric, ig, steps=steps, node_threshold=float("inf"),
+        if w.node_threshold is None:  # the top n_nodes by atp effects (random weights: no natural threshold; untimed)
+            res = attribute(w.model, w.subs, w.batch, w.metric, atp, steps=steps, node_threshold=float("inf"),
                             edges=False, batch_size=batch_size, budget=budget, progress=progress)
             nodes = _select(w.subs, res.features, res.errors, _top_threshold(res, n_nodes), "sum")
         t0 = time.perf_counter()

@@ -16,6 +16,8 @@ from .errors import SFCError
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 DEFAULT_FRACTION = 0.5  # of the memory free on the device when no budget is given
+CPU_DEFAULT_CAP = 2e9  # on the host, at most this much by default: larger chunks are no faster on a CPU, and
+# host memory is shared with everything else (a GPU's free memory is the run's to use)
 
 
 def parse_memory(value) -> int:
@@ -92,8 +94,13 @@ class MemoryBudget:
         shape = Shape.of(model.cfg)
         if max_memory is not None:
             return cls(parse_memory(max_memory), shape, True)
-        dev = device or next(model.parameters()).device
-        return cls(max(int(free_memory(dev) * DEFAULT_FRACTION), 1), shape, False)
+        import torch
+
+        dev = torch.device(device or next(model.parameters()).device)
+        n = free_memory(dev) * DEFAULT_FRACTION
+        if dev.type != "cuda":
+            n = min(n, CPU_DEFAULT_CAP)
+        return cls(max(int(n), 1), shape, False)
 
     def rows(self, per_row: float, what: str, share: float = 1.0, cap: int | None = None) -> int:
         """How many rows of ``per_row`` bytes fit in ``share`` of the budget (at least one, or SFCError)."""

@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--aggregation", choices=["sum", "none"], help="sum over positions, or keep positions (default sum)")
     d.add_argument("--batch-size", type=int, help="examples per batch (default 16)")
     d.add_argument("--max-memory", help="working-memory budget that sizes every pass, e.g. 4GB "
-                   "(default: half the device's free memory)")
+                   "(default: half the free GPU memory; on CPU at most 2GB)")
     d.add_argument("--n-examples", type=int, help="use the first N examples (default 40)")
     d.add_argument("--no-edges", dest="edges", action="store_const", const=False, help="nodes only")
     d.add_argument("-o", "--out", help="output directory (default ./sfc-out)")
@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, help="integrated-gradient steps (default 10)")
     b.add_argument("--n-nodes", type=int, help="circuit size for the random-weight workloads (default 200)")
     b.add_argument("--batch-size", type=int, help="examples per batch (default 16)")
-    b.add_argument("--max-memory", help="our working-memory budget, e.g. 4GB (default: half the free memory)")
+    b.add_argument("--max-memory", help="our working-memory budget, e.g. 4GB (default: half the free GPU memory; on CPU at most 2GB)")
     b.add_argument("--device", help="torch device (default cpu)")
     b.add_argument("--no-baseline", action="store_true", help="time our path only")
     b.add_argument("-o", "--out", help="directory for bench.json")

@@ -173,18 +173,18 @@ def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, metho
         batches = group.mine(batches)
     timings: dict[str, float] = {}
 
-    def contexts():
-        for b in batches:
-            yield b, prepare(model, subs, b, metric_fn, int(steps), aggregation, budget)
+    def context(b):
+        return prepare(model, subs, b, metric_fn, int(steps), aggregation, budget)
 
     sums = EffectSums()
-    kept: list = []  # prepared contexts, reused by the edges pass when they fit in the budget
+    kept: list = []  # prepared contexts reused by the edges pass, as many as fit in 30% of the budget
     grads: list[dict[str, torch.Tensor] | None] = []
-    keep, held = True, 0
+    held = 0
     with frozen(model):
         on_phase("nodes")
         t0 = time.perf_counter()
-        for b, ctx in _progress(contexts(), len(batches), f"nodes ({method_name})", progress):
+        for b in _progress(batches, len(batches), f"nodes ({method_name})", progress):
+            ctx = context(b)
             eff: NodeEffects = method_fn(ctx)
             if not isinstance(eff, NodeEffects):
                 raise SFCError(f"method {method_name!r} returned {type(eff).__name__}, expected NodeEffects")
@@ -197,11 +197,10 @@ def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, metho
                 sums.total += float((m_patch - m_clean).sum())
             sums.count += len(b)
             grads.append(eff.grads)
-            held += state_bytes(ctx)
-            keep = keep and edges and held <= 0.3 * budget.bytes
+            size_ctx = state_bytes(ctx)
+            keep = edges and held + size_ctx <= 0.3 * budget.bytes
+            held += size_ctx if keep else 0
             kept.append(ctx if keep else None)
-            if not keep:
-                kept = [None] * len(kept)
             del ctx, eff
         timings["nodes"] = time.perf_counter() - t0
         # ---- the all-reduce point for data-parallel runs: node sums and the total ----
@@ -223,8 +222,8 @@ def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, metho
         on_phase("edges")
         t0 = time.perf_counter()
         if edges and any(len(ns) for ns in nodes.values()):
-            ctxs = (zip(batches, kept) if keep else contexts())
-            for i, (b, ctx) in enumerate(_progress(ctxs, len(batches), "edges", progress)):
+            for i, b in enumerate(_progress(batches, len(batches), "edges", progress)):
+                ctx = kept[i] if kept[i] is not None else context(b)  # recomputed when it did not fit
                 g = grads[i] if grads[i] is not None else ctx.gradients([0.0])
                 sums.add_edges(edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes, budget=budget))
                 kept[i] = grads[i] = None
@@ -249,7 +248,7 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     torchrun, after :func:`sfc_plugin.distributed.init`) each rank takes every world-th batch and the
     effect sums are all-reduced: every rank returns the same circuit as one process would. Words outside
     the tokenizer's vocabulary are errors unless ``allow_unk``. ``max_memory`` (``"4GB"``, bytes; default:
-    half the device's free memory) bounds the working memory: every pass is chunked to fit it.
+    half the GPU's free memory; on CPU at most 2 GB) bounds the working memory: every pass is chunked to fit it.
     """
     started = time.perf_counter()
     if aggregation not in AGGREGATIONS:

@@ -71,7 +71,7 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
     it are never ablated. ``include_errors=False``: error terms are ablated everywhere but in ``M``.
     SAEs or a model other than those the circuit was found with (by the fingerprints in its provenance)
     are refused unless ``force``; the result's ``provenance_check`` says which. ``max_memory`` (e.g.
-    ``"4GB"``; default half the free memory) caps the examples per forward pass.
+    ``"4GB"``; default as for discover) caps the examples per forward pass.
     """
     from tqdm.auto import tqdm
 

@@ -16,17 +16,17 @@ from sfc_plugin.errors import SFCError
 from sfc_plugin.metrics import logit_diff
 from sfc_plugin.splicing import build_submodules
 
-from conftest import all_hooks, make_model, make_records, make_saes
+from conftest import all_hooks, make_model, make_records, make_saes, z_hooks
 
 
 def _rel(a, b):
     return float((a - b).abs().max()) / max(float(b.abs().max()), 1e-12)
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_fast_path_matches_the_paper_baseline(tokenizer, parallel):
+@pytest.mark.parametrize("parallel, hooks", [(False, all_hooks), (True, all_hooks), (False, z_hooks)])
+def test_fast_path_matches_the_paper_baseline(tokenizer, parallel, hooks):
     model = make_model(tokenizer, parallel=parallel)
-    subs = build_submodules(model, make_saes(all_hooks(2)))
+    subs = build_submodules(model, make_saes(hooks(2)))
     batch = tokenize(model, make_records(6))
     res = attribute(model, subs, batch, logit_diff, ig, steps=4, node_threshold=0.05, batch_size=4, budget=None)
     assert sum(len(n) for n in res.nodes.values()) > 20
@@ -115,3 +115,42 @@ def test_cli_rejects_bad_budget_and_workload(capsys):
     assert "max_memory 'lots'" in capsys.readouterr().err
     assert main(["bench", "--workload", "nope"]) == 2
     assert "unknown workload 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_tokenwise_mlp_edges_equal_the_batched_vjp(tokenizer, parallel, monkeypatch):
+    """Edges into an MLP computed per active (node, token) equal the batched VJP over every token."""
+    import sfc_plugin.attribution.edges as edges
+
+    model = make_model(tokenizer, parallel=parallel)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(6))
+    calls = []
+    real = edges._tokenwise_edges
+    monkeypatch.setattr(edges, "_tokenwise_edges", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    fast = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.05, batch_size=4, budget=None)
+    assert "mlp_1" in calls and "mlp_0" not in calls  # layer 0 reads hook_embed plus the position embedding
+    monkeypatch.setattr(edges, "_mlp_inputs", lambda *a: None)
+    slow = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=None, nodes=fast.nodes)
+    assert fast.edges.keys() == slow.edges.keys()
+    for key, w in slow.edges.items():
+        assert _rel(fast.edges[key], w) < 1e-9, key
+
+
+def test_edges_reuse_the_contexts_that_fit_and_recompute_the_rest(tokenizer, monkeypatch):
+    import sfc_plugin.discovery as discovery
+
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(6))
+    budget = MemoryBudget.resolve("1GB", model)
+    full = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.05, batch_size=4, budget=budget)
+    prepared = []
+    real = discovery.prepare
+    monkeypatch.setattr(discovery, "prepare", lambda model, subs, b, *a: prepared.append(len(b)) or real(model, subs, b, *a))
+    monkeypatch.setattr(discovery, "state_bytes", lambda ctx: int(0.2 * budget.bytes))  # one context fits in 30%
+    part = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=budget, nodes=full.nodes)
+    n_batches = -(-len(batch) // 4)
+    assert len(prepared) == n_batches + (n_batches - 1)  # every batch once for nodes, all but the first again
+    for key, w in full.edges.items():
+        assert torch.allclose(part.edges[key], w, atol=1e-12), key

@@ -74,7 +74,7 @@ class AttributionContext:
 
     # ---- gradients -------------------------------------------------------------------------------
     def _start(self, sub: Submodule) -> tuple[int | None, bool]:
-        start, input_mode = start_of(sub.hook)
+        start, input_mode = start_of(sub.hook, self.model.cfg)
         if self.forward is not None or self.resid is None or start is None or start not in self.resid:
             return None, False
         return start, input_mode
@@ -100,14 +100,18 @@ class AttributionContext:
         B = len(self.batch)
         alphas = [float(a) for a in alphas]
         total = {s.name: torch.zeros_like(self.clean[s.name].x) for s in self.submodules}
-        if all(a == 0 for a in alphas):
+        n_all, n_zero = len(alphas), sum(a == 0 for a in alphas)
+        if n_zero:  # α = 0 is the clean run for every submodule: one pass gives all of them
             size = self._rows_per_pass(None)
             for lo in range(0, B, size):
                 ex = torch.arange(lo, min(B, lo + size), device=self.batch.clean.device)
                 rows = torch.arange(len(ex), device=ex.device)
                 plan = [(s, rows, torch.zeros(len(ex))) for s in self.submodules]
                 self._accumulate(None, ex, plan, total)
-            return total
+            if n_zero == n_all:
+                return total
+            total = {k: v * n_zero for k, v in total.items()} if n_zero > 1 else total
+            alphas = [a for a in alphas if a != 0]
         groups: dict[int | None, list[Submodule]] = {}
         for s in self.submodules:
             groups.setdefault(self._start(s)[0], []).append(s)
@@ -121,7 +125,7 @@ class AttributionContext:
                     if sel:
                         plan.append((s, torch.tensor(sel, device=ex.device), torch.tensor([chunk[r][1] for r in sel])))
                 self._accumulate(start, ex, plan, total)
-        return {k: v / len(alphas) for k, v in total.items()}
+        return {k: v / n_all for k, v in total.items()}
 
     def _accumulate(self, start: int | None, ex: torch.Tensor, plan, total: dict[str, torch.Tensor]) -> None:
         """One forward/backward over rows ``ex`` (example per row); ``plan``: ``(sub, rows, alphas)``."""
@@ -201,7 +205,7 @@ def prepare(model, subs: list[Submodule], batch: Batch, metric, steps: int = 10,
             budget=None) -> AttributionContext:
     """Clean and patch activations of ``batch`` (one pass each), sparse features, cached residuals, metric values."""
     hooks = [s.hook for s in subs]
-    layers = sorted({start_of(s.hook)[0] for s in subs} - {None})
+    layers = sorted({start_of(s.hook, model.cfg)[0] for s in subs} - {None})
     tokens_per_chunk = budget.rows(budget.encode_row(max(s.d_sae for s in subs)), "SAE encoding", share=0.25) if budget else 4096
 
     def run(tokens):

@@ -17,7 +17,7 @@ import torch
 
 from ..splicing import Acts, Submodule
 from .forward import run_metric
-from .sparse import SparseFeatures, node_entries, node_matrix
+from .sparse import GATHER_FLOATS, SparseFeatures, node_matrix
 
 
 @dataclass
@@ -75,26 +75,103 @@ class _Cotangents:
 
 
 def _upstream(sub: Submodule, clean: Acts, patch: Acts, nodes: NodeSet):
-    """``((node row, flat token, Δf) of the nodes' nonzero entries, Δε [b, pos, d])`` of an upstream submodule."""
+    """``(Δf of the nodes [k, b·pos] (dense over tokens), Δε [b, pos, d])`` of an upstream submodule."""
     delta = _sparse(patch.f).minus(_sparse(clean.f))
     T = clean.x.shape[1]
-    return node_entries(delta.val, delta, nodes.feat, nodes.feat_pos, T), patch.err - clean.err
+    return node_matrix(delta.val, delta, nodes.feat, nodes.feat_pos, T), patch.err - clean.err
 
 
-def _contract(v: torch.Tensor, sub: Submodule, dfn, derr: torch.Tensor, nodes: NodeSet) -> torch.Tensor:
+def _contract(v: torch.Tensor, sub: Submodule, df: torch.Tensor, derr: torch.Tensor, nodes: NodeSet) -> torch.Tensor:
     """``Σ_{b,pos} v · Δ(node)`` for every node of the upstream ``sub``: ``[n_down, n_up]``.
 
-    Feature nodes touch only their nonzero ``Δf`` entries ``dfn = (node row, flat token, value)``."""
+    A feature node's ``Δ`` is ``Δf[node, token] · W_dec[feature]``: project ``v`` on the nodes' decoder rows
+    (one matrix product), then weight by ``Δf`` and sum over tokens."""
     parts = []
     k = nodes.feat.numel()
     if k:
-        row, tok, val = dfn
         vf = v.reshape(v.shape[0], -1, v.shape[-1])  # [c, N, d]
-        dots = (vf[:, tok] * sub.W_dec[nodes.feat[row]]).sum(-1) * val  # [c, E]
-        parts.append(v.new_zeros((v.shape[0], k)).index_add_(1, row, dots))
+        step = max(1, GATHER_FLOATS // max(1, vf.shape[0] * vf.shape[1]))
+        for lo in range(0, k, step):
+            hi = min(k, lo + step)
+            proj = vf @ sub.W_dec[nodes.feat[lo:hi]].T  # [c, N, chunk]
+            parts.append((proj * df[lo:hi].T[None]).sum(1))
     for t in nodes.err_pos:
         parts.append(((v * derr).sum((1, 2, 3)) if t is None else (v[:, :, t] * derr[:, t]).sum((1, 2)))[:, None])
     return torch.cat(parts, 1)
+
+
+def _mlp_inputs(model, subs: list[Submodule], d: Submodule):
+    """For a downstream ``blocks.l.hook_mlp_out``: the upstream submodules its MLP reads, when it reads them
+    token by token (the residual entering block ``l`` is a submodule, and in a sequential block so is
+    ``hook_attn_out``: every other path is cut), else None."""
+    cfg, l = model.cfg, d.layer
+    if d.hook != f"blocks.{l}.hook_mlp_out" or getattr(cfg, "attn_only", False):
+        return None
+    by_hook = {s.hook: s for s in subs}
+    prev = by_hook.get("blocks.0.hook_resid_pre" if l == 0 else f"blocks.{l - 1}.hook_resid_post")
+    if prev is None:
+        return None
+    if getattr(cfg, "parallel_attn_mlp", False):
+        return [prev]
+    attn = by_hook.get(f"blocks.{l}.hook_attn_out")
+    return None if attn is None else [prev, attn]
+
+
+def _mlp_fn(model, layer: int):
+    """The block's map from the MLP's input (residual, ``[rows, 1, d]``) to ``hook_mlp_out``."""
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    block = model.blocks[layer]
+    if model.cfg.original_architecture in POST_NORM_ARCHITECTURES:
+        return block.apply_mlp
+    return lambda x: block.apply_mlp(block.ln2(x))
+
+
+def _tokenwise_edges(model, d: Submodule, ins: list[Submodule], cot: "_Cotangents", clean: dict[str, Acts],
+                     up_delta, nodes: dict[str, NodeSet], budget) -> dict[str, torch.Tensor]:
+    """Edges into an MLP that reads its inputs token by token: one VJP row per (downstream node, token)
+    with a nonzero cotangent, instead of every token of every example for every node.
+
+    ``{up: [n_down, n_up]}`` for the submodules in ``ins`` (the MLP's input is their sum)."""
+    B, T, D = cot.shape
+    x = sum(clean[u.name].x for u in ins).reshape(B * T, D)
+    ns, k = cot.nodes, cot.nodes.feat.numel()
+    node_row, tok = cot.coeff.nonzero().unbind(1)  # feature nodes: tokens where they are active
+    err_rows, err_tok = [], []
+    for i, t in enumerate(ns.err_pos):
+        toks = torch.arange(B * T, device=x.device)
+        toks = toks if t is None else toks[toks % T == t]
+        err_rows.append(torch.full_like(toks, k + i))
+        err_tok.append(toks)
+    node_row, tok = torch.cat([node_row, *err_rows]), torch.cat([tok, *err_tok])
+    err = None if cot.err is None else cot.err.reshape(B * T, D)
+    fn = _mlp_fn(model, d.layer)
+    s = budget.shape if budget is not None else None
+    per_row = (12 * D + 6 * (s.d_mlp if s else 4 * D)) * x.element_size()
+    size = budget.rows(per_row, "edge cotangent", share=0.5) if budget is not None else 4096
+    out = {u.name: x.new_zeros((len(ns), len(nodes[u.name]))) for u in ins}
+    for lo in range(0, node_row.numel(), size):
+        r, t = node_row[lo:lo + size], tok[lo:lo + size]
+        is_feat = r < k
+        c = torch.empty((r.numel(), D), dtype=x.dtype, device=x.device)
+        c[is_feat] = cot.coeff[r[is_feat], t[is_feat], None] * cot.W[r[is_feat]]
+        if err is not None:
+            c[~is_feat] = err[t[~is_feat]]
+        xr = x[t][:, None].detach().requires_grad_(True)
+        with torch.enable_grad():
+            (v,) = torch.autograd.grad(fn(xr), xr, grad_outputs=c[:, None])
+        v = v[:, 0]
+        for u in ins:
+            df, derr = up_delta[u.name]
+            nu, ku = nodes[u.name], nodes[u.name].feat.numel()
+            w = v.new_zeros((r.numel(), len(nu)))
+            if ku:
+                w[:, :ku] = (v @ u.W_dec[nu.feat].T) * df[:, t].T
+            e = (v * derr.reshape(B * T, D)[t]).sum(-1)
+            for j, p in enumerate(nu.err_pos):
+                w[:, ku + j] = e if p is None else e * (t % T == p)
+            out[u.name].index_add_(0, r, w)
+    return out
 
 
 def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, Acts], patch: dict[str, Acts],
@@ -128,6 +205,13 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
             if budget is not None:
                 size = budget.rows(B * budget.cotangent_row(T, len(ups)), "edge cotangent", share=0.5, cap=chunk)
             cot = _Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
+            ins = _mlp_inputs(model, subs, d)
+            if ins is not None and all(u.name in {s.name for s in ups} or not len(nodes[u.name]) for u in ins):
+                ins = [u for u in ins if len(nodes[u.name])]
+                got = _tokenwise_edges(model, d, ins, cot, clean, up_delta, nodes, budget) if ins else {}
+                for u in ups:  # every other upstream path into this MLP is cut: those edges are 0
+                    result[(u.name, d.name)] = got.get(u.name, cot.W.new_zeros((len(cot), len(nodes[u.name]))))
+                continue
             rows: dict[str, list] = {u.name: [] for u in ups}
             for lo in range(0, len(cot), size):
                 c = cot.chunk(lo, min(len(cot), lo + size))

@@ -28,10 +28,9 @@ def _dense_acts(model, subs: list[Submodule], tokens):
     out = {}
 
     def grab(act, hook, s):
-        f = s.sae.encode(act.to(s.sae.W_enc.dtype)).to(act.dtype)
-        err = act - s.decode(f)
+        f, err = _encode(s, act)
         out[s.name] = (f, err)
-        return s.decode(f) + err
+        return s.unflat(s.decode(f) + err)
 
     with torch.no_grad():
         model.run_with_hooks(tokens, fwd_hooks=[(s.hook, lambda a, hook, s=s: grab(a, hook, s)) for s in subs])
@@ -39,8 +38,11 @@ def _dense_acts(model, subs: list[Submodule], tokens):
 
 
 def _encode(s: Submodule, act):
-    f = s.sae.encode(act.to(s.sae.W_enc.dtype)).to(act.dtype)
-    return f, act - s.decode(f)
+    """Features and error of a hook's activation (``attn.hook_z``: heads flattened, as the SAE reads them)."""
+    x = s.flat(act)
+    x_in = x.to(s.sae.W_enc.dtype)
+    f = s.sae.encode(s.unflat(x_in) if getattr(s.sae, "hook_z_reshaping_mode", False) else x_in).to(x.dtype)
+    return f, x - s.decode(f)
 
 
 def baseline_nodes(model, subs: list[Submodule], batch, metric, steps: int):
@@ -66,7 +68,7 @@ def baseline_nodes(model, subs: list[Submodule], batch, metric, steps: int):
                     f = (cf + a * (pf - cf)).requires_grad_(True)
                     err = (ce + a * (pe - ce)).requires_grad_(True)
                     leaves["f"], leaves["err"] = f, err
-                return s.decode(f) + err
+                return s.unflat(s.decode(f) + err)
 
             hooks = [(s.hook, lambda act, hook, s=s: spliced(act, hook, s)) for s in subs]
             with torch.enable_grad():
@@ -89,18 +91,17 @@ def baseline_edges(model, subs: list[Submodule], batch, metric, grads, clean, pa
         down[s.name] = (f, err)  # functions of the upstream leaves (direct paths only)
         f_leaf[s.name] = f.detach().requires_grad_(True)
         e_leaf[s.name] = err.detach().requires_grad_(True)
-        return s.decode(f_leaf[s.name]) + e_leaf[s.name]
+        return s.unflat(s.decode(f_leaf[s.name]) + e_leaf[s.name])
 
     hooks = [(s.hook, lambda act, hook, s=s: cut(act, hook, s)) for s in subs]
     result = {}
 
-    def contract(u, gfu, geu):
+    def contract(u, gfu, geu):  # the paper's ``upstream_act.grad @ right_vec``, read at the upstream nodes
         cf, ce = clean[u.name]
         pf, pe = patch[u.name]
-        row = []
-        for j, _ in nodes[u.name].entries():
-            row.append((geu * (pe - ce)).sum() if j is None else (gfu[..., j] * (pf - cf)[..., j]).sum())
-        return torch.stack(row)
+        ns = nodes[u.name]
+        feat = (gfu * (pf - cf)).sum((0, 1))[ns.feat]
+        return torch.cat([feat, (geu * (pe - ce)).sum().expand(len(ns.err_pos))])
 
     with torch.enable_grad():
         m = metric(model.run_with_hooks(batch.clean, fwd_hooks=hooks), batch).sum()

@@ -7,6 +7,7 @@ only at active entries (a feature inactive in both the clean and the patch run h
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,15 @@ class SparseFeatures:
         out = F.embedding_bag(self.idx, W_dec, per_sample_weights=self.val, mode="sum")
         return (out + b_dec).view(b, t, -1)
 
+    def _token_step(self, d: int) -> int:
+        """Tokens per chunk of :meth:`project` / :meth:`weighted_rows`: the chunk's distinct feature rows
+        (``≤ tokens·K``, ``d`` floats each) and its ``[tokens, distinct features]`` products stay within
+        ``GATHER_FLOATS`` floats each."""
+        k = max(1, self.idx.shape[1])
+        by_rows = GATHER_FLOATS // (k * d)
+        by_products = max(GATHER_FLOATS // max(1, self.d_sae), math.isqrt(GATHER_FLOATS // k))
+        return max(1, min(by_rows, by_products))
+
     def project(self, g: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         """``[N, K]``: ``g[n] · W[idx[n, k]]`` (``W`` rows indexed by feature), in chunks of tokens."""
         g = g.reshape(-1, g.shape[-1])
@@ -85,10 +95,11 @@ class SparseFeatures:
         out = g.new_zeros((n, k))
         if k == 0:
             return out
-        step = max(1, GATHER_FLOATS // max(1, k * g.shape[-1]))
+        step = self._token_step(g.shape[-1])
         for lo in range(0, n, step):
             hi = min(n, lo + step)
-            out[lo:hi] = torch.bmm(W[self.idx[lo:hi]], g[lo:hi, :, None])[..., 0]
+            feats, inv = self.idx[lo:hi].unique(return_inverse=True)
+            out[lo:hi] = (g[lo:hi] @ W.index_select(0, feats).T).gather(1, inv)
         return out
 
     def weighted_rows(self, coeff: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -98,10 +109,14 @@ class SparseFeatures:
         out = coeff.new_zeros((n, d))
         if k == 0:
             return out
-        step = max(1, GATHER_FLOATS // max(1, k * d))
+        step = self._token_step(d)
         for lo in range(0, n, step):
             hi = min(n, lo + step)
-            out[lo:hi] = torch.bmm(coeff[lo:hi, None, :], W[self.idx[lo:hi]])[:, 0]
+            # each feature's row once (a column of W_enc when W is its transpose: gathering it per entry
+            # reads strided memory), then one dense product
+            feats, inv = self.idx[lo:hi].unique(return_inverse=True)
+            c = coeff.new_zeros((hi - lo, feats.numel())).scatter_add_(1, inv, coeff[lo:hi])
+            out[lo:hi] = c @ W.index_select(0, feats)
         return out
 
     def to(self, device) -> "SparseFeatures":
