@@ -207,12 +207,18 @@ def _top_threshold(res, n_nodes: int) -> float:
 
 
 def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memory=None, n_nodes: int = 200,
-                 baseline: bool = True, progress: bool = False) -> list[dict]:
-    """Rows of ``bench.json`` for one workload (phases nodes, edges, total)."""
+                 baseline: bool = True, baseline_edges_only: bool = False, progress: bool = False) -> list[dict]:
+    """Rows of ``bench.json`` for one workload (phases nodes, edges, total).
+
+    ``baseline_edges_only``: the baseline runs only its edge phase, on the IG gradients of our path (computed
+    untimed; the same values its node phase would give), for widths where its node phase would take hours.
+    """
+    from .attribution.context import prepare
     from .attribution.methods import atp, ig
     from .attribution.paper_baseline import baseline_discover
     from .budget import MemoryBudget
     from .discovery import _select, attribute
+    from .splicing import frozen
 
     dev = next(w.model.parameters()).device
     budget = MemoryBudget.resolve(max_memory, w.model, dev)
@@ -240,11 +246,16 @@ def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memo
         base = None
         if baseline:
             t0 = time.perf_counter()
+            def given_grads(b):
+                with frozen(w.model):
+                    return ig(prepare(w.model, w.subs, b, w.metric, steps, "sum", budget)).grads
+
             base = baseline_discover(w.model, w.subs, w.batch, w.metric, steps=steps, batch_size=batch_size, nodes=nodes,
-                                     on_phase=mem.start)
+                                     on_phase=mem.start, given_grads=given_grads if baseline_edges_only else None)
             base_total = time.perf_counter() - t0
             mem.stop_phase()
-            base_t = {"nodes": base["timings"]["nodes"], "edges": base["timings"].get("edges", 0.0), "total": base_total}
+            base_t = {"nodes": base["timings"].get("nodes"), "edges": base["timings"].get("edges", 0.0),
+                      "total": None if baseline_edges_only else base_total}
             base_peak = {k: mem.peaks.get(k, 0) for k in ("nodes", "edges", "total")}
             base_peak["total"] = max(base_peak.values())
             base_cpu = {"nodes": mem.cpu.get("nodes", 0.0), "edges": mem.cpu.get("edges", 0.0)}
@@ -258,7 +269,7 @@ def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memo
                "ours_peak_gb": round(ours_peak[phase] / 1e9, 3), "ours_cpu_s": round(ours_cpu[phase], 3),
                "description": w.description,
                "n_examples": len(w.batch), "n_nodes": n_circuit, "steps": steps}
-        if base is not None:
+        if base is not None and base_t[phase] is not None:
             if phase == "nodes":
                 diff = _rel_diff([res.features[s.name] for s in w.subs] + [res.errors[s.name] for s in w.subs],
                                  [base["features"][s.name] for s in w.subs] + [base["errors"][s.name] for s in w.subs])
@@ -281,10 +292,11 @@ def format_rows(rows: list[dict]) -> str:
     head = (f"{'workload':<8} {'phase':<6} {'ours s':>8} {'paper s':>8} {'ratio':>7} {'cpu ratio':>9} {'ours GB':>8} "
             f"{'paper GB':>9} {'max rel diff':>12}")
     out = [head]
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    fmt = lambda v, f: format('-', f.split('.')[0]) if v is None else format(v, f)  # noqa: E731
+    ratio = lambda v, w: f"{'-':>{w}}" if v is None else f"{v:>{w - 1}.1f}x"  # noqa: E731
     for r in rows:
         out.append(f"{r['name']:<8} {r['phase']:<6} {r['ours_s']:>8.2f} {fmt(r['baseline_s'], '>8.2f')} "
-                   f"{fmt(r['ratio'], '>6.1f')}x {fmt(r.get('cpu_ratio'), '>8.1f')}x {r['ours_peak_gb']:>8.2f} {fmt(r['baseline_peak_gb'], '>9.2f')} "
+                   f"{ratio(r['ratio'], 7)} {ratio(r.get('cpu_ratio'), 9)} {r['ours_peak_gb']:>8.2f} {fmt(r['baseline_peak_gb'], '>9.2f')} "
                    f"{fmt(r['max_rel_diff'], '>12.1e')}")
     return "\n".join(out)
 

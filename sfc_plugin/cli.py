@@ -371,7 +371,8 @@ def cmd_bench(args) -> int:
                                      n_tokens=args.n_tokens or 10, device=device)
         print(f"{name}: {w.description}", file=sys.stderr)
         rows += bench.run_workload(w, steps=args.steps or 10, batch_size=args.batch_size or 16, max_memory=args.max_memory,
-                                   n_nodes=args.n_nodes or 200, baseline=not args.no_baseline, progress=not args.quiet)
+                                   n_nodes=args.n_nodes or 200, baseline=not args.no_baseline,
+                                   baseline_edges_only=args.baseline_edges_only, progress=not args.quiet)
         del w
     print(bench.format_rows(rows))
     if args.out:
@@ -483,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-memory", help="our working-memory budget, e.g. 4GB (default: half the free GPU memory; on CPU at most 2GB)")
     b.add_argument("--device", help="torch device (default cpu)")
     b.add_argument("--no-baseline", action="store_true", help="time our path only")
+    b.add_argument("--baseline-edges-only", action="store_true", help="run only the baseline's edge phase, on our IG "
+                   "gradients (the same values; for widths where its node phase would take hours)")
     b.add_argument("-o", "--out", help="directory for bench.json")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_bench)

@@ -40,6 +40,28 @@ def test_fast_path_matches_the_paper_baseline(tokenizer, parallel, hooks):
     assert res.total / res.count == pytest.approx(base["total"], rel=1e-9)
 
 
+def test_edges_only_baseline_on_given_gradients_equals_the_full_baseline(tokenizer):
+    """``sfc bench --baseline-edges-only`` times the baseline's edge phase on our IG gradients: same edges."""
+    from sfc_plugin.attribution.context import prepare
+    from sfc_plugin.splicing import frozen
+
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(6))
+    res = attribute(model, subs, batch, logit_diff, ig, steps=4, node_threshold=0.05, batch_size=4, budget=None)
+    full = baseline_discover(model, subs, batch, logit_diff, steps=4, batch_size=4, nodes=res.nodes)
+
+    def given(b):
+        with frozen(model):
+            return ig(prepare(model, subs, b, logit_diff, 4)).grads
+
+    only = baseline_discover(model, subs, batch, logit_diff, steps=4, batch_size=4, nodes=res.nodes, given_grads=given)
+    assert set(only["timings"]) == {"edges"} and not only["features"]
+    assert only["edges"].keys() == full["edges"].keys() and len(full["edges"]) >= 8
+    for key, w in full["edges"].items():
+        assert _rel(only["edges"][key], w) < 1e-6, key
+
+
 def test_tight_budget_chunks_but_gives_the_same_effects(tokenizer):
     model = make_model(tokenizer)
     subs = build_submodules(model, make_saes(all_hooks(2)))
