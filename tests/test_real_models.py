@@ -104,7 +104,7 @@ def offline(tmp_path_factory):
     scales = hub.hook_scales(tl, tokens, hooks)
     del tl
     cache.put_dir("EleutherAI/pythia-70m-deduped", pythia)
-    hub.pythia_sae_releases(cache, stage / "saes", scales, d_sae=4096)
+    hub.pythia_sae_releases(cache, stage / "saes", scales)
     # Gemma-2-2B truncated to 2 layers: a local directory named like the model
     cfg = {**hub.GEMMA2_2B_CONFIG, "num_hidden_layers": 2, "vocab_size": 64}
     gemma = hub.hf_model_dir(root / "models" / "gemma-2-2b", cfg, bos="<bos>")
