@@ -57,7 +57,7 @@ def child(args) -> None:
     started = time.perf_counter()
     model = load_hf_model_dir(args.model_dir)
     gc.collect()
-    out = {"layers": args.layers, "width": args.width, "n_pairs": args.n_pairs, "tokens": args.tokens,
+    out = {"layers": args.layers, "width": args.width, "vocab": model.cfg.d_vocab, "max_memory": args.max_memory, "n_pairs": args.n_pairs, "tokens": args.tokens,
            "load_peak_gb": rss_gb("VmHWM"), "model_gb": rss_gb()}
     model, saes = resolve_world(model, json.loads(args.specs))
     gc.collect()
@@ -65,6 +65,7 @@ def child(args) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak: what follows is discover's own
     started = time.perf_counter()
     circuit = sfc_plugin.discover(model, saes, records(args.n_pairs, args.tokens), method="ig", steps=10,
+                                  node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
                                   max_memory=args.max_memory, progress=False)
     out.update(discover_s=time.perf_counter() - started, discover_peak_gb=rss_gb("VmHWM"),
                nodes=len(circuit.nodes) - 1, edges=len(circuit.edges),
@@ -73,13 +74,13 @@ def child(args) -> None:
     print(json.dumps(out), flush=True)
 
 
-def build(work: Path, layers: int, width: str) -> tuple[Path, list[str]]:
+def build(work: Path, layers: int, width: str, vocab: int) -> tuple[Path, list[str]]:
     from sfc_plugin.hf_convert import load_hf_model_dir
 
-    model_dir = work / "models" / f"gemma-2-2b-{layers}l"
+    model_dir = work / "models" / f"gemma-2-2b-{layers}l-v{vocab}"
     if not (model_dir / "model.safetensors").exists():
-        hub.hf_model_dir(model_dir, {**hub.GEMMA2_2B_CONFIG, "num_hidden_layers": layers}, bos="<bos>")
-    marker = work / f"saes-{layers}l-{width}.json"
+        hub.hf_model_dir(model_dir, {**hub.GEMMA2_2B_CONFIG, "num_hidden_layers": layers, "vocab_size": vocab}, bos="<bos>")
+    marker = work / f"saes-{layers}l-{width}-v{vocab}.json"
     if marker.exists():
         return model_dir, json.loads(marker.read_text())
     tl = load_hf_model_dir(model_dir)
@@ -88,7 +89,7 @@ def build(work: Path, layers: int, width: str) -> tuple[Path, list[str]]:
     scales = hub.hook_scales(tl, tokens, hooks)
     del tl
     gc.collect()
-    specs = hub.gemma_scope_saes(hub.HubCache(work / "hf"), work / "stage", list(range(layers)), scales,
+    specs = hub.gemma_scope_saes(hub.HubCache(work / f"hf-v{vocab}"), work / "stage", list(range(layers)), scales,
                                  npz_dtype="float32", width=width)
     marker.write_text(json.dumps(specs))
     return model_dir, specs
@@ -102,17 +103,21 @@ def main() -> None:
     ap.add_argument("--n-pairs", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=32, help="prefix length in words (= tokens) of each pair")
     ap.add_argument("--max-memory", default="2GB", help="discover's working-memory budget")
+    ap.add_argument("--vocab", type=int, default=256000, help="vocabulary (true: 256000; smaller to fit 65k SAEs in memory)")
+    ap.add_argument("--node-threshold", type=float, default=0.002)
+    ap.add_argument("--edge-threshold", type=float, default=0.0005)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     ap.add_argument("--specs", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
-    model_dir, specs = build(args.work, args.layers, args.width)
+    model_dir, specs = build(args.work, args.layers, args.width, args.vocab)
     cmd = [sys.executable, __file__, "--child", "--model-dir", str(model_dir), "--specs", json.dumps(specs),
            "--layers", str(args.layers), "--width", args.width, "--n-pairs", str(args.n_pairs),
-           "--tokens", str(args.tokens), "--max-memory", args.max_memory]
-    env = {**hub.HubCache(args.work / "hf").env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+           "--tokens", str(args.tokens), "--max-memory", args.max_memory,
+           "--node-threshold", str(args.node_threshold), "--edge-threshold", str(args.edge_threshold)]
+    env = {**hub.HubCache(args.work / f"hf-v{args.vocab}").env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
         sys.exit(done.stderr[-3000:])
