@@ -172,7 +172,7 @@ class Acts:
 def activations(model, subs: list[Submodule], tokens: torch.Tensor) -> dict[str, Acts]:
     """Run the model once and encode every submodule's (flat) activation."""
     hooks = {s.hook: s for s in subs}
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks, return_type="logits")
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks, stop_at_layer=model.cfg.n_layers)
     out = {}
     for s in subs:
         x = s.flat(cache[s.hook])
