@@ -83,12 +83,15 @@ def build(work: Path, layers: int, width: str, vocab: int) -> tuple[Path, list[s
     marker = work / f"saes-{layers}l-{width}-v{vocab}.json"
     if marker.exists():
         return model_dir, json.loads(marker.read_text())
-    tl = load_hf_model_dir(model_dir)
-    tokens = tl.to_tokens([r["clean_prefix"] for r in hub.sva_records()], prepend_bos=False)
-    hooks = [f"blocks.{l}.{k}" for l in range(layers) for k in ("attn.hook_z", "hook_mlp_out", "hook_resid_post")]
-    scales = hub.hook_scales(tl, tokens, hooks)
-    del tl
-    gc.collect()
+    scales_file = model_dir / "hook_scales.json"  # one per model: the SAE widths share it
+    if not scales_file.exists():
+        tl = load_hf_model_dir(model_dir)
+        tokens = tl.to_tokens([r["clean_prefix"] for r in hub.sva_records()], prepend_bos=False)
+        hooks = [f"blocks.{l}.{k}" for l in range(layers) for k in ("attn.hook_z", "hook_mlp_out", "hook_resid_post")]
+        scales_file.write_text(json.dumps(hub.hook_scales(tl, tokens, hooks)))
+        del tl
+        gc.collect()
+    scales = json.loads(scales_file.read_text())
     specs = hub.gemma_scope_saes(hub.HubCache(work / f"hf-v{vocab}"), work / "stage", list(range(layers)), scales,
                                  npz_dtype="float32", width=width)
     marker.write_text(json.dumps(specs))

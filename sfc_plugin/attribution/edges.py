@@ -81,17 +81,26 @@ def _upstream(sub: Submodule, clean: Acts, patch: Acts, nodes: NodeSet):
     return node_entries(delta.val, delta, nodes.feat, nodes.feat_pos, T), patch.err - clean.err
 
 
+CONTRACT_BYTES = 32 << 20  # bound on the [cotangents × entries × d] slices gathered at once
+
+
 def _contract(v: torch.Tensor, sub: Submodule, dfn, derr: torch.Tensor, nodes: NodeSet) -> torch.Tensor:
     """``Σ_{b,pos} v · Δ(node)`` for every node of the upstream ``sub``: ``[n_down, n_up]``.
 
-    Feature nodes touch only their nonzero ``Δf`` entries ``dfn = (node row, flat token, value)``."""
+    Feature nodes touch only their nonzero ``Δf`` entries ``dfn = (node row, flat token, value)``, gathered
+    :data:`CONTRACT_BYTES` at a time (all at once held ``[c, entries, d]`` twice: 2 GB and more at real widths)."""
     parts = []
     k = nodes.feat.numel()
     if k:
         row, tok, val = dfn
         vf = v.reshape(v.shape[0], -1, v.shape[-1])  # [c, N, d]
-        dots = (vf[:, tok] * sub.W_dec[nodes.feat[row]]).sum(-1) * val  # [c, E]
-        parts.append(v.new_zeros((v.shape[0], k)).index_add_(1, row, dots))
+        out = v.new_zeros((v.shape[0], k))
+        step = max(1, CONTRACT_BYTES // (v.shape[0] * v.shape[-1] * v.element_size()))  # entries per [c, e, d] slice
+        for lo in range(0, tok.numel(), step):
+            r = row[lo:lo + step]
+            dots = (vf[:, tok[lo:lo + step]] * sub.W_dec[nodes.feat[r]]).sum(-1) * val[lo:lo + step]  # [c, e]
+            out.index_add_(1, r, dots)
+        parts.append(out)
     for t in nodes.err_pos:
         parts.append(((v * derr).sum((1, 2, 3)) if t is None else (v[:, :, t] * derr[:, t]).sum((1, 2)))[:, None])
     return torch.cat(parts, 1)
