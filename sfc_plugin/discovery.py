@@ -15,6 +15,7 @@ import torch
 from . import validation as check
 from .attribution.context import NodeEffects, prepare, state_bytes
 from .attribution.edges import NodeSet, edge_effects
+from .attribution.forward import head
 from .circuit import Circuit, Edge, Node, node_id
 from .data import pair_fingerprint, resolve_records, tokenize
 from .distributed import reduce_edge_sums, reduce_node_sums
@@ -121,7 +122,8 @@ def _prompt_info(model, subs, full, nodes: list[Node]) -> dict[str, Any]:
     info: dict[str, Any] = {"text": str(full.records[0].get("clean_prefix", "")), "token_ids": ids.tolist(),
                             "tokens": [tok.decode([t]) for t in ids.tolist()] if tok is not None else None}
     with torch.no_grad():
-        probs = torch.softmax(model(ids[None]).float()[0, -1], -1)
+        resid = model(ids[None], stop_at_layer=model.cfg.n_layers)  # unembed the last position only
+        probs = torch.softmax(head(model, resid[:, -1:]).float()[0, -1], -1)
         acts = activations(model, subs, ids[None])
     for key, answers in (("answer", full.clean_answer), ("patch_answer", full.patch_answer)):
         if answers is not None:

@@ -59,12 +59,12 @@ def _gpt2() -> Preset:
         saes += [(f"gpt2-small-attn-out-v5-32k:blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_attn_out"),
                  (f"gpt2-small-mlp-out-v5-32k:blocks.{layer}.hook_mlp_out", f"blocks.{layer}.hook_mlp_out"),
                  (f"gpt2-small-resid-post-v5-32k:blocks.{layer}.hook_resid_post", f"blocks.{layer}.hook_resid_post")]
-    # res-jb asks for centred writing weights; OpenAI's 36 v5 SAEs were trained without centring (their
-    # release loads GPT-2 with center_writing_weights=False). The preset follows the 36: the embedding
-    # SAE then sees its input uncentred (shifted by the embedding's mean over d_model).
+    # res-jb's SAEs were trained on GPT-2 with centred writing weights (the yaml's model_from_pretrained_kwargs);
+    # OpenAI's v5 SAEs give none, but they layer-normalise their input (normalize_activations="layer_norm"),
+    # which removes the per-token mean that centring changes: they encode the same features either way.
     return Preset("gpt2-small-sfc", "gpt2", tuple(saes),
                   "GPT-2 small with OpenAI's v5 32k attn-out/mlp-out/resid-post SAEs and the res-jb embedding SAE",
-                  processing={})
+                  processing={"center_writing_weights": True})
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (_pythia(), _gemma(), _gpt2())}

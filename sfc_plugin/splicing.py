@@ -56,6 +56,14 @@ class Submodule:
     The engine works on flat activations ``x`` ``[b, pos, d_in]``. Most hooks carry that shape already;
     ``attn.hook_z`` carries ``[b, pos, n_heads, d_head]`` (``hook_shape = (n_heads, d_head)``): read a hook's
     value with :meth:`flat` and write a flat tensor back with :meth:`unflat`.
+
+    SAEs that normalise their input (SAELens ``normalize_activations="layer_norm"``, e.g. OpenAI's GPT-2
+    SAEs) decode to ``(f @ W_dec + b_dec) · σ + μ`` with ``μ, σ`` the input token's mean and standard
+    deviation. With those statistics held fixed (as attribution through a LayerNorm usually does), the
+    SAE is affine in the activation's own units: ``ln_in`` submodules report features as ``σ · f``
+    (each feature's exact contribution ``σ f_i W_dec,i`` to the activation), ``b_dec`` is zero and the
+    token-dependent ``σ · b_dec + μ`` belongs to the error term; ``∂(σ f)/∂x = mask ⊙ W_enc · σ/(σ + ε)``
+    with ``ε = 10⁻⁵``, so ``W_enc`` stays the encoder Jacobian.
     """
 
     name: str
@@ -66,6 +74,7 @@ class Submodule:
     W_dec: torch.Tensor
     b_dec: torch.Tensor
     hook_shape: tuple[int, ...] | None = None  # trailing shape at the hook when it is not ``(d_in,)``
+    ln_in: bool = False  # the SAE layer-normalises its input (features reported as ``σ · f``)
 
     @property
     def d_sae(self) -> int:
@@ -85,10 +94,19 @@ class Submodule:
         x_in = x.to(self.sae.W_enc.dtype)
         if getattr(self.sae, "hook_z_reshaping_mode", False):
             x_in = self.unflat(x_in)
-        return self.sae.encode(x_in).to(x.dtype)
+        f = self.sae.encode(x_in)
+        if self.ln_in:  # SAELens keeps the input's statistics for its own decode: drop them, scale by σ
+            for attr in ("ln_mu", "ln_std"):
+                self.sae.__dict__.pop(attr, None)
+            flat = x.to(f.dtype)
+            f = f * (flat - flat.mean(-1, keepdim=True)).std(-1, keepdim=True)
+        return f.to(x.dtype)
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         return f @ self.W_dec + self.b_dec
+
+
+NORMALIZATIONS = ("none", "layer_norm")
 
 
 def _affine_maps(hook: str, sae, dtype, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -100,9 +118,10 @@ def _affine_maps(hook: str, sae, dtype, device) -> tuple[torch.Tensor, torch.Ten
     if getattr(cfg, "reshape_activations", "none") != reshape:
         raise SFCError(f"SAE at {hook!r} has reshape_activations={getattr(cfg, 'reshape_activations', 'none')!r}; "
                        f"an SAE at this hook needs {reshape!r}")
-    for field, ok in (("normalize_activations", "none"),):
-        if getattr(cfg, field, ok) != ok:
-            raise SFCError(f"SAE at {hook!r} has {field}={getattr(cfg, field)!r}; fold it into the weights first (only 'none' is supported)")
+    norm = getattr(cfg, "normalize_activations", "none")
+    if norm not in NORMALIZATIONS:
+        raise SFCError(f"SAE at {hook!r} has normalize_activations={norm!r}; fold it into the weights first "
+                       f"(supported: {', '.join(NORMALIZATIONS)})")
     with torch.no_grad():
         W_enc, W_dec, b_dec = sae.W_enc.detach(), sae.W_dec.detach(), sae.b_dec.detach()
         if arch == "gated":
@@ -110,6 +129,8 @@ def _affine_maps(hook: str, sae, dtype, device) -> tuple[torch.Tensor, torch.Ten
         if getattr(cfg, "rescale_acts_by_decoder_norm", False):
             norms = W_dec.norm(dim=-1)
             W_enc, W_dec = W_enc * norms[None, :], W_dec * norms[:, None]
+        if norm == "layer_norm":
+            b_dec = torch.zeros_like(b_dec)
     cast = lambda t: t.to(device=device, dtype=dtype).contiguous()  # noqa: E731
     return cast(W_enc), cast(W_dec), cast(b_dec)
 
@@ -130,7 +151,8 @@ def build_submodules(model, saes: dict[str, Any]) -> list[Submodule]:
             raise SFCError(f"SAE at {hook!r} has d_in={sae.cfg.d_in} but the model's {what} is {d_in}")
         if sae.W_enc.device != device:
             sae.to(device)
-        subs.append(Submodule(name, hook, layer, sae, *_affine_maps(hook, sae, dtype, device), hook_shape=hook_shape))
+        subs.append(Submodule(name, hook, layer, sae, *_affine_maps(hook, sae, dtype, device), hook_shape=hook_shape,
+                              ln_in=getattr(sae.cfg, "normalize_activations", "none") == "layer_norm"))
     names = [s.name for s in subs]
     if len(set(names)) != len(names):
         raise SFCError(f"two SAEs for one submodule among hooks {sorted(saes)}")
@@ -150,7 +172,7 @@ class Acts:
 def activations(model, subs: list[Submodule], tokens: torch.Tensor) -> dict[str, Acts]:
     """Run the model once and encode every submodule's (flat) activation."""
     hooks = {s.hook: s for s in subs}
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks, return_type="logits")
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks, stop_at_layer=model.cfg.n_layers)
     out = {}
     for s in subs:
         x = s.flat(cache[s.hook])

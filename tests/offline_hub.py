@@ -114,6 +114,17 @@ GEMMA2_2B_CONFIG = {
 }
 
 
+# gpt2's config.json as the hub serves it
+GPT2_CONFIG = {
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1, "bos_token_id": 50256,
+    "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
+    "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1,
+    "summary_activation": None, "summary_first_dropout": 0.1, "summary_proj_to_labels": True, "summary_type": "cls_index",
+    "summary_use_proj": True, "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+    "vocab_size": 50257,
+}
+
+
 def hf_model_dir(out: Path, config: dict, seed: int = 0, bos: str = "<|endoftext|>") -> Path:
     """A Hugging Face model directory (``config.json`` as given, random ``model.safetensors``, tokenizer)."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -168,8 +179,8 @@ def pythia_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], d
 
 
 def gemma_scope_saes(cache: HubCache, work: Path, layers: list[int], scales: dict[str, float], seed: int = 0,
-                     npz_dtype=np.float16) -> list[str]:
-    """Gemma Scope 16k canonical SAEs (``params.npz`` per yaml path) for ``layers``; returns their specs."""
+                     npz_dtype=np.float16, width: str = "16k") -> list[str]:
+    """Gemma Scope canonical SAEs (``params.npz`` per yaml path; ``width`` 16k or 65k) for ``layers``; returns their specs."""
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     directory = get_pretrained_saes_directory()
@@ -179,10 +190,10 @@ def gemma_scope_saes(cache: HubCache, work: Path, layers: list[int], scales: dic
         for kind, hook, d_in in (("att", f"blocks.{layer}.attn.hook_z", 2048), ("mlp", f"blocks.{layer}.hook_mlp_out", 2304),
                                  ("res", f"blocks.{layer}.hook_resid_post", 2304)):
             release = f"gemma-scope-2b-pt-{kind}-canonical"
-            sae_id = f"layer_{layer}/width_16k/canonical"
+            sae_id = f"layer_{layer}/width_{width}/canonical"
             lookup = directory[release]
             path = lookup.saes_map[sae_id]
-            W_enc, W_dec, b_enc, b_dec = _sae_tensors(d_in, 16384, gen, scales[hook])
+            W_enc, W_dec, b_enc, b_dec = _sae_tensors(d_in, {"16k": 16384, "65k": 65536}[width], gen, scales[hook])
             tmp = work / release / path
             tmp.mkdir(parents=True, exist_ok=True)
             arrays = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc * 0, "b_dec": b_dec, "threshold": -b_enc}
@@ -197,3 +208,47 @@ def hook_scales(model, tokens: torch.Tensor, hooks: list[str]) -> dict[str, floa
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
     return {h: float(cache[h].flatten(2).norm(dim=-1).pow(2).mean().sqrt()) for h in hooks}
+
+
+def gpt2_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], d_sae: int = 32768, seed: int = 0) -> None:
+    """``gpt2-small-sfc``'s releases at the yaml's repo ids and paths, with the configs SAELens's own loader tests
+    expect from the hub: OpenAI's v5 SAEs as converted to SAELens's pre-6.0 format (TopK k=32 written as
+    ``activation_fn_str``, ``normalize_activations="layer_norm"``, no BOS, context 64; ``cfg.json`` +
+    ``sae_weights.safetensors`` + ``sparsity.safetensors`` per path, e.g. ``v5_32k_layer_0.pt/`` for resid-post)
+    and ``gpt2-small-res-jb``'s embedding SAE (old ``hook_point`` keys; its ``center_writing_weights`` comes from
+    the yaml's ``config_overrides``). Widths: ``d_sae`` for the v5 SAEs (true: 32768), 3/4 of it for res-jb (true: 24576)."""
+    from safetensors.torch import save_file
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    gen = torch.Generator().manual_seed(seed)
+
+    def write(release: str, hook: str, cfg: dict, width: int, sparsity: bool) -> None:
+        lookup = directory[release]
+        path = lookup.saes_map[hook]
+        W_enc, W_dec, b_enc, b_dec = _sae_tensors(768, width, gen, scales[hook])
+        if cfg.get("normalize_activations") == "layer_norm":  # the SAE sees its input normalised: unit scale
+            b_enc = torch.zeros(width)
+        tmp = work / release / path
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "cfg.json").write_text(json.dumps({**cfg, "d_sae": width, "neuronpedia_id": lookup.neuronpedia_id.get(hook)}))
+        save_file({"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}, str(tmp / "sae_weights.safetensors"))
+        if sparsity:
+            save_file({"sparsity": torch.full((width,), -3.0)}, str(tmp / "sparsity.safetensors"))
+        cache.put_dir(lookup.repo_id, tmp, prefix=f"{path}/")
+
+    write("gpt2-small-res-jb", "blocks.0.hook_resid_pre",
+          {"model_name": "gpt2-small", "hook_point": "blocks.0.hook_resid_pre", "hook_point_layer": 0,
+           "hook_point_head_index": None, "d_in": 768, "dtype": "torch.float32", "device": "cuda",
+           "context_size": 128, "prepend_bos": True, "dataset_path": "Skylion007/openwebtext"}, d_sae * 3 // 4, False)
+    for release, hook_kind in (("gpt2-small-attn-out-v5-32k", "hook_attn_out"), ("gpt2-small-mlp-out-v5-32k", "hook_mlp_out"),
+                               ("gpt2-small-resid-post-v5-32k", "hook_resid_post")):
+        for layer in range(12):
+            hook = f"blocks.{layer}.{hook_kind}"
+            write(release, hook, {
+                "architecture": "standard", "d_in": 768, "dtype": "torch.float32", "device": "cuda",
+                "model_name": "gpt2-small", "hook_name": hook, "hook_layer": layer, "hook_head_index": None,
+                "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 32}, "apply_b_dec_to_input": True,
+                "finetuning_scaling_factor": False, "sae_lens_training_version": None, "prepend_bos": False,
+                "dataset_path": "Skylion007/openwebtext", "dataset_trust_remote_code": True, "context_size": 64,
+                "normalize_activations": "layer_norm"}, d_sae, True)

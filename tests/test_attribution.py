@@ -256,3 +256,15 @@ def test_hooked_sae_transformer_gives_the_same_circuit(tokenizer):
     b = sfc_plugin.discover(twin.eval(), saes, make_records(4), **kw)
     assert [(n.id, round(n.effect, 9)) for n in a.nodes[1:]] == [(n.id, round(n.effect, 9)) for n in b.nodes[1:]]
     assert len(a.edges) == len(b.edges) > 0
+
+
+def test_edges_do_not_change_when_the_upstream_contraction_is_chunked(tokenizer, monkeypatch):
+    from sfc_plugin.attribution import edges
+
+    model, saes, records = make_model(tokenizer), make_saes(all_hooks(2)), make_records(4)
+    kw = dict(method="atp", node_threshold=0.0, edge_threshold=0.0, progress=False)
+    whole = {(e.source, e.target): e.weight for e in sfc_plugin.discover(model, saes, records, **kw).edges}
+    monkeypatch.setattr(edges, "GATHER_FLOATS", 1)  # one upstream node per product
+    chunked = {(e.source, e.target): e.weight for e in sfc_plugin.discover(model, saes, records, **kw).edges}
+    assert len(whole) > 100 and whole.keys() == chunked.keys()
+    assert all(chunked[k] == pytest.approx(w, rel=1e-9, abs=1e-12) for k, w in whole.items())

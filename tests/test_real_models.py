@@ -2,11 +2,12 @@
 cache (``HF_HOME`` + ``HF_HUB_OFFLINE=1``), local Hugging Face directories, presets, and the model/SAE checks.
 
 Shapes: Pythia-70M-deduped is built at its true shape (50304 × 512, 6 layers) with the three ``-sm``
-releases at the yaml's repo ids and paths; their SAEs are 4096 wide here instead of 32768 (19 SAEs of
-true width are 2.5 GB of random weights to write per run; ``benchmarks/offline_real_models.py`` runs the
-true widths). Gemma-2 has its true hidden shapes truncated to 2 layers, with the vocabulary cut to the
-test's words (the true 256k vocabulary is 2.4 GB per embedding matrix); its Gemma Scope SAEs are 16384
-wide (SAELens derives the width from the path), stored as float16 ``params.npz`` to halve the write.
+releases at the yaml's repo ids and paths and their true width (19 SAEs of 32768 features, 2.5 GB of random
+weights: +24 s to build and +30 s to discover over 4096-wide SAEs, measured on 2 shared cores). Gemma-2 has its
+true hidden shapes truncated to 2 layers, with the vocabulary cut to the test's words (the true 256k vocabulary
+is 2.4 GB per embedding matrix); its Gemma Scope SAEs are 16384 wide (SAELens derives the width from the path),
+stored as float16 ``params.npz`` to halve the write. GPT-2 small is built at its true shape with
+``gpt2-small-sfc``'s 37 SAEs 2048 wide (the true 36 × 32768 v5 weights are 7.2 GB).
 The commands run in a subprocess with the offline environment: no code path knows it is under test.
 """
 
@@ -104,7 +105,7 @@ def offline(tmp_path_factory):
     scales = hub.hook_scales(tl, tokens, hooks)
     del tl
     cache.put_dir("EleutherAI/pythia-70m-deduped", pythia)
-    hub.pythia_sae_releases(cache, stage / "saes", scales, d_sae=4096)
+    hub.pythia_sae_releases(cache, stage / "saes", scales)
     # Gemma-2-2B truncated to 2 layers: a local directory named like the model
     cfg = {**hub.GEMMA2_2B_CONFIG, "num_hidden_layers": 2, "vocab_size": 64}
     gemma = hub.hf_model_dir(root / "models" / "gemma-2-2b", cfg, bos="<bos>")
@@ -180,6 +181,76 @@ def test_gemma_scope_with_hook_z_discovers_offline(offline, tmp_path):
         "gemma-scope-2b-pt-att-canonical", "gemma-scope-2b-pt-mlp-canonical", "gemma-scope-2b-pt-res-canonical"}
     assert any((n["submodule"] or "").startswith("attn_") for n in circuit["nodes"])
     assert any(e["source"].startswith("attn_0/") for e in circuit["edges"])
+
+
+@pytest.fixture(scope="session")
+def offline_gpt2(tmp_path_factory):
+    """GPT-2 small at its true shape under the ``gpt2`` repo id, with ``gpt2-small-sfc``'s 37 SAEs (2048 wide:
+    the true 36 × 32768 × 768 weights are 7.2 GB)."""
+    from sfc_plugin.hf_convert import load_hf_model_dir
+    from sfc_plugin.presets import get_preset
+
+    root = tmp_path_factory.mktemp("hub-gpt2")
+    cache = hub.HubCache(root / "hf")
+    gpt2 = hub.hf_model_dir(root / "stage" / "gpt2", hub.GPT2_CONFIG)
+    tl = load_hf_model_dir(gpt2, processing={"center_writing_weights": True})
+    tokens = tl.to_tokens([r["clean_prefix"] for r in hub.sva_records()], prepend_bos=False)
+    scales = hub.hook_scales(tl, tokens, [h for _, h in get_preset("gpt2-small-sfc").saes])
+    del tl
+    cache.put_dir("gpt2", gpt2)
+    hub.gpt2_sae_releases(cache, root / "stage" / "saes", scales, d_sae=2048)
+    shutil.rmtree(root / "stage")
+    yield {"env": cache.env(), "data": hub.write_jsonl(root / "rc_train.json", hub.sva_records())}
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_gpt2_preset_discovers_offline_end_to_end(offline_gpt2, tmp_path):
+    done = sfc(offline_gpt2["env"], "discover", "--preset", "gpt2-small-sfc", "--data", offline_gpt2["data"],
+               "--method", "atp", "--n-examples", 6, "--node-threshold", "0.002", "--edge-threshold", "0.0005", "-q",
+               "-o", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    circuit = json.loads((tmp_path / "circuit.json").read_text())
+    prov = circuit["provenance"]
+    assert prov["model"] == "gpt2" and prov["preset"] == "gpt2-small-sfc" and len(prov["saes"]) == 37
+    by_sub = {s["submodule"]: s for s in prov["saes"]}
+    assert by_sub["embed"]["spec"] == "gpt2-small-res-jb:blocks.0.hook_resid_pre"
+    assert by_sub["resid_11"]["spec"] == "gpt2-small-resid-post-v5-32k:blocks.11.hook_resid_post"
+    assert {s["architecture"] for s in prov["saes"]} == {"standard", "topk"}
+    nodes = [n for n in circuit["nodes"] if n["kind"] != "metric"]
+    assert len({n["submodule"] for n in nodes}) >= 10 and len(circuit["edges"]) > 20
+
+
+def test_gpt2_preset_loading_gives_every_sae_its_training_activations(offline_gpt2):
+    """The preset centres GPT-2's writing weights (res-jb's kwargs); the v5 SAEs, which layer-normalise their
+    input, encode exactly the same features as on the uncentred model, and res-jb's config carries the kwargs."""
+    out = py(offline_gpt2["env"], """
+import json, torch, warnings
+warnings.filterwarnings("ignore")
+from sfc_plugin.models import resolve_world
+from sfc_plugin.presets import get_preset
+from sfc_plugin.splicing import build_submodules
+preset = get_preset("gpt2-small-sfc")
+specs = ["gpt2-small-res-jb:blocks.0.hook_resid_pre", "gpt2-small-mlp-out-v5-32k:blocks.3.hook_mlp_out",
+         "gpt2-small-resid-post-v5-32k:blocks.7.hook_resid_post"]
+centred, saes = resolve_world("gpt2", specs, processing=preset.processing)
+plain, _ = resolve_world("gpt2", specs, processing={})
+tokens = torch.tensor([[5, 9, 12, 7, 3, 20]])
+with torch.no_grad():
+    a, b = centred.run_with_cache(tokens)[1], plain.run_with_cache(tokens)[1]
+subs = {s.hook: s for s in build_submodules(centred, saes)}
+v5 = {h: float((subs[h].encode(a[h]) - subs[h].encode(b[h])).abs().max() / subs[h].encode(b[h]).abs().max())
+      for h in specs[1:] for h in [h.split(":")[1]]}
+emb = "blocks.0.hook_resid_pre"
+jb = saes[emb].cfg.metadata
+print(json.dumps({"v5": v5, "embed_mean": float(a[emb].mean(-1).abs().max()), "plain_mean": float(b[emb].mean(-1).abs().max()),
+                  "kwargs": jb.model_from_pretrained_kwargs, "norm": saes[specs[2].split(":")[1]].cfg.normalize_activations,
+                  "k": saes[specs[2].split(":")[1]].cfg.k, "prepend_bos": saes[specs[2].split(":")[1]].cfg.metadata.prepend_bos}))
+""")
+    print(out)
+    assert out["kwargs"] == {"center_writing_weights": True} and out["norm"] == "layer_norm" and out["k"] == 32
+    assert out["prepend_bos"] is False
+    assert max(out["v5"].values()) < 1e-4
+    assert out["embed_mean"] < 1e-5 < out["plain_mean"]
 
 
 def _local_sae(path: Path, hook: str, kwargs: dict | None = None) -> Path:

@@ -58,12 +58,15 @@ def _attention_mask(model, tokens):
 
 
 def head(model, resid: torch.Tensor) -> torch.Tensor:
-    """Final norm, unembedding and logit soft-cap of residuals ``[..., d_model]``."""
+    """Final norm, unembedding and logit soft-cap of residuals ``[..., d_model]``.
+
+    The unembedding is ``resid @ W_U + b_U`` through the unembed's hook points: TransformerLens's own
+    forward copies ``W_U.T`` (``d_model × vocab``, 2.4 GB for Gemma-2's 256k vocabulary) on every call.
+    """
     if model.cfg.normalization_type is not None:
         resid = model.ln_final(resid)
-    # not model.unembed(...): TransformerLens 3.x copies W_U.T to a contiguous tensor on every call
-    # ([vocab, d_model]: 100 MB for Pythia, 7% of the IG phase's time) to match HF's bfloat16 rounding
-    logits = resid @ model.unembed.W_U + model.unembed.b_U
+    unembed = model.unembed
+    logits = unembed.hook_out(unembed.hook_in(resid) @ unembed.W_U + unembed.b_U)
     cap = getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0
     return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
