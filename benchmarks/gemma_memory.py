@@ -58,6 +58,7 @@ def child(args) -> None:
     model = load_hf_model_dir(args.model_dir)
     gc.collect()
     out = {"layers": args.layers, "width": args.width, "vocab": model.cfg.d_vocab, "max_memory": args.max_memory, "n_pairs": args.n_pairs, "tokens": args.tokens,
+           "batch_size": args.batch_size,
            "load_peak_gb": rss_gb("VmHWM"), "model_gb": rss_gb()}
     model, saes = resolve_world(model, json.loads(args.specs))
     gc.collect()
@@ -66,7 +67,7 @@ def child(args) -> None:
     started = time.perf_counter()
     circuit = sfc_plugin.discover(model, saes, records(args.n_pairs, args.tokens), method="ig", steps=10,
                                   node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
-                                  max_memory=args.max_memory, progress=False)
+                                  max_memory=args.max_memory, batch_size=args.batch_size, progress=False)
     out.update(discover_s=time.perf_counter() - started, discover_peak_gb=rss_gb("VmHWM"),
                nodes=len(circuit.nodes) - 1, edges=len(circuit.edges),
                positions=len(model.to_tokens(records(1, args.tokens)[0]["clean_prefix"])[0]))
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--n-pairs", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=32, help="prefix length in words (= tokens) of each pair")
     ap.add_argument("--max-memory", default="2GB", help="discover's working-memory budget")
+    ap.add_argument("--batch-size", type=int, default=16, help="discover's examples per batch (an upper bound)")
     ap.add_argument("--vocab", type=int, default=256000, help="vocabulary (true: 256000; smaller to fit 65k SAEs in memory)")
     ap.add_argument("--node-threshold", type=float, default=0.002)
     ap.add_argument("--edge-threshold", type=float, default=0.0005)
@@ -118,7 +120,7 @@ def main() -> None:
     model_dir, specs = build(args.work, args.layers, args.width, args.vocab)
     cmd = [sys.executable, __file__, "--child", "--model-dir", str(model_dir), "--specs", json.dumps(specs),
            "--layers", str(args.layers), "--width", args.width, "--n-pairs", str(args.n_pairs),
-           "--tokens", str(args.tokens), "--max-memory", args.max_memory,
+           "--tokens", str(args.tokens), "--max-memory", args.max_memory, "--batch-size", str(args.batch_size),
            "--node-threshold", str(args.node_threshold), "--edge-threshold", str(args.edge_threshold)]
     env = {**hub.HubCache(args.work / f"hf-v{args.vocab}").env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
