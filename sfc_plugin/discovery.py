@@ -7,7 +7,6 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -20,9 +19,9 @@ from .circuit import Circuit, Edge, Node, node_id
 from .data import pair_fingerprint, resolve_records, tokenize
 from .distributed import reduce_edge_sums, reduce_node_sums
 from .errors import SFCError
-from .fingerprints import model_fingerprint, sae_info
+from .fingerprints import world_provenance
 from .metrics import resolve_metric
-from .models import resolve_world, sae_label
+from .models import resolve_world
 from .plugins import lookup
 from .budget import MemoryBudget
 from .splicing import Submodule, activations, build_submodules, frozen
@@ -295,23 +294,16 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
                 circuit_edges.append(Edge(ids[u][j], down[i], float(w[i, j])))
     circuit_edges.sort(key=lambda e: (e.target, e.source))
     prov = {
-        "model": getattr(model.cfg, "model_name", None),
-        "model_spec": str(model_spec) if isinstance(model_spec, (str, Path)) else None,
-        "dtype": str(model.cfg.dtype).removeprefix("torch."),
+        **world_provenance(model, subs, model_spec),  # model, SAEs, their sources and fingerprints
         "block": "parallel" if getattr(model.cfg, "parallel_attn_mlp", False) else "sequential",
-        "saes": [sae_info(s) for s in subs],
         "dataset": str(data) if isinstance(data, str) else "(in memory)",
         "n_examples": n,
         "ablation": "zero" if full.patch is None else "patch",
         "seed": None,
         "versions": _versions(),
-        "model_fingerprint": model_fingerprint(model),
     }
     if aggregation == "none" and model.tokenizer is not None:  # column labels for position-aligned figures
         prov["tokens"] = [model.tokenizer.decode([t]) for t in full.clean[0, : int(full.last[0]) + 1].tolist()]
-    sources = [sae_label(s.sae) for s in subs if getattr(s.sae, "sfc_spec", None)]
-    if sources:
-        prov["sae_sources"] = sources
     prov["n_layers"] = int(model.cfg.n_layers)
     prov["pair_hashes"] = [pair_fingerprint(r) for r in records]  # lets evaluation refuse these pairs
     prov["prompt"] = _prompt_info(model, subs, full, circuit_nodes)

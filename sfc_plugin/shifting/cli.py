@@ -69,7 +69,7 @@ def cmd_edit_report(args) -> int:
 
     prov = read_edit(args.edit).get("provenance") or {}
     world = {"model": args.model, "sae": args.sae}
-    if prov and (args.model is None or not args.sae):
+    if prov:  # what the command line leaves out comes from the edit
         world = _fill_world(world, prov, "edit")
     (model, saes), _ = _load_world(world["model"], world["sae"], args.device)
     saes = saes_by_hook(saes)
