@@ -111,7 +111,7 @@ def test_sparse_features_roundtrip_and_difference():
     W, c = torch.randn(40, 8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
     assert torch.allclose(fa.decode(W, c), a @ W + c)
     g = torch.randn(2, 5, 8, dtype=torch.float64)
-    proj = torch.zeros(10, 40, dtype=torch.float64).scatter_add_(1, fa.idx, fa.project(g, W) * fa.val.ne(0))
+    proj = torch.zeros(10, 40, dtype=torch.float64).index_put_((fa.token_index(), fa.idx), fa.project(g, W), accumulate=True)
     assert torch.allclose(proj, ((g @ W.T) * a.ne(0)).view(10, 40))
 
 

@@ -169,12 +169,12 @@ class AttributionContext:
                 delta = p.f.minus(c.f) if isinstance(p.f, SparseFeatures) else SparseFeatures.from_dense(p.f).minus(c.f)
                 vals = delta.project(g, s.W_dec) * delta.val
                 b, T, F = delta.shape
-                tok = delta.token_index().flatten()
+                tok = delta.token_index()
                 if self.aggregation == "sum":
-                    index, size = torch.stack([tok // T, delta.idx.flatten()]), (b, F)
+                    index, size = torch.stack([tok // T, delta.idx]), (b, F)
                 else:
-                    index, size = torch.stack([tok // T, tok % T, delta.idx.flatten()]), (b, T, F)
-                feats[s.name] = torch.sparse_coo_tensor(index, vals.flatten(), size, check_invariants=False)
+                    index, size = torch.stack([tok // T, tok % T, delta.idx]), (b, T, F)
+                feats[s.name] = torch.sparse_coo_tensor(index, vals, size, check_invariants=False)
             else:
                 feats[s.name] = (g @ s.W_dec.T) * (_dense(p.f) - c.f)
             errs[s.name] = (g * (p.err - c.err)).sum(-1)
@@ -189,7 +189,7 @@ def encode(sub: Submodule, x: torch.Tensor, tokens_per_chunk: int) -> Acts:
              for lo in range(0, flat.shape[0], tokens_per_chunk)]
     shape = (*x.shape[:-1], sub.d_sae)
     f = parts[0] if len(parts) == 1 else SparseFeatures.cat_tokens(parts, shape)
-    f = SparseFeatures(f.idx, f.val, shape)
+    f = SparseFeatures(f.idx, f.val, f.ptr, shape)
     return Acts(x, f, x - f.decode(sub.W_dec, sub.b_dec))
 
 

@@ -47,7 +47,7 @@ class _Cotangents:
     def __init__(self, sub: Submodule, grad: torch.Tensor, f: SparseFeatures, nodes: NodeSet):
         B, T, D = grad.shape
         self.shape, self.nodes, self.sub = (B, T, D), nodes, sub
-        # ∇_f m at the clean run's active entries (the encoder's mask): [N, K]
+        # ∇_f m at the clean run's active entries (the encoder's mask): [nnz]
         gf = f.project(grad, sub.W_dec) * f.val.ne(0)
         self.coeff = node_matrix(gf, f, nodes.feat, nodes.feat_pos, T)  # [k, N]
         self.W = sub.W_enc[:, nodes.feat].T  # [k, d]

@@ -1,13 +1,16 @@
-"""SAE features kept sparse: per token the ``K`` largest-magnitude entries (``K``: most active of any token).
+"""SAE features kept sparse: per token only its active entries, stored ragged (CSR-like).
 
 At real widths feature vectors are >99% zeros, so activations, decodes and node/edge effects only touch
 active features: decode is an ``embedding_bag`` over active rows of ``W_dec``, and ``∇_f m`` is needed
 only at active entries (a feature inactive in both the clean and the patch run has zero effect).
+
+Layout: ``idx``/``val`` hold the ``nnz`` active entries of all ``N = b·pos`` tokens, token by token;
+token ``n`` owns entries ``ptr[n]:ptr[n + 1]``. Storage is ``nnz·(8 + b) + 8·(N + 1)`` bytes, whatever the
+spread of active counts between tokens (a padded ``[N, K]`` layout pays for the busiest token at every one).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -16,114 +19,151 @@ import torch.nn.functional as F
 GATHER_FLOATS = 2**24  # scratch for gathered weight rows per chunk (64 MB in float32)
 
 
+def _offsets(tok: torch.Tensor, n: int) -> torch.Tensor:
+    """``[n + 1]`` offsets of entries whose (sorted) token is ``tok``."""
+    ptr = torch.zeros(n + 1, dtype=torch.long, device=tok.device)
+    if tok.numel():
+        torch.cumsum(torch.bincount(tok, minlength=n), 0, out=ptr[1:])
+    return ptr
+
+
 @dataclass
 class SparseFeatures:
-    """Features ``[b, pos, F]`` as ``idx``/``val`` ``[N, K]`` with ``N = b·pos`` (padding entries have ``val = 0``)."""
+    """Features ``[b, pos, F]`` as ragged ``idx``/``val`` ``[nnz]`` grouped by flat token (``b·pos + t``);
+    ``ptr`` ``[N + 1]``: token ``n``'s entries are ``ptr[n]:ptr[n + 1]``. A feature appears at most once per token."""
 
     idx: torch.Tensor
     val: torch.Tensor
+    ptr: torch.Tensor
     shape: tuple[int, int, int]
 
     @classmethod
     def from_dense(cls, f: torch.Tensor) -> "SparseFeatures":
         flat = f.reshape(-1, f.shape[-1])
-        k = int(flat.ne(0).sum(-1).max()) if flat.numel() else 0
-        if k == 0:
-            return cls.empty(tuple(f.shape), f.dtype, f.device)
-        idx = flat.abs().topk(k, -1, sorted=False).indices
-        return cls(idx, flat.gather(-1, idx), tuple(f.shape))
+        tok, idx = flat.nonzero(as_tuple=True)  # row-major: by token, then feature
+        return cls(idx, flat[tok, idx], _offsets(tok, flat.shape[0]), tuple(f.shape))
 
     @classmethod
     def empty(cls, shape, dtype, device) -> "SparseFeatures":
         n = shape[0] * shape[1]
-        return cls(torch.zeros((n, 0), dtype=torch.long, device=device), torch.zeros((n, 0), dtype=dtype, device=device),
-                   tuple(shape))
+        return cls(torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=dtype, device=device),
+                   torch.zeros(n + 1, dtype=torch.long, device=device), tuple(shape))
 
     @classmethod
     def cat_tokens(cls, parts: list["SparseFeatures"], shape) -> "SparseFeatures":
-        """Concatenate token chunks (padding each to the widest ``K``)."""
-        k = max(p.idx.shape[1] for p in parts)
-        pad = lambda t: F.pad(t, (0, k - t.shape[1]))  # noqa: E731
-        return cls(torch.cat([pad(p.idx) for p in parts]), torch.cat([pad(p.val) for p in parts]), tuple(shape))
+        """Concatenate token chunks (``parts`` in token order)."""
+        ptrs, base = [parts[0].ptr[:1]], 0
+        for p in parts:
+            ptrs.append(p.ptr[1:] + base)
+            base += p.nnz
+        return cls(torch.cat([p.idx for p in parts]), torch.cat([p.val for p in parts]), torch.cat(ptrs), tuple(shape))
 
     @property
     def d_sae(self) -> int:
         return self.shape[-1]
 
+    @property
+    def n_tokens(self) -> int:
+        return self.ptr.numel() - 1
+
+    @property
+    def nnz(self) -> int:
+        return self.idx.numel()
+
+    def counts(self) -> torch.Tensor:
+        """``[N]``: active entries per token."""
+        return self.ptr.diff()
+
     def dense(self) -> torch.Tensor:
-        out = self.val.new_zeros((self.idx.shape[0], self.d_sae))
-        return out.scatter_add_(-1, self.idx, self.val).view(self.shape)
+        out = self.val.new_zeros((self.n_tokens, self.d_sae))
+        return out.index_put_((self.token_index(), self.idx), self.val, accumulate=True).view(self.shape)
 
     def token_index(self) -> torch.Tensor:
-        """``[N, K]``: the flat token (``b·pos + t``) of every entry."""
-        n, k = self.idx.shape
-        return torch.arange(n, device=self.idx.device)[:, None].expand(n, k)
+        """``[nnz]``: the flat token (``b·pos + t``) of every entry."""
+        return torch.repeat_interleave(torch.arange(self.n_tokens, device=self.idx.device), self.counts(),
+                                       output_size=self.nnz)
 
     def minus(self, other: "SparseFeatures") -> "SparseFeatures":
-        """``self − other`` on the union of their entries (each feature once per token, so equal values cancel exactly)."""
-        idx, order = torch.cat([self.idx, other.idx], 1).sort(1)
-        val = torch.cat([self.val, -other.val], 1).gather(1, order)
-        if idx.shape[1] > 1:  # each side lists a feature at most once per token: merge the pairs
-            dup = idx[:, 1:] == idx[:, :-1]
-            no = torch.zeros_like(dup[:, :1])
-            nxt = torch.cat([val[:, 1:], torch.zeros_like(val[:, :1])], 1)
-            val = torch.where(torch.cat([dup, no], 1), val + nxt, val)
-            val = torch.where(torch.cat([no, dup], 1), torch.zeros_like(val), val)
-        return SparseFeatures(idx, val, self.shape)
+        """``self − other`` on the union of their entries (each feature once per token, so equal values cancel
+        exactly: such entries are dropped)."""
+        F_ = self.d_sae
+        keys = torch.cat([self.token_index() * F_ + self.idx, other.token_index() * F_ + other.idx])
+        keys, inv = keys.unique(sorted=True, return_inverse=True)
+        # at most two addends per key, added to 0: a, −b or a + (−b), each exactly what ``a − b`` rounds to
+        val = self.val.new_zeros(keys.numel()).index_add_(0, inv, torch.cat([self.val, -other.val]))
+        keep = val != 0
+        keys, val = keys[keep], val[keep]
+        tok = keys // F_
+        return SparseFeatures(keys - tok * F_, val, _offsets(tok, self.n_tokens), self.shape)
 
     def decode(self, W_dec: torch.Tensor, b_dec: torch.Tensor) -> torch.Tensor:
         """``f @ W_dec + b_dec`` from the active rows only: ``[b, pos, d]``."""
         b, t, _ = self.shape
-        if self.idx.shape[1] == 0:
+        if self.nnz == 0:
             return b_dec.expand(b, t, -1).clone()
-        out = F.embedding_bag(self.idx, W_dec, per_sample_weights=self.val, mode="sum")
+        out = F.embedding_bag(self.idx, W_dec, self.ptr[:-1], mode="sum", per_sample_weights=self.val)
         return (out + b_dec).view(b, t, -1)
 
-    def _token_step(self, d: int) -> int:
-        """Tokens per chunk of :meth:`project` / :meth:`weighted_rows`: the chunk's distinct feature rows
-        (``≤ tokens·K``, ``d`` floats each) and its ``[tokens, distinct features]`` products stay within
-        ``GATHER_FLOATS`` floats each."""
-        k = max(1, self.idx.shape[1])
-        by_rows = GATHER_FLOATS // (k * d)
-        by_products = max(GATHER_FLOATS // max(1, self.d_sae), math.isqrt(GATHER_FLOATS // k))
-        return max(1, min(by_rows, by_products))
+    def _token_chunks(self, d: int):
+        """Token ranges ``(lo, hi)`` for :meth:`project` / :meth:`weighted_rows`: the chunk's distinct feature
+        rows (``≤`` its entries, ``d`` floats each) and its ``[tokens, distinct features]`` products stay within
+        ``GATHER_FLOATS`` floats each (a single token may exceed them)."""
+        ptr, n = self.ptr.tolist(), self.n_tokens
+        max_entries = max(1, GATHER_FLOATS // max(1, d))
+        by_width = GATHER_FLOATS // max(1, self.d_sae)  # tokens × d_sae products always fit
+        lo = 0
+        while lo < n:
+            a, b = lo + 1, n  # largest hi with ptr[hi] − ptr[lo] ≤ max_entries and products within bounds
+            while a < b:
+                mid = (a + b + 1) // 2
+                e = ptr[mid] - ptr[lo]
+                if e <= max_entries and ((mid - lo) <= by_width or (mid - lo) * e <= GATHER_FLOATS):
+                    a = mid
+                else:
+                    b = mid - 1
+            yield lo, a
+            lo = a
 
     def project(self, g: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        """``[N, K]``: ``g[n] · W[idx[n, k]]`` (``W`` rows indexed by feature), in chunks of tokens."""
+        """``[nnz]``: ``g[token] · W[idx]`` for every entry (``W`` rows indexed by feature), in chunks of tokens."""
         g = g.reshape(-1, g.shape[-1])
-        n, k = self.idx.shape
-        out = g.new_zeros((n, k))
-        if k == 0:
+        out = g.new_zeros(self.nnz)
+        if self.nnz == 0:
             return out
-        step = self._token_step(g.shape[-1])
-        for lo in range(0, n, step):
-            hi = min(n, lo + step)
-            feats, inv = self.idx[lo:hi].unique(return_inverse=True)
-            out[lo:hi] = (g[lo:hi] @ W.index_select(0, feats).T).gather(1, inv)
+        ptr = self.ptr.tolist()
+        tok = self.token_index()
+        for lo, hi in self._token_chunks(g.shape[-1]):
+            s, e = ptr[lo], ptr[hi]
+            if s == e:
+                continue
+            feats, inv = self.idx[s:e].unique(return_inverse=True)
+            out[s:e] = (g[lo:hi] @ W.index_select(0, feats).T)[tok[s:e] - lo, inv]
         return out
 
     def weighted_rows(self, coeff: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        """``[N, d]``: ``Σ_k coeff[n, k] W[idx[n, k]]`` (``W`` rows indexed by feature), in chunks of tokens."""
-        n, k = self.idx.shape
+        """``[N, d]``: ``Σ_entries of n coeff[entry] W[idx[entry]]`` (``W`` rows indexed by feature), in chunks of tokens."""
         d = W.shape[-1]
-        out = coeff.new_zeros((n, d))
-        if k == 0:
+        out = coeff.new_zeros((self.n_tokens, d))
+        if self.nnz == 0:
             return out
-        step = self._token_step(d)
-        for lo in range(0, n, step):
-            hi = min(n, lo + step)
+        ptr = self.ptr.tolist()
+        tok = self.token_index()
+        for lo, hi in self._token_chunks(d):
+            s, e = ptr[lo], ptr[hi]
+            if s == e:
+                continue
             # each feature's row once (a column of W_enc when W is its transpose: gathering it per entry
             # reads strided memory), then one dense product
-            feats, inv = self.idx[lo:hi].unique(return_inverse=True)
-            c = coeff.new_zeros((hi - lo, feats.numel())).scatter_add_(1, inv, coeff[lo:hi])
+            feats, inv = self.idx[s:e].unique(return_inverse=True)
+            c = coeff.new_zeros((hi - lo, feats.numel())).index_put_((tok[s:e] - lo, inv), coeff[s:e], accumulate=True)
             out[lo:hi] = c @ W.index_select(0, feats)
         return out
 
     def to(self, device) -> "SparseFeatures":
-        return SparseFeatures(self.idx.to(device), self.val.to(device), self.shape)
+        return SparseFeatures(self.idx.to(device), self.val.to(device), self.ptr.to(device), self.shape)
 
     def nbytes(self) -> int:
-        return self.idx.numel() * self.idx.element_size() + self.val.numel() * self.val.element_size()
+        return sum(t.numel() * t.element_size() for t in (self.idx, self.val, self.ptr))
 
 
 def lookup(entry_keys: torch.Tensor, node_keys: torch.Tensor) -> torch.Tensor:
@@ -141,25 +181,25 @@ def node_entries(values: torch.Tensor, feats: SparseFeatures, node_feat: torch.T
                  width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(node row, flat token, value)`` of the entries of ``feats`` that belong to a node (see :func:`node_matrix`)."""
     empty = (torch.zeros(0, dtype=torch.long, device=values.device),) * 2 + (values.new_zeros(0),)
-    if node_feat.numel() == 0 or feats.idx.shape[1] == 0:
+    if node_feat.numel() == 0 or feats.nnz == 0:
         return empty
     tok = feats.token_index()
     if node_pos is None:
         entry, keys = feats.idx, node_feat
     else:
         entry, keys = (tok % width) * feats.d_sae + feats.idx, node_pos * feats.d_sae + node_feat
-    row = lookup(entry.flatten(), keys)
-    hit = (row >= 0) & (values.flatten() != 0)
-    return row[hit], tok.flatten()[hit], values.flatten()[hit]
+    row = lookup(entry, keys)
+    hit = (row >= 0) & (values != 0)
+    return row[hit], tok[hit], values[hit]
 
 
 def node_matrix(values: torch.Tensor, feats: SparseFeatures, node_feat: torch.Tensor, node_pos: torch.Tensor | None,
                 width: int) -> torch.Tensor:
-    """``[k, N]``: ``values`` (``[N, K]``, one per entry of ``feats``) summed into rows of nodes.
+    """``[k, N]``: ``values`` (``[nnz]``, one per entry of ``feats``) summed into rows of nodes.
 
     Node ``i`` is feature ``node_feat[i]`` at every position (``node_pos`` None) or at ``node_pos[i]``;
     ``width`` is the number of positions per example (flat token ``n`` has position ``n % width``).
     """
-    out = values.new_zeros((node_feat.numel(), feats.idx.shape[0]))
+    out = values.new_zeros((node_feat.numel(), feats.n_tokens))
     row, tok, val = node_entries(values, feats, node_feat, node_pos, width)
     return out.index_put_((row, tok), val, accumulate=True)
