@@ -1,6 +1,7 @@
 """Working memory of ig discovery with edges against the circuit's size, measured.
 
     python benchmarks/circuit_memory.py --nodes 200 2000 8000 --aggregation sum none [--d-sae 4096] [--n-pairs 16]
+    python benchmarks/circuit_memory.py --gemma-pairs 26
 
 The workload is ``sfc_plugin.bench.pythia_workload`` (Pythia-70M-shaped, 19 random calibrated SAEs, random
 token pairs); the circuit is the top ``N`` nodes by atp effects (as ``sfc bench``'s ``run_workload``
@@ -102,6 +103,43 @@ def child(args) -> None:
     print(json.dumps(out), flush=True)
 
 
+def gemma_pairs(n_layers: int) -> None:
+    """Pairs stored for a Gemma-2-2B-layout circuit (SAEs at ``hook_attn_out``, ``hook_mlp_out``,
+    ``hook_resid_post`` of every layer; Gemma-2's block: RMS norms before and after, gated MLP) with nodes
+    in every submodule: the structure only, so the model is tiny (d_model 32) and random."""
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    import sfc_plugin.discovery as discovery
+    from sfc_plugin.attribution.methods import atp
+    from sfc_plugin.bench import _random_pairs, calibrated_sae
+    from sfc_plugin.metrics import logit_diff
+    from sfc_plugin.splicing import build_submodules
+
+    torch.set_num_threads(1)
+    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=32, n_heads=4, d_head=8, n_key_value_heads=2, d_mlp=64,
+                                  d_vocab=100, n_ctx=64, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
+                                  positional_embedding_type="rotary", rotary_dim=8, gated_mlp=True,
+                                  use_normalization_before_and_after=True, attn_scores_soft_cap=50.0,
+                                  output_logits_soft_cap=30.0, original_architecture="Gemma2ForCausalLM",
+                                  dtype=torch.float32, seed=0)
+    model = HookedTransformer(cfg).eval()
+    hooks = [f"blocks.{l}.{k}" for l in range(n_layers) for k in ("hook_attn_out", "hook_mlp_out", "hook_resid_post")]
+    batch = _random_pairs(model, 2, 6, 0)
+    _, cache = model.run_with_cache(batch.clean, names_filter=lambda n: n in hooks)
+    subs = build_submodules(model, {h: calibrated_sae(h, cache[h], 64, 8, i) for i, h in enumerate(hooks)})
+    got = {}
+    real = discovery.edge_effects
+    discovery.edge_effects = lambda *a, **k: got.setdefault("edges", real(*a, **k))
+    res = discovery.attribute(model, subs, batch, logit_diff, atp, node_threshold=0.0, batch_size=2)
+    with_nodes = [s.name for s in subs if len(res.nodes[s.name])]
+    pairs = [k for k in got["edges"] if k[1] != "y"]
+    print(json.dumps({"layers": n_layers, "submodules": len(subs), "with_nodes": len(with_nodes),
+                      "ordered_pairs": len(with_nodes) * (len(with_nodes) - 1) // 2, "pairs": len(pairs),
+                      "zero_pairs": sum(not bool(got["edges"][k].any()) for k in pairs),
+                      "into_y": sorted(u for u, d in got["edges"] if d == "y")}), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, nargs="+", default=[200, 2000, 8000])
@@ -109,8 +147,11 @@ def main() -> None:
     ap.add_argument("--d-sae", type=int, default=4096)
     ap.add_argument("--n-pairs", type=int, default=16)
     ap.add_argument("--max-memory", default="2GB")
+    ap.add_argument("--gemma-pairs", type=int, metavar="LAYERS", help="only count the pairs stored for a Gemma-2 layout")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.gemma_pairs:
+        return gemma_pairs(args.gemma_pairs)
     if args.child:
         args.nodes, args.aggregation = args.nodes[0], args.aggregation[0]
         return child(args)

@@ -147,7 +147,8 @@ def _tokenwise_edges(model, d: Submodule, ins: list[Submodule], cot: "_Cotangent
     err = None if cot.err is None else cot.err.reshape(B * T, D)
     fn = _mlp_fn(model, d.layer)
     s = budget.shape if budget is not None else None
-    per_row = (12 * D + 6 * (s.d_mlp if s else 4 * D)) * x.element_size()
+    n_up = sum(len(nodes[u.name]) for u in ins)  # each row's weights into every upstream node, and their products
+    per_row = (12 * D + 6 * (s.d_mlp if s else 4 * D) + 4 * n_up) * x.element_size()
     size = budget.rows(per_row, "edge cotangent", share=share) if budget is not None else 4096
     out = {u.name: x.new_zeros((len(ns), len(nodes[u.name]))) for u in ins}
     for lo in range(0, node_row.numel(), size):
@@ -254,7 +255,8 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
                 continue
             size = chunk
             if budget is not None:
-                size = budget.rows(B * budget.cotangent_row(T, len(ups)), "edge cotangent", share=share, cap=chunk)
+                n_up = sum(u.name in paths[d.name] for u in ups)  # the others' VJPs are None: nothing allocated
+                size = budget.rows(B * budget.cotangent_row(T, max(1, n_up)), "edge cotangent", share=share, cap=chunk)
             cot = None  # the previous downstream submodule's, freed before this one's is built
             cot = _Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
             ins = _mlp_inputs(model, subs, d)
