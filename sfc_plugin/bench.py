@@ -275,7 +275,8 @@ def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memo
                                  [base["features"][s.name] for s in w.subs] + [base["errors"][s.name] for s in w.subs])
             elif phase == "edges":
                 keys = sorted(base["edges"])
-                diff = _rel_diff([res.edges[k] for k in keys], [base["edges"][k] for k in keys])
+                diff = _rel_diff([res.edges.get(k, torch.zeros_like(base["edges"][k])) for k in keys],  # absent: zero
+                                 [base["edges"][k] for k in keys])
             else:
                 diff = abs(res.total / res.count - base["total"]) / max(abs(base["total"]), 1e-30)
             row.update(baseline_s=round(base_t[phase], 3), ratio=round(base_t[phase] / max(ours[phase], 1e-9), 2),

@@ -112,6 +112,17 @@ class MemoryBudget:
                            f"{format_bytes(per_row)}; give at least --max-memory {need / 1e9:.2f}GB or use shorter prompts")
         return n if cap is None else max(1, min(n, cap))
 
+    def circuit(self, held: float, n_nodes: int, share: float) -> None:
+        """SFCError unless ``held`` bytes (what the edges pass keeps for a circuit of ``n_nodes`` nodes:
+        its edge weights and node deltas) fit in ``share`` of the budget; it names what would fit."""
+        room = self.bytes * share
+        if held <= room:
+            return
+        fit = int(n_nodes * (room / held) ** 0.5)  # edge weights grow with the square of the node count
+        raise SFCError(f"max_memory {format_bytes(self.bytes)} is too small for a circuit of {n_nodes:,} nodes: its edge "
+                       f"weights and node deltas need about {format_bytes(held)}; give at least --max-memory "
+                       f"{held / share / 1e9:.2f}GB or raise --node-threshold (about {fit:,} nodes would fit)")
+
     # ---- per-row estimates (bytes) -------------------------------------------------------------
     def layer_bytes(self, pos: int, grad: bool) -> float:
         """Activations one block keeps for one row: residual-sized tensors, MLP hidden, attention scores."""

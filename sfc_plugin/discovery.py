@@ -65,8 +65,12 @@ class EffectSums:
         self._add(self.errors, name, errors.detach())
 
     def add_edges(self, weights: dict[tuple[str, str], torch.Tensor]) -> None:
+        """Add one batch's edge weights in place (a pair absent from a batch is zero there)."""
         for key, w in weights.items():
-            self._add(self.edges, key, _wide(w.detach()))
+            if key in self.edges:
+                self.edges[key].add_(w.detach())
+            else:
+                self.edges[key] = _wide(w.detach())
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -145,7 +149,7 @@ class Attribution:
     errors: dict[str, torch.Tensor]  # mean error effects, [] or [pos]
     nodes: dict[str, NodeSet]
     per_sub: dict[str, list[Node]]
-    edges: dict[tuple[str, str], torch.Tensor]  # mean weights [n_down, n_up]
+    edges: dict[tuple[str, str], torch.Tensor]  # mean weights [n_down, n_up]; a pair without a direct path is absent (zero)
     total: float  # summed over examples (the caller divides by count)
     count: int
     timings: dict[str, float]
@@ -230,7 +234,7 @@ def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, metho
                 kept[i] = grads[i] = None
         timings["edges"] = time.perf_counter() - t0
         weights = reduce_edge_sums(group, sums.edges)  # ---- the all-reduce point for the edge sums ----
-        means = {key: w / sums.count for key, w in weights.items()}
+        means = {key: w.div_(sums.count) for key, w in weights.items()}  # in place: one copy of the weights
     return Attribution(feat_eff, err_eff, nodes, per_sub, means, total, sums.count, timings, size)
 
 

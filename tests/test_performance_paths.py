@@ -34,9 +34,9 @@ def test_fast_path_matches_the_paper_baseline(tokenizer, parallel, hooks):
     for s in subs:
         assert _rel(res.features[s.name], base["features"][s.name]) < 1e-9, s.name
         assert float(res.errors[s.name]) == pytest.approx(float(base["errors"][s.name]), rel=1e-9, abs=1e-12)
-    assert base["edges"].keys() <= res.edges.keys() and len(base["edges"]) >= 8
-    for key, w in base["edges"].items():
-        assert _rel(res.edges[key], w) < 1e-9, key
+    assert res.edges.keys() <= base["edges"].keys() and len(res.edges) >= 8
+    for key, w in base["edges"].items():  # a pair without a direct path is absent from ours: zero
+        assert _rel(res.edges.get(key, torch.zeros_like(w)), w) < 1e-9, key
     assert res.total / res.count == pytest.approx(base["total"], rel=1e-9)
 
 

@@ -128,7 +128,7 @@ def _mlp_fn(model, layer: int):
 
 
 def _tokenwise_edges(model, d: Submodule, ins: list[Submodule], cot: "_Cotangents", clean: dict[str, Acts],
-                     up_delta, nodes: dict[str, NodeSet], budget) -> dict[str, torch.Tensor]:
+                     up_delta, nodes: dict[str, NodeSet], budget, share: float = 0.5) -> dict[str, torch.Tensor]:
     """Edges into an MLP that reads its inputs token by token: one VJP row per (downstream node, token)
     with a nonzero cotangent, instead of every token of every example for every node.
 
@@ -147,8 +147,9 @@ def _tokenwise_edges(model, d: Submodule, ins: list[Submodule], cot: "_Cotangent
     err = None if cot.err is None else cot.err.reshape(B * T, D)
     fn = _mlp_fn(model, d.layer)
     s = budget.shape if budget is not None else None
-    per_row = (12 * D + 6 * (s.d_mlp if s else 4 * D)) * x.element_size()
-    size = budget.rows(per_row, "edge cotangent", share=0.5) if budget is not None else 4096
+    n_up = sum(len(nodes[u.name]) for u in ins)  # each row's weights into every upstream node, and their products
+    per_row = (12 * D + 6 * (s.d_mlp if s else 4 * D) + 4 * n_up) * x.element_size()
+    size = budget.rows(per_row, "edge cotangent", share=share) if budget is not None else 4096
     out = {u.name: x.new_zeros((len(ns), len(nodes[u.name]))) for u in ins}
     for lo in range(0, node_row.numel(), size):
         r, t = node_row[lo:lo + size], tok[lo:lo + size]
@@ -174,6 +175,48 @@ def _tokenwise_edges(model, d: Submodule, ins: list[Submodule], cot: "_Cotangent
     return out
 
 
+def direct_paths(outs: dict[str, torch.Tensor], leaves: dict[str, torch.Tensor]) -> dict[str, set[str]]:
+    """``{down: {up, ...}}``: the upstream leaves each output's autograd graph reaches (no arithmetic).
+
+    A pair outside it has no direct path: autograd gives None for it, its edges are all zero."""
+    names = {id(t): name for name, t in leaves.items()}
+    out = {}
+    for down, t in outs.items():
+        found, seen, stack = set(), set(), [t.grad_fn]
+        while stack:
+            fn = stack.pop()
+            if fn is None or fn in seen:
+                continue
+            seen.add(fn)
+            var = getattr(fn, "variable", None)
+            if var is not None and id(var) in names:
+                found.add(names[id(var)])
+            stack.extend(nxt for nxt, _ in fn.next_functions)
+        out[down] = found
+    return out
+
+
+def circuit_bytes(subs: list[Submodule], nodes: dict[str, NodeSet], paths: dict[str, set[str]], tokens: int,
+                  itemsize: int) -> int:
+    """Bytes the edges pass holds for a circuit (what grows with its size), for ``tokens`` = examples × positions.
+
+    Edge weights ``[n_down, n_up]`` of the pairs with a direct path (``paths``, ``"y"`` for the metric), twice
+    (this batch's and the running sum, at least float32); each upstream submodule's ``Δf`` ``[k, tokens]`` and
+    ``Δε``; and, for one downstream submodule at a time (two while the next is built), its cotangent
+    coefficients ``[k, tokens]``, encoder rows ``[k, d]`` and the (node, token) indices of the token-wise
+    MLP path (int64)."""
+    size = {s.name: len(nodes[s.name]) for s in subs}
+    size["y"] = 1
+    pairs = sum(size.get(d, 0) * size.get(u, 0) for d, ups in paths.items() for u in ups)
+    held, down = 0, 0
+    for s in subs:
+        if size[s.name]:
+            k, d = nodes[s.name].feat.numel(), s.W_dec.shape[-1]
+            held += (k + d) * tokens * itemsize
+            down = max(down, 2 * k * (tokens * (itemsize + 32) + d * itemsize))
+    return int(2 * pairs * max(itemsize, 4) + held + down)
+
+
 def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, Acts], patch: dict[str, Acts],
                  grads: dict[str, torch.Tensor], nodes: dict[str, NodeSet], chunk: int = 64,
                  budget=None) -> dict[tuple[str, str], torch.Tensor]:
@@ -181,7 +224,10 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
 
     Edges into ``y`` come from every submodule but the last (whose edges into ``y`` are its node
     effects, added by the caller) through the direct path to the metric. ``chunk``: downstream nodes
-    per batched backward pass (with ``budget``, at most what fits in it).
+    per batched backward pass (with ``budget``, at most what fits in it). A pair with no direct path
+    (autograd gives no gradient, e.g. a residual SAE between them) is absent: absent means all zero.
+    With ``budget``, what the circuit holds (:func:`circuit_bytes`) must fit in a quarter of it
+    (SFCError otherwise, naming what would fit); the cotangent chunks take half of it less that.
     """
     leaves, outs = {}, {}
 
@@ -192,37 +238,49 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
 
     hooks = [(s.hook, lambda act, hook, sub=s: cut(act, hook, sub)) for s in subs]
     active = [s for s in subs if len(nodes[s.name])]
-    up_delta = {s.name: _upstream(s, clean[s.name], patch[s.name], nodes[s.name]) for s in active}
     result: dict[tuple[str, str], torch.Tensor] = {}
     B, T = batch.clean.shape
+    share = 0.5
     with torch.enable_grad():
         m = run_metric(model, metric, batch, hooks).sum()
+        if budget is not None:
+            paths = direct_paths({**outs, "y": m}, leaves)
+            held = circuit_bytes(subs, nodes, paths, B * T, budget.shape.itemsize)
+            budget.circuit(held, sum(len(ns) for ns in nodes.values()), share=0.25)
+            share = 0.5 - held / budget.bytes
+        up_delta = {s.name: _upstream(s, clean[s.name], patch[s.name], nodes[s.name]) for s in active}
         for i, d in enumerate(subs):
             ups = [u for u in subs[:i] if len(nodes[u.name])]
             if not ups or not len(nodes[d.name]):
                 continue
             size = chunk
             if budget is not None:
-                size = budget.rows(B * budget.cotangent_row(T, len(ups)), "edge cotangent", share=0.5, cap=chunk)
+                n_up = sum(u.name in paths[d.name] for u in ups)  # the others' VJPs are None: nothing allocated
+                size = budget.rows(B * budget.cotangent_row(T, max(1, n_up)), "edge cotangent", share=share, cap=chunk)
+            cot = None  # the previous downstream submodule's, freed before this one's is built
             cot = _Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
             ins = _mlp_inputs(model, subs, d)
             if ins is not None and all(u.name in {s.name for s in ups} or not len(nodes[u.name]) for u in ins):
                 ins = [u for u in ins if len(nodes[u.name])]
-                got = _tokenwise_edges(model, d, ins, cot, clean, up_delta, nodes, budget) if ins else {}
-                for u in ups:  # every other upstream path into this MLP is cut: those edges are 0
-                    result[(u.name, d.name)] = got.get(u.name, cot.W.new_zeros((len(cot), len(nodes[u.name]))))
+                got = _tokenwise_edges(model, d, ins, cot, clean, up_delta, nodes, budget, share) if ins else {}
+                for u, w in got.items():  # every other upstream path into this MLP is cut: those pairs are absent
+                    result[(u, d.name)] = w
                 continue
-            rows: dict[str, list] = {u.name: [] for u in ups}
+            out: dict[str, torch.Tensor] = {}  # allocated at the first chunk with a gradient
             for lo in range(0, len(cot), size):
-                c = cot.chunk(lo, min(len(cot), lo + size))
+                hi = min(len(cot), lo + size)
+                c = cot.chunk(lo, hi)
                 vs = torch.autograd.grad(outs[d.name], [leaves[u.name] for u in ups], grad_outputs=c,
                                          is_grads_batched=True, retain_graph=True, allow_unused=True)
                 for u, v in zip(ups, vs):
-                    rows[u.name].append(torch.zeros(c.shape[0], len(nodes[u.name]), dtype=c.dtype, device=c.device)
-                                        if v is None else _contract(v, u, *up_delta[u.name], nodes[u.name]))
+                    if v is None:  # no direct path from u (the same for every chunk)
+                        continue
+                    if u.name not in out:
+                        out[u.name] = c.new_zeros((len(cot), len(nodes[u.name])))
+                    out[u.name][lo:hi] = _contract(v, u, *up_delta[u.name], nodes[u.name])
                 del c, vs
-            for u in ups:
-                result[(u.name, d.name)] = torch.cat(rows[u.name])
+            for u, w in out.items():
+                result[(u, d.name)] = w
         ups = [u for u in subs[:-1] if len(nodes[u.name])]
         if ups:
             gy = torch.autograd.grad(m, [leaves[u.name] for u in ups], allow_unused=True)
