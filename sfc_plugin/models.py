@@ -200,11 +200,12 @@ def load_sae_spec(spec: str, device: str | None = None) -> list:
     return out
 
 
-def saes_by_hook(saes: Mapping[str, Any] | Iterable[Any], device: str | None = None) -> dict[str, Any]:
+def saes_by_hook(saes: Mapping[str, Any] | Iterable[Any], device: str | None = None, dtype=None) -> dict[str, Any]:
     """``{hook_name: SAE}`` from a mapping or a sequence of SAEs (hook from ``cfg.metadata.hook_name``).
 
     Sequence items may also be SAE specs for :func:`load_sae_spec` (a directory saved by SAELens, a
-    directory of them, ``release:sae_id`` or ``release:*``).
+    directory of them, ``release:sae_id`` or ``release:*``); SAEs loaded from specs are cast to ``dtype``
+    when given (one copy of their weights, in the model's dtype). SAE objects are used as they are.
     """
     from . import validation as check
 
@@ -222,6 +223,8 @@ def saes_by_hook(saes: Mapping[str, Any] | Iterable[Any], device: str | None = N
     for item in saes:
         if isinstance(item, (str, Path)):
             for sae in load_sae_spec(str(item), device):
+                if dtype is not None and sae.W_dec.dtype != dtype:
+                    sae.to(dtype=dtype)
                 loaded.append(sae)
                 if Path(item).exists():
                     checked.add(id(sae))
@@ -317,7 +320,7 @@ def resolve_world(model, saes, *, device: str | None = None, dtype=None,
     if _is_bridge(model):
         raise SFCError("TransformerBridge models are not supported: pass a HookedTransformer "
                        "(HookedTransformer.from_pretrained_no_processing(name)) or the model's name or directory")
-    by_hook = saes_by_hook(saes, device)
+    by_hook = saes_by_hook(saes, device, resolve_dtype(dtype))
     if not by_hook:
         raise SFCError("no SAEs given")
     if isinstance(model, (str, Path)):
