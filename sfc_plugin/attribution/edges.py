@@ -175,119 +175,6 @@ def _tokenwise_edges(model, d: Submodule, ins: list[Submodule], cot: "_Cotangent
     return out
 
 
-def _block_recompute(model, subs: list[Submodule], d: Submodule):
-    """For a downstream ``d`` in block ``l`` that the token-wise MLP path does not take: ``(prev, inner)`` when
-    the residual entering block ``l`` is a submodule ``prev`` (so every direct path into ``d`` starts at
-    ``prev`` or at a submodule ``inner`` of block ``l`` before ``d``) and block ``l`` can be rerun alone from
-    it; else None. Its edges are then recomputed on the examples each node needs (:func:`_example_edges`)."""
-    l = d.layer
-    if l < 0 or d.hook.endswith("hook_resid_post") or getattr(model.cfg, "positional_embedding_type", None) == "shortformer":
-        return None  # into a residual the paths are sums (the batched VJP is cheap; a rerun would redo the block)
-    by_hook = {s.hook: s for s in subs}
-    prev = by_hook.get("blocks.0.hook_resid_pre" if l == 0 else f"blocks.{l - 1}.hook_resid_post")
-    if prev is None:
-        return None
-    i = [s.name for s in subs].index(d.name)
-    return prev, [s for s in subs[:i] if s.layer == l]
-
-
-class _Stop(Exception):
-    """Raised at the downstream hook: the rest of the block is not needed."""
-
-
-def _example_edges(model, batch, d: Submodule, prev: Submodule, inner: list[Submodule], ups: list[Submodule],
-                   cot: "_Cotangents", clean: dict[str, Acts], up_delta, nodes: dict[str, NodeSet], budget,
-                   share: float = 0.5, chunk: int = 64) -> tuple[dict[str, torch.Tensor], bool]:
-    """Edges into ``d`` (attention, or anything else that mixes positions) with one VJP row per (downstream node,
-    example) where the node's cotangent is nonzero, instead of every example of the batch for every node.
-
-    Block ``l`` is rerun from its input (``prev``'s clean activation, one copy per row) up to ``d``'s hook, with
-    ``inner`` (the block's submodules before ``d``) cut to their clean values, as in the full pass; one plain
-    backward gives every row's VJP. ``({up: [n_down, n_up]}, whether any row ran)``; a pair without a direct
-    path is absent."""
-    from .forward import _attention_mask
-
-    B, T, D = cot.shape
-    ns, k = cot.nodes, cot.nodes.feat.numel()
-    dev = cot.W.device
-    node_row, ex = cot.coeff.view(k, B, T).ne(0).any(-1).nonzero().unbind(1)  # features: examples where active
-    n_err = len(ns.err_pos)
-    if n_err:  # an error node's cotangent is nonzero in (almost) every example
-        node_row = torch.cat([node_row, torch.arange(k, k + n_err, device=dev).repeat_interleave(B)])
-        ex = torch.cat([ex, torch.arange(B, device=dev).repeat(n_err)])
-    want = {u.name for u in ups}
-    grad_ups = [u for u in [prev, *inner] if u.name in want]
-    n_up = sum(len(nodes[u.name]) for u in grad_ups)
-    itemsize = cot.W.element_size()
-    if budget is not None:  # the row's cotangent, inputs and VJPs, the block's backward, the contraction's products
-        per_row = budget.cotangent_row(T, max(1, len(grad_ups))) + (T * (2 * n_up + 2 * D) + 4 * n_up) * itemsize
-        size = budget.rows(per_row, "edge cotangent", share=share)
-    else:
-        size = chunk * B
-    l = d.layer
-    out: dict[str, torch.Tensor] = {}
-    coeff = cot.coeff.view(k, B, T)
-    for lo in range(0, node_row.numel(), size):
-        r, e = node_row[lo:lo + size], ex[lo:lo + size]
-        is_feat = r < k
-        c = cot.W.new_zeros((r.numel(), T, D))
-        if bool(is_feat.any()):
-            rf = r[is_feat]
-            c[is_feat] = coeff[rf, e[is_feat], :, None] * cot.W[rf, None, :]
-        for j, t in enumerate(ns.err_pos):
-            sel = (r == k + j).nonzero().flatten()
-            if sel.numel():
-                if t is None:
-                    c[sel] = cot.err[e[sel]]
-                else:
-                    c[sel, t] = cot.err[e[sel], t]
-        leaves = {}
-        x = clean[prev.name].x[e].detach().requires_grad_(prev.name in want)
-        leaves[prev.name] = x
-        captured = []
-
-        def cut(act, hook, s):
-            v = clean[s.name].x[e].detach().requires_grad_(s.name in want)
-            leaves[s.name] = v
-            return s.unflat(v)
-
-        def stop(act, hook):
-            captured.append(d.flat(act))
-            raise _Stop
-
-        hooks = [(s.hook, lambda act, hook, s=s: cut(act, hook, s)) for s in inner] + [(d.hook, stop)]
-        kwargs = {}
-        mask = _attention_mask(model, batch.clean[e])
-        if mask is not None:
-            kwargs["attention_mask"] = mask
-        with torch.enable_grad():
-            try:
-                model.run_with_hooks(x, fwd_hooks=hooks, start_at_layer=l, stop_at_layer=l + 1, **kwargs)
-            except _Stop:
-                pass
-            vs = torch.autograd.grad(captured[0], [leaves[u.name] for u in grad_ups], grad_outputs=c,
-                                     allow_unused=True)
-        del c, captured
-        for u, v in zip(grad_ups, vs):
-            if v is None:  # no direct path from u (the same for every chunk)
-                continue
-            df, derr = up_delta[u.name]
-            nu, ku = nodes[u.name], nodes[u.name].feat.numel()
-            w = v.new_zeros((r.numel(), len(nu)))
-            if ku:
-                dfe = df.view(ku, B, T)[:, e].permute(1, 2, 0)  # [rows, T, ku]
-                w[:, :ku] = ((v @ u.W_dec[nu.feat].T) * dfe).sum(1)
-            if nu.err_pos:
-                ev = (v * derr[e]).sum(-1)  # [rows, T]
-                for j, p in enumerate(nu.err_pos):
-                    w[:, ku + j] = ev.sum(1) if p is None else ev[:, p]
-            if u.name not in out:
-                out[u.name] = v.new_zeros((len(ns), len(nu)))
-            out[u.name].index_add_(0, r, w)
-        del vs
-    return out, node_row.numel() > 0
-
-
 def direct_paths(outs: dict[str, torch.Tensor], leaves: dict[str, torch.Tensor]) -> dict[str, set[str]]:
     """``{down: {up, ...}}``: the upstream leaves each output's autograd graph reaches (no arithmetic).
 
@@ -377,15 +264,6 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
                 ins = [u for u in ins if len(nodes[u.name])]
                 got = _tokenwise_edges(model, d, ins, cot, clean, up_delta, nodes, budget, share) if ins else {}
                 for u, w in got.items():  # every other upstream path into this MLP is cut: those pairs are absent
-                    result[(u, d.name)] = w
-                continue
-            rec = _block_recompute(model, subs, d)
-            if rec is not None:
-                got, ran = _example_edges(model, batch, d, *rec, ups, cot, clean, up_delta, nodes, budget, share, chunk)
-                if not ran:  # no row (no node active in this batch): zero weights for the pairs with a direct path
-                    reach = paths[d.name] if budget is not None else direct_paths({d.name: outs[d.name]}, leaves)[d.name]
-                    got = {u.name: cot.W.new_zeros((len(cot), len(nodes[u.name]))) for u in ups if u.name in reach}
-                for u, w in got.items():
                     result[(u, d.name)] = w
                 continue
             out: dict[str, torch.Tensor] = {}  # allocated at the first chunk with a gradient
