@@ -156,7 +156,7 @@ class SparseFeatures:
             # reads strided memory), then one dense product
             feats, inv = self.idx[s:e].unique(return_inverse=True)
             c = coeff.new_zeros((hi - lo, feats.numel())).index_put_((tok[s:e] - lo, inv), coeff[s:e], accumulate=True)
-            out[lo:hi] = c @ W.index_select(0, feats)
+            out[lo:hi] = c @ _gather_rows(W, feats)
         return out
 
     def to(self, device) -> "SparseFeatures":
@@ -164,6 +164,14 @@ class SparseFeatures:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.idx, self.val, self.ptr))
+
+
+def _gather_rows(W: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``W[rows]``; when ``W`` is a transposed view (``W_enc.T``), gathered as columns of the contiguous matrix
+    beneath it (its rows are strided: gathering them reads one float per cache line)."""
+    if W.dim() == 2 and W.stride(0) == 1 and W.stride(1) != 1:
+        return W.T.index_select(1, rows).T
+    return W.index_select(0, rows)
 
 
 def lookup(entry_keys: torch.Tensor, node_keys: torch.Tensor) -> torch.Tensor:
