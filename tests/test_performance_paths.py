@@ -176,3 +176,52 @@ def test_edges_reuse_the_contexts_that_fit_and_recompute_the_rest(tokenizer, mon
     assert len(prepared) == n_batches + (n_batches - 1)  # every batch once for nodes, all but the first again
     for key, w in full.edges.items():
         assert torch.allclose(part.edges[key], w, atol=1e-12), key
+
+
+@pytest.mark.parametrize("parallel, hooks", [(False, all_hooks), (True, all_hooks), (False, z_hooks)])
+def test_tokenwise_resid_edges_equal_the_batched_vjp(tokenizer, parallel, hooks, monkeypatch):
+    """Edges into a residual whose inputs are all submodules (block input, attention at ``hook_attn_out`` or
+    ``attn.hook_z``, MLP), computed per active (node, token) without autograd, equal the batched VJP over every
+    example; some feature nodes are inactive in some examples and tokens."""
+    import sfc_plugin.attribution.edges as edges
+
+    model = make_model(tokenizer, parallel=parallel)
+    subs = build_submodules(model, make_saes(hooks(2, embed="blocks.0.hook_resid_pre")))
+    batch = tokenize(model, make_records(6))
+    seen = {}
+    real = edges._tokenwise_edges
+
+    def spy(model, d, ins, cot, *a, **k):
+        B, T, _ = cot.shape
+        seen[d.name] = (int(cot.coeff.ne(0).sum()), cot.nodes.feat.numel() * B * T)
+        return real(model, d, ins, cot, *a, **k)
+
+    monkeypatch.setattr(edges, "_tokenwise_edges", spy)
+    fast = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.02, batch_size=4, budget=None)
+    assert {"resid_0", "resid_1"} <= seen.keys()
+    assert any(active < every for name, (active, every) in seen.items() if name.startswith("resid"))
+    monkeypatch.setattr(edges, "_resid_inputs", lambda *a: None)
+    slow = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=None, nodes=fast.nodes)
+    assert fast.edges.keys() == slow.edges.keys()
+    for key, w in slow.edges.items():
+        assert _rel(fast.edges[key], w) < 1e-9, key
+    budget = MemoryBudget.resolve("1GB", model)  # budgeted chunks: the same weights
+    tight = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=budget, nodes=fast.nodes)
+    assert tight.edges.keys() == slow.edges.keys()
+    for key, w in slow.edges.items():
+        assert _rel(tight.edges[key], w) < 1e-9, key
+
+
+def test_resid_inputs_need_every_path_to_be_a_submodule(tokenizer):
+    """With the embedding at ``hook_embed`` (plus the position embedding) or the MLP without an SAE, a residual
+    is not a sum of submodules: its edges stay on the batched VJP."""
+    from sfc_plugin.attribution.edges import _resid_inputs
+
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    by = {s.name: s for s in subs}
+    assert _resid_inputs(model, subs, by["resid_0"]) is None
+    assert [u.name for u, _ in _resid_inputs(model, subs, by["resid_1"])] == ["resid_0", "attn_1", "mlp_1"]
+    assert _resid_inputs(model, subs, by["attn_1"]) is None
+    no_mlp = [s for s in subs if s.name != "mlp_1"]
+    assert _resid_inputs(model, no_mlp, by["resid_1"]) is None

@@ -110,6 +110,8 @@ def test_project_and_weighted_rows(pair, gather, monkeypatch):
         cd = torch.zeros(B * T, NF, dtype=torch.float64)
         cd[dense_mask] = coeff
         assert torch.allclose(f.weighted_rows(coeff, W), cd @ W, atol=1e-12)
+        Wt = W.T.contiguous().T  # a transposed view (as ``W_enc.T``): its rows gathered as columns underneath
+        assert Wt.stride(0) == 1 and torch.allclose(f.weighted_rows(coeff, Wt), cd @ W, atol=1e-12)
 
 
 @pytest.mark.parametrize("gather", [1, 60, 400, 5000])

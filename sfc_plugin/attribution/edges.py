@@ -117,6 +117,39 @@ def _mlp_inputs(model, subs: list[Submodule], d: Submodule):
     return None if attn is None else [prev, attn]
 
 
+def _resid_inputs(model, subs: list[Submodule], d: Submodule):
+    """For a downstream ``blocks.l.hook_resid_post``: ``[(upstream, map)]`` when every path into it is a sum of
+    submodules (the residual entering block ``l``, ``hook_attn_out`` or ``attn.hook_z``, ``hook_mlp_out``), so
+    it is read token by token; ``map`` takes a cotangent ``[rows, d_model]`` to the upstream's ``[rows, d_in]``
+    (the identity, or ``W_O`` for ``attn.hook_z``). Else None."""
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    cfg, l = model.cfg, d.layer
+    if d.hook != f"blocks.{l}.hook_resid_post":
+        return None
+    by_hook = {s.hook: s for s in subs}
+    prev = by_hook.get("blocks.0.hook_resid_pre" if l == 0 else f"blocks.{l - 1}.hook_resid_post")
+    if prev is None:
+        return None
+    ident = lambda c: c  # noqa: E731
+    out = [(prev, ident)]
+    attn, z = by_hook.get(f"blocks.{l}.hook_attn_out"), by_hook.get(f"blocks.{l}.attn.hook_z")
+    if attn is not None:
+        out.append((attn, ident))
+    elif z is not None and not (getattr(cfg, "use_normalization_before_and_after", False) or getattr(cfg, "load_in_4bit", False)
+                                or cfg.original_architecture in POST_NORM_ARCHITECTURES):
+        W_O = model.blocks[l].attn.W_O  # [heads, d_head, d_model]: hook_attn_out = z W_O + b_O
+        out.append((z, lambda c, W=W_O.reshape(-1, W_O.shape[-1]): c @ W.T))
+    else:
+        return None
+    if not getattr(cfg, "attn_only", False):
+        mlp = by_hook.get(f"blocks.{l}.hook_mlp_out")
+        if mlp is None:
+            return None
+        out.append((mlp, ident))
+    return out
+
+
 def _mlp_fn(model, layer: int):
     """The block's map from the MLP's input (residual, ``[rows, 1, d]``) to ``hook_mlp_out``."""
     from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
@@ -128,13 +161,16 @@ def _mlp_fn(model, layer: int):
 
 
 def _tokenwise_edges(model, d: Submodule, ins: list[Submodule], cot: "_Cotangents", clean: dict[str, Acts],
-                     up_delta, nodes: dict[str, NodeSet], budget, share: float = 0.5) -> dict[str, torch.Tensor]:
-    """Edges into an MLP that reads its inputs token by token: one VJP row per (downstream node, token)
-    with a nonzero cotangent, instead of every token of every example for every node.
+                     up_delta, nodes: dict[str, NodeSet], budget, share: float = 0.5,
+                     maps: dict | None = None) -> dict[str, torch.Tensor]:
+    """Edges into an MLP (or a residual) that reads its inputs token by token: one VJP row per (downstream node,
+    token) with a nonzero cotangent, instead of every token of every example for every node.
 
-    ``{up: [n_down, n_up]}`` for the submodules in ``ins`` (the MLP's input is their sum)."""
+    ``{up: [n_down, n_up]}`` for the submodules in ``ins`` (the MLP's input is their sum). With ``maps``
+    (``{up: linear map}``, a residual's inputs from :func:`_resid_inputs`) each row's VJP into ``up`` is
+    ``maps[up](cotangent)``, without autograd."""
     B, T, D = cot.shape
-    x = sum(clean[u.name].x for u in ins).reshape(B * T, D)
+    x = cot.W if maps else sum(clean[u.name].x for u in ins).reshape(B * T, D)
     ns, k = cot.nodes, cot.nodes.feat.numel()
     node_row, tok = cot.coeff.nonzero().unbind(1)  # feature nodes: tokens where they are active
     err_rows, err_tok = [], []
@@ -145,10 +181,11 @@ def _tokenwise_edges(model, d: Submodule, ins: list[Submodule], cot: "_Cotangent
         err_tok.append(toks)
     node_row, tok = torch.cat([node_row, *err_rows]), torch.cat([tok, *err_tok])
     err = None if cot.err is None else cot.err.reshape(B * T, D)
-    fn = _mlp_fn(model, d.layer)
+    fn = None if maps else _mlp_fn(model, d.layer)
     s = budget.shape if budget is not None else None
     n_up = sum(len(nodes[u.name]) for u in ins)  # each row's weights into every upstream node, and their products
-    per_row = (12 * D + 6 * (s.d_mlp if s else 4 * D) + 4 * n_up) * x.element_size()
+    D_in = max([D] + [clean[u.name].x.shape[-1] for u in ins])
+    per_row = (12 * D_in + 6 * (s.d_mlp if s else 4 * D) + 4 * n_up) * x.element_size()
     size = budget.rows(per_row, "edge cotangent", share=share) if budget is not None else 4096
     out = {u.name: x.new_zeros((len(ns), len(nodes[u.name]))) for u in ins}
     for lo in range(0, node_row.numel(), size):
@@ -158,17 +195,20 @@ def _tokenwise_edges(model, d: Submodule, ins: list[Submodule], cot: "_Cotangent
         c[is_feat] = cot.coeff[r[is_feat], t[is_feat], None] * cot.W[r[is_feat]]
         if err is not None:
             c[~is_feat] = err[t[~is_feat]]
-        xr = x[t][:, None].detach().requires_grad_(True)
-        with torch.enable_grad():
-            (v,) = torch.autograd.grad(fn(xr), xr, grad_outputs=c[:, None])
-        v = v[:, 0]
+        if maps is None:
+            xr = x[t][:, None].detach().requires_grad_(True)
+            with torch.enable_grad():
+                (v,) = torch.autograd.grad(fn(xr), xr, grad_outputs=c[:, None])
+            v = v[:, 0]
         for u in ins:
+            if maps is not None:
+                v = maps[u.name](c)
             df, derr = up_delta[u.name]
             nu, ku = nodes[u.name], nodes[u.name].feat.numel()
             w = v.new_zeros((r.numel(), len(nu)))
             if ku:
                 w[:, :ku] = (v @ u.W_dec[nu.feat].T) * df[:, t].T
-            e = (v * derr.reshape(B * T, D)[t]).sum(-1)
+            e = (v * derr.reshape(B * T, -1)[t]).sum(-1)
             for j, p in enumerate(nu.err_pos):
                 w[:, ku + j] = e if p is None else e * (t % T == p)
             out[u.name].index_add_(0, r, w)
@@ -259,11 +299,15 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
                 size = budget.rows(B * budget.cotangent_row(T, max(1, n_up)), "edge cotangent", share=share, cap=chunk)
             cot = None  # the previous downstream submodule's, freed before this one's is built
             cot = _Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
-            ins = _mlp_inputs(model, subs, d)
+            ins, maps = _mlp_inputs(model, subs, d), None
+            if ins is None:
+                pairs = _resid_inputs(model, subs, d)
+                if pairs is not None:
+                    ins, maps = [u for u, _ in pairs], {u.name: f for u, f in pairs}
             if ins is not None and all(u.name in {s.name for s in ups} or not len(nodes[u.name]) for u in ins):
                 ins = [u for u in ins if len(nodes[u.name])]
-                got = _tokenwise_edges(model, d, ins, cot, clean, up_delta, nodes, budget, share) if ins else {}
-                for u, w in got.items():  # every other upstream path into this MLP is cut: those pairs are absent
+                got = _tokenwise_edges(model, d, ins, cot, clean, up_delta, nodes, budget, share, maps) if ins else {}
+                for u, w in got.items():  # every other upstream path into it is cut: those pairs are absent
                     result[(u, d.name)] = w
                 continue
             out: dict[str, torch.Tensor] = {}  # allocated at the first chunk with a gradient

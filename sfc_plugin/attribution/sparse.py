@@ -17,6 +17,13 @@ import torch
 import torch.nn.functional as F
 
 GATHER_FLOATS = 2**24  # scratch for gathered weight rows per chunk (64 MB in float32)
+# Active entries per chunk of tokens in project / weighted_rows. A chunk's dense product is ``tokens × distinct
+# features × d``: small chunks waste less on pairs that are not entries, but gather more rows in all. Measured
+# (CPU, d 512, L0 50-80, d_sae 4,096-32,768): project is fastest near 1,024 entries (3-7x faster than one chunk
+# of every token); gathering the columns of a transposed matrix (W_enc.T) favours denser chunks: 4,096. No cap
+# where it is over half of d_sae (the toy world's 256 features: chunks would touch every feature anyway).
+CHUNK_ENTRIES = 1024
+CHUNK_ENTRIES_STRIDED = 4096
 
 
 def _offsets(tok: torch.Tensor, n: int) -> torch.Tensor:
@@ -104,12 +111,14 @@ class SparseFeatures:
         out = F.embedding_bag(self.idx, W_dec, self.ptr[:-1], mode="sum", per_sample_weights=self.val)
         return (out + b_dec).view(b, t, -1)
 
-    def _token_chunks(self, d: int):
+    def _token_chunks(self, d: int, cap: int | None = None):
         """Token ranges ``(lo, hi)`` for :meth:`project` / :meth:`weighted_rows`: the chunk's distinct feature
         rows (``≤`` its entries, ``d`` floats each) and its ``[tokens, distinct features]`` products stay within
         ``GATHER_FLOATS`` floats each (a single token may exceed them)."""
         ptr, n = self.ptr.tolist(), self.n_tokens
-        max_entries = max(1, GATHER_FLOATS // max(1, d))
+        if cap is not None and 2 * cap > self.d_sae:  # e entries touch ~F(1 - exp(-e/F)) distinct features:
+            cap = None  # cutting chunks saves products only while e is well below d_sae (else just more passes)
+        max_entries = max(1, min(GATHER_FLOATS // max(1, d), cap or GATHER_FLOATS))
         by_width = GATHER_FLOATS // max(1, self.d_sae)  # tokens × d_sae products always fit
         lo = 0
         while lo < n:
@@ -132,12 +141,12 @@ class SparseFeatures:
             return out
         ptr = self.ptr.tolist()
         tok = self.token_index()
-        for lo, hi in self._token_chunks(g.shape[-1]):
+        for lo, hi in self._token_chunks(g.shape[-1], CHUNK_ENTRIES):
             s, e = ptr[lo], ptr[hi]
             if s == e:
                 continue
             feats, inv = self.idx[s:e].unique(return_inverse=True)
-            out[s:e] = (g[lo:hi] @ W.index_select(0, feats).T)[tok[s:e] - lo, inv]
+            out[s:e] = (g[lo:hi] @ _gather_rows(W, feats).T)[tok[s:e] - lo, inv]
         return out
 
     def weighted_rows(self, coeff: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -148,7 +157,7 @@ class SparseFeatures:
             return out
         ptr = self.ptr.tolist()
         tok = self.token_index()
-        for lo, hi in self._token_chunks(d):
+        for lo, hi in self._token_chunks(d, CHUNK_ENTRIES_STRIDED if _strided_rows(W) else CHUNK_ENTRIES):
             s, e = ptr[lo], ptr[hi]
             if s == e:
                 continue
@@ -156,7 +165,7 @@ class SparseFeatures:
             # reads strided memory), then one dense product
             feats, inv = self.idx[s:e].unique(return_inverse=True)
             c = coeff.new_zeros((hi - lo, feats.numel())).index_put_((tok[s:e] - lo, inv), coeff[s:e], accumulate=True)
-            out[lo:hi] = c @ W.index_select(0, feats)
+            out[lo:hi] = c @ _gather_rows(W, feats)
         return out
 
     def to(self, device) -> "SparseFeatures":
@@ -164,6 +173,18 @@ class SparseFeatures:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.idx, self.val, self.ptr))
+
+
+def _strided_rows(W: torch.Tensor) -> bool:
+    return W.dim() == 2 and W.stride(0) == 1 and W.stride(1) != 1
+
+
+def _gather_rows(W: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``W[rows]``; when ``W`` is a transposed view (``W_enc.T``), gathered as columns of the contiguous matrix
+    beneath it (its rows are strided: gathering them reads one float per cache line)."""
+    if _strided_rows(W):
+        return W.T.index_select(1, rows).T
+    return W.index_select(0, rows)
 
 
 def lookup(entry_keys: torch.Tensor, node_keys: torch.Tensor) -> torch.Tensor:
