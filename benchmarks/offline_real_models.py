@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--n-examples", type=int, default=8)
     ap.add_argument("--d-sae", type=int, default=32768)
     ap.add_argument("--method", action="append", help="attribution method (repeatable; default: ig)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="passed to sfc discover --dtype")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="sfc-real-"))
     try:
@@ -68,12 +69,14 @@ def main() -> None:
             cmd = [sys.executable, "-m", "sfc_plugin.cli", "discover", "--preset", "pythia-70m-sfc", "--data", str(data),
                    "--method", method, "--n-examples", str(args.n_examples),
                    "--node-threshold", "0.002", "--edge-threshold", "0.0005", "-q", "-o", str(out)]
+            cmd += ["--dtype", args.dtype] if args.dtype else []
             rc, wall, peak = run_measured(cmd, cache.env(), work / f"{method}.log")
             if rc:
                 sys.exit((work / f"{method}.log").read_text()[-3000:])
             circuit = json.loads((out / "circuit.json").read_text())
             saes = circuit["provenance"]["saes"]
-            print(f"sfc discover --preset pythia-70m-sfc --method {method} --n-examples {args.n_examples}: "
+            dtype = f" --dtype {args.dtype}" if args.dtype else ""
+            print(f"sfc discover --preset pythia-70m-sfc --method {method}{dtype} --n-examples {args.n_examples}: "
                   f"{wall:.0f}s wall, peak RSS {peak:.2f} GB, {len(saes)} SAEs of width "
                   f"{sorted({s['d_sae'] for s in saes})}, {len(circuit['nodes']) - 1} nodes, "
                   f"{len(circuit['edges'])} edges", flush=True)
