@@ -40,6 +40,25 @@ def test_fast_path_matches_the_paper_baseline(tokenizer, parallel, hooks):
     assert res.total / res.count == pytest.approx(base["total"], rel=1e-9)
 
 
+@pytest.mark.parametrize("parallel, empty", [(False, "attn_1"), (False, "resid_0"), (True, "attn_1")])
+def test_tokenwise_edges_when_an_input_of_the_block_holds_no_nodes(tokenizer, parallel, empty):
+    """A token-wise MLP is linearised at its whole clean input, also when one of the submodules summed into it
+    holds no circuit node (it was linearised at the sum of the others only: resid_0 -> mlp_1 off by ~70 %)."""
+    from sfc_plugin.attribution.edges import NodeSet
+
+    model = make_model(tokenizer, parallel=parallel)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(6))
+    nodes = attribute(model, subs, batch, logit_diff, ig, steps=4, node_threshold=0.05, batch_size=4, edges=False,
+                      budget=None).nodes
+    nodes = {**nodes, empty: NodeSet(nodes[empty].feat[:0], None, [])}
+    res = attribute(model, subs, batch, logit_diff, ig, steps=4, batch_size=4, budget=None, nodes=nodes)
+    base = baseline_discover(model, subs, batch, logit_diff, steps=4, batch_size=4, nodes=nodes)
+    assert any(k[1] == "mlp_1" and w.abs().max() > 0 for k, w in base["edges"].items())
+    for key, w in base["edges"].items():
+        assert _rel(res.edges.get(key, torch.zeros_like(w)), w) < 1e-9, key
+
+
 def test_edges_only_baseline_on_given_gradients_equals_the_full_baseline(tokenizer):
     """``sfc bench --baseline-edges-only`` times the baseline's edge phase on our IG gradients: same edges."""
     from sfc_plugin.attribution.context import prepare
@@ -149,7 +168,7 @@ def test_tokenwise_mlp_edges_equal_the_batched_vjp(tokenizer, parallel, monkeypa
     batch = tokenize(model, make_records(6))
     calls = []
     real = edges._tokenwise_edges
-    monkeypatch.setattr(edges, "_tokenwise_edges", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    monkeypatch.setattr(edges, "_tokenwise_edges", lambda *a, **k: calls.append(a[2].sub.name) or real(*a, **k))
     fast = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.05, batch_size=4, budget=None)
     assert "mlp_1" in calls and "mlp_0" not in calls  # layer 0 reads hook_embed plus the position embedding
     monkeypatch.setattr(edges, "_mlp_inputs", lambda *a: None)
@@ -191,10 +210,10 @@ def test_tokenwise_resid_edges_equal_the_batched_vjp(tokenizer, parallel, hooks,
     seen = {}
     real = edges._tokenwise_edges
 
-    def spy(model, d, ins, cot, *a, **k):
+    def spy(ins, vjp, cot, *a, **k):
         B, T, _ = cot.shape
-        seen[d.name] = (int(cot.coeff.ne(0).sum()), cot.nodes.feat.numel() * B * T)
-        return real(model, d, ins, cot, *a, **k)
+        seen[cot.sub.name] = (int(cot.coeff.ne(0).sum()), cot.nodes.feat.numel() * B * T)
+        return real(ins, vjp, cot, *a, **k)
 
     monkeypatch.setattr(edges, "_tokenwise_edges", spy)
     fast = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.02, batch_size=4, budget=None)

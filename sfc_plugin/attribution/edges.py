@@ -160,49 +160,64 @@ def _mlp_fn(model, layer: int):
     return lambda x: block.apply_mlp(block.ln2(x))
 
 
-def _tokenwise_edges(model, d: Submodule, ins: list[Submodule], cot: "_Cotangents", clean: dict[str, Acts],
-                     up_delta, nodes: dict[str, NodeSet], budget, share: float = 0.5,
-                     maps: dict | None = None) -> dict[str, torch.Tensor]:
-    """Edges into an MLP (or a residual) that reads its inputs token by token: one VJP row per (downstream node,
-    token) with a nonzero cotangent, instead of every token of every example for every node.
+def _tokenwise_vjp(model, subs: list[Submodule], d: Submodule, clean: dict[str, Acts]):
+    """``(inputs, vjp)`` when ``d`` reads its upstream submodules token by token (an MLP, :func:`_mlp_inputs`, or a
+    residual, :func:`_resid_inputs`), else None. ``vjp(c, t)`` maps cotangent rows ``c`` ``[rows, d_model]`` at
+    flat tokens ``t`` to ``{input name: [rows, d_in]}``. An MLP is linearised at its clean input, the sum of all
+    its inputs, whether or not they hold circuit nodes."""
+    ins = _mlp_inputs(model, subs, d)
+    if ins is not None:
+        B, T, D = clean[d.name].x.shape
+        x = sum(clean[u.name].x for u in ins).reshape(B * T, D)
+        fn = _mlp_fn(model, d.layer)
 
-    ``{up: [n_down, n_up]}`` for the submodules in ``ins`` (the MLP's input is their sum). With ``maps``
-    (``{up: linear map}``, a residual's inputs from :func:`_resid_inputs`) each row's VJP into ``up`` is
-    ``maps[up](cotangent)``, without autograd."""
+        def vjp(c, t):
+            xr = x[t][:, None].detach().requires_grad_(True)
+            with torch.enable_grad():
+                (v,) = torch.autograd.grad(fn(xr), xr, grad_outputs=c[:, None])
+            return dict.fromkeys((u.name for u in ins), v[:, 0])
+
+        return ins, vjp
+    pairs = _resid_inputs(model, subs, d)
+    if pairs is None:
+        return None
+    return [u for u, _ in pairs], lambda c, t: {u.name: f(c) for u, f in pairs}
+
+
+def _tokenwise_edges(ins: list[Submodule], vjp, cot: "_Cotangents", up_delta, nodes: dict[str, NodeSet], budget,
+                     share: float = 0.5) -> dict[str, torch.Tensor]:
+    """Edges into a submodule that reads its inputs token by token (see :func:`_tokenwise_vjp`): one VJP row per
+    (downstream node, token) with a nonzero cotangent, instead of every token of every example for every node.
+
+    ``{up: [n_down, n_up]}`` for the submodules in ``ins``."""
     B, T, D = cot.shape
-    x = cot.W if maps else sum(clean[u.name].x for u in ins).reshape(B * T, D)
+    W = cot.W  # dtype and device of the rows
     ns, k = cot.nodes, cot.nodes.feat.numel()
     node_row, tok = cot.coeff.nonzero().unbind(1)  # feature nodes: tokens where they are active
     err_rows, err_tok = [], []
     for i, t in enumerate(ns.err_pos):
-        toks = torch.arange(B * T, device=x.device)
+        toks = torch.arange(B * T, device=W.device)
         toks = toks if t is None else toks[toks % T == t]
         err_rows.append(torch.full_like(toks, k + i))
         err_tok.append(toks)
     node_row, tok = torch.cat([node_row, *err_rows]), torch.cat([tok, *err_tok])
     err = None if cot.err is None else cot.err.reshape(B * T, D)
-    fn = None if maps else _mlp_fn(model, d.layer)
     s = budget.shape if budget is not None else None
     n_up = sum(len(nodes[u.name]) for u in ins)  # each row's weights into every upstream node, and their products
-    D_in = max([D] + [clean[u.name].x.shape[-1] for u in ins])
-    per_row = (12 * D_in + 6 * (s.d_mlp if s else 4 * D) + 4 * n_up) * x.element_size()
+    D_in = max([D] + [u.W_dec.shape[-1] for u in ins])
+    per_row = (12 * D_in + 6 * (s.d_mlp if s else 4 * D) + 4 * n_up) * W.element_size()
     size = budget.rows(per_row, "edge cotangent", share=share) if budget is not None else 4096
-    out = {u.name: x.new_zeros((len(ns), len(nodes[u.name]))) for u in ins}
+    out = {u.name: W.new_zeros((len(ns), len(nodes[u.name]))) for u in ins}
     for lo in range(0, node_row.numel(), size):
         r, t = node_row[lo:lo + size], tok[lo:lo + size]
         is_feat = r < k
-        c = torch.empty((r.numel(), D), dtype=x.dtype, device=x.device)
-        c[is_feat] = cot.coeff[r[is_feat], t[is_feat], None] * cot.W[r[is_feat]]
+        c = torch.empty((r.numel(), D), dtype=W.dtype, device=W.device)
+        c[is_feat] = cot.coeff[r[is_feat], t[is_feat], None] * W[r[is_feat]]
         if err is not None:
             c[~is_feat] = err[t[~is_feat]]
-        if maps is None:
-            xr = x[t][:, None].detach().requires_grad_(True)
-            with torch.enable_grad():
-                (v,) = torch.autograd.grad(fn(xr), xr, grad_outputs=c[:, None])
-            v = v[:, 0]
+        vs = vjp(c, t)
         for u in ins:
-            if maps is not None:
-                v = maps[u.name](c)
+            v = vs[u.name]
             df, derr = up_delta[u.name]
             nu, ku = nodes[u.name], nodes[u.name].feat.numel()
             w = v.new_zeros((r.numel(), len(nu)))
@@ -299,14 +314,10 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
                 size = budget.rows(B * budget.cotangent_row(T, max(1, n_up)), "edge cotangent", share=share, cap=chunk)
             cot = None  # the previous downstream submodule's, freed before this one's is built
             cot = _Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
-            ins, maps = _mlp_inputs(model, subs, d), None
-            if ins is None:
-                pairs = _resid_inputs(model, subs, d)
-                if pairs is not None:
-                    ins, maps = [u for u, _ in pairs], {u.name: f for u, f in pairs}
-            if ins is not None and all(u.name in {s.name for s in ups} or not len(nodes[u.name]) for u in ins):
-                ins = [u for u in ins if len(nodes[u.name])]
-                got = _tokenwise_edges(model, d, ins, cot, clean, up_delta, nodes, budget, share, maps) if ins else {}
+            tokenwise = _tokenwise_vjp(model, subs, d, clean)
+            if tokenwise is not None and all(u.name in {s.name for s in ups} or not len(nodes[u.name]) for u in tokenwise[0]):
+                ins = [u for u in tokenwise[0] if len(nodes[u.name])]
+                got = _tokenwise_edges(ins, tokenwise[1], cot, up_delta, nodes, budget, share) if ins else {}
                 for u, w in got.items():  # every other upstream path into it is cut: those pairs are absent
                     result[(u, d.name)] = w
                 continue
