@@ -115,18 +115,20 @@ def _vectors(model, subs, contexts, cfg: ClusterConfig, out: Path, group, progre
     from safetensors.torch import save
 
     from ..files import write_atomic
+    from ..splicing import frozen
     from .vectors import behaviour_vectors
 
     n_shards = (len(contexts) + cfg.shard_size - 1) // cfg.shard_size
     mine = list(range(n_shards)) if group is None else group.mine(range(n_shards))
     todo = [i for i in mine if not _shard_path(out, i).is_file()]
-    for i in _progress(todo, len(todo), "behaviour vectors (shards)", progress):
-        shard = contexts[i * cfg.shard_size : (i + 1) * cfg.shard_size]
-        parts = [behaviour_vectors(model, subs, shard[lo : lo + cfg.batch_size], cfg.vectors, cfg.top_k)
-                 for lo in range(0, len(shard), cfg.batch_size)]
-        tensors = {"indices": torch.cat([p[0] for p in parts]).contiguous(),
-                   "values": torch.cat([p[1] for p in parts]).contiguous()}
-        write_atomic(_shard_path(out, i), save(tensors, metadata={"first": str(i * cfg.shard_size)}))
+    with frozen(model):  # once for the run (its weight layout is set once, not per batch)
+        for i in _progress(todo, len(todo), "behaviour vectors (shards)", progress):
+            shard = contexts[i * cfg.shard_size : (i + 1) * cfg.shard_size]
+            parts = [behaviour_vectors(model, subs, shard[lo : lo + cfg.batch_size], cfg.vectors, cfg.top_k)
+                     for lo in range(0, len(shard), cfg.batch_size)]
+            tensors = {"indices": torch.cat([p[0] for p in parts]).contiguous(),
+                       "values": torch.cat([p[1] for p in parts]).contiguous()}
+            write_atomic(_shard_path(out, i), save(tensors, metadata={"first": str(i * cfg.shard_size)}))
     return len(todo)
 
 
