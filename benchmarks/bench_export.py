@@ -1,6 +1,6 @@
 """Time DOT export (and the SVG render when Graphviz is installed) of a synthetic 1,000-node, 5,000-edge circuit.
 
-    python benchmarks/bench_export.py [--nodes 1000] [--edges 5000] [--no-render]
+python benchmarks/bench_export.py [--nodes 1000] [--edges 5000] [--no-render]
 """
 
 from __future__ import annotations
@@ -22,8 +22,16 @@ def synthetic(n_nodes: int, n_edges: int, n_layers: int = 6, seed: int = 0) -> C
         s = subs[i % len(subs)]
         layer = -1 if s == "embed" else int(s.split("_")[1])
         f = None if i < len(subs) else 10 * i + rng.randrange(10)  # one error node per row
-        n = Node(f"{s}/{'err' if f is None else f}", s, f"hook.{s}", layer, "error" if f is None else "feature", f, None,
-                 rng.choice([-1, 1]) * rng.uniform(0.1, 3))
+        n = Node(
+            f"{s}/{'err' if f is None else f}",
+            s,
+            f"hook.{s}",
+            layer,
+            "error" if f is None else "feature",
+            f,
+            None,
+            rng.choice([-1, 1]) * rng.uniform(0.1, 3),
+        )
         nodes.append(n)
         rows[s].append(n)
     edges, seen = [Edge(n.id, "y", n.effect) for n in rows[subs[-1]]], set()

@@ -55,7 +55,7 @@ def child(args) -> None:
     def counting(*a, **k):
         out = real(*a, **k)
         stats["calls"] += 1
-        for (u, d), t in out.items():
+        for (_u, d), t in out.items():
             if d != "y":
                 stats["pairs"] += 1
                 stats["zero_pairs"] += int(not bool(t.any()))
@@ -64,8 +64,19 @@ def child(args) -> None:
 
     discovery.edge_effects = counting
     agg = args.aggregation
-    res = discovery.attribute(w.model, w.subs, w.batch, w.metric, atp, steps=10, node_threshold=float("inf"),
-                              aggregation=agg, edges=False, batch_size=16, budget=budget)
+    res = discovery.attribute(
+        w.model,
+        w.subs,
+        w.batch,
+        w.metric,
+        atp,
+        steps=10,
+        node_threshold=float("inf"),
+        aggregation=agg,
+        edges=False,
+        batch_size=16,
+        budget=budget,
+    )
     nodes = discovery._select(w.subs, res.features, res.errors, _top_threshold(res, args.nodes), agg)
     del res
     gc.collect()
@@ -80,23 +91,46 @@ def child(args) -> None:
 
     started = time.perf_counter()
     try:
-        res = discovery.attribute(w.model, w.subs, w.batch, w.metric, ig, steps=10, edges=True, batch_size=16,
-                                  aggregation=agg, budget=budget, nodes=nodes, on_phase=on_phase)
+        res = discovery.attribute(
+            w.model,
+            w.subs,
+            w.batch,
+            w.metric,
+            ig,
+            steps=10,
+            edges=True,
+            batch_size=16,
+            aggregation=agg,
+            budget=budget,
+            nodes=nodes,
+            on_phase=on_phase,
+        )
         mem.stop_phase()
     finally:
         mem.close()
     B, T = w.batch.clean.shape
     b = min(B, res.batch_size)
     k = [ns.feat.numel() for ns in nodes.values()]
-    out = {"n_nodes": sum(len(ns) for ns in nodes.values()), "aggregation": agg, "d_sae": args.d_sae,
-           "n_pairs": B, "tokens": T, "max_memory": args.max_memory, "weights_gb": round(weights, 3),
-           "peak_nodes_gb": round(mem.peaks.get("nodes", 0) / 1e9, 3),
-           "peak_edges_gb": round(mem.peaks.get("edges", 0) / 1e9, 3),
-           "edges_s": round(res.timings["edges"], 1), "edges_cpu_s": round(mem.cpu.get("edges", 0.0), 1),
-           "pairs": stats["pairs"], "zero_pairs": stats["zero_pairs"], "batches": stats["calls"],
-           "edge_mb": round(stats["edge_bytes"] / 1e6, 1),
-           "held_mb": round((sum(k) + max(k)) * b * T * 4 / 1e6, 1),
-           "nodes_per_sub_max": max(len(ns) for ns in nodes.values()), "wall_s": round(time.perf_counter() - started, 1)}
+    out = {
+        "n_nodes": sum(len(ns) for ns in nodes.values()),
+        "aggregation": agg,
+        "d_sae": args.d_sae,
+        "n_pairs": B,
+        "tokens": T,
+        "max_memory": args.max_memory,
+        "weights_gb": round(weights, 3),
+        "peak_nodes_gb": round(mem.peaks.get("nodes", 0) / 1e9, 3),
+        "peak_edges_gb": round(mem.peaks.get("edges", 0) / 1e9, 3),
+        "edges_s": round(res.timings["edges"], 1),
+        "edges_cpu_s": round(mem.cpu.get("edges", 0.0), 1),
+        "pairs": stats["pairs"],
+        "zero_pairs": stats["zero_pairs"],
+        "batches": stats["calls"],
+        "edge_mb": round(stats["edge_bytes"] / 1e6, 1),
+        "held_mb": round((sum(k) + max(k)) * b * T * 4 / 1e6, 1),
+        "nodes_per_sub_max": max(len(ns) for ns in nodes.values()),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
     out["working_gb"] = round(max(out["peak_nodes_gb"], out["peak_edges_gb"]) - weights, 3)
     out["edges_start_gb"] = round(at_start["edges"], 3)
     out["edges_growth_gb"] = round(out["peak_edges_gb"] - at_start["edges"], 3)
@@ -117,12 +151,27 @@ def gemma_pairs(n_layers: int) -> None:
     from sfc_plugin.splicing import build_submodules
 
     torch.set_num_threads(1)
-    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=32, n_heads=4, d_head=8, n_key_value_heads=2, d_mlp=64,
-                                  d_vocab=100, n_ctx=64, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
-                                  positional_embedding_type="rotary", rotary_dim=8, gated_mlp=True,
-                                  use_normalization_before_and_after=True, attn_scores_soft_cap=50.0,
-                                  output_logits_soft_cap=30.0, original_architecture="Gemma2ForCausalLM",
-                                  dtype=torch.float32, seed=0)
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        n_key_value_heads=2,
+        d_mlp=64,
+        d_vocab=100,
+        n_ctx=64,
+        act_fn="gelu_pytorch_tanh",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        gated_mlp=True,
+        use_normalization_before_and_after=True,
+        attn_scores_soft_cap=50.0,
+        output_logits_soft_cap=30.0,
+        original_architecture="Gemma2ForCausalLM",
+        dtype=torch.float32,
+        seed=0,
+    )
     model = HookedTransformer(cfg).eval()
     hooks = [f"blocks.{l}.{k}" for l in range(n_layers) for k in ("hook_attn_out", "hook_mlp_out", "hook_resid_post")]
     batch = _random_pairs(model, 2, 6, 0)
@@ -134,10 +183,20 @@ def gemma_pairs(n_layers: int) -> None:
     res = discovery.attribute(model, subs, batch, logit_diff, atp, node_threshold=0.0, batch_size=2)
     with_nodes = [s.name for s in subs if len(res.nodes[s.name])]
     pairs = [k for k in got["edges"] if k[1] != "y"]
-    print(json.dumps({"layers": n_layers, "submodules": len(subs), "with_nodes": len(with_nodes),
-                      "ordered_pairs": len(with_nodes) * (len(with_nodes) - 1) // 2, "pairs": len(pairs),
-                      "zero_pairs": sum(not bool(got["edges"][k].any()) for k in pairs),
-                      "into_y": sorted(u for u, d in got["edges"] if d == "y")}), flush=True)
+    print(
+        json.dumps(
+            {
+                "layers": n_layers,
+                "submodules": len(subs),
+                "with_nodes": len(with_nodes),
+                "ordered_pairs": len(with_nodes) * (len(with_nodes) - 1) // 2,
+                "pairs": len(pairs),
+                "zero_pairs": sum(not bool(got["edges"][k].any()) for k in pairs),
+                "into_y": sorted(u for u, d in got["edges"] if d == "y"),
+            }
+        ),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -147,7 +206,9 @@ def main() -> None:
     ap.add_argument("--d-sae", type=int, default=4096)
     ap.add_argument("--n-pairs", type=int, default=16)
     ap.add_argument("--max-memory", default="2GB")
-    ap.add_argument("--gemma-pairs", type=int, metavar="LAYERS", help="only count the pairs stored for a Gemma-2 layout")
+    ap.add_argument(
+        "--gemma-pairs", type=int, metavar="LAYERS", help="only count the pairs stored for a Gemma-2 layout"
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.gemma_pairs:
@@ -158,12 +219,27 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for agg in args.aggregation:
         for n in args.nodes:
-            cmd = [sys.executable, __file__, "--child", "--nodes", str(n), "--aggregation", agg,
-                   "--d-sae", str(args.d_sae), "--n-pairs", str(args.n_pairs), "--max-memory", args.max_memory]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--nodes",
+                str(n),
+                "--aggregation",
+                agg,
+                "--d-sae",
+                str(args.d_sae),
+                "--n-pairs",
+                str(args.n_pairs),
+                "--max-memory",
+                args.max_memory,
+            ]
             done = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if done.returncode:
-                print(json.dumps({"n_nodes": n, "aggregation": agg, "error": done.stderr.strip().splitlines()[-1:]}),
-                      flush=True)
+                print(
+                    json.dumps({"n_nodes": n, "aggregation": agg, "error": done.stderr.strip().splitlines()[-1:]}),
+                    flush=True,
+                )
                 continue
             print(done.stdout.strip().splitlines()[-1], flush=True)
 

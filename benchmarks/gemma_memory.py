@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import subprocess
 import sys
 import time
@@ -57,20 +56,41 @@ def child(args) -> None:
     started = time.perf_counter()
     model = load_hf_model_dir(args.model_dir)
     gc.collect()
-    out = {"layers": args.layers, "width": args.width, "vocab": model.cfg.d_vocab, "max_memory": args.max_memory, "n_pairs": args.n_pairs, "tokens": args.tokens,
-           "batch_size": args.batch_size,
-           "load_peak_gb": rss_gb("VmHWM"), "model_gb": rss_gb()}
+    out = {
+        "layers": args.layers,
+        "width": args.width,
+        "vocab": model.cfg.d_vocab,
+        "max_memory": args.max_memory,
+        "n_pairs": args.n_pairs,
+        "tokens": args.tokens,
+        "batch_size": args.batch_size,
+        "load_peak_gb": rss_gb("VmHWM"),
+        "model_gb": rss_gb(),
+    }
     model, saes = resolve_world(model, json.loads(args.specs))
     gc.collect()
     out.update(loaded_gb=rss_gb(), load_s=time.perf_counter() - started)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak: what follows is discover's own
     started = time.perf_counter()
-    circuit = sfc_plugin.discover(model, saes, records(args.n_pairs, args.tokens), method="ig", steps=10,
-                                  node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
-                                  max_memory=args.max_memory, batch_size=args.batch_size, progress=False)
-    out.update(discover_s=time.perf_counter() - started, discover_peak_gb=rss_gb("VmHWM"),
-               nodes=len(circuit.nodes) - 1, edges=len(circuit.edges),
-               positions=len(model.to_tokens(records(1, args.tokens)[0]["clean_prefix"])[0]))
+    circuit = sfc_plugin.discover(
+        model,
+        saes,
+        records(args.n_pairs, args.tokens),
+        method="ig",
+        steps=10,
+        node_threshold=args.node_threshold,
+        edge_threshold=args.edge_threshold,
+        max_memory=args.max_memory,
+        batch_size=args.batch_size,
+        progress=False,
+    )
+    out.update(
+        discover_s=time.perf_counter() - started,
+        discover_peak_gb=rss_gb("VmHWM"),
+        nodes=len(circuit.nodes) - 1,
+        edges=len(circuit.edges),
+        positions=len(model.to_tokens(records(1, args.tokens)[0]["clean_prefix"])[0]),
+    )
     out["working_gb"] = out["discover_peak_gb"] - out["loaded_gb"]
     print(json.dumps(out), flush=True)
 
@@ -80,7 +100,9 @@ def build(work: Path, layers: int, width: str, vocab: int) -> tuple[Path, list[s
 
     model_dir = work / "models" / f"gemma-2-2b-{layers}l-v{vocab}"
     if not (model_dir / "model.safetensors").exists():
-        hub.hf_model_dir(model_dir, {**hub.GEMMA2_2B_CONFIG, "num_hidden_layers": layers, "vocab_size": vocab}, bos="<bos>")
+        hub.hf_model_dir(
+            model_dir, {**hub.GEMMA2_2B_CONFIG, "num_hidden_layers": layers, "vocab_size": vocab}, bos="<bos>"
+        )
     marker = work / f"saes-{layers}l-{width}-v{vocab}.json"
     if marker.exists():
         return model_dir, json.loads(marker.read_text())
@@ -93,8 +115,14 @@ def build(work: Path, layers: int, width: str, vocab: int) -> tuple[Path, list[s
         del tl
         gc.collect()
     scales = json.loads(scales_file.read_text())
-    specs = hub.gemma_scope_saes(hub.HubCache(work / f"hf-v{vocab}"), work / "stage", list(range(layers)), scales,
-                                 npz_dtype="float32", width=width)
+    specs = hub.gemma_scope_saes(
+        hub.HubCache(work / f"hf-v{vocab}"),
+        work / "stage",
+        list(range(layers)),
+        scales,
+        npz_dtype="float32",
+        width=width,
+    )
     marker.write_text(json.dumps(specs))
     return model_dir, specs
 
@@ -108,7 +136,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32, help="prefix length in words (= tokens) of each pair")
     ap.add_argument("--max-memory", default="2GB", help="discover's working-memory budget")
     ap.add_argument("--batch-size", type=int, default=16, help="discover's examples per batch (an upper bound)")
-    ap.add_argument("--vocab", type=int, default=256000, help="vocabulary (true: 256000; smaller to fit 65k SAEs in memory)")
+    ap.add_argument(
+        "--vocab", type=int, default=256000, help="vocabulary (true: 256000; smaller to fit 65k SAEs in memory)"
+    )
     ap.add_argument("--node-threshold", type=float, default=0.002)
     ap.add_argument("--edge-threshold", type=float, default=0.0005)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -118,10 +148,31 @@ def main() -> None:
     if args.child:
         return child(args)
     model_dir, specs = build(args.work, args.layers, args.width, args.vocab)
-    cmd = [sys.executable, __file__, "--child", "--model-dir", str(model_dir), "--specs", json.dumps(specs),
-           "--layers", str(args.layers), "--width", args.width, "--n-pairs", str(args.n_pairs),
-           "--tokens", str(args.tokens), "--max-memory", args.max_memory, "--batch-size", str(args.batch_size),
-           "--node-threshold", str(args.node_threshold), "--edge-threshold", str(args.edge_threshold)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--model-dir",
+        str(model_dir),
+        "--specs",
+        json.dumps(specs),
+        "--layers",
+        str(args.layers),
+        "--width",
+        args.width,
+        "--n-pairs",
+        str(args.n_pairs),
+        "--tokens",
+        str(args.tokens),
+        "--max-memory",
+        args.max_memory,
+        "--batch-size",
+        str(args.batch_size),
+        "--node-threshold",
+        str(args.node_threshold),
+        "--edge-threshold",
+        str(args.edge_threshold),
+    ]
     env = {**hub.HubCache(args.work / f"hf-v{args.vocab}").env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:

@@ -66,9 +66,27 @@ def main() -> None:
         print(f"hub cache built in {time.perf_counter() - started:.0f}s", flush=True)
         for method in args.method or ["ig"]:
             out = work / f"out-{method}"
-            cmd = [sys.executable, "-m", "sfc_plugin.cli", "discover", "--preset", "pythia-70m-sfc", "--data", str(data),
-                   "--method", method, "--n-examples", str(args.n_examples),
-                   "--node-threshold", "0.002", "--edge-threshold", "0.0005", "-q", "-o", str(out)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "sfc_plugin.cli",
+                "discover",
+                "--preset",
+                "pythia-70m-sfc",
+                "--data",
+                str(data),
+                "--method",
+                method,
+                "--n-examples",
+                str(args.n_examples),
+                "--node-threshold",
+                "0.002",
+                "--edge-threshold",
+                "0.0005",
+                "-q",
+                "-o",
+                str(out),
+            ]
             cmd += ["--dtype", args.dtype] if args.dtype else []
             rc, wall, peak = run_measured(cmd, cache.env(), work / f"{method}.log")
             if rc:
@@ -76,10 +94,13 @@ def main() -> None:
             circuit = json.loads((out / "circuit.json").read_text())
             saes = circuit["provenance"]["saes"]
             dtype = f" --dtype {args.dtype}" if args.dtype else ""
-            print(f"sfc discover --preset pythia-70m-sfc --method {method}{dtype} --n-examples {args.n_examples}: "
-                  f"{wall:.0f}s wall, peak RSS {peak:.2f} GB, {len(saes)} SAEs of width "
-                  f"{sorted({s['d_sae'] for s in saes})}, {len(circuit['nodes']) - 1} nodes, "
-                  f"{len(circuit['edges'])} edges", flush=True)
+            print(
+                f"sfc discover --preset pythia-70m-sfc --method {method}{dtype} --n-examples {args.n_examples}: "
+                f"{wall:.0f}s wall, peak RSS {peak:.2f} GB, {len(saes)} SAEs of width "
+                f"{sorted({s['d_sae'] for s in saes})}, {len(circuit['nodes']) - 1} nodes, "
+                f"{len(circuit['edges'])} edges",
+                flush=True,
+            )
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

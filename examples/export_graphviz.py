@@ -26,8 +26,10 @@ def load_circuit() -> Circuit:
 def rank_labels(circuit, top=5, **_kw):
     """A label provider is any callable: circuit -> {node_id: label or {"label", "url", "tooltip"}}."""
     ranked = sorted((n for n in circuit.nodes if n.kind == "feature"), key=lambda n: -abs(n.effect))[:top]
-    return {n.id: {"label": f"top {i} ({n.effect:+.2f})", "tooltip": "labelled by rank_labels"}
-            for i, n in enumerate(ranked, 1)}
+    return {
+        n.id: {"label": f"top {i} ({n.effect:+.2f})", "tooltip": "labelled by rank_labels"}
+        for i, n in enumerate(ranked, 1)
+    }
 
 
 if __name__ == "__main__":
@@ -35,8 +37,8 @@ if __name__ == "__main__":
         circuit = load_circuit()
     except SFCError as exc:  # e.g. no toy artifacts yet: pass a circuit.json instead
         sys.exit(f"export_graphviz: {exc}")
-    circuit = apply_labels(circuit, rank_labels, top=5)   # custom labels ...
-    circuit = apply_labels(circuit, "neuronpedia")        # ... plus links for SAEs with a neuronpedia_id
+    circuit = apply_labels(circuit, rank_labels, top=5)  # custom labels ...
+    circuit = apply_labels(circuit, "neuronpedia")  # ... plus links for SAEs with a neuronpedia_id
     print(circuit.summary())
     export(circuit, "circuit_labelled.dot", "dot")
     print("wrote circuit_labelled.dot")

@@ -56,8 +56,17 @@ def main():
     pm.register(sys.modules[__name__], name="in_process_example")
     try:
         model, saes = sfc_plugin.toy.load()
-        circuit = sfc_plugin.discover(model, saes, "toy/sva-rc", metric="answer_logprob", method="endpoints",
-                                      n_examples=8, node_threshold=0.05, edges=False, progress=False)
+        circuit = sfc_plugin.discover(
+            model,
+            saes,
+            "toy/sva-rc",
+            metric="answer_logprob",
+            method="endpoints",
+            n_examples=8,
+            node_threshold=0.05,
+            edges=False,
+            progress=False,
+        )
         print(circuit.summary())
         top = sorted((n for n in circuit.nodes if n.kind != "metric"), key=lambda n: -abs(n.effect))[:5]
         print("strongest nodes: " + ", ".join(f"{n.id} {n.effect:+.3f}" for n in top))

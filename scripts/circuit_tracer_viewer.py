@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,10 +28,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VENDOR = ROOT / ".ci" / "vendor"
 # npm package file -> the CDN script it replaces (by file name in index.html)
-NPM_FILES = {"d3.js": "d3/dist/d3.js", "d3-collection.js": "d3-collection/dist/d3-collection.js",
-             "d3-jetpack.js": "d3-jetpack/build/d3-jetpack.cjs",
-             "dagre.min.js": "dagre/dist/dagre.min.js", "pako.min.js": "pako/dist/pako.min.js"}
-NPM_PACKAGES = ("d3@7.9.0", "d3-collection@1.0.7", "d3-jetpack@2.3.0", "dagre@0.8.5", "pako@2.1.0")  # what .ci/run installs
+NPM_FILES = {
+    "d3.js": "d3/dist/d3.js",
+    "d3-collection.js": "d3-collection/dist/d3-collection.js",
+    "d3-jetpack.js": "d3-jetpack/build/d3-jetpack.cjs",
+    "dagre.min.js": "dagre/dist/dagre.min.js",
+    "pako.min.js": "pako/dist/pako.min.js",
+}
+NPM_PACKAGES = (
+    "d3@7.9.0",
+    "d3-collection@1.0.7",
+    "d3-jetpack@2.3.0",
+    "dagre@0.8.5",
+    "pako@2.1.0",
+)  # what .ci/run installs
 DROPPED = ("hotserver-client-ws.js", "npy_v0.js")  # the CDN's live-reload client; .npy reader (no .npy files here)
 # d3-jetpack's UMD build replaces a global d3 but takes its d3 modules through AMD: a one-call define() hands it
 # d3 7 and adds what it exports (keeping d3's own functions). The CDN's jetpack build (jetpack_2024-07-20.js) also
@@ -129,7 +138,9 @@ def patched_index(assets: Path, settle_ms: int) -> bytes:
     html = re.sub(r"<script src='([^']*)'></script>", swap, html)
     if "://" in re.sub(r"<a [^>]*>", "", html).split("<script>")[0]:
         raise RuntimeError("circuit-tracer's index.html still loads something from the network")
-    return html.replace("<meta charset='utf-8'>", "<meta charset='utf-8'>\n" + CAPTURE % {"settle_ms": settle_ms}, 1).encode()
+    return html.replace(
+        "<meta charset='utf-8'>", "<meta charset='utf-8'>\n" + CAPTURE % {"settle_ms": settle_ms}, 1
+    ).encode()
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -146,7 +157,7 @@ class _Handler(SimpleHTTPRequestHandler):
         path = path.split("?", 1)[0]
         for prefix, base in (("/data/", self.data), ("/graph_data/", self.data)):
             if path.startswith(prefix):
-                return str(base / Path(path[len(prefix):]).name)
+                return str(base / Path(path[len(prefix) :]).name)
         if path.startswith("/lib/") and Path(path).name in NPM_FILES:
             return str(self.libs / NPM_FILES[Path(path).name])
         return super().translate_path(path)
@@ -181,14 +192,25 @@ def serve(graph_dir: Path, settle_ms: int = 4000):
 def _chromium(args: list[str], hang_guard_s: float | None = None) -> subprocess.CompletedProcess:
     """Headless Chromium; ``--virtual-time-budget`` makes it exit once the page has had 15 s of (virtual) time."""
     with tempfile.TemporaryDirectory() as profile:
-        cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--no-first-run", "--disable-extensions", "--disable-background-networking", f"--user-data-dir={profile}",
-               "--virtual-time-budget=15000", *args]
+        cmd = [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-background-networking",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            *args,
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=hang_guard_s, check=False)
 
 
-def open_graph(graph_dir: Path, slug: str, screenshot: Path | None = None, size=(1500, 1100),
-               clicked: str | None = None) -> dict:
+def open_graph(
+    graph_dir: Path, slug: str, screenshot: Path | None = None, size=(1500, 1100), clicked: str | None = None
+) -> dict:
     """Load ``graph_dir/<slug>.json`` in the viewer: ``{"drawn": [node ids], "errors": [...], "title"}``.
 
     ``clicked``: a node id to select (the viewer then draws its edges), e.g. the logit node's.
@@ -199,8 +221,14 @@ def open_graph(graph_dir: Path, slug: str, screenshot: Path | None = None, size=
         page = f"{url}/index.html?" + urlencode({"slug": slug, **({"clickedId": clicked} if clicked else {})})
         done = _chromium(["--dump-dom", page])
         if screenshot is not None:
-            shot = _chromium([f"--screenshot={Path(screenshot).resolve()}", f"--window-size={size[0]},{size[1]}",
-                              "--hide-scrollbars", page])
+            shot = _chromium(
+                [
+                    f"--screenshot={Path(screenshot).resolve()}",
+                    f"--window-size={size[0]},{size[1]}",
+                    "--hide-scrollbars",
+                    page,
+                ]
+            )
             if shot.returncode != 0:
                 raise RuntimeError(f"chromium --screenshot failed: {shot.stderr[-2000:]}")
     m = re.search(r"<pre id=\"sfc-report\"[^>]*>(.*?)</pre>", done.stdout, re.S)

@@ -1,6 +1,6 @@
 """Reproduce every toy-world number and figure in the README (writes docs/, prints Markdown).
 
-    .venv/bin/python scripts/toy_results.py [--skip-shift | --only-shift]
+.venv/bin/python scripts/toy_results.py [--skip-shift | --only-shift]
 """
 
 import argparse
@@ -27,7 +27,9 @@ def nodes_for(points, target=0.8):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-shift", action="store_true")
-    parser.add_argument("--only-shift", action="store_true", help="rerun SHIFT only; keep the rest of docs/toy_results.json")
+    parser.add_argument(
+        "--only-shift", action="store_true", help="rerun SHIFT only; keep the rest of docs/toy_results.json"
+    )
     args = parser.parse_args()
     model, saes = toy.load()
     out = {}
@@ -43,13 +45,22 @@ def main() -> None:
         t0 = time.perf_counter()
         res = sfc_plugin.evaluate(model, saes, circuit, test, ablation="mean", progress=False)
         t_eval = time.perf_counter() - t0
-        feats = sfc_plugin.evaluate(model, saes, circuit.prune(0.1), test, thresholds=[0.1], include_errors=False, progress=False)
+        feats = sfc_plugin.evaluate(
+            model, saes, circuit.prune(0.1), test, thresholds=[0.1], include_errors=False, progress=False
+        )
         own = sfc_plugin.evaluate(model, saes, circuit.prune(0.1), test, thresholds=[0.1], progress=False)
         write_report(res, DOCS / f"faithfulness-{cond}", title=f"toy/sva-{cond}: mean ablation")
-        row = {"condition": cond, "nodes_at_0.1": own["circuit"]["n_nodes"], "faithfulness_at_0.1": own["circuit"]["faithfulness"],
-               "completeness_at_0.1": own["circuit"]["completeness"], "features_only_faithfulness_at_0.1": feats["circuit"]["faithfulness"],
-               "nodes_for_faithfulness_0.8": nodes_for(res["points"]), "discover_s": round(t_disc, 1),
-               "curve_s": round(t_eval, 1), "n_points": len(res["points"])}
+        row = {
+            "condition": cond,
+            "nodes_at_0.1": own["circuit"]["n_nodes"],
+            "faithfulness_at_0.1": own["circuit"]["faithfulness"],
+            "completeness_at_0.1": own["circuit"]["completeness"],
+            "features_only_faithfulness_at_0.1": feats["circuit"]["faithfulness"],
+            "nodes_for_faithfulness_0.8": nodes_for(res["points"]),
+            "discover_s": round(t_disc, 1),
+            "curve_s": round(t_eval, 1),
+            "n_points": len(res["points"]),
+        }
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     if not args.only_shift:
@@ -57,8 +68,10 @@ def main() -> None:
         print("| condition | nodes (τ=0.1) | faithfulness | completeness | features only | nodes for F≥0.8 |")
         print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['condition']} | {r['nodes_at_0.1']} | {r['faithfulness_at_0.1']:.2f} | {r['completeness_at_0.1']:.2f} | "
-              f"{r['features_only_faithfulness_at_0.1']:.2f} | {r['nodes_for_faithfulness_0.8']} |")
+        print(
+            f"| {r['condition']} | {r['nodes_at_0.1']} | {r['faithfulness_at_0.1']:.2f} | {r['completeness_at_0.1']:.2f} | "
+            f"{r['features_only_faithfulness_at_0.1']:.2f} | {r['nodes_for_faithfulness_0.8']} |"
+        )
     if not args.skip_shift:
         from sfc_plugin.shifting import format_table, public
         from sfc_plugin.shifting.side_effects import format_side_effects

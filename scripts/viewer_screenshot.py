@@ -34,8 +34,11 @@ def main() -> int:
         site = Path(tmp) / "site"
         shutil.copytree(args.site, site)
         page = (site / "index.html").read_text(encoding="utf-8")
-        (site / "shot.html").write_text(page.replace('<script src="viewer.js"></script>',
-                                                     '<script src="viewer.js"></script><script src="shot.js"></script>'))
+        (site / "shot.html").write_text(
+            page.replace(
+                '<script src="viewer.js"></script>', '<script src="viewer.js"></script><script src="shot.js"></script>'
+            )
+        )
         node = json.dumps(args.node)
         (site / "shot.js").write_text(
             f"var s = document.getElementById('node-slider'); s.value = {int(args.node_slider)};\n"
@@ -44,10 +47,22 @@ def main() -> int:
             "g.dispatchEvent(new MouseEvent('click', {bubbles: true}));\n"
             "window.dispatchEvent(new Event('resize'));\n"
             "g = document.querySelector('.node[data-id=' + JSON.stringify(" + node + ") + ']');\n"
-            "g.dispatchEvent(new MouseEvent('mouseenter'));\n")
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--window-size={args.size}", f"--screenshot={Path(args.out).resolve()}",
-                        (site / "shot.html").as_uri()], check=True, capture_output=True)
+            "g.dispatchEvent(new MouseEvent('mouseenter'));\n"
+        )
+        subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--window-size={args.size}",
+                f"--screenshot={Path(args.out).resolve()}",
+                (site / "shot.html").as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+        )
     print(f"wrote {args.out}")
     return 0
 

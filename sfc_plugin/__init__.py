@@ -7,8 +7,19 @@ from .plugins import get_plugin_manager, hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["discover", "evaluate", "shift", "Circuit", "FeatureEdit", "load_dataset", "hookimpl", "get_plugin_manager",
-           "splice", "SFCError", "__version__"]
+__all__ = [
+    "discover",
+    "evaluate",
+    "shift",
+    "Circuit",
+    "FeatureEdit",
+    "load_dataset",
+    "hookimpl",
+    "get_plugin_manager",
+    "splice",
+    "SFCError",
+    "__version__",
+]
 
 _LAZY = {  # name -> module; heavy modules load on first use, so `sfc --help` stays fast
     "discover": "discovery",

@@ -35,9 +35,14 @@ def mean_ablation(model, subs, batch):
 
     per_position = int(batch.last.min()) == int(batch.last.max())
     count = len(batch) if per_position else int(batch.valid.sum())
-    return {name: Acts(None, f[None] / count if per_position else f[None, None] / count,
-                       e[None] / count if per_position else e[None, None] / count)
-            for name, (f, e) in _sum_acts(model, subs, batch, per_position).items()}
+    return {
+        name: Acts(
+            None,
+            f[None] / count if per_position else f[None, None] / count,
+            e[None] / count if per_position else e[None, None] / count,
+        )
+        for name, (f, e) in _sum_acts(model, subs, batch, per_position).items()
+    }
 
 
 def zero_ablation(model, subs, batch):
@@ -46,8 +51,14 @@ def zero_ablation(model, subs, batch):
 
     from .splicing import Acts
 
-    return {s.name: Acts(None, torch.zeros(1, 1, s.d_sae, dtype=s.W_dec.dtype, device=s.W_dec.device),
-                         torch.zeros(1, 1, s.W_dec.shape[1], dtype=s.W_dec.dtype, device=s.W_dec.device)) for s in subs}
+    return {
+        s.name: Acts(
+            None,
+            torch.zeros(1, 1, s.d_sae, dtype=s.W_dec.dtype, device=s.W_dec.device),
+            torch.zeros(1, 1, s.W_dec.shape[1], dtype=s.W_dec.dtype, device=s.W_dec.device),
+        )
+        for s in subs
+    }
 
 
 def resample_ablation(model, subs, batch, seed: int = 0):

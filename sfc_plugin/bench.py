@@ -141,44 +141,100 @@ def _calibrated_subs(model, hooks: list[str], d_sae: int, l0: float, seed: int, 
     return build_submodules(model, saes)
 
 
-def pythia_workload(d_sae: int = 32768, n_pairs: int = 20, n_tokens: int = 10, l0: float = 50, seed: int = 0,
-                    device: str = "cpu") -> Workload:
+def pythia_workload(
+    d_sae: int = 32768, n_pairs: int = 20, n_tokens: int = 10, l0: float = 50, seed: int = 0, device: str = "cpu"
+) -> Workload:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from .metrics import logit_diff
 
     torch.manual_seed(seed)
-    cfg = HookedTransformerConfig(n_layers=6, d_model=512, n_heads=8, d_head=64, d_mlp=2048, d_vocab=50304, n_ctx=2048,
-                                  act_fn="gelu", normalization_type="LN", positional_embedding_type="rotary",
-                                  rotary_dim=16, parallel_attn_mlp=True, dtype=torch.float32, device=device, seed=seed)
+    cfg = HookedTransformerConfig(
+        n_layers=6,
+        d_model=512,
+        n_heads=8,
+        d_head=64,
+        d_mlp=2048,
+        d_vocab=50304,
+        n_ctx=2048,
+        act_fn="gelu",
+        normalization_type="LN",
+        positional_embedding_type="rotary",
+        rotary_dim=16,
+        parallel_attn_mlp=True,
+        dtype=torch.float32,
+        device=device,
+        seed=seed,
+    )
     model = HookedTransformer(cfg).eval()
-    hooks = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_{k}" for l in range(6) for k in ("attn_out", "mlp_out", "resid_post")]
+    hooks = ["blocks.0.hook_resid_pre"] + [
+        f"blocks.{l}.hook_{k}" for l in range(6) for k in ("attn_out", "mlp_out", "resid_post")
+    ]
     subs = _calibrated_subs(model, hooks, d_sae, l0, seed, n_tokens)
-    return Workload("pythia", model, subs, _random_pairs(model, n_pairs, n_tokens, seed), logit_diff, None,
-                    f"Pythia-70M-shaped, 19 SAEs x {d_sae}, {n_pairs} pairs x {n_tokens} tokens")
+    return Workload(
+        "pythia",
+        model,
+        subs,
+        _random_pairs(model, n_pairs, n_tokens, seed),
+        logit_diff,
+        None,
+        f"Pythia-70M-shaped, 19 SAEs x {d_sae}, {n_pairs} pairs x {n_tokens} tokens",
+    )
 
 
-def gemma_workload(n_layers: int = 4, d_sae: int = 16384, n_pairs: int = 8, n_tokens: int = 10, l0: float = 50,
-                   seed: int = 0, device: str = "cpu", d_vocab: int = 256000) -> Workload:
+def gemma_workload(
+    n_layers: int = 4,
+    d_sae: int = 16384,
+    n_pairs: int = 8,
+    n_tokens: int = 10,
+    l0: float = 50,
+    seed: int = 0,
+    device: str = "cpu",
+    d_vocab: int = 256000,
+) -> Workload:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from .metrics import logit_diff
 
     torch.manual_seed(seed)
-    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=2304, n_heads=8, d_head=256, n_key_value_heads=4, d_mlp=9216,
-                                  d_vocab=d_vocab, n_ctx=8192, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
-                                  positional_embedding_type="rotary", rotary_dim=256, rotary_base=10000, gated_mlp=True,
-                                  use_normalization_before_and_after=True, attn_scores_soft_cap=50.0,
-                                  output_logits_soft_cap=30.0, window_size=4096,
-                                  attn_types=(["global", "local"] * n_layers)[:n_layers], dtype=torch.float32,
-                                  device=device, seed=seed)
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=2304,
+        n_heads=8,
+        d_head=256,
+        n_key_value_heads=4,
+        d_mlp=9216,
+        d_vocab=d_vocab,
+        n_ctx=8192,
+        act_fn="gelu_pytorch_tanh",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=256,
+        rotary_base=10000,
+        gated_mlp=True,
+        use_normalization_before_and_after=True,
+        attn_scores_soft_cap=50.0,
+        output_logits_soft_cap=30.0,
+        window_size=4096,
+        attn_types=(["global", "local"] * n_layers)[:n_layers],
+        dtype=torch.float32,
+        device=device,
+        seed=seed,
+    )
     model = HookedTransformer(cfg).eval()
     with torch.no_grad():  # Gemma ties its embeddings: share the storage
         model.unembed.W_U = torch.nn.Parameter(model.embed.W_E.T, requires_grad=False)
     hooks = [f"blocks.{l}.hook_{k}" for l in range(n_layers) for k in ("attn_out", "mlp_out", "resid_post")]
     subs = _calibrated_subs(model, hooks, d_sae, l0, seed, n_tokens)
-    return Workload("gemma", model, subs, _random_pairs(model, n_pairs, n_tokens, seed), logit_diff, None,
-                    f"Gemma-2-2B-shaped, {n_layers} layers, {len(hooks)} SAEs x {d_sae}, {n_pairs} pairs x {n_tokens} tokens")
+    return Workload(
+        "gemma",
+        model,
+        subs,
+        _random_pairs(model, n_pairs, n_tokens, seed),
+        logit_diff,
+        None,
+        f"Gemma-2-2B-shaped, {n_layers} layers, {len(hooks)} SAEs x {d_sae}, {n_pairs} pairs x {n_tokens} tokens",
+    )
 
 
 def toy_workload(n_examples: int = 100, device: str = "cpu") -> Workload:
@@ -189,8 +245,15 @@ def toy_workload(n_examples: int = 100, device: str = "cpu") -> Workload:
 
     model, saes = toy.load(device=device)
     records = load_dataset("toy/sva-rc", "train")[:n_examples]
-    return Workload("toy", model, build_submodules(model, saes), tokenize(model, records, next(model.parameters()).device),
-                    logit_diff, 0.1, f"toy world, across-RC, {len(records)} examples")
+    return Workload(
+        "toy",
+        model,
+        build_submodules(model, saes),
+        tokenize(model, records, next(model.parameters()).device),
+        logit_diff,
+        0.1,
+        f"toy world, across-RC, {len(records)} examples",
+    )
 
 
 # ---- the comparison ----------------------------------------------------------------------------
@@ -201,13 +264,24 @@ def _rel_diff(ours: list[torch.Tensor], base: list[torch.Tensor]) -> float:
 
 
 def _top_threshold(res, n_nodes: int) -> float:
-    eff = torch.cat([torch.cat([f.flatten().abs(), e.flatten().abs()]) for f, e in zip(res.features.values(), res.errors.values())])
+    eff = torch.cat(
+        [torch.cat([f.flatten().abs(), e.flatten().abs()]) for f, e in zip(res.features.values(), res.errors.values())]
+    )
     k = min(n_nodes, eff.numel())
     return float(eff.topk(k).values[-1]) * 0.999999 if k else 0.0
 
 
-def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memory=None, n_nodes: int = 200,
-                 baseline: bool = True, baseline_edges_only: bool = False, progress: bool = False) -> list[dict]:
+def run_workload(
+    w: Workload,
+    *,
+    steps: int = 10,
+    batch_size: int = 16,
+    max_memory=None,
+    n_nodes: int = 200,
+    baseline: bool = True,
+    baseline_edges_only: bool = False,
+    progress: bool = False,
+) -> list[dict]:
     """Rows of ``bench.json`` for one workload (phases nodes, edges, total).
 
     ``baseline_edges_only``: the baseline runs only its edge phase, on the IG gradients of our path (computed
@@ -226,13 +300,36 @@ def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memo
     try:
         nodes = None
         if w.node_threshold is None:  # the top n_nodes by atp effects (random weights: no natural threshold; untimed)
-            res = attribute(w.model, w.subs, w.batch, w.metric, atp, steps=steps, node_threshold=float("inf"),
-                            edges=False, batch_size=batch_size, budget=budget, progress=progress)
+            res = attribute(
+                w.model,
+                w.subs,
+                w.batch,
+                w.metric,
+                atp,
+                steps=steps,
+                node_threshold=float("inf"),
+                edges=False,
+                batch_size=batch_size,
+                budget=budget,
+                progress=progress,
+            )
             nodes = _select(w.subs, res.features, res.errors, _top_threshold(res, n_nodes), "sum")
         t0 = time.perf_counter()
-        res = attribute(w.model, w.subs, w.batch, w.metric, ig, steps=steps, edges=True, batch_size=batch_size,
-                        node_threshold=w.node_threshold or 0.0, budget=budget, progress=progress, nodes=nodes,
-                        on_phase=mem.start)
+        res = attribute(
+            w.model,
+            w.subs,
+            w.batch,
+            w.metric,
+            ig,
+            steps=steps,
+            edges=True,
+            batch_size=batch_size,
+            node_threshold=w.node_threshold or 0.0,
+            budget=budget,
+            progress=progress,
+            nodes=nodes,
+            on_phase=mem.start,
+        )
         t_all = time.perf_counter() - t0
         nodes = res.nodes
         mem.stop_phase()
@@ -245,17 +342,30 @@ def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memo
         mem.cpu.clear()
         base = None
         if baseline:
+
             def given_grads(b):  # our IG gradients for the edges-only baseline (the same values)
                 with frozen(w.model):
                     return ig(prepare(w.model, w.subs, b, w.metric, steps, "sum", budget)).grads
 
             t0 = time.perf_counter()
-            base = baseline_discover(w.model, w.subs, w.batch, w.metric, steps=steps, batch_size=batch_size, nodes=nodes,
-                                     on_phase=mem.start, given_grads=given_grads if baseline_edges_only else None)
+            base = baseline_discover(
+                w.model,
+                w.subs,
+                w.batch,
+                w.metric,
+                steps=steps,
+                batch_size=batch_size,
+                nodes=nodes,
+                on_phase=mem.start,
+                given_grads=given_grads if baseline_edges_only else None,
+            )
             base_total = time.perf_counter() - t0
             mem.stop_phase()
-            base_t = {"nodes": base["timings"].get("nodes"), "edges": base["timings"].get("edges", 0.0),
-                      "total": None if baseline_edges_only else base_total}
+            base_t = {
+                "nodes": base["timings"].get("nodes"),
+                "edges": base["timings"].get("edges", 0.0),
+                "total": None if baseline_edges_only else base_total,
+            }
             base_peak = {k: mem.peaks.get(k, 0) for k in ("nodes", "edges", "total")}
             base_peak["total"] = max(base_peak.values())
             base_cpu = {"nodes": mem.cpu.get("nodes", 0.0), "edges": mem.cpu.get("edges", 0.0)}
@@ -265,24 +375,39 @@ def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memo
     n_circuit = sum(len(ns) for ns in nodes.values())
     rows = []
     for phase in ("nodes", "edges", "total"):
-        row = {"name": w.name, "phase": phase, "ours_s": round(ours[phase], 3),
-               "ours_peak_gb": round(ours_peak[phase] / 1e9, 3), "ours_cpu_s": round(ours_cpu[phase], 3),
-               "description": w.description,
-               "n_examples": len(w.batch), "n_nodes": n_circuit, "steps": steps}
+        row = {
+            "name": w.name,
+            "phase": phase,
+            "ours_s": round(ours[phase], 3),
+            "ours_peak_gb": round(ours_peak[phase] / 1e9, 3),
+            "ours_cpu_s": round(ours_cpu[phase], 3),
+            "description": w.description,
+            "n_examples": len(w.batch),
+            "n_nodes": n_circuit,
+            "steps": steps,
+        }
         if base is not None and base_t[phase] is not None:
             if phase == "nodes":
-                diff = _rel_diff([res.features[s.name] for s in w.subs] + [res.errors[s.name] for s in w.subs],
-                                 [base["features"][s.name] for s in w.subs] + [base["errors"][s.name] for s in w.subs])
+                diff = _rel_diff(
+                    [res.features[s.name] for s in w.subs] + [res.errors[s.name] for s in w.subs],
+                    [base["features"][s.name] for s in w.subs] + [base["errors"][s.name] for s in w.subs],
+                )
             elif phase == "edges":
                 keys = sorted(base["edges"])
-                diff = _rel_diff([res.edges.get(k, torch.zeros_like(base["edges"][k])) for k in keys],  # absent: zero
-                                 [base["edges"][k] for k in keys])
+                diff = _rel_diff(
+                    [res.edges.get(k, torch.zeros_like(base["edges"][k])) for k in keys],  # absent: zero
+                    [base["edges"][k] for k in keys],
+                )
             else:
                 diff = abs(res.total / res.count - base["total"]) / max(abs(base["total"]), 1e-30)
-            row.update(baseline_s=round(base_t[phase], 3), ratio=round(base_t[phase] / max(ours[phase], 1e-9), 2),
-                       baseline_cpu_s=round(base_cpu[phase], 3),
-                       cpu_ratio=round(base_cpu[phase] / max(ours_cpu[phase], 1e-9), 2),
-                       baseline_peak_gb=round(base_peak[phase] / 1e9, 3), max_rel_diff=float(f"{diff:.3g}"))
+            row.update(
+                baseline_s=round(base_t[phase], 3),
+                ratio=round(base_t[phase] / max(ours[phase], 1e-9), 2),
+                baseline_cpu_s=round(base_cpu[phase], 3),
+                cpu_ratio=round(base_cpu[phase] / max(ours_cpu[phase], 1e-9), 2),
+                baseline_peak_gb=round(base_peak[phase] / 1e9, 3),
+                max_rel_diff=float(f"{diff:.3g}"),
+            )
         else:
             row.update(baseline_s=None, ratio=None, baseline_peak_gb=None, max_rel_diff=None)
         rows.append(row)
@@ -290,15 +415,19 @@ def run_workload(w: Workload, *, steps: int = 10, batch_size: int = 16, max_memo
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = (f"{'workload':<8} {'phase':<6} {'ours s':>8} {'paper s':>8} {'ratio':>7} {'cpu ratio':>9} {'ours GB':>8} "
-            f"{'paper GB':>9} {'max rel diff':>12}")
+    head = (
+        f"{'workload':<8} {'phase':<6} {'ours s':>8} {'paper s':>8} {'ratio':>7} {'cpu ratio':>9} {'ours GB':>8} "
+        f"{'paper GB':>9} {'max rel diff':>12}"
+    )
     out = [head]
-    fmt = lambda v, f: format('-', f.split('.')[0]) if v is None else format(v, f)  # noqa: E731
+    fmt = lambda v, f: format("-", f.split(".")[0]) if v is None else format(v, f)  # noqa: E731
     ratio = lambda v, w: f"{'-':>{w}}" if v is None else f"{v:>{w - 1}.1f}x"  # noqa: E731
     for r in rows:
-        out.append(f"{r['name']:<8} {r['phase']:<6} {r['ours_s']:>8.2f} {fmt(r['baseline_s'], '>8.2f')} "
-                   f"{ratio(r['ratio'], 7)} {ratio(r.get('cpu_ratio'), 9)} {r['ours_peak_gb']:>8.2f} {fmt(r['baseline_peak_gb'], '>9.2f')} "
-                   f"{fmt(r['max_rel_diff'], '>12.1e')}")
+        out.append(
+            f"{r['name']:<8} {r['phase']:<6} {r['ours_s']:>8.2f} {fmt(r['baseline_s'], '>8.2f')} "
+            f"{ratio(r['ratio'], 7)} {ratio(r.get('cpu_ratio'), 9)} {r['ours_peak_gb']:>8.2f} {fmt(r['baseline_peak_gb'], '>9.2f')} "
+            f"{fmt(r['max_rel_diff'], '>12.1e')}"
+        )
     return "\n".join(out)
 
 

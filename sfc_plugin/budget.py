@@ -13,8 +13,22 @@ from dataclasses import dataclass
 
 from .errors import SFCError
 
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 DEFAULT_FRACTION = 0.5  # of the memory free on the device when no budget is given
 CPU_DEFAULT_CAP = 2e9  # on the host, at most this much by default: larger chunks are no faster on a CPU, and
 # host memory is shared with everything else (a GPU's free memory is the run's to use)
@@ -73,12 +87,18 @@ class Shape:
     itemsize: int
 
     @classmethod
-    def of(cls, cfg) -> "Shape":
+    def of(cls, cfg) -> Shape:
         import torch
 
         d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
-        return cls(cfg.n_layers, cfg.d_model, d_mlp, cfg.n_heads, cfg.d_vocab_out if cfg.d_vocab_out > 0 else cfg.d_vocab,
-                   torch.empty((), dtype=cfg.dtype).element_size())
+        return cls(
+            cfg.n_layers,
+            cfg.d_model,
+            d_mlp,
+            cfg.n_heads,
+            cfg.d_vocab_out if cfg.d_vocab_out > 0 else cfg.d_vocab,
+            torch.empty((), dtype=cfg.dtype).element_size(),
+        )
 
 
 @dataclass(frozen=True)
@@ -90,7 +110,7 @@ class MemoryBudget:
     given: bool = True  # False: derived from free memory
 
     @classmethod
-    def resolve(cls, max_memory, model, device=None) -> "MemoryBudget":
+    def resolve(cls, max_memory, model, device=None) -> MemoryBudget:
         shape = Shape.of(model.cfg)
         if max_memory is not None:
             return cls(parse_memory(max_memory), shape, True)
@@ -108,8 +128,10 @@ class MemoryBudget:
         n = int(room // max(per_row, 1))
         if n < 1:
             need = per_row / share
-            raise SFCError(f"max_memory {format_bytes(self.bytes)} is too small: one {what} row needs about "
-                           f"{format_bytes(per_row)}; give at least --max-memory {need / 1e9:.2f}GB or use shorter prompts")
+            raise SFCError(
+                f"max_memory {format_bytes(self.bytes)} is too small: one {what} row needs about "
+                f"{format_bytes(per_row)}; give at least --max-memory {need / 1e9:.2f}GB or use shorter prompts"
+            )
         return n if cap is None else max(1, min(n, cap))
 
     def circuit(self, held: float, n_nodes: int, share: float) -> None:
@@ -119,9 +141,11 @@ class MemoryBudget:
         if held <= room:
             return
         fit = int(n_nodes * (room / held) ** 0.5)  # edge weights grow with the square of the node count
-        raise SFCError(f"max_memory {format_bytes(self.bytes)} is too small for a circuit of {n_nodes:,} nodes: its edge "
-                       f"weights and node deltas need about {format_bytes(held)}; give at least --max-memory "
-                       f"{held / share / 1e9:.2f}GB or raise --node-threshold (about {fit:,} nodes would fit)")
+        raise SFCError(
+            f"max_memory {format_bytes(self.bytes)} is too small for a circuit of {n_nodes:,} nodes: its edge "
+            f"weights and node deltas need about {format_bytes(held)}; give at least --max-memory "
+            f"{held / share / 1e9:.2f}GB or raise --node-threshold (about {fit:,} nodes would fit)"
+        )
 
     # ---- per-row estimates (bytes) -------------------------------------------------------------
     def layer_bytes(self, pos: int, grad: bool) -> float:
@@ -137,8 +161,11 @@ class MemoryBudget:
     def forward_row(self, pos: int, layers: int, metric_pos: int, grad: bool = True, extra_d: int = 0) -> float:
         """One row of a (forward[, backward]) pass through ``layers`` blocks; ``extra_d``: more ``[pos, d_model]`` tensors."""
         s = self.shape
-        return (layers * self.layer_bytes(pos, grad) + self.head_bytes(metric_pos)
-                + (4 + extra_d) * pos * s.d_model * s.itemsize)
+        return (
+            layers * self.layer_bytes(pos, grad)
+            + self.head_bytes(metric_pos)
+            + (4 + extra_d) * pos * s.d_model * s.itemsize
+        )
 
     def encode_row(self, d_sae: int) -> float:
         """One token through a dense SAE encoder (pre-activations, features, top-k scratch)."""

@@ -128,25 +128,46 @@ class Circuit:
                 counts[n.submodule] = counts.get(n.submodule, 0) + 1
         return counts
 
-    def prune(self, node_threshold: float | None = None, edge_threshold: float | None = None) -> "Circuit":
+    def prune(self, node_threshold: float | None = None, edge_threshold: float | None = None) -> Circuit:
         """A sub-circuit at stricter thresholds (no recomputation; thresholds can only rise)."""
         from .validation import threshold
 
         nt = self.node_threshold if node_threshold is None else threshold(node_threshold, "node_threshold")
         et = self.edge_threshold if edge_threshold is None else threshold(edge_threshold, "edge_threshold")
         if nt < self.node_threshold or et < self.edge_threshold:
-            raise SFCError(f"cannot lower thresholds ({nt}, {et}) below the circuit's ({self.node_threshold}, {self.edge_threshold}) without recomputing")
+            raise SFCError(
+                f"cannot lower thresholds ({nt}, {et}) below the circuit's ({self.node_threshold}, {self.edge_threshold}) without recomputing"
+            )
         nodes = [n for n in self.nodes if n.kind == "metric" or abs(n.effect) > nt]
         keep = {n.id for n in nodes}
         edges = [e for e in self.edges if e.source in keep and e.target in keep and abs(e.weight) > et]
-        return Circuit(nodes, edges, self.total_effect, self.metric, self.method, self.steps, self.aggregation,
-                       nt, et, dict(self.provenance))
+        return Circuit(
+            nodes,
+            edges,
+            self.total_effect,
+            self.metric,
+            self.method,
+            self.steps,
+            self.aggregation,
+            nt,
+            et,
+            dict(self.provenance),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "nodes": [asdict(n) for n in self.nodes], "edges": [asdict(e) for e in self.edges],
-                "total_effect": self.total_effect, "metric": self.metric, "method": self.method, "steps": self.steps,
-                "aggregation": self.aggregation, "node_threshold": self.node_threshold,
-                "edge_threshold": self.edge_threshold, "provenance": self.provenance}
+        return {
+            "schema": SCHEMA,
+            "nodes": [asdict(n) for n in self.nodes],
+            "edges": [asdict(e) for e in self.edges],
+            "total_effect": self.total_effect,
+            "metric": self.metric,
+            "method": self.method,
+            "steps": self.steps,
+            "aggregation": self.aggregation,
+            "node_threshold": self.node_threshold,
+            "edge_threshold": self.edge_threshold,
+            "provenance": self.provenance,
+        }
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The ``sfc-circuit/1`` JSON text; written atomically to ``path`` when given."""
@@ -156,7 +177,7 @@ class Circuit:
         return text
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "circuit") -> "Circuit":
+    def from_dict(cls, data: dict[str, Any], source: str = "circuit") -> Circuit:
         """A circuit from its JSON structure; every field's type and every number's finiteness are checked."""
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             got = data.get("schema") if isinstance(data, dict) else type(data).__name__
@@ -188,17 +209,29 @@ class Circuit:
         total = data.get("total_effect")
         if total is not None:
             total = _number(total, f"{source}: corrupt circuit: 'total_effect'")
-        thresholds = [_number(data[k], f"{source}: corrupt circuit: {k!r}") for k in ("node_threshold", "edge_threshold")]
+        thresholds = [
+            _number(data[k], f"{source}: corrupt circuit: {k!r}") for k in ("node_threshold", "edge_threshold")
+        ]
         if min(thresholds) < 0:
             raise SFCError(f"{source}: corrupt circuit: negative threshold {min(thresholds)!r}")
         prov = data.get("provenance") or {}
         if not isinstance(prov, dict):
             raise SFCError(f"{source}: corrupt circuit: 'provenance' must be an object, got {type(prov).__name__}")
-        return cls(nodes, edges, total, data["metric"], data["method"], steps, data["aggregation"],
-                   thresholds[0], thresholds[1], dict(prov))
+        return cls(
+            nodes,
+            edges,
+            total,
+            data["metric"],
+            data["method"],
+            steps,
+            data["aggregation"],
+            thresholds[0],
+            thresholds[1],
+            dict(prov),
+        )
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "Circuit":
+    def from_json(cls, path: str | Path) -> Circuit:
         """Read a circuit file written by :meth:`to_json` (bad files raise a one-line SFCError)."""
         from .validation import json_file
 
@@ -221,19 +254,23 @@ class Circuit:
         bundle = {"text/plain": summary}
         if dot_binary():
             svg = render(self, "svg").decode("utf-8")
-            svg = svg[svg.find("<svg"):]  # inline: without the XML declaration and DOCTYPE
+            svg = svg[svg.find("<svg") :]  # inline: without the XML declaration and DOCTYPE
             bundle["text/html"] = f"<pre>{html.escape(summary)}</pre>\n{svg}"
         return bundle
 
     def __repr__(self) -> str:
         n = sum(node.kind != "metric" for node in self.nodes)
-        return (f"<Circuit {self.metric} ({self.method}, {self.aggregation}): {n} nodes, {len(self.edges)} edges, "
-                f"|effect| > {self.node_threshold:g}>")
+        return (
+            f"<Circuit {self.metric} ({self.method}, {self.aggregation}): {n} nodes, {len(self.edges)} edges, "
+            f"|effect| > {self.node_threshold:g}>"
+        )
 
     def summary(self) -> str:
         """A few lines: nodes per submodule, edges, total effect."""
         per = self.nodes_per_submodule()
-        lines = [f"nodes: {sum(per.values())} ({', '.join(f'{k} {v}' for k, v in per.items()) or 'none'})",
-                 f"edges: {len(self.edges)}",
-                 f"total effect m(patch) - m(clean): {'n/a (zero ablation)' if self.total_effect is None else f'{self.total_effect:.4f}'}"]
+        lines = [
+            f"nodes: {sum(per.values())} ({', '.join(f'{k} {v}' for k, v in per.items()) or 'none'})",
+            f"edges: {len(self.edges)}",
+            f"total effect m(patch) - m(clean): {'n/a (zero ablation)' if self.total_effect is None else f'{self.total_effect:.4f}'}",
+        ]
         return "\n".join(lines)

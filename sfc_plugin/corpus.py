@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .errors import SFCError
 
@@ -54,8 +55,13 @@ class Corpus:
         return h.hexdigest()
 
     def info(self) -> dict:
-        return {"name": self.name, "n_contexts": len(self), "context_size": self.context_size,
-                "n_tokens": self.n_tokens, "fingerprint": self.fingerprint()}
+        return {
+            "name": self.name,
+            "n_contexts": len(self),
+            "context_size": self.context_size,
+            "n_tokens": self.n_tokens,
+            "fingerprint": self.fingerprint(),
+        }
 
 
 def _toy_corpus(model, n_contexts: int, context_size: int, seed: int) -> Corpus:
@@ -82,11 +88,15 @@ def _documents(path: Path, text_field: str) -> Iterator[str]:
         try:
             from datasets import DatasetDict, load_from_disk
         except ImportError:  # pragma: no cover - datasets comes with sae-lens
-            raise SFCError(f"corpus {str(path)!r} is a directory, but the 'datasets' package is not installed") from None
+            raise SFCError(
+                f"corpus {str(path)!r} is a directory, but the 'datasets' package is not installed"
+            ) from None
         try:
             ds = load_from_disk(str(path))
         except Exception as exc:  # noqa: BLE001 - any failure means: not a saved dataset
-            raise SFCError(f"corpus {str(path)!r} is not a Hugging Face datasets directory ({type(exc).__name__})") from None
+            raise SFCError(
+                f"corpus {str(path)!r} is not a Hugging Face datasets directory ({type(exc).__name__})"
+            ) from None
         if isinstance(ds, DatasetDict):
             ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
         if text_field not in ds.column_names:
@@ -116,7 +126,9 @@ def _documents(path: Path, text_field: str) -> Iterator[str]:
                 elif isinstance(rec, str):
                     yield rec
                 else:
-                    raise SFCError(f"corpus {str(path)!r} line {lineno}: needs a string or an object with a {text_field!r} string")
+                    raise SFCError(
+                        f"corpus {str(path)!r} line {lineno}: needs a string or an object with a {text_field!r} string"
+                    )
         except UnicodeDecodeError:
             raise SFCError(f"corpus {str(path)!r} is not UTF-8 text") from None
 
@@ -126,14 +138,21 @@ def _chunks(docs: Iterable[str], tokenizer, size: int, limit: int) -> Iterator[l
     for doc in docs:
         ids = tokenizer.encode(doc, add_special_tokens=False)
         for i in range(0, len(ids), body):
-            yield ids[i:i + body]
+            yield ids[i : i + body]
             limit -= 1
             if limit <= 0:
                 return
 
 
-def load_corpus(spec: str | Path | Corpus | None = None, model=None, *, context_size: int | None = None,
-                n_contexts: int | None = None, text_field: str = "text", seed: int = 0) -> Corpus:
+def load_corpus(
+    spec: str | Path | Corpus | None = None,
+    model=None,
+    *,
+    context_size: int | None = None,
+    n_contexts: int | None = None,
+    text_field: str = "text",
+    seed: int = 0,
+) -> Corpus:
     """The corpus named by ``spec`` (see the module docstring), tokenised with ``model.tokenizer``.
 
     ``context_size`` defaults to 32 for the toy corpus and ``min(model.cfg.n_ctx, 128)`` otherwise;
@@ -170,8 +189,8 @@ def load_corpus(spec: str | Path | Corpus | None = None, model=None, *, context_
     for i, ids in enumerate(rows):
         if bos is not None:
             tokens[i, 0] = bos
-        tokens[i, start:start + len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[i, start:start + len(ids)] = True
+        tokens[i, start : start + len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[i, start : start + len(ids)] = True
     return Corpus(str(spec), tokens, mask)
 
 

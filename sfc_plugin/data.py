@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import SFCError
 from .plugins import hookimpl
@@ -28,7 +29,7 @@ class Records(list):
         """``example i`` plus its file and line when known."""
         return f"example {i}" + (f" ({self.where[i]})" if self.where and i < len(self.where) else "")
 
-    def head(self, n: int | None) -> "Records":
+    def head(self, n: int | None) -> Records:
         return self if n is None else Records(self[:n], None if self.where is None else self.where[:n], self.source)
 
 
@@ -63,15 +64,19 @@ def load_dataset(name_or_path: str | Path, split: str | None = None, pm=None) ->
     if str(name_or_path) in datasets:
         records = lookup("dataset", str(name_or_path), pm)(split)  # a plugin's failure is one line naming it
         if isinstance(records, (str, bytes)) or not hasattr(records, "__iter__"):
-            raise SFCError(f"dataset {str(name_or_path)!r} ({datasets[str(name_or_path)].plugin}) returned "
-                           f"{type(records).__name__}, expected a list of records")
+            raise SFCError(
+                f"dataset {str(name_or_path)!r} ({datasets[str(name_or_path)].plugin}) returned "
+                f"{type(records).__name__}, expected a list of records"
+            )
         return records if isinstance(records, Records) else list(records)
     path = Path(name_or_path)
     if path.is_file():
         return read_jsonl(path)
     if path.is_dir():
         raise SFCError(f"data {str(name_or_path)!r} is a directory, expected a JSON-lines file or a dataset name")
-    raise SFCError(f"unknown dataset {str(name_or_path)!r}: not a registered name ({', '.join(sorted(datasets)) or 'none'}) nor a file")
+    raise SFCError(
+        f"unknown dataset {str(name_or_path)!r}: not a registered name ({', '.join(sorted(datasets)) or 'none'}) nor a file"
+    )
 
 
 def resolve_records(data: Any, n_examples: int | None = None, pm=None) -> Records:
@@ -88,7 +93,9 @@ def resolve_records(data: Any, n_examples: int | None = None, pm=None) -> Record
     records = records if isinstance(records, Records) else Records(records)
     records = records.head(n_examples)
     if not records:
-        raise SFCError(f"no examples in data {data if isinstance(data, (str, Path)) else records.source or '(sequence)'!s}")
+        raise SFCError(
+            f"no examples in data {data if isinstance(data, (str, Path)) else records.source or '(sequence)'!s}"
+        )
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise SFCError(f"{records.origin(i)}: expected a record (dict), got {type(rec).__name__}")
@@ -140,21 +147,41 @@ class Batch:
             hi = min(lo + size, len(self))
             width = int(self.last[lo:hi].max()) + 1
             cut = lambda t, two_d=True: None if t is None else (t[lo:hi, :width] if two_d else t[lo:hi])  # noqa: E731
-            yield Batch(cut(self.clean), cut(self.patch), cut(self.clean_answer, False), cut(self.patch_answer, False),
-                        cut(self.last, False), self.records[lo:hi])
+            yield Batch(
+                cut(self.clean),
+                cut(self.patch),
+                cut(self.clean_answer, False),
+                cut(self.patch_answer, False),
+                cut(self.last, False),
+                self.records[lo:hi],
+            )
 
-    def select(self, index) -> "Batch":
+    def select(self, index) -> Batch:
         """The rows ``index`` (a LongTensor; repeats allowed), same width."""
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         idx = index.tolist()
-        return replace(self, clean=pick(self.clean), patch=pick(self.patch), clean_answer=pick(self.clean_answer),
-                       patch_answer=pick(self.patch_answer), last=pick(self.last), records=[self.records[i] for i in idx])
+        return replace(
+            self,
+            clean=pick(self.clean),
+            patch=pick(self.patch),
+            clean_answer=pick(self.clean_answer),
+            patch_answer=pick(self.patch_answer),
+            last=pick(self.last),
+            records=[self.records[i] for i in idx],
+        )
 
-    def repeat(self, n: int) -> "Batch":
+    def repeat(self, n: int) -> Batch:
         """The batch stacked ``n`` times along the batch dimension."""
         rep = lambda t: None if t is None else t.repeat(n, *([1] * (t.dim() - 1)))  # noqa: E731
-        return replace(self, clean=rep(self.clean), patch=rep(self.patch), clean_answer=rep(self.clean_answer),
-                       patch_answer=rep(self.patch_answer), last=rep(self.last), records=self.records * n)
+        return replace(
+            self,
+            clean=rep(self.clean),
+            patch=rep(self.patch),
+            clean_answer=rep(self.clean_answer),
+            patch_answer=rep(self.patch_answer),
+            last=rep(self.last),
+            records=self.records * n,
+        )
 
 
 def _unk_id(model) -> int | None:
@@ -170,8 +197,10 @@ def _check_tokens(model, ids, text: str, what: str, where: str, allow_unk: bool,
     unk = _unk_id(model)
     if unk is not None and not allow_unk and bool((ids == unk).any()):
         tok = model.tokenizer
-        raise SFCError(f"{where}: {what} {text!r} contains the unknown token {tok.unk_token!r} (a word outside the "
-                       f"vocabulary); fix the data or allow it with allow_unk=True (--allow-unk)")
+        raise SFCError(
+            f"{where}: {what} {text!r} contains the unknown token {tok.unk_token!r} (a word outside the "
+            f"vocabulary); fix the data or allow it with allow_unk=True (--allow-unk)"
+        )
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if context and n_ctx is not None and ids.numel() > n_ctx:
         raise SFCError(f"{where}: {what} is {ids.numel()} tokens, longer than the model's context (n_ctx {n_ctx})")
@@ -212,7 +241,9 @@ def tokenize(model, records: Sequence[dict], device=None, allow_unk: bool = Fals
             p = model.to_tokens(rec["patch_prefix"], truncate=False)[0]
             _check_tokens(model, p, rec["patch_prefix"], "patch_prefix", where, allow_unk)
             if p.numel() != c.numel():
-                raise SFCError(f"{where}: clean_prefix {rec['clean_prefix']!r} is {c.numel()} tokens but patch_prefix {rec['patch_prefix']!r} is {p.numel()}")
+                raise SFCError(
+                    f"{where}: clean_prefix {rec['clean_prefix']!r} is {c.numel()} tokens but patch_prefix {rec['patch_prefix']!r} is {p.numel()}"
+                )
             patch.append(p)
             if "patch_answer" in rec:
                 pa.append(_single_token(model, rec["patch_answer"], "patch_answer", where, allow_unk))
@@ -247,7 +278,6 @@ def pair_fingerprint(record: dict) -> str:
     """A short hash of a pair record's prompts and answers: circuits record theirs (``provenance["pair_hashes"]``)
     so that evaluation can tell held-out pairs from the ones a circuit was found on."""
     import hashlib
-    import json
 
     key = [record.get(k) for k in ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")]
     return hashlib.sha256(json.dumps(key, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]

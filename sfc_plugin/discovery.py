@@ -6,8 +6,9 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -15,6 +16,7 @@ from . import validation as check
 from .attribution.context import NodeEffects, prepare, state_bytes
 from .attribution.edges import NodeSet, edge_effects
 from .attribution.forward import head
+from .budget import MemoryBudget
 from .circuit import Circuit, Edge, Node, node_id
 from .data import pair_fingerprint, resolve_records, tokenize
 from .distributed import reduce_edge_sums, reduce_node_sums
@@ -23,7 +25,6 @@ from .fingerprints import world_provenance
 from .metrics import resolve_metric
 from .models import resolve_world
 from .plugins import lookup
-from .budget import MemoryBudget
 from .splicing import Submodule, activations, build_submodules, frozen
 
 AGGREGATIONS = ("sum", "none")
@@ -41,7 +42,7 @@ def _aggregate(t: torch.Tensor, has_pos: bool, aggregation: str, what: str) -> t
         raise SFCError(f"{what} gives effects summed over positions; aggregation 'none' needs per-position effects")
     dims = (0, 1) if aggregation == "sum" and has_pos else (0,)
     if t.is_sparse:
-        return torch.sparse.sum(t, dims).to_dense() if t._nnz() else t.new_zeros(t.shape[len(dims):]).to_dense()
+        return torch.sparse.sum(t, dims).to_dense() if t._nnz() else t.new_zeros(t.shape[len(dims) :]).to_dense()
     return t.sum(dims)
 
 
@@ -107,8 +108,18 @@ def _circuit_nodes(sub: Submodule, ns: NodeSet, feat_eff: torch.Tensor, err_eff:
     nodes = []
     for j, t in ns.entries():
         effect = (err_eff if j is None else feat_eff[..., j])[() if t is None else t]
-        nodes.append(Node(node_id(sub.name, j, t), sub.name, sub.hook, sub.layer, "error" if j is None else "feature",
-                          j, t, float(effect)))
+        nodes.append(
+            Node(
+                node_id(sub.name, j, t),
+                sub.name,
+                sub.hook,
+                sub.layer,
+                "error" if j is None else "feature",
+                j,
+                t,
+                float(effect),
+            )
+        )
     return nodes
 
 
@@ -122,8 +133,11 @@ def _prompt_info(model, subs, full, nodes: list[Node]) -> dict[str, Any]:
     last = int(full.last[0])
     ids = full.clean[0, : last + 1]
     tok = model.tokenizer
-    info: dict[str, Any] = {"text": str(full.records[0].get("clean_prefix", "")), "token_ids": ids.tolist(),
-                            "tokens": [tok.decode([t]) for t in ids.tolist()] if tok is not None else None}
+    info: dict[str, Any] = {
+        "text": str(full.records[0].get("clean_prefix", "")),
+        "token_ids": ids.tolist(),
+        "tokens": [tok.decode([t]) for t in ids.tolist()] if tok is not None else None,
+    }
     with torch.no_grad():
         resid = model(ids[None], stop_at_layer=model.cfg.n_layers)  # unembed the last position only
         probs = torch.softmax(head(model, resid[:, -1:]).float()[0, -1], -1)
@@ -131,7 +145,9 @@ def _prompt_info(model, subs, full, nodes: list[Node]) -> dict[str, Any]:
     for key, answers in (("answer", full.clean_answer), ("patch_answer", full.patch_answer)):
         if answers is not None:
             a = int(answers[0])
-            info.update({key: tok.decode([a]) if tok is not None else None, f"{key}_id": a, f"{key}_prob": float(probs[a])})
+            info.update(
+                {key: tok.decode([a]) if tok is not None else None, f"{key}_id": a, f"{key}_prob": float(probs[a])}
+            )
     node_acts = {}
     for n in nodes:
         if n.kind == "feature":
@@ -149,17 +165,34 @@ class Attribution:
     errors: dict[str, torch.Tensor]  # mean error effects, [] or [pos]
     nodes: dict[str, NodeSet]
     per_sub: dict[str, list[Node]]
-    edges: dict[tuple[str, str], torch.Tensor]  # mean weights [n_down, n_up]; a pair without a direct path is absent (zero)
+    edges: dict[
+        tuple[str, str], torch.Tensor
+    ]  # mean weights [n_down, n_up]; a pair without a direct path is absent (zero)
     total: float  # summed over examples (the caller divides by count)
     count: int
     timings: dict[str, float]
     batch_size: int
 
 
-def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, method_name: str = "ig", steps: int = 10,
-              node_threshold: float = 0.1, aggregation: str = "sum", edges: bool = True, batch_size: int | None = None,
-              budget: MemoryBudget | None = None, progress: bool = False, nodes: dict[str, NodeSet] | None = None,
-              on_phase: Callable[[str], None] | None = None, group=None) -> Attribution:
+def attribute(
+    model,
+    subs: list[Submodule],
+    full,
+    metric_fn,
+    method_fn,
+    *,
+    method_name: str = "ig",
+    steps: int = 10,
+    node_threshold: float = 0.1,
+    aggregation: str = "sum",
+    edges: bool = True,
+    batch_size: int | None = None,
+    budget: MemoryBudget | None = None,
+    progress: bool = False,
+    nodes: dict[str, NodeSet] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    group=None,
+) -> Attribution:
     """The discovery path on tokenized pairs ``full``: node effects, node selection, edge weights.
 
     ``nodes`` (optional) fixes the node sets instead of selecting them by ``node_threshold``;
@@ -195,8 +228,11 @@ def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, metho
                 raise SFCError(f"method {method_name!r} returned {type(eff).__name__}, expected NodeEffects")
             for s in subs:
                 fe, ee = eff.features[s.name], eff.errors[s.name]
-                sums.add_nodes(s.name, _aggregate(_wide(fe), fe.dim() == 3, aggregation, method_name),
-                               _aggregate(_wide(ee), ee.dim() == 2, aggregation, method_name))
+                sums.add_nodes(
+                    s.name,
+                    _aggregate(_wide(fe), fe.dim() == 3, aggregation, method_name),
+                    _aggregate(_wide(ee), ee.dim() == 2, aggregation, method_name),
+                )
             m_clean, m_patch = ctx.metric_values
             if m_patch is not None:
                 sums.total += float((m_patch - m_clean).sum())
@@ -219,8 +255,10 @@ def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, metho
             fe, ee = feat_eff[s.name], err_eff[s.name]
             fe = fe.coalesce().values() if getattr(fe, "is_sparse", False) else torch.as_tensor(fe)
             if not (bool(torch.isfinite(fe).all()) and bool(torch.isfinite(torch.as_tensor(ee)).all())):
-                raise SFCError(f"attribution gave non-finite effects at {s.name} ({s.hook}): the model, its SAE or the "
-                               f"metric produce NaN/inf on this data")
+                raise SFCError(
+                    f"attribution gave non-finite effects at {s.name} ({s.hook}): the model, its SAE or the "
+                    f"metric produce NaN/inf on this data"
+                )
         if nodes is None:
             nodes = _select(subs, feat_eff, err_eff, node_threshold, aggregation)
         per_sub = {s.name: _circuit_nodes(s, nodes[s.name], feat_eff[s.name], err_eff[s.name]) for s in subs}
@@ -238,11 +276,29 @@ def attribute(model, subs: list[Submodule], full, metric_fn, method_fn, *, metho
     return Attribution(feat_eff, err_eff, nodes, per_sub, means, total, sums.count, timings, size)
 
 
-def discover(model, saes, data, *, metric: str | Callable | None = None, method: str | Callable = "ig", steps: int = 10,
-             node_threshold: float = 0.1, edge_threshold: float = 0.01, aggregation: str = "sum", edges: bool = True,
-             batch_size: int | None = None, device: str | None = None, dtype=None, pm=None, n_examples: int | None = None,
-             progress: bool = True, provenance: dict | None = None, distributed: bool = False,
-             allow_unk: bool = False, max_memory=None) -> Circuit:
+def discover(
+    model,
+    saes,
+    data,
+    *,
+    metric: str | Callable | None = None,
+    method: str | Callable = "ig",
+    steps: int = 10,
+    node_threshold: float = 0.1,
+    edge_threshold: float = 0.01,
+    aggregation: str = "sum",
+    edges: bool = True,
+    batch_size: int | None = None,
+    device: str | None = None,
+    dtype=None,
+    pm=None,
+    n_examples: int | None = None,
+    progress: bool = True,
+    provenance: dict | None = None,
+    distributed: bool = False,
+    allow_unk: bool = False,
+    max_memory=None,
+) -> Circuit:
     """Discover the sparse feature circuit of ``model`` for the behaviour in ``data``.
 
     ``model`` is a HookedTransformer, a TransformerLens name or a model directory; ``saes`` is
@@ -264,7 +320,9 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     batch_size = check.integer(batch_size, "batch_size", minimum=1, optional=True)
     n_examples = check.integer(n_examples, "n_examples", minimum=1, optional=True)
     device = check.device(device)  # before anything is moved
-    method_fn, method_name = (method, getattr(method, "__name__", "custom")) if callable(method) else (lookup("method", method, pm), method)
+    method_fn, method_name = (
+        (method, getattr(method, "__name__", "custom")) if callable(method) else (lookup("method", method, pm), method)
+    )
     model_spec = model
     model, saes = resolve_world(model, saes, device=device, dtype=dtype)
     subs = build_submodules(model, saes)
@@ -278,9 +336,22 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
     from .distributed import current
 
     group = current() if distributed else None
-    res = attribute(model, subs, full, metric_fn, method_fn, method_name=method_name, steps=steps,
-                    node_threshold=node_threshold, aggregation=aggregation, edges=edges, batch_size=batch_size,
-                    budget=budget, progress=progress, group=group)
+    res = attribute(
+        model,
+        subs,
+        full,
+        metric_fn,
+        method_fn,
+        method_name=method_name,
+        steps=steps,
+        node_threshold=node_threshold,
+        aggregation=aggregation,
+        edges=edges,
+        batch_size=batch_size,
+        budget=budget,
+        progress=progress,
+        group=group,
+    )
     n, total, per_sub = res.count, res.total, res.per_sub
     if not math.isfinite(total):
         raise SFCError(f"the metric is not finite on this data (m(patch) - m(clean) = {total})")
@@ -316,5 +387,15 @@ def discover(model, saes, data, *, metric: str | Callable | None = None, method:
         prov["timings"] = {"seconds": round(time.perf_counter() - started, 3)}
     if prov["timings"] is None:
         del prov["timings"]
-    return Circuit(circuit_nodes, circuit_edges, None if full.patch is None else total / n, metric_name, method_name,
-                   int(steps) if method_name == "ig" else None, aggregation, float(node_threshold), float(edge_threshold), prov)
+    return Circuit(
+        circuit_nodes,
+        circuit_edges,
+        None if full.patch is None else total / n,
+        metric_name,
+        method_name,
+        int(steps) if method_name == "ig" else None,
+        aggregation,
+        float(node_threshold),
+        float(edge_threshold),
+        prov,
+    )

@@ -11,8 +11,9 @@ only on the world size, and results gathered on rank 0 do not depend on timing.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import SFCError
 
@@ -78,8 +79,12 @@ def reduce_sums(group: Group | None, sums: dict[str, Any]) -> dict[str, Any]:
     if group is None:
         return sums
     meta: dict[str, Any] = {}
-    for reported in group.all_gather_object({k: (tuple(v.shape), str(v.dtype).removeprefix("torch."))
-                                             if torch.is_tensor(v) else None for k, v in sums.items()}):
+    for reported in group.all_gather_object(
+        {
+            k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) if torch.is_tensor(v) else None
+            for k, v in sums.items()
+        }
+    ):
         for k, m in reported.items():
             if meta.get(k) is None:  # a tensor's shape wins over a rank's plain 0.0
                 meta[k] = m
@@ -101,8 +106,9 @@ def reduce_node_sums(group: Group | None, feat: dict, err: dict, total: float) -
     """``discover``'s node-effect sums (per submodule) and metric total, summed over ranks."""
     if group is None:
         return feat, err, total
-    red = reduce_sums(group, {**{f"feat/{k}": v for k, v in feat.items()}, **{f"err/{k}": v for k, v in err.items()},
-                              "total": total})
+    red = reduce_sums(
+        group, {**{f"feat/{k}": v for k, v in feat.items()}, **{f"err/{k}": v for k, v in err.items()}, "total": total}
+    )
     return {k: red[f"feat/{k}"] for k in feat}, {k: red[f"err/{k}"] for k in err}, red["total"]
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -37,11 +38,13 @@ def _effect_maps(circuit: Circuit, subs: list[Submodule], width: int):
             continue
         sub = next(x for x in subs if x.name == n.submodule)
         if n.kind == "feature" and not 0 <= n.feature < sub.d_sae:
-            raise SFCError(f"circuit node {n.id!r} names feature {n.feature}, but the SAE at {sub.hook} has "
-                           f"{sub.d_sae} features")
+            raise SFCError(
+                f"circuit node {n.id!r} names feature {n.feature}, but the SAE at {sub.hook} has {sub.d_sae} features"
+            )
         if per_pos and (n.position is None or not 0 <= n.position < width):
-            raise SFCError(f"circuit node {n.id!r} has position {n.position!r}, outside the evaluation prompts' "
-                           f"{width} positions")
+            raise SFCError(
+                f"circuit node {n.id!r} has position {n.position!r}, outside the evaluation prompts' {width} positions"
+            )
         target = maps[n.submodule][0 if n.kind == "feature" else 1]
         index = tuple(i for i in ((n.position if per_pos else None), n.feature) if i is not None)
         target[index] = abs(n.effect)
@@ -57,11 +60,28 @@ def _thresholds(circuit: Circuit, maps, n: int) -> list[float]:
     return sorted({lo * (hi / lo) ** (i / max(n - 1, 1)) for i in range(n)} | {circuit.node_threshold})
 
 
-def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = "mean", thresholds=None,
-             start_layer: int = 0, include_errors: bool = True, metric=None, n_thresholds: int = 15,
-             batch_size: int | None = None, n_examples: int | None = None, pm=None, progress: bool = True,
-             device: str | None = None, dtype=None, force: bool = False, allow_unk: bool = False,
-             max_memory=None) -> dict[str, Any]:
+def evaluate(
+    model,
+    saes,
+    circuit: Circuit,
+    data,
+    *,
+    ablation: str | Callable = "mean",
+    thresholds=None,
+    start_layer: int = 0,
+    include_errors: bool = True,
+    metric=None,
+    n_thresholds: int = 15,
+    batch_size: int | None = None,
+    n_examples: int | None = None,
+    pm=None,
+    progress: bool = True,
+    device: str | None = None,
+    dtype=None,
+    force: bool = False,
+    allow_unk: bool = False,
+    max_memory=None,
+) -> dict[str, Any]:
     """Faithfulness ``(m(C) − m(∅)) / (m(M) − m(∅))`` and completeness ``(m(M∖C) − m(∅)) / (m(M) − m(∅))``.
 
     Both are None (JSON ``null``) when ablating everything leaves the metric unchanged (``m(M) = m(∅)``).
@@ -101,7 +121,11 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
     if circuit.aggregation == "none" and int(full.last.min()) != int(full.last.max()):
         raise SFCError("a per-position circuit (aggregation 'none') needs evaluation prompts of equal token length")
     maps = _effect_maps(circuit, subs, width)
-    points = sorted(set(float(t) for t in thresholds)) if thresholds is not None else _thresholds(circuit, maps, n_thresholds)
+    points = (
+        sorted(set(float(t) for t in thresholds))
+        if thresholds is not None
+        else _thresholds(circuit, maps, n_thresholds)
+    )
     if points and min(points) < circuit.node_threshold:
         raise SFCError(f"threshold {min(points)} is below the circuit's node threshold {circuit.node_threshold}")
     from .attribution.forward import metric_positions, run_metric
@@ -109,8 +133,9 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
 
     budget = MemoryBudget.resolve(max_memory, model, device)
     metric_pos = 1 if metric_positions(metric_fn) == "last" else width
-    per_example = (budget.forward_row(width, budget.shape.n_layers, metric_pos, grad=False)
-                   + width * budget.encode_row(max(s.d_sae for s in subs)))  # one SAE's dense features at a time
+    per_example = budget.forward_row(width, budget.shape.n_layers, metric_pos, grad=False) + width * budget.encode_row(
+        max(s.d_sae for s in subs)
+    )  # one SAE's dense features at a time
     batches = list(full.split(budget.rows(per_example, "evaluation", share=0.8, cap=int(batch_size or 32))))
     with torch.no_grad():
         abl = ablate_fn(model, subs, full)
@@ -125,8 +150,8 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
                         continue
                     kf, ke = keep(s, b.clean.shape[1])
                     a = abl[s.name]
-                    af = a.f[lo:lo + len(b)] if a.f.shape[0] == len(full) else a.f
-                    ae = a.err[lo:lo + len(b)] if a.err.shape[0] == len(full) else a.err
+                    af = a.f[lo : lo + len(b)] if a.f.shape[0] == len(full) else a.f
+                    ae = a.err[lo : lo + len(b)] if a.err.shape[0] == len(full) else a.err
                     T = b.clean.shape[1]
 
                     def hook(act, hook, s=s, kf=kf, ke=ke, af=af[:, :T], ae=ae[:, :T]):
@@ -151,26 +176,41 @@ def evaluate(model, saes, circuit: Circuit, data, *, ablation: str | Callable = 
                 if circuit.aggregation == "none":
                     kf, ke = kf[:T], ke[:T]
                 return kf.to(device), (ke if ke.dim() else ke.expand(T)).to(device)
+
             return keep
 
         m_full = run(None)
         m_empty = run(in_circuit(math.inf))
         denom = m_full - m_empty
         if not (math.isfinite(m_full) and math.isfinite(m_empty)):
-            raise SFCError(f"the metric is not finite (model {m_full!r}, everything ablated {m_empty!r}); check the data and SAEs")
+            raise SFCError(
+                f"the metric is not finite (model {m_full!r}, everything ablated {m_empty!r}); check the data and SAEs"
+            )
 
         def point(t: float) -> dict[str, float]:
             n_nodes = sum(int((f > t).sum() + (e > t).sum()) for f, e in maps.values())
-            return {"node_threshold": t, "n_nodes": n_nodes,
-                    "faithfulness": (run(in_circuit(t)) - m_empty) / denom if denom else None,
-                    "completeness": (run(in_circuit(t, complement=True)) - m_empty) / denom if denom else None}
+            return {
+                "node_threshold": t,
+                "n_nodes": n_nodes,
+                "faithfulness": (run(in_circuit(t)) - m_empty) / denom if denom else None,
+                "completeness": (run(in_circuit(t, complement=True)) - m_empty) / denom if denom else None,
+            }
 
         curve = [point(t) for t in tqdm(points, desc="thresholds", file=sys.stderr, disable=not progress, leave=False)]
-        own = next((p for p in curve if p["node_threshold"] == circuit.node_threshold), None) or point(circuit.node_threshold)
-    return {"ablation": ablation if isinstance(ablation, str) else getattr(ablation, "__name__", "custom"),
-            "circuit": {k: own[k] for k in ("n_nodes", "faithfulness", "completeness")},
-            "points": curve, "m_full": m_full, "m_empty": m_empty, "start_layer": start_layer,
-            "include_errors": include_errors, "n_examples": len(full), "provenance_check": fingerprint_record}
+        own = next((p for p in curve if p["node_threshold"] == circuit.node_threshold), None) or point(
+            circuit.node_threshold
+        )
+    return {
+        "ablation": ablation if isinstance(ablation, str) else getattr(ablation, "__name__", "custom"),
+        "circuit": {k: own[k] for k in ("n_nodes", "faithfulness", "completeness")},
+        "points": curve,
+        "m_full": m_full,
+        "m_empty": m_empty,
+        "start_layer": start_layer,
+        "include_errors": include_errors,
+        "n_examples": len(full),
+        "provenance_check": fingerprint_record,
+    }
 
 
 def _fmt(value) -> str:
@@ -181,10 +221,14 @@ def format_table(result: dict[str, Any]) -> str:
     """The curve as a text table."""
     rows = [f"{'threshold':>10} {'nodes':>6} {'faithfulness':>12} {'completeness':>12}"]
     for p in result["points"]:
-        rows.append(f"{p['node_threshold']:>10.4g} {p['n_nodes']:>6d} {_fmt(p['faithfulness']):>12} {_fmt(p['completeness']):>12}")
+        rows.append(
+            f"{p['node_threshold']:>10.4g} {p['n_nodes']:>6d} {_fmt(p['faithfulness']):>12} {_fmt(p['completeness']):>12}"
+        )
     c = result["circuit"]
-    rows.append(f"circuit: {c['n_nodes']} nodes, faithfulness {_fmt(c['faithfulness'])}, completeness {_fmt(c['completeness'])} "
-                f"({result['ablation']} ablation, {result['n_examples']} examples)")
+    rows.append(
+        f"circuit: {c['n_nodes']} nodes, faithfulness {_fmt(c['faithfulness'])}, completeness {_fmt(c['completeness'])} "
+        f"({result['ablation']} ablation, {result['n_examples']} examples)"
+    )
     return "\n".join(rows)
 
 

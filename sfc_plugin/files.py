@@ -24,8 +24,8 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from .errors import SFCError
 
@@ -150,6 +150,7 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
 
 # ---- output sets ---------------------------------------------------------------------------------
 
+
 def read_manifest(directory: str | Path) -> dict | None:
     """The directory's sfc manifest (``{"files": {name: sha256}}``), or None when there is none or it is unreadable."""
     try:
@@ -180,8 +181,10 @@ def check_output_dir(directory: str | Path, names=(), overwrite: bool = False, o
     if not foreign or read_manifest(directory) is not None:
         return directory
     what = f" ({', '.join(names)})" if names else ""
-    raise SFCError(f"output directory {str(directory)!r} is not empty and was not written by sfc (it holds "
-                   f"{foreign[0]!r}); choose another directory or pass {option} to write{what} into it")
+    raise SFCError(
+        f"output directory {str(directory)!r} is not empty and was not written by sfc (it holds "
+        f"{foreign[0]!r}); choose another directory or pass {option} to write{what} into it"
+    )
 
 
 def recover_set(directory: str | Path) -> bool:
@@ -225,8 +228,9 @@ def _remove_stale_temps(directory: Path) -> None:
                     p.unlink()
 
 
-def write_set(directory: str | Path, files: Mapping[str, str | bytes], overwrite: bool = False,
-              option: str = "--overwrite") -> list[Path]:
+def write_set(
+    directory: str | Path, files: Mapping[str, str | bytes], overwrite: bool = False, option: str = "--overwrite"
+) -> list[Path]:
     """Write ``{name: data}`` into ``directory`` as one set; returns the paths in the order given.
 
     Names are plain file names (no directories). Only these files (plus the manifest) are touched; other
@@ -281,7 +285,9 @@ def staging_dir(directory: str | Path) -> Path:
     return Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}{_TMP_MARK}"))
 
 
-def install_tree(stage: str | Path, directory: str | Path, overwrite: bool = False, option: str = "--overwrite") -> Path:
+def install_tree(
+    stage: str | Path, directory: str | Path, overwrite: bool = False, option: str = "--overwrite"
+) -> Path:
     """Move every entry of ``stage`` (files and directories) into ``directory`` as one set, then remove ``stage``.
 
     Entries that sfc wrote there before are replaced; an entry of the same name that sfc did not write is
@@ -295,15 +301,19 @@ def install_tree(stage: str | Path, directory: str | Path, overwrite: bool = Fal
     owned = (read_manifest(directory) or {"files": {}})["files"]
     for name in names:
         if os.path.lexists(directory / name) and name not in owned:
-            raise SFCError(f"{str(directory / name)!r} exists and was not written by sfc; move it away or choose "
-                           f"another directory (sfc never deletes what it did not write)")
+            raise SFCError(
+                f"{str(directory / name)!r} exists and was not written by sfc; move it away or choose "
+                f"another directory (sfc never deletes what it did not write)"
+            )
     trash = Path(tempfile.mkdtemp(dir=directory, prefix=f".old{_TMP_MARK}"))
     renames = [(str(directory / n), str(trash / n)) for n in names if os.path.lexists(directory / n)]
     renames += [(str(stage / n), str(directory / n)) for n in names]
     manifest = {"written_by": "sfc_plugin", "files": dict(owned)}
     manifest["files"].update({n: "directory" if (stage / n).is_dir() else "file" for n in names})
-    write_atomic(directory / JOURNAL, json.dumps({"renames": renames, "manifest": manifest,
-                                                   "remove": [str(trash), str(stage)]}, indent=1) + "\n")
+    write_atomic(
+        directory / JOURNAL,
+        json.dumps({"renames": renames, "manifest": manifest, "remove": [str(trash), str(stage)]}, indent=1) + "\n",
+    )
     recover_set(directory)
     return directory
 

@@ -36,14 +36,19 @@ def sae_fingerprint(sae) -> dict[str, Any]:
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         digest.update(_bytes(t))
     cfg = sae.cfg
-    return {"shape": [int(cfg.d_in), int(cfg.d_sae)], "dtype": str(getattr(cfg, "dtype", "")).removeprefix("torch."),
-            "sha256": digest.hexdigest()}
+    return {
+        "shape": [int(cfg.d_in), int(cfg.d_sae)],
+        "dtype": str(getattr(cfg, "dtype", "")).removeprefix("torch."),
+        "sha256": digest.hexdigest(),
+    }
 
 
 def model_fingerprint(model) -> dict[str, Any]:
     cfg = model.cfg
     digest = hashlib.sha256()
-    sizes = {k: getattr(cfg, k, None) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx")}
+    sizes = {
+        k: getattr(cfg, k, None) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx")
+    }
     digest.update(repr(sorted(sizes.items())).encode())
     n_params = 0
     for name, p in sorted(model.state_dict().items()):
@@ -52,8 +57,12 @@ def model_fingerprint(model) -> dict[str, Any]:
         step = max(1, flat.numel() // SAMPLE)
         digest.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
         digest.update(_bytes(flat[::step][:SAMPLE]))
-    return {"name": getattr(cfg, "model_name", None), "n_params": int(n_params),
-            "dtype": str(getattr(cfg, "dtype", "")).removeprefix("torch."), "sample_sha256": digest.hexdigest()}
+    return {
+        "name": getattr(cfg, "model_name", None),
+        "n_params": int(n_params),
+        "dtype": str(getattr(cfg, "dtype", "")).removeprefix("torch."),
+        "sample_sha256": digest.hexdigest(),
+    }
 
 
 def sae_info(sub) -> dict[str, Any]:
@@ -62,9 +71,14 @@ def sae_info(sub) -> dict[str, Any]:
     from .models import sae_label
 
     meta = getattr(sub.sae.cfg, "metadata", None)
-    info = {"submodule": sub.name, "hook": sub.hook, "d_sae": sub.d_sae,
-            "architecture": sub.sae.cfg.architecture(), "spec": sae_label(sub.sae, sub.hook),
-            "fingerprint": sae_fingerprint(sub.sae)}
+    info = {
+        "submodule": sub.name,
+        "hook": sub.hook,
+        "d_sae": sub.d_sae,
+        "architecture": sub.sae.cfg.architecture(),
+        "spec": sae_label(sub.sae, sub.hook),
+        "fingerprint": sae_fingerprint(sub.sae),
+    }
     info.update(getattr(sub.sae, "sfc_spec", None) or {})
     for key in ("release", "sae_id", "neuronpedia_id", "model_name"):
         value = getattr(meta, key, None) if meta is not None else None
@@ -80,9 +94,12 @@ def world_provenance(model, subs, model_spec=None) -> dict[str, Any]:
 
     from .models import sae_label
 
-    out = {"model": getattr(model.cfg, "model_name", None),
-           "model_spec": str(model_spec) if isinstance(model_spec, (str, Path)) else None,
-           "dtype": str(model.cfg.dtype).removeprefix("torch."), "saes": [sae_info(s) for s in subs]}
+    out = {
+        "model": getattr(model.cfg, "model_name", None),
+        "model_spec": str(model_spec) if isinstance(model_spec, (str, Path)) else None,
+        "dtype": str(model.cfg.dtype).removeprefix("torch."),
+        "saes": [sae_info(s) for s in subs],
+    }
     sources = [sae_label(s.sae) for s in subs if getattr(s.sae, "sfc_spec", None)]
     if sources:
         out["sae_sources"] = sources
@@ -90,14 +107,17 @@ def world_provenance(model, subs, model_spec=None) -> dict[str, Any]:
     return out
 
 
-def mismatches(provenance: dict, model, saes_by_hook: dict[str, Any], *, hooks=None, what: str = "circuit",
-               made: str = "found") -> list[str] | None:
+def mismatches(
+    provenance: dict, model, saes_by_hook: dict[str, Any], *, hooks=None, what: str = "circuit", made: str = "found"
+) -> list[str] | None:
     """What differs between the recorded model/SAEs and the given ones (None: nothing recorded).
 
     ``model=None`` skips the model; ``hooks`` limits the SAEs compared to those hooks (an edit needs only the
     SAEs it ablates features of) and then SAEs at other hooks are not reported as unused.
     """
-    recorded = [s for s in provenance.get("saes") or [] if isinstance(s, dict) and isinstance(s.get("fingerprint"), dict)]
+    recorded = [
+        s for s in provenance.get("saes") or [] if isinstance(s, dict) and isinstance(s.get("fingerprint"), dict)
+    ]
     model_fp = provenance.get("model_fingerprint")
     if not recorded and not isinstance(model_fp, dict):
         return None
@@ -105,9 +125,11 @@ def mismatches(provenance: dict, model, saes_by_hook: dict[str, Any], *, hooks=N
     if isinstance(model_fp, dict) and model is not None:
         now = model_fingerprint(model)
         if now.get("sample_sha256") != model_fp.get("sample_sha256"):
-            out.append(f"model {now.get('name')!r} differs from the model the {what} was {made} with "
-                       f"({model_fp.get('name')!r}, {model_fp.get('n_params')} parameters; fingerprint "
-                       f"{str(model_fp.get('sample_sha256'))[:12]} vs {str(now.get('sample_sha256'))[:12]})")
+            out.append(
+                f"model {now.get('name')!r} differs from the model the {what} was {made} with "
+                f"({model_fp.get('name')!r}, {model_fp.get('n_params')} parameters; fingerprint "
+                f"{str(model_fp.get('sample_sha256'))[:12]} vs {str(now.get('sample_sha256'))[:12]})"
+            )
     by_hook = {s.get("hook"): s for s in recorded if hooks is None or s.get("hook") in hooks}
     for hook, info in by_hook.items():
         if hook not in saes_by_hook:
@@ -118,16 +140,19 @@ def mismatches(provenance: dict, model, saes_by_hook: dict[str, Any], *, hooks=N
         if now["shape"] != fp.get("shape"):
             out.append(f"SAE at hook {hook!r} has shape {now['shape']}, the {what}'s had {fp.get('shape')}")
         elif now["sha256"] != fp.get("sha256"):
-            out.append(f"SAE at hook {hook!r} has other weights than the {what}'s (sha256 {now['sha256'][:12]} vs "
-                       f"{str(fp.get('sha256'))[:12]})")
+            out.append(
+                f"SAE at hook {hook!r} has other weights than the {what}'s (sha256 {now['sha256'][:12]} vs "
+                f"{str(fp.get('sha256'))[:12]})"
+            )
     if recorded and hooks is None:
         for hook in sorted(set(saes_by_hook) - set(by_hook)):
             out.append(f"SAE at hook {hook!r} was not used to find the {what}")
     return out
 
 
-def check(provenance: dict, model, saes_by_hook: dict[str, Any], force: bool = False, option: str = "force=True",
-          **where) -> dict:
+def check(
+    provenance: dict, model, saes_by_hook: dict[str, Any], force: bool = False, option: str = "force=True", **where
+) -> dict:
     """Refuse SAEs or a model other than the recorded ones (unless ``force``); returns the record for the output.
     ``where``: :func:`mismatches`'s ``hooks``, ``what`` and ``made``."""
     found = mismatches(provenance, model, saes_by_hook, **where)

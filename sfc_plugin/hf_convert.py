@@ -18,8 +18,13 @@ from typing import Any
 from .errors import SFCError
 
 # keyword arguments of HookedTransformer.load_and_process_state_dict (SAELens model_from_pretrained_kwargs)
-PROCESSING_KEYS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases",
-                   "refactor_factored_attn_matrices")
+PROCESSING_KEYS = (
+    "fold_ln",
+    "center_writing_weights",
+    "center_unembed",
+    "fold_value_biases",
+    "refactor_factored_attn_matrices",
+)
 NO_PROCESSING = {k: False for k in PROCESSING_KEYS}
 TESTED_ARCHITECTURES = ("GPTNeoXForCausalLM", "GPT2LMHeadModel", "Gemma2ForCausalLM", "LlamaForCausalLM")
 
@@ -40,19 +45,34 @@ def _gemma2_cfg(c) -> dict[str, Any]:
     from transformer_lens.loading_from_pretrained import _get_rope_theta
 
     layer_types = getattr(c, "layer_types", None) or [
-        "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(c.num_hidden_layers)]
+        "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(c.num_hidden_layers)
+    ]
     return {
-        "d_model": c.hidden_size, "d_head": c.head_dim, "n_heads": c.num_attention_heads,
-        "d_mlp": c.intermediate_size, "n_layers": c.num_hidden_layers, "n_ctx": c.max_position_embeddings,
-        "eps": c.rms_norm_eps, "d_vocab": c.vocab_size, "act_fn": c.hidden_activation,
-        "initializer_range": c.initializer_range, "normalization_type": "RMS",
-        "rotary_base": _get_rope_theta(c), "rotary_dim": c.head_dim, "positional_embedding_type": "rotary",
-        "use_attn_scale": True, "attn_scale": float(c.query_pre_attn_scalar) ** 0.5,
-        "n_key_value_heads": c.num_key_value_heads, "window_size": c.sliding_window, "use_local_attn": True,
+        "d_model": c.hidden_size,
+        "d_head": c.head_dim,
+        "n_heads": c.num_attention_heads,
+        "d_mlp": c.intermediate_size,
+        "n_layers": c.num_hidden_layers,
+        "n_ctx": c.max_position_embeddings,
+        "eps": c.rms_norm_eps,
+        "d_vocab": c.vocab_size,
+        "act_fn": c.hidden_activation,
+        "initializer_range": c.initializer_range,
+        "normalization_type": "RMS",
+        "rotary_base": _get_rope_theta(c),
+        "rotary_dim": c.head_dim,
+        "positional_embedding_type": "rotary",
+        "use_attn_scale": True,
+        "attn_scale": float(c.query_pre_attn_scalar) ** 0.5,
+        "n_key_value_heads": c.num_key_value_heads,
+        "window_size": c.sliding_window,
+        "use_local_attn": True,
         "attn_types": ["local" if t == "sliding_attention" else "global" for t in layer_types],
         "attn_scores_soft_cap": c.attn_logit_softcapping or -1.0,
         "output_logits_soft_cap": c.final_logit_softcapping or -1.0,
-        "gated_mlp": True, "final_rms": True, "use_normalization_before_and_after": True,
+        "gated_mlp": True,
+        "final_rms": True,
+        "use_normalization_before_and_after": True,
         "original_architecture": "Gemma2ForCausalLM",
     }
 
@@ -71,7 +91,9 @@ def _tl_cfg_dict(path: Path, hf_config) -> dict[str, Any]:
         try:
             return convert_hf_model_config(tmp)
         except NotImplementedError:
-            raise SFCError(f"model directory {str(path)!r}: architecture {arch!r} is not supported by TransformerLens") from None
+            raise SFCError(
+                f"model directory {str(path)!r}: architecture {arch!r} is not supported by TransformerLens"
+            ) from None
 
 
 def load_hf_model_dir(path: str | Path, device: str | None = None, dtype=None, processing: dict | None = None):
@@ -90,8 +112,14 @@ def load_hf_model_dir(path: str | Path, device: str | None = None, dtype=None, p
     hf_config = AutoConfig.from_pretrained(str(path))
     cfg_dict = _tl_cfg_dict(path, hf_config)
     has_tokenizer = any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
-    cfg_dict.update(model_name=path.absolute().name, init_weights=False, dtype=dtype, device=device,
-                    tokenizer_name=str(path) if has_tokenizer else None, d_vocab=hf_config.vocab_size)
+    cfg_dict.update(
+        model_name=path.absolute().name,
+        init_weights=False,
+        dtype=dtype,
+        device=device,
+        tokenizer_name=str(path) if has_tokenizer else None,
+        d_vocab=hf_config.vocab_size,
+    )
     cfg_dict.setdefault("default_prepend_bos", True)
     fields = HookedTransformerConfig.__dataclass_fields__
     cfg = HookedTransformerConfig.from_dict({k: v for k, v in cfg_dict.items() if k in fields})

@@ -7,7 +7,7 @@ gets ``[b, pos, vocab]``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import SFCError
 from .plugins import hookimpl, lookup

@@ -10,8 +10,9 @@ Model directory layout written by :func:`save_model` (used by the shipped toy wo
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .errors import SFCError
 
@@ -26,7 +27,9 @@ def save_model(model, path: str | Path) -> Path:
     cfg["dtype"] = str(cfg["dtype"]).removeprefix("torch.")
     cfg.pop("device", None)
     (path / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True, default=str))
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path / "model.safetensors")
+    )
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(path / "tokenizer"))
     return path
@@ -101,7 +104,9 @@ def load_model_spec(spec: str, device: str | None = None, dtype=None, processing
         raise SFCError(f"model {spec!r} is neither a directory nor a TransformerLens model name") from None
     try:
         kwargs = {"dtype": dtype} if dtype is not None else {}
-        return HookedTransformer.from_pretrained_no_processing(spec, device=device, **kwargs, **(processing or {})).eval()
+        return HookedTransformer.from_pretrained_no_processing(
+            spec, device=device, **kwargs, **(processing or {})
+        ).eval()
     except Exception as exc:  # noqa: BLE001
         raise SFCError(f"cannot load model {spec!r} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
 
@@ -266,13 +271,26 @@ def model_processing(saes: Mapping[str, Any]) -> dict:
     chosen, first = None, None
     for hook, sae in saes.items():
         kwargs = dict(_meta(sae, "model_from_pretrained_kwargs") or {})
-        kwargs = {k: v for k, v in kwargs.items() if v or k not in ("fold_ln", "center_writing_weights", "center_unembed",
-                                                                     "fold_value_biases", "refactor_factored_attn_matrices")}
+        kwargs = {
+            k: v
+            for k, v in kwargs.items()
+            if v
+            or k
+            not in (
+                "fold_ln",
+                "center_writing_weights",
+                "center_unembed",
+                "fold_value_biases",
+                "refactor_factored_attn_matrices",
+            )
+        }
         if chosen is None:
             chosen, first = kwargs, sae_label(sae, hook)
         elif kwargs != chosen:
-            raise SFCError(f"SAEs disagree on how to load the model: {first} wants {chosen or 'no processing'}, "
-                           f"{sae_label(sae, hook)} wants {kwargs or 'no processing'}")
+            raise SFCError(
+                f"SAEs disagree on how to load the model: {first} wants {chosen or 'no processing'}, "
+                f"{sae_label(sae, hook)} wants {kwargs or 'no processing'}"
+            )
     return chosen or {}
 
 
@@ -309,8 +327,9 @@ def _is_bridge(model) -> bool:
     return any(c.__name__ == "TransformerBridge" for c in type(model).__mro__)
 
 
-def resolve_world(model, saes, *, device: str | None = None, dtype=None,
-                  processing: dict | None = None) -> tuple[Any, dict[str, Any]]:
+def resolve_world(
+    model, saes, *, device: str | None = None, dtype=None, processing: dict | None = None
+) -> tuple[Any, dict[str, Any]]:
     """``(HookedTransformer, {hook: SAE})`` from specs or objects, checked against each other.
 
     SAEs are loaded first, so a model given by name or directory is loaded the way they were trained
@@ -318,8 +337,10 @@ def resolve_world(model, saes, *, device: str | None = None, dtype=None,
     ``processing`` overrides that choice (presets whose SAEs disagree say which to follow).
     """
     if _is_bridge(model):
-        raise SFCError("TransformerBridge models are not supported: pass a HookedTransformer "
-                       "(HookedTransformer.from_pretrained_no_processing(name)) or the model's name or directory")
+        raise SFCError(
+            "TransformerBridge models are not supported: pass a HookedTransformer "
+            "(HookedTransformer.from_pretrained_no_processing(name)) or the model's name or directory"
+        )
     by_hook = saes_by_hook(saes, device, resolve_dtype(dtype))
     if not by_hook:
         raise SFCError("no SAEs given")

@@ -150,8 +150,11 @@ def _hook_result(pm, kind: str, impl) -> dict[str, Any] | None:
         bad = next(((k, v) for k, v in result.items() if not isinstance(k, str) or not k or not callable(v)), None)
         if bad is None:
             return dict(result)
-        why = (f"hook {REGISTRIES[kind]} returned name {bad[0]!r}" if not isinstance(bad[0], str) or not bad[0]
-               else f"hook {REGISTRIES[kind]} returned {type(bad[1]).__name__} for {kind} {bad[0]!r}, expected a callable")
+        why = (
+            f"hook {REGISTRIES[kind]} returned name {bad[0]!r}"
+            if not isinstance(bad[0], str) or not bad[0]
+            else f"hook {REGISTRIES[kind]} returned {type(bad[1]).__name__} for {kind} {bad[0]!r}, expected a callable"
+        )
     _mark_broken(pm, impl.plugin_name, why)
     return None
 
@@ -171,7 +174,10 @@ def registry(kind: str, pm: pluggy.PluginManager | None = None) -> dict[str, Ent
             continue
         for name, obj in (_hook_result(pm, kind, impl) or {}).items():
             if name in out:
-                warnings.warn(f"sfc_plugin: {kind} {name!r} from {out[name].plugin} overridden by {impl.plugin_name}", stacklevel=2)
+                warnings.warn(
+                    f"sfc_plugin: {kind} {name!r} from {out[name].plugin} overridden by {impl.plugin_name}",
+                    stacklevel=2,
+                )
             out[name] = Entry(name, obj, impl.plugin_name)
     return out
 

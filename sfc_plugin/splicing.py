@@ -42,7 +42,7 @@ def submodule_name(hook: str) -> tuple[str, int]:
     return f"{_KIND[match.group(2)]}_{layer}", layer
 
 
-def _order(sub: "Submodule") -> tuple[int, int]:
+def _order(sub: Submodule) -> tuple[int, int]:
     return sub.layer, {"embed": 0, "attn": 1, "mlp": 2, "resid": 3}[sub.name.split("_")[0]]
 
 
@@ -113,15 +113,21 @@ def _affine_maps(hook: str, sae, dtype, device) -> tuple[torch.Tensor, torch.Ten
     cfg = sae.cfg
     arch = cfg.architecture() if callable(getattr(cfg, "architecture", None)) else getattr(cfg, "architecture", "?")
     if arch not in SUPPORTED_ARCHITECTURES:
-        raise SFCError(f"SAE at {hook!r} has architecture {arch!r}; supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}")
+        raise SFCError(
+            f"SAE at {hook!r} has architecture {arch!r}; supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}"
+        )
     reshape = "hook_z" if is_hook_z(hook) else "none"
     if getattr(cfg, "reshape_activations", "none") != reshape:
-        raise SFCError(f"SAE at {hook!r} has reshape_activations={getattr(cfg, 'reshape_activations', 'none')!r}; "
-                       f"an SAE at this hook needs {reshape!r}")
+        raise SFCError(
+            f"SAE at {hook!r} has reshape_activations={getattr(cfg, 'reshape_activations', 'none')!r}; "
+            f"an SAE at this hook needs {reshape!r}"
+        )
     norm = getattr(cfg, "normalize_activations", "none")
     if norm not in NORMALIZATIONS:
-        raise SFCError(f"SAE at {hook!r} has normalize_activations={norm!r}; fold it into the weights first "
-                       f"(supported: {', '.join(NORMALIZATIONS)})")
+        raise SFCError(
+            f"SAE at {hook!r} has normalize_activations={norm!r}; fold it into the weights first "
+            f"(supported: {', '.join(NORMALIZATIONS)})"
+        )
     with torch.no_grad():
         W_enc, W_dec, b_dec = sae.W_enc.detach(), sae.W_dec.detach(), sae.b_dec.detach()
         if arch == "gated":
@@ -146,13 +152,24 @@ def build_submodules(model, saes: dict[str, Any]) -> list[Submodule]:
             raise SFCError(f"unknown hook {hook!r}: the model has no such hook point")
         name, layer = submodule_name(hook)
         hook_shape = (model.cfg.n_heads, model.cfg.d_head) if is_hook_z(hook) else None
-        d_in, what = (model.cfg.n_heads * model.cfg.d_head, "n_heads * d_head") if hook_shape else (model.cfg.d_model, "d_model")
+        d_in, what = (
+            (model.cfg.n_heads * model.cfg.d_head, "n_heads * d_head") if hook_shape else (model.cfg.d_model, "d_model")
+        )
         if sae.cfg.d_in != d_in:
             raise SFCError(f"SAE at {hook!r} has d_in={sae.cfg.d_in} but the model's {what} is {d_in}")
         if sae.W_enc.device != device:
             sae.to(device)
-        subs.append(Submodule(name, hook, layer, sae, *_affine_maps(hook, sae, dtype, device), hook_shape=hook_shape,
-                              ln_in=getattr(sae.cfg, "normalize_activations", "none") == "layer_norm"))
+        subs.append(
+            Submodule(
+                name,
+                hook,
+                layer,
+                sae,
+                *_affine_maps(hook, sae, dtype, device),
+                hook_shape=hook_shape,
+                ln_in=getattr(sae.cfg, "normalize_activations", "none") == "layer_norm",
+            )
+        )
     names = [s.name for s in subs]
     if len(set(names)) != len(names):
         raise SFCError(f"two SAEs for one submodule among hooks {sorted(saes)}")
@@ -200,8 +217,11 @@ def _autograd_layouts(model) -> list[tuple[torch.nn.Parameter, tuple[int, ...]]]
     for block in getattr(model, "blocks", []):
         mlp, attn = getattr(block, "mlp", None), getattr(block, "attn", None)
         if mlp is not None and isinstance(getattr(mlp, "W_gate", None), torch.nn.Parameter):
-            out += [(getattr(mlp, n), (1, 0)) for n in ("W_gate", "W_in", "W_out")
-                    if isinstance(getattr(mlp, n, None), torch.nn.Parameter) and getattr(mlp, n).dim() == 2]
+            out += [
+                (getattr(mlp, n), (1, 0))
+                for n in ("W_gate", "W_in", "W_out")
+                if isinstance(getattr(mlp, n, None), torch.nn.Parameter) and getattr(mlp, n).dim() == 2
+            ]
         for name, order in (("W_Q", (0, 2, 1)), ("W_K", (0, 2, 1)), ("W_V", (0, 2, 1)), ("W_O", (2, 0, 1))):
             w = getattr(attn, name, None) if attn is not None else None
             if isinstance(w, torch.nn.Parameter) and w.dim() == 3:

@@ -82,8 +82,10 @@ def finite_tensor(tensor, where: str) -> None:
         bad = ~torch.isfinite(tensor)
         if bool(bad.any()):
             first = bad.nonzero()[0].tolist()
-            raise SFCError(f"{where} holds {int(bad.sum())} non-finite value(s) (first at index {first}: "
-                           f"{tensor[tuple(first)].item()})")
+            raise SFCError(
+                f"{where} holds {int(bad.sum())} non-finite value(s) (first at index {first}: "
+                f"{tensor[tuple(first)].item()})"
+            )
 
 
 def read_text_lines(path: str | Path, what: str = "file"):
@@ -101,7 +103,9 @@ def read_text_lines(path: str | Path, what: str = "file"):
         try:
             yield lineno, line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise SFCError(f"{path}:{lineno}: not UTF-8 text (byte {line[exc.start]:#04x} at column {exc.start + 1})") from None
+            raise SFCError(
+                f"{path}:{lineno}: not UTF-8 text (byte {line[exc.start]:#04x} at column {exc.start + 1})"
+            ) from None
 
 
 def safe_url(value: Any) -> str | None:
@@ -165,8 +169,10 @@ def safetensors_file(path: str | Path, what: str) -> None:
         raise SFCError(f"{what} {str(path)!r} has a corrupt header")
     ends = [v.get("data_offsets", [0, 0])[1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
     if any(not isinstance(e, int) for e in ends) or (ends and max(ends) > size - 8 - n):
-        raise SFCError(f"{what} {str(path)!r} is truncated (its header names {max(ends)} bytes of data, "
-                       f"the file holds {size - 8 - n})")
+        raise SFCError(
+            f"{what} {str(path)!r} is truncated (its header names {max(ends)} bytes of data, "
+            f"the file holds {size - 8 - n})"
+        )
 
 
 def json_file(path: str | Path, what: str):
@@ -181,7 +187,9 @@ def json_file(path: str | Path, what: str):
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SFCError(f"{what} {str(path)!r} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})") from None
+        raise SFCError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})"
+        ) from None
     return strict_json_loads(text, f"{what} {str(path)!r}")
 
 
@@ -225,13 +233,20 @@ def config_fields(cfg, where: str) -> None:
         kind, optional = simple
         if value is None and optional:
             continue
-        ok = (isinstance(value, bool) if kind is bool else
-              isinstance(value, int) and not isinstance(value, bool) if kind is int else
-              isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) if kind is float else
-              isinstance(value, str))
+        ok = (
+            isinstance(value, bool)
+            if kind is bool
+            else isinstance(value, int) and not isinstance(value, bool)
+            if kind is int
+            else isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if kind is float
+            else isinstance(value, str)
+        )
         if not ok:
-            raise SFCError(f"{where}: {f.name!r} must be {'a' if kind is not int else 'an'} {kind.__name__}"
-                           f"{' or null' if optional else ''}, got {value!r}"[:300])
+            raise SFCError(
+                f"{where}: {f.name!r} must be {'a' if kind is not int else 'an'} {kind.__name__}"
+                f"{' or null' if optional else ''}, got {value!r}"[:300]
+            )
 
 
 def sae_works(sae, where: str) -> None:

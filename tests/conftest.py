@@ -33,10 +33,20 @@ def make_model(tokenizer, n_layers=2, d_model=16, parallel=False, normalization=
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     torch.manual_seed(seed)
-    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=16, d_head=d_head, n_heads=d_model // 4,
-                                  d_mlp=4 * d_model, d_vocab=len(tokenizer), act_fn="gelu",
-                                  normalization_type=normalization, parallel_attn_mlp=parallel, dtype=torch.float64,
-                                  seed=seed)
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=16,
+        d_head=d_head,
+        n_heads=d_model // 4,
+        d_mlp=4 * d_model,
+        d_vocab=len(tokenizer),
+        act_fn="gelu",
+        normalization_type=normalization,
+        parallel_attn_mlp=parallel,
+        dtype=torch.float64,
+        seed=seed,
+    )
     model = HookedTransformer(cfg, tokenizer=tokenizer)
     with torch.no_grad():  # larger weights than the default init, so effects are far from zero
         for p in model.parameters():
@@ -73,22 +83,35 @@ def all_hooks(n_layers, embed="hook_embed"):
 
 def z_hooks(n_layers, embed="hook_embed"):
     """Like :func:`all_hooks` with the attention SAEs at ``attn.hook_z`` (before ``W_O``, as Gemma Scope's)."""
-    return [embed] + [f"blocks.{l}.{k}" for l in range(n_layers) for k in ("attn.hook_z", "hook_mlp_out", "hook_resid_post")]
+    return [embed] + [
+        f"blocks.{l}.{k}" for l in range(n_layers) for k in ("attn.hook_z", "hook_mlp_out", "hook_resid_post")
+    ]
 
 
 def make_saes(hooks, arch="standard", d_in=16, d_z=None):
     """SAEs for ``hooks``; those at ``attn.hook_z`` get ``d_in = d_z`` (n_heads * d_head)."""
-    return {h: make_sae(h, d_in=d_z if d_z and h.endswith("hook_z") else d_in, arch=arch, seed=i)
-            for i, h in enumerate(hooks)}
+    return {
+        h: make_sae(h, d_in=d_z if d_z and h.endswith("hook_z") else d_in, arch=arch, seed=i)
+        for i, h in enumerate(hooks)
+    }
 
 
 def make_records(n=6):
     nouns = [("cat", "cats"), ("dog", "dogs")]
     out = []
-    for (sg, pl), mid, adj in itertools.islice(itertools.product(nouns, ["near the dog", "that the cat likes", "near a cat"], ["big", "old"]), n):
+    for (sg, pl), mid, adj in itertools.islice(
+        itertools.product(nouns, ["near the dog", "that the cat likes", "near a cat"], ["big", "old"]), n
+    ):
         for a, b, ca, pa in ((sg, pl, " is", " are"), (pl, sg, " are", " is")):
-            out.append({"clean_prefix": f"the {adj} {a} {mid}", "patch_prefix": f"the {adj} {b} {mid}",
-                        "clean_answer": ca, "patch_answer": pa, "case": "x"})
+            out.append(
+                {
+                    "clean_prefix": f"the {adj} {a} {mid}",
+                    "patch_prefix": f"the {adj} {b} {mid}",
+                    "clean_answer": ca,
+                    "patch_answer": pa,
+                    "case": "x",
+                }
+            )
     return out[:n]
 
 

@@ -26,10 +26,24 @@ def sva_records() -> list[dict]:
     out = []
     for sg, pl in NOUNS:
         for other in OTHERS:
-            out.append({"clean_prefix": f"The {sg} that the {other}", "patch_prefix": f"The {pl} that the {other}",
-                        "clean_answer": " is", "patch_answer": " are", "case": "singular_plural"})
-            out.append({"clean_prefix": f"The {pl} that the {other}", "patch_prefix": f"The {sg} that the {other}",
-                        "clean_answer": " are", "patch_answer": " is", "case": "plural_plural"})
+            out.append(
+                {
+                    "clean_prefix": f"The {sg} that the {other}",
+                    "patch_prefix": f"The {pl} that the {other}",
+                    "clean_answer": " is",
+                    "patch_answer": " are",
+                    "case": "singular_plural",
+                }
+            )
+            out.append(
+                {
+                    "clean_prefix": f"The {pl} that the {other}",
+                    "patch_prefix": f"The {sg} that the {other}",
+                    "clean_answer": " are",
+                    "patch_answer": " is",
+                    "case": "plural_plural",
+                }
+            )
     return out
 
 
@@ -44,12 +58,21 @@ def word_tokenizer(out_dir: Path, bos: str, extra: list[str] = ()):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = sorted({w for r in sva_records() for k in ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")
-                    for w in r[k].split()} | set(extra))
+    words = sorted(
+        {
+            w
+            for r in sva_records()
+            for k in ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")
+            for w in r[k].split()
+        }
+        | set(extra)
+    )
     vocab = {w: i for i, w in enumerate([bos, "<unk>", "<pad>"] + words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=bos, unk_token="<unk>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=bos, unk_token="<unk>", pad_token="<pad>"
+    )
     fast.save_pretrained(str(out_dir))
     return out_dir
 
@@ -89,38 +112,94 @@ class HubCache:
                 self.put(repo_id, prefix + f.relative_to(directory).as_posix(), f)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "HF_HOME": str(self.hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+        return {
+            **os.environ,
+            "HF_HOME": str(self.hf_home),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
 
 
 # pythia-70m-deduped's config.json as the hub serves it
 PYTHIA_70M_CONFIG = {
-    "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
-    "hidden_size": 512, "initializer_range": 0.02, "intermediate_size": 2048, "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": 8, "num_hidden_layers": 6,
-    "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": False, "torch_dtype": "float16",
-    "transformers_version": "4.24.0", "use_cache": True, "use_parallel_residual": True, "vocab_size": 50304,
+    "architectures": ["GPTNeoXForCausalLM"],
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+    "hidden_act": "gelu",
+    "hidden_size": 512,
+    "initializer_range": 0.02,
+    "intermediate_size": 2048,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 2048,
+    "model_type": "gpt_neox",
+    "num_attention_heads": 8,
+    "num_hidden_layers": 6,
+    "rotary_emb_base": 10000,
+    "rotary_pct": 0.25,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float16",
+    "transformers_version": "4.24.0",
+    "use_cache": True,
+    "use_parallel_residual": True,
+    "vocab_size": 50304,
 }
 
 # gemma-2-2b's config.json fields (vocabulary reduced, layers truncated by the caller)
 GEMMA2_2B_CONFIG = {
-    "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-    "attn_logit_softcapping": 50.0, "bos_token_id": 2, "eos_token_id": 1, "final_logit_softcapping": 30.0,
-    "head_dim": 256, "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
-    "hidden_size": 2304, "initializer_range": 0.02, "intermediate_size": 9216, "max_position_embeddings": 8192,
-    "model_type": "gemma2", "num_attention_heads": 8, "num_hidden_layers": 26, "num_key_value_heads": 4,
-    "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
-    "sliding_window": 4096, "torch_dtype": "float32", "use_cache": True, "vocab_size": 256000,
+    "architectures": ["Gemma2ForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "attn_logit_softcapping": 50.0,
+    "bos_token_id": 2,
+    "eos_token_id": 1,
+    "final_logit_softcapping": 30.0,
+    "head_dim": 256,
+    "hidden_act": "gelu_pytorch_tanh",
+    "hidden_activation": "gelu_pytorch_tanh",
+    "hidden_size": 2304,
+    "initializer_range": 0.02,
+    "intermediate_size": 9216,
+    "max_position_embeddings": 8192,
+    "model_type": "gemma2",
+    "num_attention_heads": 8,
+    "num_hidden_layers": 26,
+    "num_key_value_heads": 4,
+    "pad_token_id": 0,
+    "query_pre_attn_scalar": 256,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 10000.0,
+    "sliding_window": 4096,
+    "torch_dtype": "float32",
+    "use_cache": True,
+    "vocab_size": 256000,
 }
 
 
 # gpt2's config.json as the hub serves it
 GPT2_CONFIG = {
-    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1, "bos_token_id": 50256,
-    "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
-    "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1,
-    "summary_activation": None, "summary_first_dropout": 0.1, "summary_proj_to_labels": True, "summary_type": "cls_index",
-    "summary_use_proj": True, "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+    "activation_function": "gelu_new",
+    "architectures": ["GPT2LMHeadModel"],
+    "attn_pdrop": 0.1,
+    "bos_token_id": 50256,
+    "embd_pdrop": 0.1,
+    "eos_token_id": 50256,
+    "initializer_range": 0.02,
+    "layer_norm_epsilon": 1e-05,
+    "model_type": "gpt2",
+    "n_ctx": 1024,
+    "n_embd": 768,
+    "n_head": 12,
+    "n_layer": 12,
+    "n_positions": 1024,
+    "resid_pdrop": 0.1,
+    "summary_activation": None,
+    "summary_first_dropout": 0.1,
+    "summary_proj_to_labels": True,
+    "summary_type": "cls_index",
+    "summary_use_proj": True,
+    "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
     "vocab_size": 50257,
 }
 
@@ -154,10 +233,12 @@ def _sae_tensors(d_in: int, d_sae: int, gen: torch.Generator, hook_scale: float)
     return W_enc, W_dec, b_enc, torch.zeros(d_in)
 
 
-def pythia_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], d_sae: int = 32768, seed: int = 0) -> None:
+def pythia_sae_releases(
+    cache: HubCache, work: Path, scales: dict[str, float], d_sae: int = 32768, seed: int = 0
+) -> None:
     """The three Pythia ``-sm`` releases: ``cfg.json`` + ``sae_weights.safetensors`` per yaml path (true width 32768)."""
-    from safetensors.torch import save_file
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+    from safetensors.torch import save_file
 
     directory = get_pretrained_saes_directory()
     gen = torch.Generator().manual_seed(seed)
@@ -168,18 +249,42 @@ def pythia_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], d
             W_enc, W_dec, b_enc, b_dec = _sae_tensors(512, d_sae, gen, scales[hook])
             tmp = work / release / path
             tmp.mkdir(parents=True, exist_ok=True)
-            cfg = {"architecture": "standard", "d_in": 512, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
-                   "model_name": "pythia-70m-deduped", "hook_name": hook, "hook_layer": layer, "hook_head_index": None,
-                   "activation_fn_str": "relu", "apply_b_dec_to_input": True, "finetuning_scaling_factor": False,
-                   "sae_lens_training_version": None, "prepend_bos": True, "dataset_path": "EleutherAI/the_pile_deduplicated",
-                   "context_size": 128, "normalize_activations": "none", "neuronpedia_id": lookup.neuronpedia_id.get(hook)}
+            cfg = {
+                "architecture": "standard",
+                "d_in": 512,
+                "d_sae": d_sae,
+                "dtype": "float32",
+                "device": "cpu",
+                "model_name": "pythia-70m-deduped",
+                "hook_name": hook,
+                "hook_layer": layer,
+                "hook_head_index": None,
+                "activation_fn_str": "relu",
+                "apply_b_dec_to_input": True,
+                "finetuning_scaling_factor": False,
+                "sae_lens_training_version": None,
+                "prepend_bos": True,
+                "dataset_path": "EleutherAI/the_pile_deduplicated",
+                "context_size": 128,
+                "normalize_activations": "none",
+                "neuronpedia_id": lookup.neuronpedia_id.get(hook),
+            }
             (tmp / "cfg.json").write_text(json.dumps(cfg))
-            save_file({"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}, str(tmp / "sae_weights.safetensors"))
+            save_file(
+                {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}, str(tmp / "sae_weights.safetensors")
+            )
             cache.put_dir(lookup.repo_id, tmp, prefix=f"{path}/")
 
 
-def gemma_scope_saes(cache: HubCache, work: Path, layers: list[int], scales: dict[str, float], seed: int = 0,
-                     npz_dtype=np.float16, width: str = "16k") -> list[str]:
+def gemma_scope_saes(
+    cache: HubCache,
+    work: Path,
+    layers: list[int],
+    scales: dict[str, float],
+    seed: int = 0,
+    npz_dtype=np.float16,
+    width: str = "16k",
+) -> list[str]:
     """Gemma Scope canonical SAEs (``params.npz`` per yaml path; ``width`` 16k or 65k) for ``layers``; returns their specs."""
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
@@ -187,8 +292,11 @@ def gemma_scope_saes(cache: HubCache, work: Path, layers: list[int], scales: dic
     gen = torch.Generator().manual_seed(seed)
     specs = []
     for layer in layers:
-        for kind, hook, d_in in (("att", f"blocks.{layer}.attn.hook_z", 2048), ("mlp", f"blocks.{layer}.hook_mlp_out", 2304),
-                                 ("res", f"blocks.{layer}.hook_resid_post", 2304)):
+        for kind, hook, d_in in (
+            ("att", f"blocks.{layer}.attn.hook_z", 2048),
+            ("mlp", f"blocks.{layer}.hook_mlp_out", 2304),
+            ("res", f"blocks.{layer}.hook_resid_post", 2304),
+        ):
             release = f"gemma-scope-2b-pt-{kind}-canonical"
             sae_id = f"layer_{layer}/width_{width}/canonical"
             lookup = directory[release]
@@ -197,7 +305,9 @@ def gemma_scope_saes(cache: HubCache, work: Path, layers: list[int], scales: dic
             tmp = work / release / path
             tmp.mkdir(parents=True, exist_ok=True)
             arrays = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc * 0, "b_dec": b_dec, "threshold": -b_enc}
-            np.savez(tmp / "params.npz", **{k: v.numpy().astype(npz_dtype) for k, v in arrays.items()})  # JumpReLU: the threshold sparsifies
+            np.savez(
+                tmp / "params.npz", **{k: v.numpy().astype(npz_dtype) for k, v in arrays.items()}
+            )  # JumpReLU: the threshold sparsifies
             cache.put(lookup.repo_id, f"{path}/params.npz", tmp / "params.npz")
             specs.append(f"{release}:{sae_id}")
     return specs
@@ -217,8 +327,8 @@ def gpt2_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], d_s
     ``sae_weights.safetensors`` + ``sparsity.safetensors`` per path, e.g. ``v5_32k_layer_0.pt/`` for resid-post)
     and ``gpt2-small-res-jb``'s embedding SAE (old ``hook_point`` keys; its ``center_writing_weights`` comes from
     the yaml's ``config_overrides``). Widths: ``d_sae`` for the v5 SAEs (true: 32768), 3/4 of it for res-jb (true: 24576)."""
-    from safetensors.torch import save_file
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+    from safetensors.torch import save_file
 
     directory = get_pretrained_saes_directory()
     gen = torch.Generator().manual_seed(seed)
@@ -231,24 +341,64 @@ def gpt2_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], d_s
             b_enc = torch.zeros(width)
         tmp = work / release / path
         tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "cfg.json").write_text(json.dumps({**cfg, "d_sae": width, "neuronpedia_id": lookup.neuronpedia_id.get(hook)}))
-        save_file({"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}, str(tmp / "sae_weights.safetensors"))
+        (tmp / "cfg.json").write_text(
+            json.dumps({**cfg, "d_sae": width, "neuronpedia_id": lookup.neuronpedia_id.get(hook)})
+        )
+        save_file(
+            {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}, str(tmp / "sae_weights.safetensors")
+        )
         if sparsity:
             save_file({"sparsity": torch.full((width,), -3.0)}, str(tmp / "sparsity.safetensors"))
         cache.put_dir(lookup.repo_id, tmp, prefix=f"{path}/")
 
-    write("gpt2-small-res-jb", "blocks.0.hook_resid_pre",
-          {"model_name": "gpt2-small", "hook_point": "blocks.0.hook_resid_pre", "hook_point_layer": 0,
-           "hook_point_head_index": None, "d_in": 768, "dtype": "torch.float32", "device": "cuda",
-           "context_size": 128, "prepend_bos": True, "dataset_path": "Skylion007/openwebtext"}, d_sae * 3 // 4, False)
-    for release, hook_kind in (("gpt2-small-attn-out-v5-32k", "hook_attn_out"), ("gpt2-small-mlp-out-v5-32k", "hook_mlp_out"),
-                               ("gpt2-small-resid-post-v5-32k", "hook_resid_post")):
+    write(
+        "gpt2-small-res-jb",
+        "blocks.0.hook_resid_pre",
+        {
+            "model_name": "gpt2-small",
+            "hook_point": "blocks.0.hook_resid_pre",
+            "hook_point_layer": 0,
+            "hook_point_head_index": None,
+            "d_in": 768,
+            "dtype": "torch.float32",
+            "device": "cuda",
+            "context_size": 128,
+            "prepend_bos": True,
+            "dataset_path": "Skylion007/openwebtext",
+        },
+        d_sae * 3 // 4,
+        False,
+    )
+    for release, hook_kind in (
+        ("gpt2-small-attn-out-v5-32k", "hook_attn_out"),
+        ("gpt2-small-mlp-out-v5-32k", "hook_mlp_out"),
+        ("gpt2-small-resid-post-v5-32k", "hook_resid_post"),
+    ):
         for layer in range(12):
             hook = f"blocks.{layer}.{hook_kind}"
-            write(release, hook, {
-                "architecture": "standard", "d_in": 768, "dtype": "torch.float32", "device": "cuda",
-                "model_name": "gpt2-small", "hook_name": hook, "hook_layer": layer, "hook_head_index": None,
-                "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 32}, "apply_b_dec_to_input": True,
-                "finetuning_scaling_factor": False, "sae_lens_training_version": None, "prepend_bos": False,
-                "dataset_path": "Skylion007/openwebtext", "dataset_trust_remote_code": True, "context_size": 64,
-                "normalize_activations": "layer_norm"}, d_sae, True)
+            write(
+                release,
+                hook,
+                {
+                    "architecture": "standard",
+                    "d_in": 768,
+                    "dtype": "torch.float32",
+                    "device": "cuda",
+                    "model_name": "gpt2-small",
+                    "hook_name": hook,
+                    "hook_layer": layer,
+                    "hook_head_index": None,
+                    "activation_fn_str": "topk",
+                    "activation_fn_kwargs": {"k": 32},
+                    "apply_b_dec_to_input": True,
+                    "finetuning_scaling_factor": False,
+                    "sae_lens_training_version": None,
+                    "prepend_bos": False,
+                    "dataset_path": "Skylion007/openwebtext",
+                    "dataset_trust_remote_code": True,
+                    "context_size": 64,
+                    "normalize_activations": "layer_norm",
+                },
+                d_sae,
+                True,
+            )

@@ -16,12 +16,25 @@ def test_public_api_names():
         assert inspect.isfunction(getattr(sfc_plugin, name)), name
     assert inspect.isclass(sfc_plugin.Circuit) and inspect.isclass(sfc_plugin.FeatureEdit)
     assert list(inspect.signature(sfc_plugin.discover).parameters)[:3] == ["model", "saes", "data"]
-    for kw in ("metric", "method", "steps", "node_threshold", "edge_threshold", "aggregation", "edges", "batch_size",
-               "device", "pm"):
+    for kw in (
+        "metric",
+        "method",
+        "steps",
+        "node_threshold",
+        "edge_threshold",
+        "aggregation",
+        "edges",
+        "batch_size",
+        "device",
+        "pm",
+    ):
         assert kw in inspect.signature(sfc_plugin.discover).parameters, kw
     for kw in ("ablation", "thresholds", "start_layer", "include_errors"):
         assert kw in inspect.signature(sfc_plugin.evaluate).parameters, kw
-    assert sfc_plugin.hookimpl.project_name == "sfc_plugin" and sfc_plugin.get_plugin_manager().project_name == "sfc_plugin"
+    assert (
+        sfc_plugin.hookimpl.project_name == "sfc_plugin"
+        and sfc_plugin.get_plugin_manager().project_name == "sfc_plugin"
+    )
 
 
 def test_shift_package_keeps_the_function_and_registers_judges_through_the_hook():

@@ -43,7 +43,7 @@ def test_splice_is_exact_in_value_and_upstream_gradient(tokenizer, arch):
     with splice(model, saes) as state:
         spliced = model(batch.clean)
         m = logit_diff(spliced, batch).sum()
-        spliced_grad, = torch.autograd.grad(m, model.W_E, retain_graph=True)
+        (spliced_grad,) = torch.autograd.grad(m, model.W_E, retain_graph=True)
         feats = [state.features[h] for h in saes]
         feat_grads = torch.autograd.grad(m, feats)
     assert torch.allclose(spliced, plain, atol=1e-10)
@@ -86,8 +86,9 @@ def test_ig_completeness_matches_patching_whole_submodule(tokenizer):
     hooks = all_hooks(2)
     saes = make_saes(hooks)
     records = make_records(6)
-    circuit = sfc_plugin.discover(model, saes, records, method="ig", steps=200, node_threshold=0.0, edges=False,
-                                  progress=False)
+    circuit = sfc_plugin.discover(
+        model, saes, records, method="ig", steps=200, node_threshold=0.0, edges=False, progress=False
+    )
     batch = tokenize(model, records)
     clean_m = logit_diff(model(batch.clean), batch)
     c, p = caches(model, batch, hooks)
@@ -146,17 +147,29 @@ def atp_world(tokenizer, hooks, parallel=False, **discover_kw):
     model = make_model(tokenizer, parallel=parallel)
     saes = make_saes(hooks)
     records = discover_kw.pop("records", make_records(6))
-    circuit = sfc_plugin.discover(model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0,
-                                  progress=False, **discover_kw)
+    circuit = sfc_plugin.discover(
+        model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0, progress=False, **discover_kw
+    )
     batch = tokenize(model, records)
     c, p = caches(model, batch, hooks)
     return model, circuit, batch, c, p, {s.name: s for s in build_submodules(model, saes)}
 
 
-SEQUENTIAL_PAIRS = {("embed", "attn_0"), ("embed", "mlp_0"), ("embed", "resid_0"), ("attn_0", "mlp_0"),
-                    ("attn_0", "resid_0"), ("mlp_0", "resid_0"), ("resid_0", "attn_1"), ("resid_0", "mlp_1"),
-                    ("resid_0", "resid_1"), ("attn_1", "mlp_1"), ("attn_1", "resid_1"), ("mlp_1", "resid_1"),
-                    ("resid_1", "y")}
+SEQUENTIAL_PAIRS = {
+    ("embed", "attn_0"),
+    ("embed", "mlp_0"),
+    ("embed", "resid_0"),
+    ("attn_0", "mlp_0"),
+    ("attn_0", "resid_0"),
+    ("mlp_0", "resid_0"),
+    ("resid_0", "attn_1"),
+    ("resid_0", "mlp_1"),
+    ("resid_0", "resid_1"),
+    ("attn_1", "mlp_1"),
+    ("attn_1", "resid_1"),
+    ("mlp_1", "resid_1"),
+    ("resid_1", "y"),
+}
 
 
 @pytest.mark.parametrize("parallel", [False, True])
@@ -239,7 +252,9 @@ def test_zero_ablation_without_patch_prompts(tokenizer):
     f = sub.encode(cache[sub.hook])
     from sfc_plugin.metrics import logprob
 
-    ablated = model.run_with_hooks(batch.clean, fwd_hooks=[(sub.hook, lambda a, hook: a - f[..., node.feature, None] * sub.W_dec[node.feature])])
+    ablated = model.run_with_hooks(
+        batch.clean, fwd_hooks=[(sub.hook, lambda a, hook: a - f[..., node.feature, None] * sub.W_dec[node.feature])]
+    )
     want = (logprob(ablated, batch) - logprob(model(batch.clean), batch)).mean().item()
     assert node.effect == pytest.approx(want, abs=1e-9)
 

@@ -10,8 +10,18 @@ from sfc_plugin.splicing import frozen
 
 def _model(gated: bool) -> HookedTransformer:
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, d_vocab=50, n_ctx=16,
-                                  act_fn="gelu", gated_mlp=gated, normalization_type="RMS")
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        d_vocab=50,
+        n_ctx=16,
+        act_fn="gelu",
+        gated_mlp=gated,
+        normalization_type="RMS",
+    )
     return HookedTransformer(cfg)
 
 
@@ -24,7 +34,12 @@ def _saved_copies(model, tokens):
 
     def pack(t):
         ptr = t.untyped_storage().data_ptr()
-        if ptr not in params and t.dim() >= 2 and t.untyped_storage().nbytes() >= small and t.shape[0] != tokens.shape[0]:
+        if (
+            ptr not in params
+            and t.dim() >= 2
+            and t.untyped_storage().nbytes() >= small
+            and t.shape[0] != tokens.shape[0]
+        ):
             copies[ptr] = t.untyped_storage().nbytes()
         return t
 
@@ -35,7 +50,9 @@ def _saved_copies(model, tokens):
         return leaf["x"]
 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_pre", cut)], stop_at_layer=model.cfg.n_layers)
+        out = model.run_with_hooks(
+            tokens, fwd_hooks=[("blocks.0.hook_resid_pre", cut)], stop_at_layer=model.cfg.n_layers
+        )
     (g,) = torch.autograd.grad(out.sum(), [leaf["x"]])
     return sum(copies.values()), out.detach(), g
 

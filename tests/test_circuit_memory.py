@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from conftest import all_hooks, make_model, make_records, make_saes, z_hooks
 
 import sfc_plugin
 from sfc_plugin.attribution.methods import ig
@@ -19,13 +19,22 @@ from sfc_plugin.errors import SFCError
 from sfc_plugin.metrics import logit_diff
 from sfc_plugin.splicing import build_submodules
 
-from conftest import all_hooks, make_model, make_records, make_saes, z_hooks
-
 # direct paths in a 2-layer model with SAEs at embed and attn/mlp/resid of each layer (the residual SAE of
 # layer 0 cuts every path from below it into layer 1); parallel blocks have no attn -> mlp path
-SEQUENTIAL = {("embed", "attn_0"), ("embed", "mlp_0"), ("embed", "resid_0"), ("attn_0", "mlp_0"),
-              ("attn_0", "resid_0"), ("mlp_0", "resid_0"), ("resid_0", "attn_1"), ("resid_0", "mlp_1"),
-              ("resid_0", "resid_1"), ("attn_1", "mlp_1"), ("attn_1", "resid_1"), ("mlp_1", "resid_1")}
+SEQUENTIAL = {
+    ("embed", "attn_0"),
+    ("embed", "mlp_0"),
+    ("embed", "resid_0"),
+    ("attn_0", "mlp_0"),
+    ("attn_0", "resid_0"),
+    ("mlp_0", "resid_0"),
+    ("resid_0", "attn_1"),
+    ("resid_0", "mlp_1"),
+    ("resid_0", "resid_1"),
+    ("attn_1", "mlp_1"),
+    ("attn_1", "resid_1"),
+    ("mlp_1", "resid_1"),
+}
 
 
 def _world(tokenizer, parallel=False, hooks=all_hooks):
@@ -61,8 +70,17 @@ def test_direct_paths_cover_what_autograd_gives(tokenizer, monkeypatch):
     seen = []
     real = E.direct_paths
     monkeypatch.setattr(E, "direct_paths", lambda outs, leaves: seen.append(real(outs, leaves)) or seen[-1])
-    res = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.0, batch_size=16,
-                    budget=MemoryBudget.resolve("1GB", model))
+    res = attribute(
+        model,
+        subs,
+        batch,
+        logit_diff,
+        ig,
+        steps=2,
+        node_threshold=0.0,
+        batch_size=16,
+        budget=MemoryBudget.resolve("1GB", model),
+    )
     assert len(seen) == 1
     assert {(u, d) for d, ups in seen[0].items() if d != "y" for u in ups} == {k for k in res.edges if k[1] != "y"}
     assert seen[0]["y"] == {"resid_1"}
@@ -74,8 +92,17 @@ def test_every_consumer_reads_absent_pairs_as_zero(tokenizer, tmp_path):
     from sfc_plugin.viewer import build_site
 
     model, saes, records = make_model(tokenizer), make_saes(all_hooks(2)), make_records(4)
-    circuit = sfc_plugin.discover(model, saes, records, method="ig", steps=2, node_threshold=0.0, edge_threshold=0.0,
-                                  progress=False, max_memory="1GB")
+    circuit = sfc_plugin.discover(
+        model,
+        saes,
+        records,
+        method="ig",
+        steps=2,
+        node_threshold=0.0,
+        edge_threshold=0.0,
+        progress=False,
+        max_memory="1GB",
+    )
     pairs = {(e.source.split("/")[0], e.target.split("/")[0]) for e in circuit.edges}
     assert pairs == SEQUENTIAL | {("resid_1", "y")}
     path = tmp_path / "circuit.json"
@@ -86,7 +113,7 @@ def test_every_consumer_reads_absent_pairs_as_zero(tokenizer, tmp_path):
     assert loaded.prune(0.0, 0.01).edges and "->" in loaded.to_dot()
     build_site(loaded, tmp_path / "view")
     assert (tmp_path / "view" / "index.html").exists()
-    held_out = make_records(6)[len(records):]
+    held_out = make_records(6)[len(records) :]
     out = evaluate(model, saes, loaded, held_out, thresholds=[0.0], progress=False)
     assert out["points"] if "points" in out else out
 
@@ -95,15 +122,19 @@ def test_a_circuit_too_big_for_the_budget_says_what_would_fit(tokenizer):
     from sfc_plugin.attribution import edges as E
 
     model, subs, batch = _world(tokenizer)
-    kept = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.0, edges=False, batch_size=16,
-                     budget=None).nodes
+    kept = attribute(
+        model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.0, edges=False, batch_size=16, budget=None
+    ).nodes
     n = sum(len(ns) for ns in kept.values())
     # what this circuit holds, from the stored pairs (a lower bound of the estimate: it adds node deltas)
     weights = sum(len(kept[d]) * len(kept[u]) for u, d in SEQUENTIAL) * 8 * 2
     tight = MemoryBudget.resolve(int(weights * 4 * 0.9), model)  # the circuit may take a quarter of the budget
-    with pytest.raises(SFCError, match=rf"too small for a circuit of {n:,} nodes: its edge weights and node deltas "
-                                       r"need about .*; give at least --max-memory [0-9.]+GB or raise --node-threshold "
-                                       r"\(about [0-9,]+ nodes would fit\)$"):
+    with pytest.raises(
+        SFCError,
+        match=rf"too small for a circuit of {n:,} nodes: its edge weights and node deltas "
+        r"need about .*; give at least --max-memory [0-9.]+GB or raise --node-threshold "
+        r"\(about [0-9,]+ nodes would fit\)$",
+    ):
         attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=16, budget=tight, nodes=kept)
     paths = {"y": {"resid_1"}, **{d: {u for u, dd in SEQUENTIAL if dd == d} for _, d in SEQUENTIAL}}
     need = E.circuit_bytes(subs, kept, paths, batch.clean.numel(), 8)

@@ -25,8 +25,17 @@ sys.modules["circuit_tracer_viewer"] = viewer
 _spec.loader.exec_module(viewer)
 
 TOKENS = ["<bos>", "the", "cats", "near", "the", "dog"]
-PROMPT = {"text": "the cats near the dog", "tokens": TOKENS, "token_ids": [0, 3, 6, 9, 3, 7], "answer": " are",
-          "answer_id": 14, "answer_prob": 0.61, "patch_answer": " is", "patch_answer_id": 13, "patch_answer_prob": 0.2}
+PROMPT = {
+    "text": "the cats near the dog",
+    "tokens": TOKENS,
+    "token_ids": [0, 3, 6, 9, 3, 7],
+    "answer": " are",
+    "answer_id": 14,
+    "answer_prob": 0.61,
+    "patch_answer": " is",
+    "patch_answer_id": 13,
+    "patch_answer_prob": 0.2,
+}
 
 
 def node(sub, f, effect, pos=None):
@@ -38,15 +47,32 @@ def node(sub, f, effect, pos=None):
 def circuit(aggregation="sum", prompt=True) -> Circuit:
     """Every submodule kind, the same SAE index in several submodules of one layer, errors in each submodule."""
     p = (lambda q: q) if aggregation == "none" else (lambda q: None)
-    nodes = [Node("y", None, None, None, "metric", None, None, 1.5),
-             node("embed", 3, 0.4, p(2)), node("embed", None, 0.1, p(2)),
-             node("attn_0", 3, -0.7, p(2)), node("attn_0", None, 0.2, p(2)), node("mlp_0", 3, 0.9, p(2)),
-             node("mlp_0", None, -0.3, p(2)), node("resid_0", 3, 1.2, p(5)), node("resid_0", None, 0.5, p(5)),
-             node("attn_1", 8, 0.6, p(5)), node("resid_1", 3, -1.1, p(5)), node("resid_1", None, 0.25, p(5))]
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, 1.5),
+        node("embed", 3, 0.4, p(2)),
+        node("embed", None, 0.1, p(2)),
+        node("attn_0", 3, -0.7, p(2)),
+        node("attn_0", None, 0.2, p(2)),
+        node("mlp_0", 3, 0.9, p(2)),
+        node("mlp_0", None, -0.3, p(2)),
+        node("resid_0", 3, 1.2, p(5)),
+        node("resid_0", None, 0.5, p(5)),
+        node("attn_1", 8, 0.6, p(5)),
+        node("resid_1", 3, -1.1, p(5)),
+        node("resid_1", None, 0.25, p(5)),
+    ]
     ids = [n.id for n in nodes]
-    edges = [Edge(ids[1], ids[3], 0.3), Edge(ids[3], ids[5], -0.4), Edge(ids[5], ids[7], 0.8), Edge(ids[6], ids[7], 0.1),
-             Edge(ids[7], ids[9], 0.5), Edge(ids[9], ids[10], -0.6), Edge(ids[8], ids[10], 0.2),
-             Edge(ids[10], "y", -1.1), Edge(ids[11], "y", 0.25)]
+    edges = [
+        Edge(ids[1], ids[3], 0.3),
+        Edge(ids[3], ids[5], -0.4),
+        Edge(ids[5], ids[7], 0.8),
+        Edge(ids[6], ids[7], 0.1),
+        Edge(ids[7], ids[9], 0.5),
+        Edge(ids[9], ids[10], -0.6),
+        Edge(ids[8], ids[10], 0.2),
+        Edge(ids[10], "y", -1.1),
+        Edge(ids[11], "y", 0.25),
+    ]
     prov = {"model": "tiny", "n_layers": 2, "saes": [{"submodule": "mlp_0", "hook": "hook.mlp_0"}]}
     if prompt:
         prov["prompt"] = dict(PROMPT, node_activations={ids[1]: 2.5, ids[7]: 0.75})
@@ -123,23 +149,36 @@ def test_mapping_follows_circuit_tracer_conventions():
         by.setdefault(d["feature_type"], []).append(d)
     # the prompt's tokens as embedding nodes with their vocabulary ids
     assert [(d["node_id"], d["layer"], d["feature"]) for d in by["embedding"]] == [
-        (f"E_{v}_{p}", "E", p) for p, v in enumerate(PROMPT["token_ids"])]
+        (f"E_{v}_{p}", "E", p) for p, v in enumerate(PROMPT["token_ids"])
+    ]
     # the logit: the clean answer's vocabulary id and probability, in the form the viewer parses
     (logit,) = by["logit"]
     assert logit["node_id"] == "3_14_5" and logit["feature"] == 14 and logit["layer"] == "3" and logit["ctx_idx"] == 5
-    assert logit["token_prob"] == 0.61 and logit["is_target_logit"] and logit["clerp"].startswith('Output " are" (p=0.610)')
+    assert (
+        logit["token_prob"] == 0.61
+        and logit["is_target_logit"]
+        and logit["clerp"].startswith('Output " are" (p=0.610)')
+    )
     # features: model layers; the same SAE index in attn_0, mlp_0, resid_0 gets three distinct `feature`s
     feats = {d["clerp"]: d for d in by["cross layer transcoder"]}
     assert {feats[k]["layer"] for k in ("attn_0/3", "mlp_0/3", "resid_0/3")} == {"0"}
-    assert [feats[k]["feature"] for k in ("attn_0/3", "mlp_0/3", "resid_0/3")] == [cantor(1, 3), cantor(2, 3), cantor(3, 3)]
+    assert [feats[k]["feature"] for k in ("attn_0/3", "mlp_0/3", "resid_0/3")] == [
+        cantor(1, 3),
+        cantor(2, 3),
+        cantor(3, 3),
+    ]
     assert feats["embed/3"]["layer"] == "-1" and feats["embed/3"]["feature"] == cantor(0, 3)
     assert feats["resid_1/3"]["feature"] == cantor(6, 3) and feats["mlp_0/3"]["node_id"] == f"0_{cantor(2, 3)}_2"
     assert feats["embed/3"]["activation"] == 2.5 and feats["resid_0/3"]["activation"] == 0.75
     assert feats["attn_1/8"]["activation"] is None
     # errors: one type per submodule kind; mlp errors keep circuit-tracer's id
     errors = {d["feature_type"] for t, ds in by.items() if "error" in t for d in ds}
-    assert errors == {"embed reconstruction error", "attn reconstruction error", "mlp reconstruction error",
-                      "resid reconstruction error"}
+    assert errors == {
+        "embed reconstruction error",
+        "attn reconstruction error",
+        "mlp reconstruction error",
+        "resid reconstruction error",
+    }
     mlp_err = by["mlp reconstruction error"][0]
     assert mlp_err["node_id"] == "0_0_2" and mlp_err["feature"] == -1 and mlp_err["clerp"] == 'Err: mlp_0 "cats"'
     # influence: cumulative share of |effect|, largest first
@@ -201,6 +240,7 @@ def test_cli_alias_and_default_name(tmp_path, capsys):
 
 # --- the real viewer ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def discovered(tmp_path_factory):
     """Circuits discovered on the tiny test world, summed and per position, exported for the viewer."""
@@ -214,8 +254,16 @@ def discovered(tmp_path_factory):
     records = [r for r in make_records(12) if len(r["clean_prefix"].split()) == 6]  # equal lengths (per position)
     out = {}
     for agg in ("sum", "none"):
-        c = discover(model, saes, records, method="atp", node_threshold=0.02, edge_threshold=0.002, aggregation=agg,
-                     progress=False)
+        c = discover(
+            model,
+            saes,
+            records,
+            method="atp",
+            node_threshold=0.02,
+            edge_threshold=0.002,
+            aggregation=agg,
+            progress=False,
+        )
         export(c, tmp / f"toy-{agg}.json", "circuit-tracer")
         out[agg] = c
     return tmp, out

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import make_model, make_records, make_sae
 
 import sfc_plugin
 from sfc_plugin.cli import main
 from sfc_plugin.models import save_model
-
-from conftest import make_model, make_records, make_sae
 
 
 @pytest.fixture
@@ -30,8 +29,18 @@ def run(capsys, *argv):
 
 
 def base(files, data=None, saes=None):
-    return ["discover", "--model", files / "model", "--sae", saes or files / "saes", "--data", data or files / "pairs.jsonl",
-            "-o", files / "out", "-q"]
+    return [
+        "discover",
+        "--model",
+        files / "model",
+        "--sae",
+        saes or files / "saes",
+        "--data",
+        data or files / "pairs.jsonl",
+        "-o",
+        files / "out",
+        "-q",
+    ]
 
 
 def test_discover_writes_circuit_and_summary(files, capsys):
@@ -59,16 +68,19 @@ def write(path, records):
     return path
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("unknown_hook", "blocks.0.hook_bogus"),
-    ("width", "d_in=8"),
-    ("lengths", "the big cats cats near the dog"),
-    ("multitoken", "' is are'"),
-    ("empty", "no examples"),
-    ("method", "'bogus'"),
-    ("config_key", "'nodes'"),
-    ("corrupt_data", "not JSON"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("unknown_hook", "blocks.0.hook_bogus"),
+        ("width", "d_in=8"),
+        ("lengths", "the big cats cats near the dog"),
+        ("multitoken", "' is are'"),
+        ("empty", "no examples"),
+        ("method", "'bogus'"),
+        ("config_key", "'nodes'"),
+        ("corrupt_data", "not JSON"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(files, capsys, case, needle):
     argv = base(files)
     rec = make_records(2)
@@ -118,8 +130,9 @@ def test_evaluate_command_writes_report(files, capsys):
     held_out = write(files / "held_out.jsonl", make_records(12)[6:])
     # model and SAEs from the circuit's provenance; the config file's [evaluate] table; held-out pairs
     (files / "eval.toml").write_text("[evaluate]\nablation = 'zero'\nn-thresholds = 4\n")
-    code, out, err = run(capsys, "evaluate", circuit, "--data", held_out, "--config", files / "eval.toml",
-                         "-o", files / "eval", "-q")
+    code, out, err = run(
+        capsys, "evaluate", circuit, "--data", held_out, "--config", files / "eval.toml", "-o", files / "eval", "-q"
+    )
     assert code == 0, err
     report = json.loads((files / "eval" / "faithfulness.json").read_text())
     assert report["ablation"] == "zero" and len(report["points"]) >= 4 and report["dataset"] == str(held_out)
@@ -135,7 +148,9 @@ def test_evaluate_refuses_the_discovery_pairs(files, capsys):
     circuit = files / "out" / "circuit.json"
     code, _, err = run(capsys, "evaluate", circuit, "-o", files / "eval", "-q")  # the circuit's own JSON-lines file
     assert code == 2 and "4 of the 6 evaluation pairs" in err and "--allow-overlap" in err and err.count("\n") == 1
-    code, _, err = run(capsys, "evaluate", circuit, "--allow-overlap", "--n-thresholds", "2", "-o", files / "eval", "-q")
+    code, _, err = run(
+        capsys, "evaluate", circuit, "--allow-overlap", "--n-thresholds", "2", "-o", files / "eval", "-q"
+    )
     assert code == 0, err
     mixed = write(files / "mixed.jsonl", make_records(6)[4:] + make_records(12)[6:])  # held out only
     code, _, err = run(capsys, "evaluate", circuit, "--data", mixed, "--n-thresholds", "2", "-o", files / "eval", "-q")
@@ -143,8 +158,18 @@ def test_evaluate_refuses_the_discovery_pairs(files, capsys):
 
 
 def test_evaluate_needs_a_recorded_world(files, capsys):
-    c = sfc_plugin.Circuit([sfc_plugin.circuit.Node("y", None, None, None, "metric", None, None, 1.0)], [], 1.0,
-                           "logit_diff", "atp", None, "sum", 0.1, 0.01, {"model": "somewhere", "dataset": "toy/sva-rc"})
+    c = sfc_plugin.Circuit(
+        [sfc_plugin.circuit.Node("y", None, None, None, "metric", None, None, 1.0)],
+        [],
+        1.0,
+        "logit_diff",
+        "atp",
+        None,
+        "sum",
+        0.1,
+        0.01,
+        {"model": "somewhere", "dataset": "toy/sva-rc"},
+    )
     c.to_json(files / "c.json")
     code, _, err = run(capsys, "evaluate", files / "c.json")
     assert code == 2 and "give --model and --sae" in err
@@ -154,12 +179,20 @@ def toy_circuit(path, **prov):
     """A small hand-written circuit on the shipped toy world, with the provenance `sfc discover` records."""
     from sfc_plugin.circuit import Edge, Node
 
-    nodes = [Node("y", None, None, None, "metric", None, None, 17.0),
-             Node("resid_2/173", "resid_2", "blocks.2.hook_resid_post", 2, "feature", 173, None, 4.9),
-             Node("resid_2/err", "resid_2", "blocks.2.hook_resid_post", 2, "error", None, None, 2.0)]
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, 17.0),
+        Node("resid_2/173", "resid_2", "blocks.2.hook_resid_post", 2, "feature", 173, None, 4.9),
+        Node("resid_2/err", "resid_2", "blocks.2.hook_resid_post", 2, "error", None, None, 2.0),
+    ]
     edges = [Edge("resid_2/173", "y", 4.9), Edge("resid_2/err", "y", 2.0)]
-    provenance = {"model": "sfc-toy", "model_source": "toy", "sae_sources": "toy", "dataset": "toy/sva-rc",
-                  "split": "train", **prov}
+    provenance = {
+        "model": "sfc-toy",
+        "model_source": "toy",
+        "sae_sources": "toy",
+        "dataset": "toy/sva-rc",
+        "split": "train",
+        **prov,
+    }
     sfc_plugin.Circuit(nodes, edges, 17.0, "logit_diff", "ig", 10, "sum", 0.5, 0.01, provenance).to_json(path)
     return path
 
@@ -195,30 +228,81 @@ def test_config_tables_per_command(files, capsys):
 def test_shift_command_with_a_decisions_file_and_edit_report(tmp_path, capsys):
     decisions = tmp_path / "decisions.csv"
     decisions.write_text("id,decision\nresid_2/179,ablate\nresid_2/162,ablate\nembed/47,keep\n")
-    code, out, err = run(capsys, "shift", "--judge", "file", "--decisions", decisions, "--n-train", 64, "--n-eval", 64,
-                         "--steps", 2, "--top-k", 200, "--compare-judge", "none", "--no-side-effects",
-                         "-o", tmp_path / "shift", "-q")
+    code, out, err = run(
+        capsys,
+        "shift",
+        "--judge",
+        "file",
+        "--decisions",
+        decisions,
+        "--n-train",
+        64,
+        "--n-eval",
+        64,
+        "--steps",
+        2,
+        "--top-k",
+        200,
+        "--compare-judge",
+        "none",
+        "--no-side-effects",
+        "-o",
+        tmp_path / "shift",
+        "-q",
+    )
     assert code == 0, err
     report = json.loads((tmp_path / "shift" / "shift.json").read_text())
-    assert [r["name"] for r in report["rows"]] == ["original", "shift", "shift_retrain", "random", "neuron_skyline",
-                                                   "feature_skyline", "oracle"]
+    assert [r["name"] for r in report["rows"]] == [
+        "original",
+        "shift",
+        "shift_retrain",
+        "random",
+        "neuron_skyline",
+        "feature_skyline",
+        "oracle",
+    ]
     assert report["rows"][1]["uses"] == ["ambiguous_train", "human_review"] and "train + human" in out
     ablated = {f["id"] for f in report["features"] if f["decision"] == "ablate"}
     assert ablated and ablated <= {"resid_2/179", "resid_2/162"} and report["n_ablated"] == len(ablated)
     assert all(f["judge"].startswith("file:") for f in report["features"])
     edit = json.loads((tmp_path / "shift" / "edit.json").read_text())
     assert {f["id"] for f in edit["features"]} == ablated and "worst group" in out and "side_effects" not in report
-    code, out, err = run(capsys, "edit-report", tmp_path / "shift" / "edit.json", "--circuit", "none",
-                         "--agreement-data", "toy/sva-simple", "-o", tmp_path / "report")
+    code, out, err = run(
+        capsys,
+        "edit-report",
+        tmp_path / "shift" / "edit.json",
+        "--circuit",
+        "none",
+        "--agreement-data",
+        "toy/sva-simple",
+        "-o",
+        tmp_path / "report",
+    )
     assert code == 0, err
     got = json.loads((tmp_path / "report" / "edit-report.json").read_text())
-    assert got["edits"]["edit"]["n_features"] == len(ablated) and list(got["original"]["agreement"]) == ["toy/sva-simple"]
+    assert got["edits"]["edit"]["n_features"] == len(ablated) and list(got["original"]["agreement"]) == [
+        "toy/sva-simple"
+    ]
     assert got["circuit"] is None and "Δloss" in out
-    code, _, err = run(capsys, "shift", "--judge", "file", "--n-train", 8, "--n-eval", 8, "--steps", 1, "-q",
-                       "-o", tmp_path / "shift2")
+    code, _, err = run(
+        capsys, "shift", "--judge", "file", "--n-train", 8, "--n-eval", 8, "--steps", 1, "-q", "-o", tmp_path / "shift2"
+    )
     assert code == 2 and "decisions file" in err
-    code, _, err = run(capsys, "shift", "--spurious-concept", tmp_path / "no-such-concept.txt", "--n-train", 8,
-                       "--n-eval", 8, "--steps", 1, "-q", "-o", tmp_path / "shift3")
+    code, _, err = run(
+        capsys,
+        "shift",
+        "--spurious-concept",
+        tmp_path / "no-such-concept.txt",
+        "--n-train",
+        8,
+        "--n-eval",
+        8,
+        "--steps",
+        1,
+        "-q",
+        "-o",
+        tmp_path / "shift3",
+    )
     assert code == 2 and "no-such-concept.txt" in err
 
 
@@ -227,10 +311,18 @@ def test_python_api_takes_sae_directories(files):
 
     model = load_model(files / "model")
     dirs = [str(files / "saes" / h) for h in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")]
-    circuit = sfc_plugin.discover(model, dirs, str(files / "pairs.jsonl"), method="atp", node_threshold=0.01,
-                                  progress=False)
+    circuit = sfc_plugin.discover(
+        model, dirs, str(files / "pairs.jsonl"), method="atp", node_threshold=0.01, progress=False
+    )
     assert circuit.provenance["sae_sources"] == dirs
     assert {s["hook"] for s in circuit.provenance["saes"]} == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
-    everything = sfc_plugin.discover(model, str(files / "saes"), str(files / "pairs.jsonl"), method="atp",
-                                     node_threshold=0.01, edges=False, progress=False)
+    everything = sfc_plugin.discover(
+        model,
+        str(files / "saes"),
+        str(files / "pairs.jsonl"),
+        method="atp",
+        node_threshold=0.01,
+        edges=False,
+        progress=False,
+    )
     assert len(everything.provenance["saes"]) == 3

@@ -34,7 +34,11 @@ def run(toy_world, tmp_path_factory):
 
 def _files(out):
     """Every output file's bytes but the timing log."""
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "timing.json"}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "timing.json"
+    }
 
 
 def test_clusters_json_contract(run):
@@ -131,8 +135,14 @@ def test_resume_skips_finished_work_and_gives_identical_files(run, toy_world, tm
     before = _files(out)
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    for rel in ("clusters.json", "index.html", "assignments.json", "vectors/shard-00002.safetensors",
-                "clusters/1/circuit.json", "clusters/4/circuit.json"):
+    for rel in (
+        "clusters.json",
+        "index.html",
+        "assignments.json",
+        "vectors/shard-00002.safetensors",
+        "clusters/1/circuit.json",
+        "clusters/4/circuit.json",
+    ):
         (copy / rel).unlink()
     find_clusters(model, saes, copy, ClusterConfig(**SETTINGS), progress=False)
     assert _files(copy) == before
@@ -166,7 +176,10 @@ def test_index_page_escapes_data(run):
     out, summary = run
     html = (out / "index.html").read_text()
     for c in summary["clusters"]:
-        assert f'href="clusters/{c["id"]}/circuit.svg"' in html or not (out / "clusters" / str(c["id"]) / "circuit.svg").exists()
+        assert (
+            f'href="clusters/{c["id"]}/circuit.svg"' in html
+            or not (out / "clusters" / str(c["id"]) / "circuit.svg").exists()
+        )
     evil = json.loads(json.dumps(summary))
     evil["clusters"][0]["contexts"][0]["prefix"] = "<script>alert(1)</script>"
     evil["clusters"][0]["top_features"][0]["id"] = "<b>x</b>"

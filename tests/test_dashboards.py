@@ -7,8 +7,8 @@ import random
 
 import pytest
 import torch
-
 from conftest import WORDS, all_hooks, make_model, make_saes
+
 from sfc_plugin import dashboards
 from sfc_plugin.corpus import load_corpus
 from sfc_plugin.dashboards.stream import FeatureStream
@@ -48,8 +48,12 @@ def test_dashboards_match_direct_computation(small):
     model, saes, corpus = small
     data = dashboards.compute_dashboards(model, saes, IDS, corpus, k=5, batch_size=16, progress=False)
     assert data["schema"] == "sfc-dashboards/1" and list(data["features"]) == IDS
-    hooks = {"embed": "hook_embed", "attn_0": "blocks.0.hook_attn_out", "mlp_1": "blocks.1.hook_mlp_out",
-             "resid_1": "blocks.1.hook_resid_post"}
+    hooks = {
+        "embed": "hook_embed",
+        "attn_0": "blocks.0.hook_attn_out",
+        "mlp_1": "blocks.1.hook_mlp_out",
+        "resid_1": "blocks.1.hook_resid_post",
+    }
     checked_top = 0
     for fid, rec in data["features"].items():
         sub, feat = fid.split("/")
@@ -67,7 +71,7 @@ def test_dashboards_match_direct_computation(small):
             i = c["context"]
             assert c["start"] + c["position"] == int(pos[i])  # the strongest token, exactly
             assert c["max"] == pytest.approx(float(ctx_max[i]), rel=1e-3)
-            want = acts[i, c["start"]:c["start"] + len(c["acts"])].tolist()
+            want = acts[i, c["start"] : c["start"] + len(c["acts"])].tolist()
             assert c["acts"] == pytest.approx(want, rel=1e-3, abs=1e-6)
             checked_top += 1
         top_ctx = {c["context"] for c in rec["top"]}
@@ -80,9 +84,11 @@ def test_dashboards_match_direct_computation(small):
 
 def test_context_tokens_are_the_corpus_tokens(small):
     model, saes, corpus = small
-    rec = dashboards.compute_dashboards(model, saes, ["resid_1/2"], corpus, k=3, progress=False)["features"]["resid_1/2"]
+    rec = dashboards.compute_dashboards(model, saes, ["resid_1/2"], corpus, k=3, progress=False)["features"][
+        "resid_1/2"
+    ]
     for c in rec["top"]:
-        ids = corpus.tokens[c["context"], c["start"]:c["start"] + len(c["tokens"])].tolist()
+        ids = corpus.tokens[c["context"], c["start"] : c["start"] + len(c["tokens"])].tolist()
         assert [t.strip() for t in c["tokens"]] == [model.tokenizer.decode([i]).strip() for i in ids]
 
 
@@ -91,13 +97,16 @@ def test_promoted_tokens_are_the_direct_logit_effect(small, tokenizer):
     stream moves the logits by ε·W_dec[f] @ W_U, ranked as the dashboard ranks them."""
     _, saes, corpus = small
     model = make_model(tokenizer, normalization=None)
-    rec = dashboards.compute_dashboards(model, saes, ["resid_1/4"], corpus, n_logits=5, progress=False)["features"]["resid_1/4"]
+    rec = dashboards.compute_dashboards(model, saes, ["resid_1/4"], corpus, n_logits=5, progress=False)["features"][
+        "resid_1/4"
+    ]
     direction = saes["blocks.1.hook_resid_post"].W_dec[4].detach()
     tokens = corpus.tokens[:1]
     with torch.no_grad():
         base = model(tokens)[0, -1]
-        moved = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_post",
-                                                         lambda x, hook: x + 1e-3 * direction)])[0, -1]
+        moved = model.run_with_hooks(
+            tokens, fwd_hooks=[("blocks.1.hook_resid_post", lambda x, hook: x + 1e-3 * direction)]
+        )[0, -1]
     delta = (moved - base) / 1e-3
     delta = delta - delta.mean()
     assert [p["id"] for p in rec["promoted"]] == delta.topk(5).indices.tolist()
@@ -129,8 +138,9 @@ def test_cache_and_resume_give_identical_output(small, tmp_path, monkeypatch):
 
     monkeypatch.setattr(FeatureStream, "update", dying)
     with pytest.raises(KeyboardInterrupt):
-        dashboards.compute_dashboards(model, saes, IDS, corpus, batch_size=16, cache_dir=tmp_path,
-                                      checkpoint_every=2, progress=False)
+        dashboards.compute_dashboards(
+            model, saes, IDS, corpus, batch_size=16, cache_dir=tmp_path, checkpoint_every=2, progress=False
+        )
     partial = list(tmp_path.glob("*/partial-*.json"))
     assert len(partial) == 1 and json.loads(partial[0].read_text())["contexts_done"] == 64
     monkeypatch.setattr(FeatureStream, "update", original)
@@ -178,10 +188,17 @@ def test_write_load_and_card(small, tmp_path):
     assert "promotes: " + rec["promoted"][0]["token"].strip() in card
 
 
-@pytest.mark.parametrize("bad, message", [(["resid_7/1"], "no SAE for submodule 'resid_7'"),
-                                          (["resid_1/99"], "has only 32 features"), (["resid_1"], "is not"),
-                                          (["resid_1/²"], "is not"), (["resid_1/-2"], "is not"),
-                                          ([], "no feature ids")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["resid_7/1"], "no SAE for submodule 'resid_7'"),
+        (["resid_1/99"], "has only 32 features"),
+        (["resid_1"], "is not"),
+        (["resid_1/²"], "is not"),
+        (["resid_1/-2"], "is not"),
+        ([], "no feature ids"),
+    ],
+)
 def test_bad_ids(small, bad, message):
     model, saes, corpus = small
     with pytest.raises(SFCError, match=message):
@@ -231,11 +248,28 @@ def test_cli_dashboards_on_the_toy_world(tmp_path, capsys):
 
 
 def _record(fired, before="the", promoted=(("were", 3.0), ("are", 2.5), ("x", 0.1)), std=0.5):
-    top = [{"tokens": [" " + before, " " + t, " ."], "position": 1, "acts": [0, 1.0, 0], "max": 1.0,
-            "context": i, "start": 0} for i, t in enumerate(fired)]
-    return {"id": "resid_1/3", "top": top, "quantiles": [], "density": 0.01, "max": 1.0, "mean": 0.5,
-            "promoted": [{"token": " " + t, "id": i, "value": v} for i, (t, v) in enumerate(promoted)],
-            "suppressed": [{"token": " y", "id": 9, "value": -0.2}], "logit_std": std}
+    top = [
+        {
+            "tokens": [" " + before, " " + t, " ."],
+            "position": 1,
+            "acts": [0, 1.0, 0],
+            "max": 1.0,
+            "context": i,
+            "start": 0,
+        }
+        for i, t in enumerate(fired)
+    ]
+    return {
+        "id": "resid_1/3",
+        "top": top,
+        "quantiles": [],
+        "density": 0.01,
+        "max": 1.0,
+        "mean": 0.5,
+        "promoted": [{"token": " " + t, "id": i, "value": v} for i, (t, v) in enumerate(promoted)],
+        "suppressed": [{"token": " y", "id": 9, "value": -0.2}],
+        "logit_std": std,
+    }
 
 
 def test_auto_label_from_evidence():
@@ -253,12 +287,24 @@ def test_auto_labels_are_deterministic_and_reach_the_figure(small, tmp_path):
     from sfc_plugin.export import apply_labels
 
     model, saes, corpus = small
-    nodes = [Node("y", None, None, None, "metric", None, None, 1.0),
-             Node("resid_1/2", "resid_1", "blocks.1.hook_resid_post", 1, "feature", 2, None, 0.5),
-             Node("mlp_1/7", "mlp_1", "blocks.1.hook_mlp_out", 1, "feature", 7, None, -0.3),
-             Node("resid_1/err", "resid_1", "blocks.1.hook_resid_post", 1, "error", None, None, 0.2)]
-    circuit = Circuit(nodes, [Edge("mlp_1/7", "resid_1/2", 0.2), Edge("resid_1/2", "y", 0.5)], 1.0, "logit_diff",
-                      "ig", 10, "sum", 0.1, 0.01, {})
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, 1.0),
+        Node("resid_1/2", "resid_1", "blocks.1.hook_resid_post", 1, "feature", 2, None, 0.5),
+        Node("mlp_1/7", "mlp_1", "blocks.1.hook_mlp_out", 1, "feature", 7, None, -0.3),
+        Node("resid_1/err", "resid_1", "blocks.1.hook_resid_post", 1, "error", None, None, 0.2),
+    ]
+    circuit = Circuit(
+        nodes,
+        [Edge("mlp_1/7", "resid_1/2", 0.2), Edge("resid_1/2", "y", 0.5)],
+        1.0,
+        "logit_diff",
+        "ig",
+        10,
+        "sum",
+        0.1,
+        0.01,
+        {},
+    )
     data = dashboards.circuit_dashboards(circuit, model, saes, corpus, progress=False)
     first = apply_labels(circuit, "auto", dashboards=data)
     again = apply_labels(circuit, "auto", model=model, saes=saes, corpus=corpus)
@@ -277,18 +323,50 @@ def test_auto_labels_are_deterministic_and_reach_the_figure(small, tmp_path):
 
 
 def test_cli_export_with_auto_labels(small, tmp_path, capsys):
-    from sfc_plugin.cli import main
     from sfc_plugin.circuit import Circuit, Node
+    from sfc_plugin.cli import main
 
     model, saes, corpus = small
-    nodes = [Node("y", None, None, None, "metric", None, None, 1.0),
-             Node("resid_1/2", "resid_1", "blocks.1.hook_resid_post", 1, "feature", 2, None, 0.5)]
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, 1.0),
+        Node("resid_1/2", "resid_1", "blocks.1.hook_resid_post", 1, "feature", 2, None, 0.5),
+    ]
     circuit = Circuit(nodes, [], 1.0, "logit_diff", "ig", 10, "sum", 0.1, 0.01, {"model_source": "elsewhere"})
     circuit.to_json(tmp_path / "c.json")
-    dashboards.write_dashboards(dashboards.circuit_dashboards(circuit, model, saes, corpus, progress=False), tmp_path / "d")
-    assert main(["export", str(tmp_path / "c.json"), "--format", "json", "--labels", "auto", "--dashboards",
-                 str(tmp_path / "d"), "-o", str(tmp_path / "out.json")]) == 0
+    dashboards.write_dashboards(
+        dashboards.circuit_dashboards(circuit, model, saes, corpus, progress=False), tmp_path / "d"
+    )
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "c.json"),
+                "--format",
+                "json",
+                "--labels",
+                "auto",
+                "--dashboards",
+                str(tmp_path / "d"),
+                "-o",
+                str(tmp_path / "out.json"),
+            ]
+        )
+        == 0
+    )
     assert Circuit.from_json(tmp_path / "out.json").node("resid_1/2").label
-    assert main(["export", str(tmp_path / "c.json"), "--format", "json", "--labels", "auto", "-o",
-                 str(tmp_path / "o2.json")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "c.json"),
+                "--format",
+                "json",
+                "--labels",
+                "auto",
+                "-o",
+                str(tmp_path / "o2.json"),
+            ]
+        )
+        == 2
+    )
     assert "pass --dashboards DIR" in capsys.readouterr().err

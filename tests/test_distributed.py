@@ -16,21 +16,48 @@ import pytest
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 from conftest import HANG_LIMIT as LIMIT  # a hung collective fails the test instead of hanging it
-CLUSTERS = ["clusters", "--n-contexts", "160", "--k", "4", "--shard-size", "32", "--batch-size", "16",
-            "--circuit-examples", "6", "--steps", "10", "-q"]
+
+CLUSTERS = [
+    "clusters",
+    "--n-contexts",
+    "160",
+    "--k",
+    "4",
+    "--shard-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--circuit-examples",
+    "6",
+    "--steps",
+    "10",
+    "-q",
+]
 
 
 def _sfc(args, procs: int = 1, **kwargs):
     if procs == 1:
         cmd = [sys.executable, "-m", "sfc_plugin.cli", *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
-               "-m", "sfc_plugin.cli", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={procs}",
+            "-m",
+            "sfc_plugin.cli",
+            *args,
+        ]
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=LIMIT, **kwargs)
 
 
 def _files(out: Path) -> dict:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "timing.json"}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "timing.json"
+    }
 
 
 def test_data_parallel_discover_equals_one_process(tmp_path):
@@ -69,15 +96,27 @@ def test_two_process_clusters_equal_one_process(uninterrupted, tmp_path):
     assert _files(out) == _files(uninterrupted)
     timing = json.loads((out / "timing.json").read_text())
     assert timing["processes"] == 2
-    assert timing["shards_computed_by_rank_0"] == 3 and timing["circuits_computed_by_rank_0"] == 2  # 5 shards, 4 clusters
+    assert (
+        timing["shards_computed_by_rank_0"] == 3 and timing["circuits_computed_by_rank_0"] == 2
+    )  # 5 shards, 4 clusters
 
 
 def test_killed_run_resumes_to_identical_output(uninterrupted, tmp_path):
     """Two processes killed (SIGKILL) once the first circuit is written; the same command again
     finishes the rest, and every file equals the uninterrupted one-process run's."""
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "sfc_plugin.cli", *CLUSTERS, "-o", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "sfc_plugin.cli",
+        *CLUSTERS,
+        "-o",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + LIMIT
     try:

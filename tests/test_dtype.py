@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import all_hooks, make_model, make_records, make_saes
 
 import sfc_plugin
-
-from conftest import all_hooks, make_model, make_records, make_saes
 
 
 def test_bfloat16_model_keeps_effects_close_to_float32(tokenizer):
@@ -27,8 +26,12 @@ def test_bfloat16_model_keeps_effects_close_to_float32(tokenizer):
 
 
 def test_unknown_dtype_is_one_line(tokenizer):
-    with pytest.raises(sfc_plugin.errors.SFCError, match="unknown dtype 'float8' \\(known: float32, bfloat16, float16\\)"):
-        sfc_plugin.discover(make_model(tokenizer), make_saes(all_hooks(1)), make_records(2), dtype="float8", progress=False)
+    with pytest.raises(
+        sfc_plugin.errors.SFCError, match="unknown dtype 'float8' \\(known: float32, bfloat16, float16\\)"
+    ):
+        sfc_plugin.discover(
+            make_model(tokenizer), make_saes(all_hooks(1)), make_records(2), dtype="float8", progress=False
+        )
 
 
 def test_saes_loaded_from_specs_follow_the_dtype_with_one_copy(tokenizer, tmp_path):

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import all_hooks, make_model, make_records, make_sae, make_saes
 
 from sfc_plugin.errors import SFCError
 from sfc_plugin.shifting.edit import FeatureEdit
@@ -15,8 +16,6 @@ from sfc_plugin.shifting.probe import accuracy_row, train_probe
 from sfc_plugin.shifting.probe_attribution import top_units
 from sfc_plugin.shifting.records import FeatureInfo, JudgeContext, Labelled
 from sfc_plugin.splicing import build_submodules
-
-from conftest import all_hooks, make_model, make_records, make_sae, make_saes
 
 
 @pytest.fixture
@@ -122,8 +121,16 @@ def test_concept_descriptions_and_scores(tmp_path):
         load_concept(" , # nothing")
     with pytest.raises(SFCError, match="missing.txt"):
         load_concept(str(tmp_path / "missing.txt"))
-    ev = Evidence("x", top=[Context(["the", " Mr", " Smith"], 2.0), Context(["ĠHe"], 1.0), Context(["Smith"], 0.5),
-                            Context(["cat"], 0.1)], promoted=[" she", "wife", "the", "a", "Wife"])
+    ev = Evidence(
+        "x",
+        top=[
+            Context(["the", " Mr", " Smith"], 2.0),
+            Context(["ĠHe"], 1.0),
+            Context(["Smith"], 0.5),
+            Context(["cat"], 0.1),
+        ],
+        promoted=[" she", "wife", "the", "a", "Wife"],
+    )
     assert reads_score(c, ev) == 0.5 and writes_score(c, ev) == pytest.approx(3 / 5)
 
 
@@ -176,7 +183,7 @@ def test_human_judges_read_the_dashboard_cards(tiny, tmp_path):
     assert fired and all(cards[f][1].startswith(f) and cards[f][0] for f in fired)
     interactive_judge(infos(), ctx)
     screen = out.getvalue()
-    for fid, (label, card) in cards.items():
+    for _label, card in cards.values():
         assert all(line in screen for line in card.splitlines())
     path = tmp_path / "decisions.json"
     ctx = JudgeContext(model, subs, None, {"decisions": path}, texts=texts)
@@ -196,8 +203,9 @@ def _recorded_edit(model, subs, path):
     """An edit saved with the provenance ``sfc shift`` records (model and SAE fingerprints)."""
     from sfc_plugin.fingerprints import world_provenance
 
-    edit = FeatureEdit(subs, ablate={"mlp_0": [3], "resid_1": [1]},
-                       provenance=world_provenance(model, list(subs.values())))
+    edit = FeatureEdit(
+        subs, ablate={"mlp_0": [3], "resid_1": [1]}, provenance=world_provenance(model, list(subs.values()))
+    )
     edit.to_json(path)
     return path
 
@@ -213,12 +221,18 @@ def test_saved_edit_refuses_other_saes_or_model_unless_forced(tiny, tokenizer, t
     hooks = all_hooks(2)
     other = {s.name: s for s in build_submodules(model, {**make_saes(hooks), hooks[2]: make_sae(hooks[2], seed=9)})}
     assert other["mlp_0"].hook == hooks[2]
-    with pytest.raises(SFCError, match=r"^SAE at hook 'blocks\.0\.hook_mlp_out' has other weights than the edit's "
-                                       r"\(sha256 [0-9a-f]{12} vs [0-9a-f]{12}\); pass force=True \(--force\) to use "
-                                       r"them anyway$"):
+    with pytest.raises(
+        SFCError,
+        match=r"^SAE at hook 'blocks\.0\.hook_mlp_out' has other weights than the edit's "
+        r"\(sha256 [0-9a-f]{12} vs [0-9a-f]{12}\); pass force=True \(--force\) to use "
+        r"them anyway$",
+    ):
         FeatureEdit.from_json(path, other)
     forced = FeatureEdit.from_json(path, other, force=True)
-    assert forced.provenance_check["status"] == "forced" and "blocks.0.hook_mlp_out" in forced.provenance_check["mismatches"][0]
+    assert (
+        forced.provenance_check["status"] == "forced"
+        and "blocks.0.hook_mlp_out" in forced.provenance_check["mismatches"][0]
+    )
     # an SAE at a hook the edit does not touch may differ: the edit does not use it
     spare = {s.name: s for s in build_submodules(model, {**make_saes(hooks), hooks[1]: make_sae(hooks[1], seed=9)})}
     assert FeatureEdit.from_json(path, spare).provenance_check == {"status": "match"}
@@ -231,7 +245,9 @@ def test_saved_edit_refuses_other_saes_or_model_unless_forced(tiny, tokenizer, t
     with pytest.raises(SFCError, match=r"differs from the model the edit was made with"):
         FeatureEdit.from_json(path, subs, model=stranger)
     lenient = FeatureEdit.from_json(path, subs, model=stranger, force=True)
-    assert lenient.provenance_check["status"] == "forced" and lenient.provenance_check["mismatches"][0].startswith("model")
+    assert lenient.provenance_check["status"] == "forced" and lenient.provenance_check["mismatches"][0].startswith(
+        "model"
+    )
     with loaded.applied(model):  # the recorded model passes
         model(tokens)
 
@@ -244,12 +260,18 @@ def test_edit_without_provenance_loads_unchecked(tiny, tmp_path):
     assert old.provenance_check == {"status": "unchecked (the edit records no provenance)"}
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"schema": "sfc-edit/1", "features": [{"submodule": "mlp_0", "feature": NaN}]}', "NaN is not valid JSON"),
-    ('{"schema": "sfc-edit/1", "features": [{"submodule": "mlp_0", "feature": "3"}]}', "feature '3' of 'mlp_0' is not an index"),
-    ('{"schema": "sfc-edit/1", "features": {"a": 1}}', "'features' must be a list of objects"),
-    ('{"schema": "sfc-edit/1", "provenance": [1]}', "'provenance' must be an object, got list"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"schema": "sfc-edit/1", "features": [{"submodule": "mlp_0", "feature": NaN}]}', "NaN is not valid JSON"),
+        (
+            '{"schema": "sfc-edit/1", "features": [{"submodule": "mlp_0", "feature": "3"}]}',
+            "feature '3' of 'mlp_0' is not an index",
+        ),
+        ('{"schema": "sfc-edit/1", "features": {"a": 1}}', "'features' must be a list of objects"),
+        ('{"schema": "sfc-edit/1", "provenance": [1]}', "'provenance' must be an object, got list"),
+    ],
+)
 def test_corrupt_edit_files_are_one_line(tiny, tmp_path, text, message):
     _, subs, _ = tiny
     (tmp_path / "e.json").write_text(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import all_hooks, make_model, make_records, make_saes
 
 import sfc_plugin
 from sfc_plugin.circuit import Circuit, Node
@@ -11,8 +12,6 @@ from sfc_plugin.data import tokenize
 from sfc_plugin.evaluation import evaluate, write_report
 from sfc_plugin.metrics import logit_diff
 from sfc_plugin.splicing import build_submodules
-
-from conftest import all_hooks, make_model, make_records, make_saes
 
 
 @pytest.fixture
@@ -25,19 +24,38 @@ def setup(tokenizer):
 
 
 def with_nodes(circuit, nodes):
-    return Circuit([circuit.nodes[0], *nodes], [], circuit.total_effect, circuit.metric, circuit.method, circuit.steps,
-                   circuit.aggregation, circuit.node_threshold, circuit.edge_threshold, {})
+    return Circuit(
+        [circuit.nodes[0], *nodes],
+        [],
+        circuit.total_effect,
+        circuit.metric,
+        circuit.method,
+        circuit.steps,
+        circuit.aggregation,
+        circuit.node_threshold,
+        circuit.edge_threshold,
+        {},
+    )
 
 
 def test_full_circuit_is_faithful_and_empty_is_not(setup):
     model, saes, records, circuit = setup
-    every = [Node(f"{s.name}/{j}", s.name, s.hook, s.layer, "feature", j, None, 1.0)
-             for s in build_submodules(model, saes) for j in range(s.d_sae)]
-    every += [Node(f"{s.name}/err", s.name, s.hook, s.layer, "error", None, None, 1.0) for s in build_submodules(model, saes)]
+    every = [
+        Node(f"{s.name}/{j}", s.name, s.hook, s.layer, "feature", j, None, 1.0)
+        for s in build_submodules(model, saes)
+        for j in range(s.d_sae)
+    ]
+    every += [
+        Node(f"{s.name}/err", s.name, s.hook, s.layer, "error", None, None, 1.0) for s in build_submodules(model, saes)
+    ]
     for ablation in ("mean", "zero", "resample"):
-        res = evaluate(model, saes, with_nodes(circuit, every), records, ablation=ablation, thresholds=[0.0, 2.0], progress=False)
+        res = evaluate(
+            model, saes, with_nodes(circuit, every), records, ablation=ablation, thresholds=[0.0, 2.0], progress=False
+        )
         full, empty = res["points"]
-        assert full["faithfulness"] == pytest.approx(1.0, abs=1e-9) and full["completeness"] == pytest.approx(0.0, abs=1e-9)
+        assert full["faithfulness"] == pytest.approx(1.0, abs=1e-9) and full["completeness"] == pytest.approx(
+            0.0, abs=1e-9
+        )
         assert empty["n_nodes"] == 0 and empty["faithfulness"] == pytest.approx(0.0, abs=1e-9)
         assert empty["completeness"] == pytest.approx(1.0, abs=1e-9)
         assert abs(res["m_full"] - res["m_empty"]) > 1e-3
@@ -48,7 +66,9 @@ def test_mean_ablation_matches_a_hand_written_hook(setup):
     subs = build_submodules(model, saes)
     batch = tokenize(model, records)
     # the circuit: the three strongest resid_1 features; everything else mean-ablated (per position)
-    keep = sorted((n for n in circuit.nodes if n.submodule == "resid_1" and n.kind == "feature"), key=lambda n: -abs(n.effect))[:3]
+    keep = sorted(
+        (n for n in circuit.nodes if n.submodule == "resid_1" and n.kind == "feature"), key=lambda n: -abs(n.effect)
+    )[:3]
     res = evaluate(model, saes, with_nodes(circuit, keep), records, ablation="mean", thresholds=[0.0], progress=False)
     means = {}
     _, cache = model.run_with_cache(batch.patch)
@@ -68,7 +88,25 @@ def test_mean_ablation_matches_a_hand_written_hook(setup):
         return s.decode(f) + me.expand_as(act)
 
     m_c = logit_diff(model.run_with_hooks(batch.clean, fwd_hooks=[(h, hook) for h in by_hook]), batch).mean().item()
-    m_empty = logit_diff(model.run_with_hooks(batch.clean, fwd_hooks=[(h, lambda a, hook: (by_hook[hook.name].decode(means[hook.name][0]) + means[hook.name][1]).expand_as(a)) for h in by_hook]), batch).mean().item()
+    m_empty = (
+        logit_diff(
+            model.run_with_hooks(
+                batch.clean,
+                fwd_hooks=[
+                    (
+                        h,
+                        lambda a, hook: (
+                            by_hook[hook.name].decode(means[hook.name][0]) + means[hook.name][1]
+                        ).expand_as(a),
+                    )
+                    for h in by_hook
+                ],
+            ),
+            batch,
+        )
+        .mean()
+        .item()
+    )
     m_full = logit_diff(model(batch.clean), batch).mean().item()
     assert res["m_empty"] == pytest.approx(m_empty, abs=1e-9)
     assert res["points"][0]["faithfulness"] == pytest.approx((m_c - m_empty) / (m_full - m_empty), abs=1e-9)
@@ -92,7 +130,9 @@ def test_curve_reuses_circuit_effects_without_attribution(setup, monkeypatch, tm
 def test_features_only_and_start_layer(setup):
     model, saes, records, circuit = setup
     base = evaluate(model, saes, circuit, records, thresholds=[0.0], progress=False)["points"][0]
-    no_err = evaluate(model, saes, circuit, records, thresholds=[0.0], include_errors=False, progress=False)["points"][0]
+    no_err = evaluate(model, saes, circuit, records, thresholds=[0.0], include_errors=False, progress=False)["points"][
+        0
+    ]
     assert abs(no_err["faithfulness"] - base["faithfulness"]) > 1e-3  # errors ablated even inside C
     # below start_layer nothing is ablated: with start_layer past the last layer, ∅ is the full model
     late = evaluate(model, saes, circuit, records, thresholds=[1e9], start_layer=2, progress=False)

@@ -14,8 +14,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run(script, *args, cwd):
-    done = subprocess.run([sys.executable, str(EXAMPLES / script), *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *map(str, args)], cwd=cwd, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -44,7 +45,7 @@ def test_readme_in_process_registration_runs_as_written(tmp_path):
     """The README's in-process registration block, run as a script exactly as printed there."""
     readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
     start = readme.index("```python", readme.index("Without packaging anything"))
-    block = readme[start + len("```python"): readme.index("```", start + 3)]
+    block = readme[start + len("```python") : readme.index("```", start + 3)]
     assert "get_plugin_manager().register(" in block and "NodeEffects" in block
     script = tmp_path / "readme_block.py"
     script.write_text(block + "\nprint(len(circuit.nodes), len(circuit.edges), circuit.method, circuit.metric)\n")

@@ -34,19 +34,35 @@ def feat(sub, f, effect, pos=None, label=None):
 
 def err(sub, effect, pos=None):
     layer = -1 if sub == "embed" else int(sub.split("_")[1])
-    return Node(f"{sub}/err" + ("" if pos is None else f"@{pos}"), sub, f"hook.{sub}", layer, "error", None, pos, effect)
+    return Node(
+        f"{sub}/err" + ("" if pos is None else f"@{pos}"), sub, f"hook.{sub}", layer, "error", None, pos, effect
+    )
 
 
 def small(aggregation="sum", provenance=None) -> Circuit:
     pos = (lambda p: p) if aggregation == "none" else (lambda p: None)
-    nodes = [Node("y", None, None, None, "metric", None, None, 2.0),
-             feat("embed", 7, 0.3, pos(0)), feat("attn_0", 12, -0.8, pos(1)), err("attn_0", 0.15, pos(1)),
-             feat("mlp_0", 3, 1.6, pos(1)), feat("resid_0", 40, -2.0, pos(2)), feat("resid_0", 5, 0.05, pos(2)),
-             err("resid_0", 1.0, pos(2))]
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, 2.0),
+        feat("embed", 7, 0.3, pos(0)),
+        feat("attn_0", 12, -0.8, pos(1)),
+        err("attn_0", 0.15, pos(1)),
+        feat("mlp_0", 3, 1.6, pos(1)),
+        feat("resid_0", 40, -2.0, pos(2)),
+        feat("resid_0", 5, 0.05, pos(2)),
+        err("resid_0", 1.0, pos(2)),
+    ]
     ids = [n.id for n in nodes]
-    edges = [Edge(ids[1], ids[2], 0.5), Edge(ids[1], ids[4], -0.2), Edge(ids[2], ids[5], -1.0), Edge(ids[3], ids[5], 0.05),
-             Edge(ids[4], ids[5], 0.9), Edge(ids[4], ids[7], -0.3), Edge(ids[5], "y", -2.0), Edge(ids[6], "y", 0.05),
-             Edge(ids[7], "y", 1.0)]
+    edges = [
+        Edge(ids[1], ids[2], 0.5),
+        Edge(ids[1], ids[4], -0.2),
+        Edge(ids[2], ids[5], -1.0),
+        Edge(ids[3], ids[5], 0.05),
+        Edge(ids[4], ids[5], 0.9),
+        Edge(ids[4], ids[7], -0.3),
+        Edge(ids[5], "y", -2.0),
+        Edge(ids[6], "y", 0.05),
+        Edge(ids[7], "y", 1.0),
+    ]
     return Circuit(nodes, edges, 2.0, "logit_diff", "ig", 10, aggregation, 0.01, 0.01, dict(provenance or {}))
 
 
@@ -110,6 +126,7 @@ def hexcolor(s: str) -> tuple[int, int, int]:
 
 # --- DOT structure (no binary) ------------------------------------------------------------------
 
+
 def test_registries_hold_builtins():
     assert {"dot", "svg", "png", "pdf", "json", "neuronpedia"} <= set(registry("exporter"))
     assert {"annotations", "summary", "neuronpedia"} <= set(registry("label_provider"))
@@ -133,7 +150,11 @@ def test_rows_ranks_shapes_and_colours():
     r, gg, b = hexcolor(nodes["resid_0/40"].get("fillcolor"))  # negative, the largest |effect|: full red
     assert r > b and r > gg
     assert hexcolor(nodes["resid_0/5"].get("fillcolor"))[1] > 240  # near zero: near white
-    spine = [e for e in all_edges(g) if unq(e.get_source()).startswith("row:") and unq(e.get_destination()).startswith("row:")]
+    spine = [
+        e
+        for e in all_edges(g)
+        if unq(e.get_source()).startswith("row:") and unq(e.get_destination()).startswith("row:")
+    ]
     assert [unq(e.get_source()) for e in spine] == ["row:embed", "row:attn_0", "row:mlp_0", "row:resid_0"]
     visible = {(unq(e.get_source()), unq(e.get_destination())): e for e in all_edges(g) if e.get("style") != "invis"}
     assert len(visible) == len(c.edges)
@@ -145,9 +166,14 @@ def test_rows_ranks_shapes_and_colours():
 
 def test_index_order_pins_features_by_index():
     g = parse(circuit_to_dot(small(), order="index"))
-    chain = [e for e in all_edges(g) if unq(e.get_source()) == "row:resid_0" or unq(e.get_source()).startswith("resid_0/")]
-    order = ["row:resid_0"] + [unq(e.get_destination()) for e in chain
-                               if e.get("style") == "invis" and not unq(e.get_destination()).startswith("row:")]
+    chain = [
+        e for e in all_edges(g) if unq(e.get_source()) == "row:resid_0" or unq(e.get_source()).startswith("resid_0/")
+    ]
+    order = ["row:resid_0"] + [
+        unq(e.get_destination())
+        for e in chain
+        if e.get("style") == "invis" and not unq(e.get_destination()).startswith("row:")
+    ]
     assert order[:4] == ["row:resid_0", "resid_0/5", "resid_0/40", "resid_0/err"]
     with pytest.raises(SFCError):
         circuit_to_dot(small(), order="random")
@@ -159,7 +185,9 @@ def test_max_edges_keeps_the_strongest():
     # a budget of at least one edge per node: every node keeps its strongest edge, the rest are the strongest
     g = parse(circuit_to_dot(c, max_edges=50))
     shown = {edge_key(e) for e in all_edges(g) if e.get("style") != "invis"}
-    assert len(shown) == 50 and f"strongest 50 of {len(c.edges)} edges, at least one per node" in unq(graph_attrs(g)["label"])
+    assert len(shown) == 50 and f"strongest 50 of {len(c.edges)} edges, at least one per node" in unq(
+        graph_attrs(g)["label"]
+    )
     ranked = sorted(c.edges, key=lambda e: -abs(e.weight))
     best = {}
     for e in ranked:
@@ -181,7 +209,17 @@ def test_max_edges_keeps_the_strongest():
 
 def test_row_key_orders_submodules():
     subs = ["resid_1", "embed", "mlp_0", "attn_1", "resid_0", "attn_0", "mlp_10", "mlp_2", "custom"]
-    assert sorted(subs, key=row_key) == ["embed", "attn_0", "mlp_0", "resid_0", "attn_1", "resid_1", "mlp_2", "mlp_10", "custom"]
+    assert sorted(subs, key=row_key) == [
+        "embed",
+        "attn_0",
+        "mlp_0",
+        "resid_0",
+        "attn_1",
+        "resid_1",
+        "mlp_2",
+        "mlp_10",
+        "custom",
+    ]
 
 
 def test_deterministic_output():
@@ -262,6 +300,7 @@ def test_neuronpedia_links_in_dot():
 
 # --- rendering (needs Graphviz) ---------------------------------------------------------------------
 
+
 @needs_dot
 @pytest.mark.parametrize("fmt, magic", [("svg", b"<?xml"), ("png", b"\x89PNG"), ("pdf", b"%PDF")])
 def test_render_formats(tmp_path, fmt, magic):
@@ -311,17 +350,22 @@ def test_repr_mimebundle_shows_summary_and_pruned_figure():
     assert page.startswith("<pre>nodes: 450") and "<svg" in page and "<?xml" not in page and "digraph" not in page
     assert "+" in page and "more" in page and "showing" in page  # rows capped, the title says so
     drawn = page.count('class="node"')
-    assert drawn <= 13 * 20 + 13 + 13 + 3  # 13 rows: 20 nodes a row, "+N more" markers, row names, y, its row name, legend
+    assert (
+        drawn <= 13 * 20 + 13 + 13 + 3
+    )  # 13 rows: 20 nodes a row, "+N more" markers, row names, y, its row name, legend
     assert repr(c).startswith("<Circuit logit_diff (ig, sum): 450 nodes, ") and len(repr(c)) < 120
 
 
 # --- figures that scale ------------------------------------------------------------------------------------
 
+
 def test_nodes_without_edges_left_out_unless_kept():
     c = small()
     c.nodes.append(feat("mlp_0", 99, 0.7))
     text = circuit_to_dot(c)
-    assert '"mlp_0/99"' not in text and "showing 7 of 8 nodes (1 without edges hidden)" in unq(graph_attrs(parse(text))["label"])
+    assert '"mlp_0/99"' not in text and "showing 7 of 8 nodes (1 without edges hidden)" in unq(
+        graph_attrs(parse(text))["label"]
+    )
     assert '"mlp_0/99"' in circuit_to_dot(c, keep_isolated=True)
     no_edges = small()
     no_edges.edges = []
@@ -355,8 +399,11 @@ def test_wrap_stacks_long_rows():
     rows = [unq(s.get_name()) for s in g.get_subgraphs() if s.get("rank") == "same"]
     n_mlp = sum(n.submodule == "mlp_0" for n in c.nodes)
     assert rows.count("row_mlp_0") == 1 and sum(r.startswith("row_mlp_0_") for r in rows) == -(-n_mlp // 8) - 1
-    sizes = [len([n for n in s.get_nodes() if "/" in unq(n.get_name())]) for s in g.get_subgraphs()
-             if unq(s.get_name()).startswith("row_mlp_0")]
+    sizes = [
+        len([n for n in s.get_nodes() if "/" in unq(n.get_name())])
+        for s in g.get_subgraphs()
+        if unq(s.get_name()).startswith("row_mlp_0")
+    ]
     assert max(sizes) <= 8 and sum(sizes) == n_mlp
     grid = small("none")
     for i in range(12):
@@ -382,9 +429,11 @@ def test_legend_and_sign_without_colour():
 
 def _simulate(rgb_, kind):
     """Colour-vision deficiency on linear RGB (Machado et al. 2009, severity 1)."""
-    m = {"protan": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
-         "deutan": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
-         "tritan": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]]}[kind]
+    m = {
+        "protan": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+        "deutan": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+        "tritan": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+    }[kind]
     lin = [(c / 255) ** 2.2 for c in rgb_]
     return [max(0.0, min(1.0, sum(m[i][j] * lin[j] for j in range(3)))) ** (1 / 2.2) * 255 for i in range(3)]
 
@@ -402,7 +451,12 @@ def test_missing_binary(monkeypatch, tmp_path, capsys):
     with pytest.raises(SFCError) as info:
         render(small(), "svg")
     msg = str(info.value)
-    assert "\n" not in msg and "apt-get install graphviz" in msg and "brew install graphviz" in msg and "--format dot" in msg
+    assert (
+        "\n" not in msg
+        and "apt-get install graphviz" in msg
+        and "brew install graphviz" in msg
+        and "--format dot" in msg
+    )
     assert small()._repr_mimebundle_() == {"text/plain": small().summary()}
     path = tmp_path / "c.json"
     small().to_json(path)
@@ -419,12 +473,22 @@ def test_missing_binary(monkeypatch, tmp_path, capsys):
 
 # --- label providers ---------------------------------------------------------------------------------
 
+
 def test_annotations_provider(tmp_path):
     path = tmp_path / "ann.jsonl"
-    path.write_text("\n".join([json.dumps({"Name": "resid_0/40", "Annotation": "plural nouns"}),
-                               json.dumps({"Name": "mlp_0/3", "Annotation": 'quote " & <tag>'}),
-                               json.dumps({"Name": "resid_9/1", "Annotation": "not in the circuit"}), "",
-                               json.dumps({"id": "attn_0/12@1", "label": "our id with position"})]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps({"Name": "resid_0/40", "Annotation": "plural nouns"}),
+                json.dumps({"Name": "mlp_0/3", "Annotation": 'quote " & <tag>'}),
+                json.dumps({"Name": "resid_9/1", "Annotation": "not in the circuit"}),
+                "",
+                json.dumps({"id": "attn_0/12@1", "label": "our id with position"}),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     c = apply_labels(small(), "annotations", path=path)
     assert c.node("resid_0/40").label == "plural nouns" and c.node("mlp_0/3").label == 'quote " & <tag>'
     assert c.node("embed/7").label is None and small().node("resid_0/40").label is None
@@ -442,7 +506,9 @@ def test_annotations_provider(tmp_path):
 
 
 def test_apply_labels_with_callable_and_unknown_name():
-    c = apply_labels(small(), lambda circuit, **kw: {"embed/7": {"label": kw["prefix"] + "!", "tooltip": "tip"}}, prefix="hey")
+    c = apply_labels(
+        small(), lambda circuit, **kw: {"embed/7": {"label": kw["prefix"] + "!", "tooltip": "tip"}}, prefix="hey"
+    )
     assert c.node("embed/7").label == "hey!" and c.provenance["node_info"]["embed/7"] == {"tooltip": "tip"}
     with pytest.raises(SFCError, match="unknown label_provider"):
         apply_labels(small(), "nope")
@@ -450,7 +516,6 @@ def test_apply_labels_with_callable_and_unknown_name():
 
 def test_summary_provider(tokenizer):
     import torch
-
     from conftest import make_model, make_sae
 
     model = make_model(tokenizer)
@@ -461,12 +526,16 @@ def test_summary_provider(tokenizer):
         acts = [sae.encode(model.run_with_cache(model.to_tokens(t), names_filter=[hook])[1][hook][0]) for t in texts]
     total = torch.cat(acts).sum(0)
     f_on, f_off = int(total.argmax()), int(total.argmin())
-    nodes = [Node("y", None, None, None, "metric", None, None, None),
-             Node(f"resid_0/{f_on}", "resid_0", hook, 0, "feature", f_on, None, 0.5),
-             Node(f"resid_0/{f_off}", "resid_0", hook, 0, "feature", f_off, None, -0.5)]
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, None),
+        Node(f"resid_0/{f_on}", "resid_0", hook, 0, "feature", f_on, None, 0.5),
+        Node(f"resid_0/{f_off}", "resid_0", hook, 0, "feature", f_off, None, -0.5),
+    ]
     c = Circuit(nodes, [], None, "logprob", "ig", 10, "sum", 0.1, 0.01, {})
     out = apply_labels(c, "summary", model=model, saes={hook: sae}, texts=texts, k=3)
-    best_t, best_p = max(((ti, p) for ti in range(3) for p in range(acts[ti].shape[0])), key=lambda tp: acts[tp[0]][tp[1], f_on])
+    best_t, best_p = max(
+        ((ti, p) for ti in range(3) for p in range(acts[ti].shape[0])), key=lambda tp: acts[tp[0]][tp[1], f_on]
+    )
     top_token = model.to_str_tokens(model.to_tokens(texts[best_t])[0])[best_p].strip()
     label = out.node(f"resid_0/{f_on}").label
     assert label.split(" · ")[0] == top_token
@@ -479,6 +548,7 @@ def test_summary_provider(tokenizer):
 
 # --- sfc export ---------------------------------------------------------------------------------------
 
+
 def test_cli_round_trip(tmp_path, capsys):
     path = tmp_path / "circuit.json"
     c = small()
@@ -490,7 +560,10 @@ def test_cli_round_trip(tmp_path, capsys):
     assert {n.id for n in pruned.nodes} == {"y", "attn_0/12", "mlp_0/3", "resid_0/40", "resid_0/err"}
     ann = tmp_path / "ann.jsonl"
     ann.write_text(json.dumps({"Name": "mlp_0/3", "Annotation": "verbs <&>"}) + "\n", encoding="utf-8")
-    assert main(["export", str(path), "--format", "neuronpedia", "-o", str(tmp_path / "g.json"), "--labels", str(ann)]) == 0
+    assert (
+        main(["export", str(path), "--format", "neuronpedia", "-o", str(tmp_path / "g.json"), "--labels", str(ann)])
+        == 0
+    )
     graph = json.loads((tmp_path / "g.json").read_text(encoding="utf-8"))
     assert "verbs <&>" in {n["clerp"] for n in graph["nodes"]}
     assert "wrote" in capsys.readouterr().out
@@ -506,12 +579,15 @@ def test_cli_svg(tmp_path):
     assert (tmp_path / "circuit.svg").exists()
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--format", "nope"], "unknown exporter 'nope'"),
-    (["--format", "dot", "--node-threshold", "0.001"], "cannot lower thresholds"),
-    (["--format", "dot", "--labels", "no-such-file.jsonl"], "no-such-file.jsonl"),
-    (["-o", "out.xyz"], "out.xyz"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--format", "nope"], "unknown exporter 'nope'"),
+        (["--format", "dot", "--node-threshold", "0.001"], "cannot lower thresholds"),
+        (["--format", "dot", "--labels", "no-such-file.jsonl"], "no-such-file.jsonl"),
+        (["-o", "out.xyz"], "out.xyz"),
+    ],
+)
 def test_cli_errors_exit_2(tmp_path, capsys, argv, needle):
     path = tmp_path / "circuit.json"
     small().to_json(path)
@@ -530,6 +606,7 @@ def test_cli_bad_circuit_file_exit_2(tmp_path, capsys):
 
 # --- command-line ergonomics ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def csv_plugin():
     """An in-process plugin (``get_plugin_manager().register(module)``): a ``csv`` exporter and a label provider."""
@@ -542,8 +619,11 @@ def csv_plugin():
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def prefixed(circuit, prefix="f", upper=False):
-        return {n.id: (f"{prefix}{n.feature}".upper() if upper else f"{prefix}{n.feature}") for n in circuit.nodes
-                if n.kind == "feature"}
+        return {
+            n.id: (f"{prefix}{n.feature}".upper() if upper else f"{prefix}{n.feature}")
+            for n in circuit.nodes
+            if n.kind == "feature"
+        }
 
     mod = types.ModuleType("csv_plugin_for_tests")
     mod.sfc_exporters = hookimpl(lambda: {"csv": export_csv})
@@ -568,8 +648,23 @@ def test_cli_label_options(tmp_path, csv_plugin, capsys):
     path = tmp_path / "circuit.json"
     small().to_json(path)
     out = tmp_path / "labelled.json"
-    assert main(["export", str(path), "-o", str(out), "--labels", "prefixed", "--label-option", "prefix=feat-",
-                 "--label-option", "upper=true"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(path),
+                "-o",
+                str(out),
+                "--labels",
+                "prefixed",
+                "--label-option",
+                "prefix=feat-",
+                "--label-option",
+                "upper=true",
+            ]
+        )
+        == 0
+    )
     assert Circuit.from_json(out).node("mlp_0/3").label == "FEAT-3"
     assert main(["export", str(path), "-o", str(out), "--labels", "prefixed", "--label-option", "colour=red"]) == 2
     assert "colour" in capsys.readouterr().err
@@ -581,8 +676,23 @@ def test_cli_figure_options(tmp_path):
     path = tmp_path / "circuit.json"
     c = synthetic(120, 400, seed=4)
     c.to_json(path)
-    assert main(["export", str(path), "-o", str(tmp_path / "c.dot"), "--max-nodes-per-row", "3", "--wrap", "2",
-                 "--no-legend", "--keep-isolated"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(path),
+                "-o",
+                str(tmp_path / "c.dot"),
+                "--max-nodes-per-row",
+                "3",
+                "--wrap",
+                "2",
+                "--no-legend",
+                "--keep-isolated",
+            ]
+        )
+        == 0
+    )
     g = parse((tmp_path / "c.dot").read_text(encoding="utf-8"))
     nodes = all_nodes(g)
     assert "legend" not in nodes and sum("/" in n for n in nodes) == 3 * 13

@@ -119,7 +119,9 @@ def test_write_set_writes_all_files_and_a_manifest(tmp_path):
 
 def test_write_set_refuses_a_foreign_non_empty_directory(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(SFCError, match=r"is not empty and was not written by sfc \(it holds 'notes.txt'\).*--overwrite"):
+    with pytest.raises(
+        SFCError, match=r"is not empty and was not written by sfc \(it holds 'notes.txt'\).*--overwrite"
+    ):
         write_set(tmp_path, {"circuit.json": "{}"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     write_set(tmp_path, {"circuit.json": "{}"}, overwrite=True)

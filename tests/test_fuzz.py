@@ -11,10 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import make_records, save_world
 
 from sfc_plugin.cli import main
-
-from conftest import make_records, save_world
 
 HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
 WEIRD = [None, True, -1, 0, 10**30, 1e308, -0.5, "", "x", "the <unk> cat", "\u202e\x00", [], {}, [1, "a"], {"a": None}]
@@ -24,8 +23,27 @@ WEIRD = [None, True, -1, 0, 10**30, 1e308, -0.5, "", "x", "the <unk> cat", "\u20
 def world(tmp_path_factory, tokenizer):
     d = tmp_path_factory.mktemp("fuzz")
     save_world(d, tokenizer, HOOKS)
-    assert main(["discover", "--model", str(d / "model"), "--sae", str(d / "saes"), "--data", str(d / "pairs.jsonl"),
-                 "--method", "atp", "--node-threshold", "0.01", "-o", str(d / "found"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "discover",
+                "--model",
+                str(d / "model"),
+                "--sae",
+                str(d / "saes"),
+                "--data",
+                str(d / "pairs.jsonl"),
+                "--method",
+                "atp",
+                "--node-threshold",
+                "0.01",
+                "-o",
+                str(d / "found"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     return d
 
 
@@ -63,7 +81,7 @@ def mutate_bytes(rng: random.Random, raw: bytes) -> bytes:
         return bytes(raw[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))) + raw[at:])
     if op == 3 and raw:  # duplicate a slice
         a = rng.randrange(len(raw))
-        return bytes(raw[:a] + raw[a:a + 50] + raw[a:])
+        return bytes(raw[:a] + raw[a : a + 50] + raw[a:])
     return bytes(raw.replace(b"0.", b"NaN", 1) if rng.random() < 0.5 else raw.replace(b"1", b"Infinity", 1))
 
 
@@ -105,8 +123,25 @@ def test_fuzz_data_files(world, tmp_path, capsys):
             records = make_records(4)
             f.write_text("".join(json.dumps(r) + "\n" for r in mutate_json(rng, records)))
         out = tmp_path / f"o{i}"
-        code = run(capsys, ["discover", "--model", world / "model", "--sae", world / "saes", "--data", f, "--method", "atp",
-                            "--node-threshold", "0.01", "-o", out, "-q"])
+        code = run(
+            capsys,
+            [
+                "discover",
+                "--model",
+                world / "model",
+                "--sae",
+                world / "saes",
+                "--data",
+                f,
+                "--method",
+                "atp",
+                "--node-threshold",
+                "0.01",
+                "-o",
+                out,
+                "-q",
+            ],
+        )
         if code == 0:
             strict(out / "circuit.json")
 
@@ -123,8 +158,25 @@ def test_fuzz_circuit_files(world, tmp_path, capsys):
             f.write_text(json.dumps(mutate_json(rng, json.loads(text))))
         codes.append(run(capsys, ["export", f, "--format", "dot", "-o", tmp_path / f"c{i}.dot"]))
         if i % 8 == 0:
-            code = run(capsys, ["evaluate", f, "--model", world / "model", "--sae", world / "saes", "--data",
-                                world / "pairs.jsonl", "--n-thresholds", 2, "--allow-overlap", "-o", tmp_path / f"e{i}", "-q"])
+            code = run(
+                capsys,
+                [
+                    "evaluate",
+                    f,
+                    "--model",
+                    world / "model",
+                    "--sae",
+                    world / "saes",
+                    "--data",
+                    world / "pairs.jsonl",
+                    "--n-thresholds",
+                    2,
+                    "--allow-overlap",
+                    "-o",
+                    tmp_path / f"e{i}",
+                    "-q",
+                ],
+            )
             if code == 0:
                 report = strict(tmp_path / f"e{i}" / "faithfulness.json")
                 assert report["points"]
@@ -145,8 +197,27 @@ def test_fuzz_sae_directories(world, tmp_path, capsys):
             cfg = json.loads((target / "cfg.json").read_text())
             (target / "cfg.json").write_text(json.dumps(mutate_json(rng, cfg)))
         out = tmp_path / f"o{i}"
-        codes.append(run(capsys, ["discover", "--model", world / "model", "--sae", saes, "--data", world / "pairs.jsonl",
-                                  "--method", "atp", "--node-threshold", "0.01", "-o", out, "-q"]))
+        codes.append(
+            run(
+                capsys,
+                [
+                    "discover",
+                    "--model",
+                    world / "model",
+                    "--sae",
+                    saes,
+                    "--data",
+                    world / "pairs.jsonl",
+                    "--method",
+                    "atp",
+                    "--node-threshold",
+                    "0.01",
+                    "-o",
+                    out,
+                    "-q",
+                ],
+            )
+        )
         if codes[-1] == 0:
             strict(out / "circuit.json")
     assert 2 in codes

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_model, make_records, make_sae, make_saes, z_hooks
+from test_attribution import SEQUENTIAL_PAIRS, caches, direct_edge, grad_at, parse
 
 import sfc_plugin
 from sfc_plugin.data import tokenize
-from sfc_plugin.shifting.edit import FeatureEdit
 from sfc_plugin.errors import SFCError
 from sfc_plugin.metrics import logit_diff
+from sfc_plugin.shifting.edit import FeatureEdit
 from sfc_plugin.splicing import build_submodules
-
-from conftest import make_model, make_records, make_sae, make_saes, z_hooks
-from test_attribution import SEQUENTIAL_PAIRS, caches, direct_edge, grad_at, parse
 
 D_HEAD, D_Z = 6, 24  # 4 heads of 6
 
@@ -59,8 +58,9 @@ def test_every_edge_type_with_hook_z_attention_matches_a_direct_intervention(tok
     """Edges out of ``attn_l`` run through ``W_O`` (into mlp_l and resid_l); edges into it through the attention."""
     model, saes = z_world(tokenizer, parallel)
     records = make_records(6)
-    circuit = sfc_plugin.discover(model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0,
-                                  progress=False)
+    circuit = sfc_plugin.discover(
+        model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0, progress=False
+    )
     batch = tokenize(model, records)
     c, p = caches(model, batch, list(saes))
     subs = {s.name: s for s in build_submodules(model, saes)}
@@ -84,8 +84,9 @@ def test_every_edge_type_with_hook_z_attention_matches_a_direct_intervention(tok
 def test_ig_with_hook_z_sums_to_patching_the_whole_submodule(tokenizer):
     model, saes = z_world(tokenizer)
     records = make_records(6)
-    circuit = sfc_plugin.discover(model, saes, records, method="ig", steps=200, node_threshold=0.0, edges=False,
-                                  progress=False)
+    circuit = sfc_plugin.discover(
+        model, saes, records, method="ig", steps=200, node_threshold=0.0, edges=False, progress=False
+    )
     batch = tokenize(model, records)
     clean_m = logit_diff(model(batch.clean), batch)
     _, p = caches(model, batch, list(saes))
@@ -102,8 +103,9 @@ def test_exact_patching_of_a_hook_z_feature(tokenizer):
     model, saes = z_world(tokenizer)
     records = make_records(6)
     hook = "blocks.1.attn.hook_z"
-    circuit = sfc_plugin.discover(model, {hook: saes[hook]}, records, method="exact", node_threshold=0.0, edges=False,
-                                  progress=False)
+    circuit = sfc_plugin.discover(
+        model, {hook: saes[hook]}, records, method="exact", node_threshold=0.0, edges=False, progress=False
+    )
     sub = build_submodules(model, {hook: saes[hook]})[0]
     batch = tokenize(model, records)
     c, p = caches(model, batch, [hook])
@@ -126,7 +128,9 @@ def test_evaluate_and_edit_through_hook_z(tokenizer):
     _, p = caches(model, batch, list(saes))
     valid = batch.valid[..., None, None].to(torch.float64)
     means = {h: (p[h] * valid).sum((0, 1)) / valid.sum() for h in saes}
-    empty = model.run_with_hooks(batch.clean, fwd_hooks=[(h, lambda act, hook: means[hook.name].expand_as(act)) for h in saes])
+    empty = model.run_with_hooks(
+        batch.clean, fwd_hooks=[(h, lambda act, hook: means[hook.name].expand_as(act)) for h in saes]
+    )
     assert result["m_empty"] == pytest.approx(logit_diff(empty, batch).mean().item(), abs=1e-9)
     assert result["m_full"] == pytest.approx(logit_diff(model(batch.clean), batch).mean().item(), abs=1e-9)
     assert abs(result["m_full"] - result["m_empty"]) > 1e-3
@@ -138,7 +142,9 @@ def test_evaluate_and_edit_through_hook_z(tokenizer):
     edit = FeatureEdit(subs, ablate={"attn_0": feats})
     with edit.applied(model):
         edited = model(batch.clean)
-    want = model.run_with_hooks(batch.clean, fwd_hooks=[(sub.hook, lambda act, hook: act - sub.unflat(f[..., feats] @ sub.W_dec[feats]))])
+    want = model.run_with_hooks(
+        batch.clean, fwd_hooks=[(sub.hook, lambda act, hook: act - sub.unflat(f[..., feats] @ sub.W_dec[feats]))]
+    )
     assert torch.allclose(edited, want, atol=1e-10) and not torch.allclose(edited, model(batch.clean), atol=1e-4)
 
 

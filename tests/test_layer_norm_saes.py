@@ -9,14 +9,13 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from conftest import all_hooks, make_model, make_records, make_saes
+from test_attribution import caches, direct_edge, parse
 
 import sfc_plugin
 from sfc_plugin.data import tokenize
 from sfc_plugin.metrics import logit_diff
 from sfc_plugin.splicing import Submodule, build_submodules
-
-from conftest import all_hooks, make_model, make_records, make_saes
-from test_attribution import caches, direct_edge, parse
 
 
 def ln_world(tokenizer):
@@ -48,15 +47,22 @@ def test_node_effects_of_a_whole_submodule_sum_to_patching_it(tokenizer, method)
     model, saes = ln_world(tokenizer)
     records = make_records(6)
     steps = 200 if method == "ig" else 10
-    circuit = sfc_plugin.discover(model, saes, records, method=method, steps=steps, node_threshold=0.0, edges=False,
-                                  progress=False)
+    circuit = sfc_plugin.discover(
+        model, saes, records, method=method, steps=steps, node_threshold=0.0, edges=False, progress=False
+    )
     batch = tokenize(model, records)
     clean_m = logit_diff(model(batch.clean), batch)
     _, p = caches(model, batch, list(saes))
     hook = "blocks.1.hook_mlp_out"
     total = sum(n.effect for n in circuit.nodes if n.submodule == "mlp_1")
-    patched = (logit_diff(model.run_with_hooks(batch.clean, fwd_hooks=[(hook, lambda act, hook: p[hook.name])]), batch)
-               - clean_m).mean().item()
+    patched = (
+        (
+            logit_diff(model.run_with_hooks(batch.clean, fwd_hooks=[(hook, lambda act, hook: p[hook.name])]), batch)
+            - clean_m
+        )
+        .mean()
+        .item()
+    )
     assert abs(patched) > 1e-3
     assert total == pytest.approx(patched, abs=2e-3 + 0.01 * abs(patched))
 
@@ -64,8 +70,9 @@ def test_node_effects_of_a_whole_submodule_sum_to_patching_it(tokenizer, method)
 def test_exact_patching_of_a_layer_norm_feature(tokenizer):
     model, saes = ln_world(tokenizer)
     hook = "blocks.1.hook_resid_post"
-    circuit = sfc_plugin.discover(model, {hook: saes[hook]}, make_records(6), method="exact", node_threshold=0.0,
-                                  edges=False, progress=False)
+    circuit = sfc_plugin.discover(
+        model, {hook: saes[hook]}, make_records(6), method="exact", node_threshold=0.0, edges=False, progress=False
+    )
     sub = build_submodules(model, {hook: saes[hook]})[0]
     batch = tokenize(model, make_records(6))
     c, p = caches(model, batch, [hook])
@@ -93,17 +100,28 @@ class FrozenLN(Submodule):
 def test_edges_match_interventions_with_frozen_layer_norm_statistics(tokenizer):
     model, saes = ln_world(tokenizer)
     records = make_records(6)
-    circuit = sfc_plugin.discover(model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0,
-                                  progress=False)
+    circuit = sfc_plugin.discover(
+        model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0, progress=False
+    )
     batch = tokenize(model, records)
     c, p = caches(model, batch, list(saes))
     plain = {s.name: s for s in build_submodules(model, saes)}
     frozen = {n: FrozenLN(**{**s.__dict__, "ref": c[s.hook]}) for n, s in plain.items()}
     checked = 0
-    for pair in [("embed", "attn_0"), ("attn_0", "mlp_0"), ("mlp_0", "resid_0"), ("resid_0", "mlp_1"), ("resid_1", "y")]:
+    for pair in [
+        ("embed", "attn_0"),
+        ("attn_0", "mlp_0"),
+        ("mlp_0", "resid_0"),
+        ("resid_0", "mlp_1"),
+        ("resid_1", "y"),
+    ]:
         group = [e for e in circuit.edges if (e.source.split("/")[0], e.target.split("/")[0]) == pair]
-        picks = [max((e for e in group if not e.source.endswith("/err") and not e.target.endswith("/err")),
-                     key=lambda e: abs(e.weight))]
+        picks = [
+            max(
+                (e for e in group if not e.source.endswith("/err") and not e.target.endswith("/err")),
+                key=lambda e: abs(e.weight),
+            )
+        ]
         picks += [e for e in group if e.source.endswith("/err")][:1]
         for e in picks:
             (up, un), (down, dn) = parse(e.source), (parse(e.target) if e.target != "y" else ("y", None))

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import all_hooks, make_model, make_records, make_saes, z_hooks
 
 from sfc_plugin.attribution.methods import atp, ig
 from sfc_plugin.attribution.paper_baseline import baseline_discover
 from sfc_plugin.attribution.sparse import SparseFeatures
 from sfc_plugin.budget import MemoryBudget, parse_memory
 from sfc_plugin.data import tokenize
-from sfc_plugin.discovery import _select, attribute
+from sfc_plugin.discovery import attribute
 from sfc_plugin.errors import SFCError
 from sfc_plugin.metrics import logit_diff
 from sfc_plugin.splicing import build_submodules
-
-from conftest import all_hooks, make_model, make_records, make_saes, z_hooks
 
 
 def _rel(a, b):
@@ -49,8 +48,9 @@ def test_tokenwise_edges_when_an_input_of_the_block_holds_no_nodes(tokenizer, pa
     model = make_model(tokenizer, parallel=parallel)
     subs = build_submodules(model, make_saes(all_hooks(2)))
     batch = tokenize(model, make_records(6))
-    nodes = attribute(model, subs, batch, logit_diff, ig, steps=4, node_threshold=0.05, batch_size=4, edges=False,
-                      budget=None).nodes
+    nodes = attribute(
+        model, subs, batch, logit_diff, ig, steps=4, node_threshold=0.05, batch_size=4, edges=False, budget=None
+    ).nodes
     nodes = {**nodes, empty: NodeSet(nodes[empty].feat[:0], None, [])}
     res = attribute(model, subs, batch, logit_diff, ig, steps=4, batch_size=4, budget=None, nodes=nodes)
     base = baseline_discover(model, subs, batch, logit_diff, steps=4, batch_size=4, nodes=nodes)
@@ -85,12 +85,15 @@ def test_tight_budget_chunks_but_gives_the_same_effects(tokenizer):
     model = make_model(tokenizer)
     subs = build_submodules(model, make_saes(all_hooks(2)))
     batch = tokenize(model, make_records(6))
-    big = attribute(model, subs, batch, logit_diff, ig, steps=3, node_threshold=0.05, budget=MemoryBudget.resolve("8GB", model))
+    big = attribute(
+        model, subs, batch, logit_diff, ig, steps=3, node_threshold=0.05, budget=MemoryBudget.resolve("8GB", model)
+    )
     per_row = MemoryBudget.resolve("1GB", model).forward_row(batch.clean.shape[1], 2, 1)
     small_budget = MemoryBudget.resolve(int(per_row * 3 / 0.6), model)  # about 3 IG rows per pass
     assert small_budget.rows(per_row, "x", share=0.6) == 3
-    small = attribute(model, subs, batch, logit_diff, ig, steps=3, node_threshold=0.05, budget=small_budget,
-                      nodes=big.nodes)
+    small = attribute(
+        model, subs, batch, logit_diff, ig, steps=3, node_threshold=0.05, budget=small_budget, nodes=big.nodes
+    )
     for s in subs:
         assert torch.allclose(small.features[s.name], big.features[s.name], atol=1e-12)
     for key, w in big.edges.items():
@@ -130,7 +133,9 @@ def test_sparse_features_roundtrip_and_difference():
     W, c = torch.randn(40, 8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
     assert torch.allclose(fa.decode(W, c), a @ W + c)
     g = torch.randn(2, 5, 8, dtype=torch.float64)
-    proj = torch.zeros(10, 40, dtype=torch.float64).index_put_((fa.token_index(), fa.idx), fa.project(g, W), accumulate=True)
+    proj = torch.zeros(10, 40, dtype=torch.float64).index_put_(
+        (fa.token_index(), fa.idx), fa.project(g, W), accumulate=True
+    )
     assert torch.allclose(proj, ((g @ W.T) * a.ne(0)).view(10, 40))
 
 
@@ -188,7 +193,9 @@ def test_edges_reuse_the_contexts_that_fit_and_recompute_the_rest(tokenizer, mon
     full = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.05, batch_size=4, budget=budget)
     prepared = []
     real = discovery.prepare
-    monkeypatch.setattr(discovery, "prepare", lambda model, subs, b, *a: prepared.append(len(b)) or real(model, subs, b, *a))
+    monkeypatch.setattr(
+        discovery, "prepare", lambda model, subs, b, *a: prepared.append(len(b)) or real(model, subs, b, *a)
+    )
     monkeypatch.setattr(discovery, "state_bytes", lambda ctx: int(0.2 * budget.bytes))  # one context fits in 30%
     part = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=budget, nodes=full.nodes)
     n_batches = -(-len(batch) // 4)

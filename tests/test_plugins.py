@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_model, make_records, make_saes
 
 import sfc_plugin
 from sfc_plugin.plugins import new_plugin_manager, registry
-
-from conftest import make_model, make_records, make_saes
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -42,7 +41,11 @@ def test_entry_point_method_is_used_by_name_and_broken_plugin_warns(plugin_site,
     methods = registry("method", pm)
     assert methods["midpoint"].plugin == "sfc_midpoint:midpoint"
     assert methods["ig"].plugin == "sfc_plugin.attribution.builtin"
-    model, saes, records = make_model(tokenizer), make_saes(["blocks.1.hook_resid_post", "blocks.0.hook_mlp_out"]), make_records(4)
+    model, saes, records = (
+        make_model(tokenizer),
+        make_saes(["blocks.1.hook_resid_post", "blocks.0.hook_mlp_out"]),
+        make_records(4),
+    )
     kw = dict(node_threshold=0.0, edges=False, progress=False, pm=pm)
     mid = sfc_plugin.discover(model, saes, records, method="midpoint", **kw)
     ig1 = sfc_plugin.discover(model, saes, records, method="ig", steps=2, **kw)  # α ∈ {0, 0.5}
@@ -68,15 +71,33 @@ def test_cli_uses_entry_point_method_and_lists_plugins(plugin_site, tmp_path, to
 
     data.write_text("".join(json.dumps(r) + "\n" for r in make_records(4)))
     env = {"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "sfc_plugin.cli", *a], capture_output=True, text=True,  # noqa: E731
-                                    env=env)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "sfc_plugin.cli", *a],
+        capture_output=True,
+        text=True,  # noqa: E731
+        env=env,
+    )
     listed = run("plugins")
     assert listed.returncode == 0, listed.stderr
     assert "midpoint" in listed.stdout and "sfc_midpoint:midpoint" in listed.stdout
     assert "sfc_broken:broken" in listed.stdout and "failed to load" in listed.stdout  # listed with the reason
     out = tmp_path / "out"
-    res = run("discover", "--model", str(tmp_path / "model"), "--sae", str(tmp_path / "saes"), "--data", str(data),
-              "--method", "midpoint", "--node-threshold", "0.01", "-o", str(out), "-q")
+    res = run(
+        "discover",
+        "--model",
+        str(tmp_path / "model"),
+        "--sae",
+        str(tmp_path / "saes"),
+        "--data",
+        str(data),
+        "--method",
+        "midpoint",
+        "--node-threshold",
+        "0.01",
+        "-o",
+        str(out),
+        "-q",
+    )
     assert res.returncode == 0, res.stderr
     circuit = sfc_plugin.Circuit.from_json(out / "circuit.json")
     assert circuit.method == "midpoint" and len(circuit.nodes) > 1

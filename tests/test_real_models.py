@@ -19,16 +19,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import offline_hub as hub
 import pytest
 import torch
-
-import offline_hub as hub
 
 PY = sys.executable
 
 
 def sfc(env, *args, cwd=None):
-    return subprocess.run([PY, "-m", "sfc_plugin.cli", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd)
+    return subprocess.run(
+        [PY, "-m", "sfc_plugin.cli", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
+    )
 
 
 def py(env, code: str):
@@ -50,14 +51,44 @@ def _logit_diff(hf_dir: Path) -> float:
 
 
 SMALL_CONFIGS = {  # each architecture's distinctive features at a small size
-    "GPTNeoXForCausalLM": dict(model_type="gpt_neox", vocab_size=40, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                               intermediate_size=256, max_position_embeddings=64, rotary_pct=0.25, use_parallel_residual=True),
+    "GPTNeoXForCausalLM": dict(
+        model_type="gpt_neox",
+        vocab_size=40,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=64,
+        rotary_pct=0.25,
+        use_parallel_residual=True,
+    ),
     "GPT2LMHeadModel": dict(model_type="gpt2", vocab_size=40, n_embd=64, n_layer=2, n_head=4, n_positions=64),
-    "Gemma2ForCausalLM": dict(model_type="gemma2", vocab_size=40, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                              num_key_value_heads=2, head_dim=24, intermediate_size=128, max_position_embeddings=64,
-                              query_pre_attn_scalar=16, sliding_window=4, attn_logit_softcapping=5.0, final_logit_softcapping=3.0),
-    "LlamaForCausalLM": dict(model_type="llama", vocab_size=40, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, intermediate_size=128, max_position_embeddings=64, rope_theta=5e5),
+    "Gemma2ForCausalLM": dict(
+        model_type="gemma2",
+        vocab_size=40,
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=24,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        query_pre_attn_scalar=16,
+        sliding_window=4,
+        attn_logit_softcapping=5.0,
+        final_logit_softcapping=3.0,
+    ),
+    "LlamaForCausalLM": dict(
+        model_type="llama",
+        vocab_size=40,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        rope_theta=5e5,
+    ),
 }
 
 
@@ -121,24 +152,49 @@ def offline(tmp_path_factory):
 
 
 def test_true_shape_conversions_match_the_hf_logits(offline):
-    print(f"pythia-70m-deduped max |Δlogit| {offline['pythia_logit_diff']:.2e}; "
-          f"gemma-2 (2 layers) {offline['gemma_logit_diff']:.2e}")
+    print(
+        f"pythia-70m-deduped max |Δlogit| {offline['pythia_logit_diff']:.2e}; "
+        f"gemma-2 (2 layers) {offline['gemma_logit_diff']:.2e}"
+    )
     assert offline["pythia_logit_diff"] < 1e-4
     assert offline["gemma_logit_diff"] < 1e-4
 
 
 def test_pythia_preset_discovers_offline_end_to_end(offline, tmp_path):
-    done = sfc(offline["env"], "discover", "--preset", "pythia-70m-sfc", "--data", offline["data"], "--method", "atp",
-               "--n-examples", 8, "--node-threshold", "0.002", "--edge-threshold", "0.0005", "-q", "-o", tmp_path)
+    done = sfc(
+        offline["env"],
+        "discover",
+        "--preset",
+        "pythia-70m-sfc",
+        "--data",
+        offline["data"],
+        "--method",
+        "atp",
+        "--n-examples",
+        8,
+        "--node-threshold",
+        "0.002",
+        "--edge-threshold",
+        "0.0005",
+        "-q",
+        "-o",
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     circuit = json.loads((tmp_path / "circuit.json").read_text())
     prov = circuit["provenance"]
     assert prov["model"] == "pythia-70m-deduped" and prov["preset"] == "pythia-70m-sfc"
     assert len(prov["saes"]) == 19
-    assert {s["release"] for s in prov["saes"]} == {"pythia-70m-deduped-res-sm", "pythia-70m-deduped-att-sm",
-                                                    "pythia-70m-deduped-mlp-sm"}
+    assert {s["release"] for s in prov["saes"]} == {
+        "pythia-70m-deduped-res-sm",
+        "pythia-70m-deduped-att-sm",
+        "pythia-70m-deduped-mlp-sm",
+    }
     embed = next(s for s in prov["saes"] if s["submodule"] == "embed")
-    assert embed["sae_id"] == "blocks.0.hook_resid_pre" and embed["spec"] == "pythia-70m-deduped-res-sm:blocks.0.hook_resid_pre"
+    assert (
+        embed["sae_id"] == "blocks.0.hook_resid_pre"
+        and embed["spec"] == "pythia-70m-deduped-res-sm:blocks.0.hook_resid_pre"
+    )
     nodes = [n for n in circuit["nodes"] if n["kind"] != "metric"]
     assert len({n["submodule"] for n in nodes}) >= 10 and len(circuit["edges"]) > 20
 
@@ -146,7 +202,9 @@ def test_pythia_preset_discovers_offline_end_to_end(offline, tmp_path):
 def test_a_model_by_name_carries_the_hf_activations_its_saes_were_trained_on(offline):
     """No TransformerLens processing for the Pythia releases: hooks equal the HF model's hidden states;
     TransformerLens's default processing (centred writing weights) would not."""
-    out = py(offline["env"], """
+    out = py(
+        offline["env"],
+        """
 import json, torch, warnings
 warnings.filterwarnings("ignore")
 from transformers import AutoModelForCausalLM
@@ -163,7 +221,8 @@ with torch.no_grad():
     theirs = default.run_with_cache(tokens)[1]["blocks.2.hook_resid_post"]
 print(json.dumps({"ours": float((ours - hidden).abs().max()), "default": float((theirs - hidden).abs().max()),
                   "scale": float(hidden.abs().max()), "kwargs_ok": sorted(saes) == sorted(s.split(":")[1] for s in specs)}))
-""")
+""",
+    )
     print(f"pythia resid_post_2: ours vs HF {out['ours']:.2e}, TL default processing vs HF {out['default']:.2e}")
     assert out["kwargs_ok"]
     assert out["ours"] < 1e-4 < out["default"]
@@ -171,14 +230,35 @@ print(json.dumps({"ours": float((ours - hidden).abs().max()), "default": float((
 
 def test_gemma_scope_with_hook_z_discovers_offline(offline, tmp_path):
     args = [x for spec in offline["gemma_specs"] for x in ("--sae", spec)]
-    done = sfc(offline["env"], "discover", "--model", offline["gemma"], *args, "--data", offline["data"], "--method", "atp",
-               "--n-examples", 6, "--node-threshold", "0.05", "--edge-threshold", "0.005", "-q", "-o", tmp_path)
+    done = sfc(
+        offline["env"],
+        "discover",
+        "--model",
+        offline["gemma"],
+        *args,
+        "--data",
+        offline["data"],
+        "--method",
+        "atp",
+        "--n-examples",
+        6,
+        "--node-threshold",
+        "0.05",
+        "--edge-threshold",
+        "0.005",
+        "-q",
+        "-o",
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     circuit = json.loads((tmp_path / "circuit.json").read_text())
     hooks = {s["submodule"]: s["hook"] for s in circuit["provenance"]["saes"]}
     assert hooks["attn_0"] == "blocks.0.attn.hook_z" and hooks["attn_1"] == "blocks.1.attn.hook_z"
     assert {s["release"] for s in circuit["provenance"]["saes"]} == {
-        "gemma-scope-2b-pt-att-canonical", "gemma-scope-2b-pt-mlp-canonical", "gemma-scope-2b-pt-res-canonical"}
+        "gemma-scope-2b-pt-att-canonical",
+        "gemma-scope-2b-pt-mlp-canonical",
+        "gemma-scope-2b-pt-res-canonical",
+    }
     assert any((n["submodule"] or "").startswith("attn_") for n in circuit["nodes"])
     assert any(e["source"].startswith("attn_0/") for e in circuit["edges"])
 
@@ -205,9 +285,25 @@ def offline_gpt2(tmp_path_factory):
 
 
 def test_gpt2_preset_discovers_offline_end_to_end(offline_gpt2, tmp_path):
-    done = sfc(offline_gpt2["env"], "discover", "--preset", "gpt2-small-sfc", "--data", offline_gpt2["data"],
-               "--method", "atp", "--n-examples", 6, "--node-threshold", "0.002", "--edge-threshold", "0.0005", "-q",
-               "-o", tmp_path)
+    done = sfc(
+        offline_gpt2["env"],
+        "discover",
+        "--preset",
+        "gpt2-small-sfc",
+        "--data",
+        offline_gpt2["data"],
+        "--method",
+        "atp",
+        "--n-examples",
+        6,
+        "--node-threshold",
+        "0.002",
+        "--edge-threshold",
+        "0.0005",
+        "-q",
+        "-o",
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     circuit = json.loads((tmp_path / "circuit.json").read_text())
     prov = circuit["provenance"]
@@ -223,7 +319,9 @@ def test_gpt2_preset_discovers_offline_end_to_end(offline_gpt2, tmp_path):
 def test_gpt2_preset_loading_gives_every_sae_its_training_activations(offline_gpt2):
     """The preset centres GPT-2's writing weights (res-jb's kwargs); the v5 SAEs, which layer-normalise their
     input, encode exactly the same features as on the uncentred model, and res-jb's config carries the kwargs."""
-    out = py(offline_gpt2["env"], """
+    out = py(
+        offline_gpt2["env"],
+        """
 import json, torch, warnings
 warnings.filterwarnings("ignore")
 from sfc_plugin.models import resolve_world
@@ -245,7 +343,8 @@ jb = saes[emb].cfg.metadata
 print(json.dumps({"v5": v5, "embed_mean": float(a[emb].mean(-1).abs().max()), "plain_mean": float(b[emb].mean(-1).abs().max()),
                   "kwargs": jb.model_from_pretrained_kwargs, "norm": saes[specs[2].split(":")[1]].cfg.normalize_activations,
                   "k": saes[specs[2].split(":")[1]].cfg.k, "prepend_bos": saes[specs[2].split(":")[1]].cfg.metadata.prepend_bos}))
-""")
+""",
+    )
     print(out)
     assert out["kwargs"] == {"center_writing_weights": True} and out["norm"] == "layer_norm" and out["k"] == 32
     assert out["prepend_bos"] is False
@@ -272,25 +371,35 @@ def test_mismatched_saes_exit_2_naming_the_sae(offline, tmp_path, case):
     gemma_att = "gemma-scope-2b-pt-att-canonical:layer_1/width_16k/canonical"
     gemma_res = "gemma-scope-2b-pt-res-canonical:layer_1/width_16k/canonical"
     if case == "d_in":
-        args, want = ["--model", "pythia-70m-deduped", "--sae", gemma_att], \
-            f"{gemma_att}: d_in=2048 but the model's n_heads * d_head at 'blocks.1.attn.hook_z' is 512"
+        args, want = (
+            ["--model", "pythia-70m-deduped", "--sae", gemma_att],
+            f"{gemma_att}: d_in=2048 but the model's n_heads * d_head at 'blocks.1.attn.hook_z' is 512",
+        )
     elif case == "model":  # right widths and hooks, wrong model: the Gemma-2 directory under another model's name
         other = offline["root"] / "models" / "gemma-2-9b"
         if not other.exists():
             other.symlink_to(offline["gemma"])
-        args, want = ["--model", other, "--sae", gemma_res], \
-            f"{gemma_res} was trained on model 'gemma-2-2b' but the model is 'gemma-2-9b'"
+        args, want = (
+            ["--model", other, "--sae", gemma_res],
+            f"{gemma_res} was trained on model 'gemma-2-2b' but the model is 'gemma-2-9b'",
+        )
     elif case == "hook":
         sae = _local_sae(tmp_path / "sae7", "blocks.7.hook_resid_post")
-        args, want = ["--model", "pythia-70m-deduped", "--sae", sae], \
-            f"{sae.resolve()}: hook 'blocks.7.hook_resid_post' is not in the model (6 layers)"
+        args, want = (
+            ["--model", "pythia-70m-deduped", "--sae", sae],
+            f"{sae.resolve()}: hook 'blocks.7.hook_resid_post' is not in the model (6 layers)",
+        )
     elif case == "disagree_model":
-        args, want = ["--model", "pythia-70m-deduped", "--sae", pythia_res, "--sae", gemma_att], \
-            f"SAEs disagree on the model: {pythia_res} is for 'pythia-70m-deduped', {gemma_att} is for 'gemma-2-2b'"
+        args, want = (
+            ["--model", "pythia-70m-deduped", "--sae", pythia_res, "--sae", gemma_att],
+            f"SAEs disagree on the model: {pythia_res} is for 'pythia-70m-deduped', {gemma_att} is for 'gemma-2-2b'",
+        )
     else:
         sae = _local_sae(tmp_path / "centred", "blocks.3.hook_resid_post", {"center_writing_weights": True})
-        args, want = ["--model", "pythia-70m-deduped", "--sae", pythia_res, "--sae", sae], \
-            f"SAEs disagree on how to load the model: {pythia_res} wants no processing, {sae.resolve()} wants"
+        args, want = (
+            ["--model", "pythia-70m-deduped", "--sae", pythia_res, "--sae", sae],
+            f"SAEs disagree on how to load the model: {pythia_res} wants no processing, {sae.resolve()} wants",
+        )
     done = sfc(offline["env"], "discover", *args, "--data", offline["data"], "-q", "-o", tmp_path / "out")
     assert done.returncode == 2, done.stderr[-2000:]
     line = done.stderr.strip().splitlines()[-1]
@@ -318,7 +427,7 @@ def test_presets_name_real_releases_and_list_their_submodules(capsys):
     sizes = {"pythia-70m-sfc": 19, "gemma-2-2b-sfc": 78, "gpt2-small-sfc": 37}
     for name, preset in PRESETS.items():
         assert len(preset.saes) == sizes[name] == len(preset.submodules())
-        for spec, hook in preset.saes:
+        for spec, _hook in preset.saes:
             release, sae_id = spec.split(":", 1)
             assert sae_id in directory[release].saes_map, spec
             assert directory[release].model.replace("gpt2-small", "gpt2") == preset.model, spec
@@ -335,4 +444,7 @@ def test_unknown_preset_in_toml_exits_2(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text('preset = "pythia-70m-sfx"\n')
     assert main(["discover", "--config", str(config), "-o", str(tmp_path / "out")]) == 2
-    assert "unknown preset 'pythia-70m-sfx' (known: pythia-70m-sfc, gemma-2-2b-sfc, gpt2-small-sfc)" in capsys.readouterr().err
+    assert (
+        "unknown preset 'pythia-70m-sfx' (known: pythia-70m-sfc, gemma-2-2b-sfc, gpt2-small-sfc)"
+        in capsys.readouterr().err
+    )

@@ -20,8 +20,17 @@ from sfc_plugin.shifting.side_effects import edit_features
 from sfc_plugin.shifting.texts import toy_text
 from sfc_plugin.splicing import build_submodules
 
-TABLE = ("original", "shift", "shift_retrain", "shift_labelled", "shift_labelled_retrain", "random", "neuron_skyline",
-         "feature_skyline", "oracle")
+TABLE = (
+    "original",
+    "shift",
+    "shift_retrain",
+    "shift_labelled",
+    "shift_labelled_retrain",
+    "random",
+    "neuron_skyline",
+    "feature_skyline",
+    "oracle",
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +61,25 @@ def test_shift_removes_the_spurious_cue_without_labels(result):
     assert rows["shift_labelled"]["worst_group_acc"] >= original["worst_group_acc"] + 0.30  # the labelled skyline
     ablated = [f for f in result["features"] if f["decision"] == "ablate"]
     assert len(ablated) == result["n_ablated"] == len(result["edit"].to_dict()["features"]) > 0
-    assert all(f["judge"] == "concept:shipped:gender" and f["shift_labelled"]["judge"] == "labelled"
-               for f in result["features"])
+    assert all(
+        f["judge"] == "concept:shipped:gender" and f["shift_labelled"]["judge"] == "labelled"
+        for f in result["features"]
+    )
 
 
 def test_uses_field_is_correct_for_every_row(result):
     concept = ["ambiguous_train", "concept_description", "unlabelled_text"]
-    want = {"original": ["ambiguous_train"], "shift": concept, "shift_retrain": concept,
-            "shift_labelled": ["ambiguous_train", "balanced_labels"],
-            "shift_labelled_retrain": ["ambiguous_train", "balanced_labels"],
-            "random": concept,  # its number of features comes from SHIFT
-            "neuron_skyline": concept + ["balanced_labels"], "feature_skyline": concept + ["balanced_labels"],
-            "oracle": ["balanced_labels"]}
+    want = {
+        "original": ["ambiguous_train"],
+        "shift": concept,
+        "shift_retrain": concept,
+        "shift_labelled": ["ambiguous_train", "balanced_labels"],
+        "shift_labelled_retrain": ["ambiguous_train", "balanced_labels"],
+        "random": concept,  # its number of features comes from SHIFT
+        "neuron_skyline": concept + ["balanced_labels"],
+        "feature_skyline": concept + ["balanced_labels"],
+        "oracle": ["balanced_labels"],
+    }
     assert {r["name"]: r["uses"] for r in result["rows"]} == want
     table = format_table(result).splitlines()
     assert table[1].endswith("train") and table[2].endswith("train + concept + unlabelled text")
@@ -81,9 +97,13 @@ def test_concept_judge_never_sees_labels(world, bios, result):
     # handed labels anyway (scrambled and flipped), it decides exactly as in the run, which gave it none
     perm = torch.randperm(len(val.y), generator=torch.Generator().manual_seed(0))
     scrambled = Labelled(val.batch, 1 - val.y[perm], val.z[perm])
-    infos = [FeatureInfo(f["id"], f["id"].split("/")[0], int(f["id"].split("/")[1]), f["effect"]) for f in result["features"]]
+    infos = [
+        FeatureInfo(f["id"], f["id"].split("/")[0], int(f["id"].split("/")[1]), f["effect"]) for f in result["features"]
+    ]
     got = concept_judge(infos, JudgeContext(model, subs, scrambled, options, texts=val.batch))
-    assert [(d.id, d.decision, d.note) for d in got] == [(f["id"], f["decision"], f["note"]) for f in result["features"]]
+    assert [(d.id, d.decision, d.note) for d in got] == [
+        (f["id"], f["decision"], f["note"]) for f in result["features"]
+    ]
 
 
 def test_side_effects_equal_a_direct_computation(world, result):
@@ -95,8 +115,9 @@ def test_side_effects_equal_a_direct_computation(world, result):
     with torch.no_grad():
         plain = model(tokens, return_type="loss").item()
     assert se["original"]["loss"] == pytest.approx(plain, rel=1e-5)
-    circuit = sfc_plugin.discover(model, saes, sfc_plugin.load_dataset("toy/sva-rc", "train")[:40], edges=False,
-                                  progress=False)
+    circuit = sfc_plugin.discover(
+        model, saes, sfc_plugin.load_dataset("toy/sva-rc", "train")[:40], edges=False, progress=False
+    )
     nodes = {n.id for n in circuit.nodes if n.kind == "feature"}
     assert set(se["edits"]) == {"shift", "shift_labelled", "random", "neuron_skyline", "feature_skyline"}
     assert "in_circuit" not in se["edits"]["neuron_skyline"]  # neurons are not circuit nodes
@@ -118,8 +139,11 @@ def test_table_rows_come_from_predictions(world, bios, result):
     pos = (result["intended"][1], result["spurious"][1])
     test = labelled(model, bios["test"], "profession", "gender", pos, "cpu")
     hook = result["probe_hook"]
-    for name, edit, probe in (("original", None, result["probe"]), ("shift", result["edit"], result["probe"]),
-                              ("shift_retrain", result["edit"], result["retrained_probe"])):
+    for name, edit, probe in (
+        ("original", None, result["probe"]),
+        ("shift", result["edit"], result["probe"]),
+        ("shift_retrain", result["edit"], result["retrained_probe"]),
+    ):
         with torch.no_grad():
             pred = (probe(pooled(model, test, hook, edit))[:, 0] > 0).float()
         groups = [(pred[(test.y == a) & (test.z == b)] == a).float().mean().item() for a in (0, 1) for b in (0, 1)]
@@ -144,6 +168,7 @@ def test_probe_and_attribution_are_deterministic(world, bios):
 
 # ---- the command: config, defaults, overlap, provenance, and edit-report reusing it ----
 
+
 def _sfc(capsys, *argv):
     from sfc_plugin.cli import main
 
@@ -157,8 +182,15 @@ def test_shift_defaults_and_config(tmp_path):
 
     parse = build_parser().parse_args
     s = _settings(parse(["shift"]), "shift")
-    assert (s["data"], s["n_train"], s["n_eval"], s["top_k"], s["steps"], s["batch_size"], s["allow_overlap"]) == \
-        ("toy/bios", None, None, 50, 10, 16, False)  # whole splits: see the README on why not discover's 40
+    assert (s["data"], s["n_train"], s["n_eval"], s["top_k"], s["steps"], s["batch_size"], s["allow_overlap"]) == (
+        "toy/bios",
+        None,
+        None,
+        50,
+        10,
+        16,
+        False,
+    )  # whole splits: see the README on why not discover's 40
     cfg = tmp_path / "run.toml"
     cfg.write_text("method = 'atp'\nmodel = 'm'\npreset = 'p'\nbatch-size = 4\nn_examples = 40\n")  # a discover config
     s = _settings(parse(["shift", "--config", str(cfg), "--batch-size", "2"]), "shift")
@@ -176,8 +208,10 @@ def test_overlapping_splits_are_refused(bios):
     relabelled = dict(train[3], gender="other")  # the same text under other labels is the same example
     with pytest.raises(sfc_plugin.SFCError) as err:
         _check_shift_overlap(train, {"val": val, "test": test[:5] + [relabelled]}, "toy/bios")
-    assert str(err.value) == ("1 of the 6 test examples of toy/bios are training examples (SHIFT finds its features "
-                              "and trains its probe on those): give held-out splits or pass --allow-overlap")
+    assert str(err.value) == (
+        "1 of the 6 test examples of toy/bios are training examples (SHIFT finds its features "
+        "and trains its probe on those): give held-out splits or pass --allow-overlap"
+    )
 
 
 def test_cli_shift_records_provenance_and_edit_report_reuses_it(world, tmp_path, capsys):
@@ -198,8 +232,12 @@ def test_cli_shift_records_provenance_and_edit_report_reuses_it(world, tmp_path,
     edit_json = json.loads((tmp_path / "s" / "edit.json").read_text())
     prov = shift_json["provenance"]
     assert edit_json["provenance"] == prov and "provenance" not in shift_json["edit"]
-    assert (prov["dataset"], prov["splits"], prov["n_examples"], prov["model_source"]) == \
-        ("toy/bios", {"train": "train", "val": "val", "test": "test"}, {"train": 48, "val": 24, "test": 24}, "toy")
+    assert (prov["dataset"], prov["splits"], prov["n_examples"], prov["model_source"]) == (
+        "toy/bios",
+        {"train": "train", "val": "val", "test": "test"},
+        {"train": 48, "val": 24, "test": 24},
+        "toy",
+    )
     assert prov["model_fingerprint"] == model_fingerprint(model)  # as discover records them in circuit.json
     assert {s["hook"]: s["fingerprint"] for s in prov["saes"]} == {h: sae_fingerprint(sae) for h, sae in saes.items()}
     assert _recorded_text(prov) == [r["text"] for r in sfc_plugin.load_dataset("toy/bios", "train")[:48]]
@@ -220,8 +258,11 @@ def test_cli_shift_records_provenance_and_edit_report_reuses_it(world, tmp_path,
     other = [*report, "--model", pkg / "model", "--sae", tmp_path / "saes", "-o", tmp_path / "r2"]
     code, out, err = _sfc(capsys, *other)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert re.fullmatch(rf"sfc: error: SAE at hook '{re.escape(hook)}' has other weights than the edit's \(sha256 "
-                        r"[0-9a-f]{12} vs [0-9a-f]{12}\); pass force=True \(--force\) to use them anyway", err.strip())
+    assert re.fullmatch(
+        rf"sfc: error: SAE at hook '{re.escape(hook)}' has other weights than the edit's \(sha256 "
+        r"[0-9a-f]{12} vs [0-9a-f]{12}\); pass force=True \(--force\) to use them anyway",
+        err.strip(),
+    )
     code, out, err = _sfc(capsys, *other, "--force")
     assert code == 0 and f"sfc: warning: --force: SAE at hook '{hook}'" in err
     check = json.loads((tmp_path / "r2" / "edit-report.json").read_text())["provenance_check"]

@@ -31,8 +31,11 @@ def cases():
     a, b = uneven(0), uneven(1, busy=3)
     b[1, 2] = a[1, 2]  # equal tokens: the difference must cancel exactly
     b[2, 0, :10] = a[2, 0, :10]
-    return [("uneven", a, b), ("empty", torch.zeros(B, T, NF, dtype=torch.float64), b),
-            ("both empty", torch.zeros(B, T, NF, dtype=torch.float64), torch.zeros(B, T, NF, dtype=torch.float64))]
+    return [
+        ("uneven", a, b),
+        ("empty", torch.zeros(B, T, NF, dtype=torch.float64), b),
+        ("both empty", torch.zeros(B, T, NF, dtype=torch.float64), torch.zeros(B, T, NF, dtype=torch.float64)),
+    ]
 
 
 @pytest.fixture(params=cases(), ids=lambda c: c[0])
@@ -136,7 +139,7 @@ def test_node_matrix(pair, per_pos):
     dense = d.dense().view(B * T, NF)
     want = dense[:, node_feat].T.clone()  # [k, N]
     if per_pos:
-        want *= (torch.arange(B * T)[None] % T == node_pos[:, None])
+        want *= torch.arange(B * T)[None] % T == node_pos[:, None]
     assert torch.equal(node_matrix(d.val, d, node_feat, node_pos, T), want)
     row, tok, val = node_entries(d.val, d, node_feat, node_pos, T)
     assert torch.equal(want[row, tok], val) and not val.eq(0).any()

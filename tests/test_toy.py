@@ -101,7 +101,9 @@ def test_within_rc_answers_are_embedded_verbs():
 def test_train_and_test_prompts_disjoint():
     reg = toy_plugin.sfc_datasets()
     for cond in ("nounpp", "rc", "within_rc"):
-        prompts = lambda split: {p for r in reg[f"toy/sva-{cond}"](split) for p in (r["clean_prefix"], r["patch_prefix"])}  # noqa: E731
+        prompts = lambda split: {
+            p for r in reg[f"toy/sva-{cond}"](split) for p in (r["clean_prefix"], r["patch_prefix"])
+        }  # noqa: E731
         assert not prompts("train") & prompts("test"), cond
     assert len(reg["toy/sva-rc"]("test")) <= 500
 

@@ -9,17 +9,18 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import HANG_LIMIT
 
 from sfc_plugin import dashboards
 from sfc_plugin.circuit import Circuit, Edge, Node
 from sfc_plugin.dashboards.labels import auto_label
 from sfc_plugin.viewer import build_site, site_data
 
-from conftest import HANG_LIMIT
-
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (.ci/run installs "
-                                                              "Debian's chromium; apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless Chromium not installed (.ci/run installs Debian's chromium; apt-get install chromium)",
+)
 EVIL = '<script>window.PWNED=1</script><img src=x onerror="window.PWNED=2">'
 
 
@@ -32,20 +33,48 @@ def _node(nid, effect, label=None):
     sub, feat = nid.split("/")
     kind, _, layer = sub.partition("_")
     hook = HOOKS[kind] if kind == "embed" else f"blocks.{layer}.{HOOKS[kind]}"
-    return Node(nid, sub, hook, int(layer or -1), "error" if feat == "err" else "feature",
-                None if feat == "err" else int(feat), None, effect, label)
+    return Node(
+        nid,
+        sub,
+        hook,
+        int(layer or -1),
+        "error" if feat == "err" else "feature",
+        None if feat == "err" else int(feat),
+        None,
+        effect,
+        label,
+    )
 
 
 @pytest.fixture(scope="module")
 def site_circuit():
     """A small hand-made circuit over the conftest model's submodules: effects spread over two decades."""
-    effects = {"embed/0": 0.9, "embed/3": -0.05, "embed/err": 0.3, "attn_0/5": 0.4, "mlp_0/1": -0.6, "resid_0/4": 0.08,
-               "resid_0/err": -0.2, "mlp_1/7": 1.5, "resid_1/2": 2.0, "resid_1/31": -0.03}
+    effects = {
+        "embed/0": 0.9,
+        "embed/3": -0.05,
+        "embed/err": 0.3,
+        "attn_0/5": 0.4,
+        "mlp_0/1": -0.6,
+        "resid_0/4": 0.08,
+        "resid_0/err": -0.2,
+        "mlp_1/7": 1.5,
+        "resid_1/2": 2.0,
+        "resid_1/31": -0.03,
+    }
     nodes = [_node("y", 2.5)] + [_node(i, e, EVIL if i == "mlp_0/1" else None) for i, e in effects.items()]
-    edges = [Edge("embed/0", "attn_0/5", 0.5), Edge("embed/0", "mlp_0/1", -0.4), Edge("embed/err", "resid_0/4", 0.02),
-             Edge("embed/3", "resid_0/err", 0.01), Edge("attn_0/5", "mlp_0/1", 0.3), Edge("mlp_0/1", "resid_0/4", -0.05),
-             Edge("resid_0/4", "mlp_1/7", 0.07), Edge("resid_0/err", "resid_1/31", -0.02), Edge("mlp_1/7", "resid_1/2", 1.2),
-             Edge("resid_1/2", "y", 2.0), Edge("resid_1/31", "y", -0.03)]
+    edges = [
+        Edge("embed/0", "attn_0/5", 0.5),
+        Edge("embed/0", "mlp_0/1", -0.4),
+        Edge("embed/err", "resid_0/4", 0.02),
+        Edge("embed/3", "resid_0/err", 0.01),
+        Edge("attn_0/5", "mlp_0/1", 0.3),
+        Edge("mlp_0/1", "resid_0/4", -0.05),
+        Edge("resid_0/4", "mlp_1/7", 0.07),
+        Edge("resid_0/err", "resid_1/31", -0.02),
+        Edge("mlp_1/7", "resid_1/2", 1.2),
+        Edge("resid_1/2", "y", 2.0),
+        Edge("resid_1/31", "y", -0.03),
+    ]
     return Circuit(nodes, edges, 2.5, "logit_diff", "ig", 10, "sum", 0.01, 0.005, {"dataset": "test/pairs"})
 
 
@@ -68,15 +97,33 @@ def site(site_circuit, tokenizer, tmp_path_factory):
 def run_page(site_dir, probe: str, size=(1400, 900)) -> dict:
     """Load the site from file:// with ``probe`` run after the viewer; the probe's ``result`` and the console."""
     page = (site_dir / "index.html").read_text(encoding="utf-8")
-    page = page.replace('<script src="viewer.js"></script>', '<script src="viewer.js"></script>\n<script src="probe.js"></script>')
+    page = page.replace(
+        '<script src="viewer.js"></script>', '<script src="viewer.js"></script>\n<script src="probe.js"></script>'
+    )
     assert "probe.js" in page
     (site_dir / "probe-page.html").write_text(page, encoding="utf-8")
     (site_dir / "probe.js").write_text(
         "var result = {};\n" + probe + "\nvar pre = document.createElement('pre'); pre.id = 'probe-result';"
-        "pre.textContent = JSON.stringify(result); document.body.appendChild(pre);\n", encoding="utf-8")
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                           f"--window-size={size[0]},{size[1]}", "--enable-logging=stderr", "--v=0", "--dump-dom",
-                           (site_dir / "probe-page.html").as_uri()], capture_output=True, text=True, timeout=HANG_LIMIT)
+        "pre.textContent = JSON.stringify(result); document.body.appendChild(pre);\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--window-size={size[0]},{size[1]}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            (site_dir / "probe-page.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT,
+    )
     found = re.search(r'<pre id="probe-result">(.*?)</pre>', proc.stdout, re.S)
     assert found, f"page did not run the probe:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     result = json.loads(html.unescape(found.group(1)))
@@ -92,7 +139,7 @@ def test_site_data_keeps_data_raw_for_the_page_to_escape(site_circuit, site):
     assert set(d["dashboards"]) == {n.id for n in site_circuit.nodes if n.kind == "feature"}
     text = (out / "data.js").read_text()
     assert text.startswith("window.SFC_VIEW = ") and text.isascii()
-    assert json.loads(text[len("window.SFC_VIEW = "):-2]) == json.loads(json.dumps(d))
+    assert json.loads(text[len("window.SFC_VIEW = ") : -2]) == json.loads(json.dumps(d))
     labels = {n["id"]: n["label"] for n in d["nodes"]}
     assert labels["resid_1/2"] == auto_label(data["features"]["resid_1/2"])  # unlabelled features get auto labels
 
@@ -100,14 +147,17 @@ def test_site_data_keeps_data_raw_for_the_page_to_escape(site_circuit, site):
 @needs_chromium
 def test_page_loads_without_console_errors_and_draws_every_node(site, site_circuit):
     out, _ = site
-    r = run_page(out, """
+    r = run_page(
+        out,
+        """
         result.nodes = document.querySelectorAll('#nodes .node').length;
         result.features = document.querySelectorAll('#nodes .node.feature').length;
         result.errors = document.querySelectorAll('#nodes .node.error polygon').length;
         result.edges = document.querySelectorAll('#edges .edge').length;
         result.counts = document.getElementById('counts').textContent;
         result.transform = document.getElementById('viewport').getAttribute('transform');
-    """)
+    """,
+    )
     assert r["console"] == []
     assert r["nodes"] == len(site_circuit.nodes) and r["errors"] == 2
     assert r["edges"] == len(site_circuit.edges)
@@ -118,7 +168,9 @@ def test_page_loads_without_console_errors_and_draws_every_node(site, site_circu
 @needs_chromium
 def test_clicking_a_node_opens_its_card_with_contexts(site):
     out, data = site
-    r = run_page(out, """
+    r = run_page(
+        out,
+        """
         var g = document.querySelector('.node[data-id="resid_1/2"]');
         g.dispatchEvent(new MouseEvent('click', {bubbles: true}));
         var card = document.getElementById('card');
@@ -130,7 +182,8 @@ def test_clicking_a_node_opens_its_card_with_contexts(site):
         result.promoted = Array.from(card.querySelectorAll('.chips.up span')).map(function (e) { return e.textContent; });
         result.incoming = Array.from(card.querySelectorAll('.edges-list li')).map(function (e) { return e.textContent; });
         result.selected = document.querySelector('.node.selected').getAttribute('data-id');
-    """)
+    """,
+    )
     assert r["console"] == []
     rec = data["features"]["resid_1/2"]
     assert not r["hidden"] and r["title"] == "resid_1/2" and r["selected"] == "resid_1/2"
@@ -145,7 +198,9 @@ def test_clicking_a_node_opens_its_card_with_contexts(site):
 @needs_chromium
 def test_sliders_prune_live(site, site_circuit):
     out, _ = site
-    r = run_page(out, """
+    r = run_page(
+        out,
+        """
         function count() { return +document.getElementById('counts').getAttribute('data-nodes'); }
         function edges() { return +document.getElementById('counts').getAttribute('data-edges'); }
         result.before = count();
@@ -160,21 +215,25 @@ def test_sliders_prune_live(site, site_circuit):
         var e = document.getElementById('edge-slider');
         e.value = 80; e.dispatchEvent(new Event('input', {bubbles: true}));
         result.edgesAfter = edges();
-    """)
+    """,
+    )
     assert r["console"] == []
     n = len(site_circuit.nodes) - 1
     assert r["before"] == n == r["back"]
     assert 0 < r["after"] < n and r["drawn"] == r["after"]
     t = float(r["threshold"])
-    assert r["after"] == sum(1 for x in site_circuit.nodes if x.kind != "metric" and abs(x.effect) >= t * 0.999) or \
-        r["after"] == sum(1 for x in site_circuit.nodes if x.kind != "metric" and abs(x.effect) >= t * 1.001)
+    assert r["after"] == sum(1 for x in site_circuit.nodes if x.kind != "metric" and abs(x.effect) >= t * 0.999) or r[
+        "after"
+    ] == sum(1 for x in site_circuit.nodes if x.kind != "metric" and abs(x.effect) >= t * 1.001)
     assert r["edgesAfter"] < r["edgesBefore"] == len(site_circuit.edges)
 
 
 @needs_chromium
 def test_hover_highlights_paths_and_search_finds_labels(site):
     out, _ = site
-    r = run_page(out, """
+    r = run_page(
+        out,
+        """
         var g = document.querySelector('.node[data-id="attn_0/5"]');
         g.dispatchEvent(new MouseEvent('mouseenter'));
         result.focus = document.getElementById('graph').classList.contains('focus');
@@ -188,7 +247,8 @@ def test_hover_highlights_paths_and_search_finds_labels(site):
         result.labelMatch = Array.from(document.querySelectorAll('.node.match')).map(function (e) { return e.getAttribute('data-id'); });
         q.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'}));
         result.card = document.querySelector('#card h2').textContent;
-    """)
+    """,
+    )
     assert r["console"] == []
     assert r["focus"] and not r["after"]
     # upstream embed/0; downstream mlp_0/1 -> resid_0/4 -> mlp_1/7 -> resid_1/2 -> y
@@ -203,12 +263,15 @@ def test_edge_colours_are_the_figures_and_the_legend_names_them(site):
     from sfc_plugin.export.dot import NEG_RGB, POS_RGB
 
     out, _ = site
-    r = run_page(out, """
+    r = run_page(
+        out,
+        """
         var es = Array.from(document.querySelectorAll('#edges .edge'));
         result.edges = es.map(function (e) { return [e.getAttribute('stroke'), e.getAttribute('stroke-dasharray'),
                                                      e.querySelector('title').textContent]; });
         result.legend = document.getElementById('legend').textContent;
-    """)
+    """,
+    )
     want = {True: "rgb({},{},{})".format(*NEG_RGB), False: "rgb({},{},{})".format(*POS_RGB)}
     assert r["edges"] and {e[1] is not None for e in r["edges"]} == {True, False}  # both signs present
     for stroke, dash, title in r["edges"]:
@@ -221,13 +284,16 @@ def test_edge_colours_are_the_figures_and_the_legend_names_them(site):
 @needs_chromium
 def test_a_label_with_markup_shows_as_text(site):
     out, _ = site
-    r = run_page(out, """
+    r = run_page(
+        out,
+        """
         document.querySelector('.node[data-id="mlp_0/1"]').dispatchEvent(new MouseEvent('click', {bubbles: true}));
         result.pwned = window.PWNED === undefined ? null : window.PWNED;
         result.label = document.querySelector('#card .label').textContent;
         result.nodeText = document.querySelector('.node[data-id="mlp_0/1"] text.sub').textContent;
         result.injected = document.querySelectorAll('#card script, #card img, #nodes script, #nodes img').length;
-    """)
+    """,
+    )
     assert r["console"] == []
     assert r["pwned"] is None and r["injected"] == 0
     assert r["label"] == EVIL and r["nodeText"].startswith("<script>")
@@ -240,12 +306,17 @@ def test_cli_view_writes_a_site(site_circuit, site, tmp_path, capsys):
     circuit = Circuit.from_dict({**site_circuit.to_dict(), "provenance": {"model_source": "elsewhere"}})
     circuit.to_json(tmp_path / "c.json")
     dashboards.write_dashboards(data, tmp_path / "dash")
-    assert main(["view", str(tmp_path / "c.json"), "--dashboards", str(tmp_path / "dash"), "-o", str(tmp_path / "site")]) == 0
+    assert (
+        main(["view", str(tmp_path / "c.json"), "--dashboards", str(tmp_path / "dash"), "-o", str(tmp_path / "site")])
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["data.js", "index.html", "viewer.css", "viewer.js"]
     assert "file://" in capsys.readouterr().out
     # no dashboards for a circuit from elsewhere: the site still builds, cards without contexts
     assert main(["view", str(tmp_path / "c.json"), "-o", str(tmp_path / "bare")]) == 0
     assert "no dashboards" in capsys.readouterr().out
-    bare = json.loads((tmp_path / "bare" / "data.js").read_text()[len("window.SFC_VIEW = "):-2])
+    bare = json.loads((tmp_path / "bare" / "data.js").read_text()[len("window.SFC_VIEW = ") : -2])
     assert bare["dashboards"] == {}
-    assert main(["view", str(tmp_path / "c.json"), "--dashboards", str(tmp_path / "nope"), "-o", str(tmp_path / "x")]) == 2
+    assert (
+        main(["view", str(tmp_path / "c.json"), "--dashboards", str(tmp_path / "nope"), "-o", str(tmp_path / "x")]) == 2
+    )

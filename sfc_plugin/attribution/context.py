@@ -13,8 +13,8 @@ total effect. Dense ``Acts`` (as :func:`sfc_plugin.splicing.activations` makes) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -140,13 +140,21 @@ class AttributionContext:
             if start is not None and self._start(s)[1]:
                 inp = inp.index_add(0, rows, shift + leaf)
             else:
-                hooks.append((s.hook, lambda act, hook, rows=rows, add=shift, leaf=leaf, s=s:
-                              act.index_add(0, rows, s.unflat(add + leaf))))
+                hooks.append(
+                    (
+                        s.hook,
+                        lambda act, hook, rows=rows, add=shift, leaf=leaf, s=s: act.index_add(
+                            0, rows, s.unflat(add + leaf)
+                        ),
+                    )
+                )
         with torch.enable_grad():
             if self.forward is not None:
                 n = len(ex) // len(self.batch)
-                m = self.metric(self.forward(self.batch.clean.repeat(n, 1), hooks, self.batch.repeat(n) if n > 1 else self.batch),
-                                self.batch.repeat(n) if n > 1 else self.batch).sum()
+                m = self.metric(
+                    self.forward(self.batch.clean.repeat(n, 1), hooks, self.batch.repeat(n) if n > 1 else self.batch),
+                    self.batch.repeat(n) if n > 1 else self.batch,
+                ).sum()
             else:
                 m = run_metric(self.model, self.metric, self.batch.select(ex), hooks, start, inp).sum()
             grads = torch.autograd.grad(m, leaves, allow_unused=True)
@@ -185,8 +193,10 @@ class AttributionContext:
 def encode(sub: Submodule, x: torch.Tensor, tokens_per_chunk: int) -> Acts:
     """``Acts`` with sparse features; the dense encoder output exists for one chunk of tokens at a time."""
     flat = x.reshape(-1, x.shape[-1])
-    parts = [SparseFeatures.from_dense(sub.encode(flat[lo:lo + tokens_per_chunk])[None])
-             for lo in range(0, flat.shape[0], tokens_per_chunk)]
+    parts = [
+        SparseFeatures.from_dense(sub.encode(flat[lo : lo + tokens_per_chunk])[None])
+        for lo in range(0, flat.shape[0], tokens_per_chunk)
+    ]
     shape = (*x.shape[:-1], sub.d_sae)
     f = parts[0] if len(parts) == 1 else SparseFeatures.cat_tokens(parts, shape)
     f = SparseFeatures(f.idx, f.val, f.ptr, shape)
@@ -195,18 +205,26 @@ def encode(sub: Submodule, x: torch.Tensor, tokens_per_chunk: int) -> Acts:
 
 def zero_sparse_acts(subs: list[Submodule], clean: dict[str, Acts]) -> dict[str, Acts]:
     """Zero ablation with sparse features: ``f = 0, ε = 0``, so ``x = decode(0)``."""
-    return {s.name: Acts(s.b_dec.expand_as(clean[s.name].x).clone(),
-                         SparseFeatures.empty(clean[s.name].f.shape, clean[s.name].x.dtype, clean[s.name].x.device),
-                         torch.zeros_like(clean[s.name].err)) for s in subs}
+    return {
+        s.name: Acts(
+            s.b_dec.expand_as(clean[s.name].x).clone(),
+            SparseFeatures.empty(clean[s.name].f.shape, clean[s.name].x.dtype, clean[s.name].x.device),
+            torch.zeros_like(clean[s.name].err),
+        )
+        for s in subs
+    }
 
 
 @torch.no_grad()
-def prepare(model, subs: list[Submodule], batch: Batch, metric, steps: int = 10, aggregation: str = "sum",
-            budget=None) -> AttributionContext:
+def prepare(
+    model, subs: list[Submodule], batch: Batch, metric, steps: int = 10, aggregation: str = "sum", budget=None
+) -> AttributionContext:
     """Clean and patch activations of ``batch`` (one pass each), sparse features, cached residuals, metric values."""
     hooks = [s.hook for s in subs]
     layers = sorted({start_of(s.hook, model.cfg)[0] for s in subs} - {None})
-    tokens_per_chunk = budget.rows(budget.encode_row(max(s.d_sae for s in subs)), "SAE encoding", share=0.25) if budget else 4096
+    tokens_per_chunk = (
+        budget.rows(budget.encode_row(max(s.d_sae for s in subs)), "SAE encoding", share=0.25) if budget else 4096
+    )
 
     def run(tokens):
         acts, resid, value = collect(model, hooks, layers, batch, tokens, metric)
@@ -217,8 +235,19 @@ def prepare(model, subs: list[Submodule], batch: Batch, metric, steps: int = 10,
         patch, _, m_patch = run(batch.patch)
     else:
         patch, m_patch = zero_sparse_acts(subs, clean), None
-    return AttributionContext(model, subs, batch, metric, clean, patch, int(steps), aggregation, resid=resid,
-                              budget=budget, metric_values=(m_clean, m_patch))
+    return AttributionContext(
+        model,
+        subs,
+        batch,
+        metric,
+        clean,
+        patch,
+        int(steps),
+        aggregation,
+        resid=resid,
+        budget=budget,
+        metric_values=(m_clean, m_patch),
+    )
 
 
 def state_bytes(ctx: AttributionContext) -> int:

@@ -136,8 +136,11 @@ def _resid_inputs(model, subs: list[Submodule], d: Submodule):
     attn, z = by_hook.get(f"blocks.{l}.hook_attn_out"), by_hook.get(f"blocks.{l}.attn.hook_z")
     if attn is not None:
         out.append((attn, ident))
-    elif z is not None and not (getattr(cfg, "use_normalization_before_and_after", False) or getattr(cfg, "load_in_4bit", False)
-                                or cfg.original_architecture in POST_NORM_ARCHITECTURES):
+    elif z is not None and not (
+        getattr(cfg, "use_normalization_before_and_after", False)
+        or getattr(cfg, "load_in_4bit", False)
+        or cfg.original_architecture in POST_NORM_ARCHITECTURES
+    ):
         W_O = model.blocks[l].attn.W_O  # [heads, d_head, d_model]: hook_attn_out = z W_O + b_O
         out.append((z, lambda c, W=W_O.reshape(-1, W_O.shape[-1]): c @ W.T))
     else:
@@ -184,8 +187,9 @@ def _tokenwise_vjp(model, subs: list[Submodule], d: Submodule, clean: dict[str, 
     return [u for u, _ in pairs], lambda c, t: {u.name: f(c) for u, f in pairs}
 
 
-def _tokenwise_edges(ins: list[Submodule], vjp, cot: "_Cotangents", up_delta, nodes: dict[str, NodeSet], budget,
-                     share: float = 0.5) -> dict[str, torch.Tensor]:
+def _tokenwise_edges(
+    ins: list[Submodule], vjp, cot: _Cotangents, up_delta, nodes: dict[str, NodeSet], budget, share: float = 0.5
+) -> dict[str, torch.Tensor]:
     """Edges into a submodule that reads its inputs token by token (see :func:`_tokenwise_vjp`): one VJP row per
     (downstream node, token) with a nonzero cotangent, instead of every token of every example for every node.
 
@@ -209,7 +213,7 @@ def _tokenwise_edges(ins: list[Submodule], vjp, cot: "_Cotangents", up_delta, no
     size = budget.rows(per_row, "edge cotangent", share=share) if budget is not None else 4096
     out = {u.name: W.new_zeros((len(ns), len(nodes[u.name]))) for u in ins}
     for lo in range(0, node_row.numel(), size):
-        r, t = node_row[lo:lo + size], tok[lo:lo + size]
+        r, t = node_row[lo : lo + size], tok[lo : lo + size]
         is_feat = r < k
         c = torch.empty((r.numel(), D), dtype=W.dtype, device=W.device)
         c[is_feat] = cot.coeff[r[is_feat], t[is_feat], None] * W[r[is_feat]]
@@ -251,8 +255,9 @@ def direct_paths(outs: dict[str, torch.Tensor], leaves: dict[str, torch.Tensor])
     return out
 
 
-def circuit_bytes(subs: list[Submodule], nodes: dict[str, NodeSet], paths: dict[str, set[str]], tokens: int,
-                  itemsize: int) -> int:
+def circuit_bytes(
+    subs: list[Submodule], nodes: dict[str, NodeSet], paths: dict[str, set[str]], tokens: int, itemsize: int
+) -> int:
     """Bytes the edges pass holds for a circuit (what grows with its size), for ``tokens`` = examples × positions.
 
     Edge weights ``[n_down, n_up]`` of the pairs with a direct path (``paths``, ``"y"`` for the metric), twice
@@ -272,9 +277,18 @@ def circuit_bytes(subs: list[Submodule], nodes: dict[str, NodeSet], paths: dict[
     return int(2 * pairs * max(itemsize, 4) + held + down)
 
 
-def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, Acts], patch: dict[str, Acts],
-                 grads: dict[str, torch.Tensor], nodes: dict[str, NodeSet], chunk: int = 64,
-                 budget=None) -> dict[tuple[str, str], torch.Tensor]:
+def edge_effects(
+    model,
+    subs: list[Submodule],
+    batch,
+    metric,
+    clean: dict[str, Acts],
+    patch: dict[str, Acts],
+    grads: dict[str, torch.Tensor],
+    nodes: dict[str, NodeSet],
+    chunk: int = 64,
+    budget=None,
+) -> dict[tuple[str, str], torch.Tensor]:
     """Edge weights summed over the batch: ``{(up, down): [n_down, n_up]}``; ``down`` may be ``"y"``.
 
     Edges into ``y`` come from every submodule but the last (whose edges into ``y`` are its node
@@ -315,7 +329,9 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
             cot = None  # the previous downstream submodule's, freed before this one's is built
             cot = _Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
             tokenwise = _tokenwise_vjp(model, subs, d, clean)
-            if tokenwise is not None and all(u.name in {s.name for s in ups} or not len(nodes[u.name]) for u in tokenwise[0]):
+            if tokenwise is not None and all(
+                u.name in {s.name for s in ups} or not len(nodes[u.name]) for u in tokenwise[0]
+            ):
                 ins = [u for u in tokenwise[0] if len(nodes[u.name])]
                 got = _tokenwise_edges(ins, tokenwise[1], cot, up_delta, nodes, budget, share) if ins else {}
                 for u, w in got.items():  # every other upstream path into it is cut: those pairs are absent
@@ -325,8 +341,14 @@ def edge_effects(model, subs: list[Submodule], batch, metric, clean: dict[str, A
             for lo in range(0, len(cot), size):
                 hi = min(len(cot), lo + size)
                 c = cot.chunk(lo, hi)
-                vs = torch.autograd.grad(outs[d.name], [leaves[u.name] for u in ups], grad_outputs=c,
-                                         is_grads_batched=True, retain_graph=True, allow_unused=True)
+                vs = torch.autograd.grad(
+                    outs[d.name],
+                    [leaves[u.name] for u in ups],
+                    grad_outputs=c,
+                    is_grads_batched=True,
+                    retain_graph=True,
+                    allow_unused=True,
+                )
                 for u, v in zip(ups, vs):
                     if v is None:  # no direct path from u (the same for every chunk)
                         continue

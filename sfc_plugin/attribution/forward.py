@@ -42,8 +42,11 @@ def start_of(hook: str, cfg=None) -> tuple[int | None, bool]:
         return layer, True
     if rest in ("hook_resid_post", "hook_mlp_out"):
         return layer + 1, True
-    if rest == "hook_attn_out" and cfg is not None and (getattr(cfg, "parallel_attn_mlp", False)
-                                                         or getattr(cfg, "attn_only", False)):
+    if (
+        rest == "hook_attn_out"
+        and cfg is not None
+        and (getattr(cfg, "parallel_attn_mlp", False) or getattr(cfg, "attn_only", False))
+    ):
         return layer + 1, True
     return layer, False
 
@@ -94,8 +97,11 @@ def collect(model, hooks: list[str], layers: list[int], batch, tokens, metric=No
     """One pass over ``tokens``: ``({hook: act}, {layer: resid entering block}, metric or None)``."""
     acts, resid = {}, {}
     fwd = [(h, lambda act, hook: acts.__setitem__(hook.name, act.detach())) for h in hooks]
-    fwd += [(f"blocks.{l}.hook_resid_pre", lambda act, hook, l=l: resid.__setitem__(l, act.detach()))
-            for l in layers if l < model.cfg.n_layers]
+    fwd += [
+        (f"blocks.{l}.hook_resid_pre", lambda act, hook, l=l: resid.__setitem__(l, act.detach()))
+        for l in layers
+        if l < model.cfg.n_layers
+    ]
     b = replace(batch, clean=tokens)
     n = model.cfg.n_layers
     out = model.run_with_hooks(tokens, fwd_hooks=fwd, stop_at_layer=n)

@@ -55,8 +55,9 @@ def exact(ctx: AttributionContext) -> NodeEffects:
                 else:
                     shift[i, :, t] = d[:, t]
             shift = shift.flatten(0, 1)
-            m = ctx.metric_with([(s.hook, lambda act, hook, shift=shift, s=s: act + s.unflat(shift))],
-                               repeat=len(chunk))
+            m = ctx.metric_with(
+                [(s.hook, lambda act, hook, shift=shift, s=s: act + s.unflat(shift))], repeat=len(chunk)
+            )
             effect = (m.view(len(chunk), B) - m0(len(chunk))).T  # [b, chunk]
             for i, (j, t) in enumerate(chunk):
                 target = err if j < 0 else feat[..., j]

@@ -127,7 +127,9 @@ def baseline_edges(model, subs: list[Submodule], batch, metric, grads, clean, pa
                 result[(u.name, d.name)] = torch.stack(rows[u.name])
         ups = [u for u in subs[:-1] if len(nodes[u.name])]
         if ups:
-            gs = torch.autograd.grad(m, [f_leaf[u.name] for u in ups] + [e_leaf[u.name] for u in ups], allow_unused=True)
+            gs = torch.autograd.grad(
+                m, [f_leaf[u.name] for u in ups] + [e_leaf[u.name] for u in ups], allow_unused=True
+            )
             for k, u in enumerate(ups):
                 if gs[k] is not None:
                     result[(u.name, "y")] = contract(u, gs[k], gs[len(ups) + k])[None]
@@ -146,8 +148,19 @@ def baseline_total(model, batch, metric) -> float:
         return float((metric(model(batch.patch), batch) - metric(model(batch.clean), batch)).sum())
 
 
-def baseline_discover(model, subs: list[Submodule], full, metric, *, steps: int = 10, batch_size: int = 16,
-                      nodes=None, phases=("nodes", "edges", "total"), on_phase=None, given_grads=None):
+def baseline_discover(
+    model,
+    subs: list[Submodule],
+    full,
+    metric,
+    *,
+    steps: int = 10,
+    batch_size: int = 16,
+    nodes=None,
+    phases=("nodes", "edges", "total"),
+    on_phase=None,
+    given_grads=None,
+):
     """The paper's algorithm over all batches: mean node effects, mean edge weights (for ``nodes``),
     mean total effect, and seconds per phase. ``on_phase(name)`` is called as each phase starts.
 

@@ -45,19 +45,23 @@ class SparseFeatures:
     shape: tuple[int, int, int]
 
     @classmethod
-    def from_dense(cls, f: torch.Tensor) -> "SparseFeatures":
+    def from_dense(cls, f: torch.Tensor) -> SparseFeatures:
         flat = f.reshape(-1, f.shape[-1])
         tok, idx = flat.nonzero(as_tuple=True)  # row-major: by token, then feature
         return cls(idx, flat[tok, idx], _offsets(tok, flat.shape[0]), tuple(f.shape))
 
     @classmethod
-    def empty(cls, shape, dtype, device) -> "SparseFeatures":
+    def empty(cls, shape, dtype, device) -> SparseFeatures:
         n = shape[0] * shape[1]
-        return cls(torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=dtype, device=device),
-                   torch.zeros(n + 1, dtype=torch.long, device=device), tuple(shape))
+        return cls(
+            torch.zeros(0, dtype=torch.long, device=device),
+            torch.zeros(0, dtype=dtype, device=device),
+            torch.zeros(n + 1, dtype=torch.long, device=device),
+            tuple(shape),
+        )
 
     @classmethod
-    def cat_tokens(cls, parts: list["SparseFeatures"], shape) -> "SparseFeatures":
+    def cat_tokens(cls, parts: list[SparseFeatures], shape) -> SparseFeatures:
         """Concatenate token chunks (``parts`` in token order)."""
         ptrs, base = [parts[0].ptr[:1]], 0
         for p in parts:
@@ -87,10 +91,11 @@ class SparseFeatures:
 
     def token_index(self) -> torch.Tensor:
         """``[nnz]``: the flat token (``b·pos + t``) of every entry."""
-        return torch.repeat_interleave(torch.arange(self.n_tokens, device=self.idx.device), self.counts(),
-                                       output_size=self.nnz)
+        return torch.repeat_interleave(
+            torch.arange(self.n_tokens, device=self.idx.device), self.counts(), output_size=self.nnz
+        )
 
-    def minus(self, other: "SparseFeatures") -> "SparseFeatures":
+    def minus(self, other: SparseFeatures) -> SparseFeatures:
         """``self − other`` on the union of their entries (each feature once per token, so equal values cancel
         exactly: such entries are dropped)."""
         F_ = self.d_sae
@@ -168,7 +173,7 @@ class SparseFeatures:
             out[lo:hi] = c @ _gather_rows(W, feats)
         return out
 
-    def to(self, device) -> "SparseFeatures":
+    def to(self, device) -> SparseFeatures:
         return SparseFeatures(self.idx.to(device), self.val.to(device), self.ptr.to(device), self.shape)
 
     def nbytes(self) -> int:
@@ -198,8 +203,9 @@ def lookup(entry_keys: torch.Tensor, node_keys: torch.Tensor) -> torch.Tensor:
     return torch.where(hit, order[pos], torch.full_like(pos, -1))
 
 
-def node_entries(values: torch.Tensor, feats: SparseFeatures, node_feat: torch.Tensor, node_pos: torch.Tensor | None,
-                 width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def node_entries(
+    values: torch.Tensor, feats: SparseFeatures, node_feat: torch.Tensor, node_pos: torch.Tensor | None, width: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(node row, flat token, value)`` of the entries of ``feats`` that belong to a node (see :func:`node_matrix`)."""
     empty = (torch.zeros(0, dtype=torch.long, device=values.device),) * 2 + (values.new_zeros(0),)
     if node_feat.numel() == 0 or feats.nnz == 0:
@@ -214,8 +220,9 @@ def node_entries(values: torch.Tensor, feats: SparseFeatures, node_feat: torch.T
     return row[hit], tok[hit], values[hit]
 
 
-def node_matrix(values: torch.Tensor, feats: SparseFeatures, node_feat: torch.Tensor, node_pos: torch.Tensor | None,
-                width: int) -> torch.Tensor:
+def node_matrix(
+    values: torch.Tensor, feats: SparseFeatures, node_feat: torch.Tensor, node_pos: torch.Tensor | None, width: int
+) -> torch.Tensor:
     """``[k, N]``: ``values`` (``[nnz]``, one per entry of ``feats``) summed into rows of nodes.
 
     Node ``i`` is feature ``node_feat[i]`` at every position (``node_pos`` None) or at ``node_pos[i]``;

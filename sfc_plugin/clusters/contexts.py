@@ -9,8 +9,8 @@ such contexts in document order are kept: the result depends only on the corpus 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator
 
 from ..errors import SFCError
 from .corpus import Document
@@ -59,8 +59,15 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def collect_contexts(model, docs: Iterable[Document], n: int, max_loss: float = 0.5, window: int = 64,
-                     batch_size: int = 32, progress: bool = True) -> list[Context]:
+def collect_contexts(
+    model,
+    docs: Iterable[Document],
+    n: int,
+    max_loss: float = 0.5,
+    window: int = 64,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> list[Context]:
     """Up to ``n`` low-loss contexts of ``docs`` (see the module docstring)."""
     import sys
 
@@ -88,8 +95,11 @@ def collect_contexts(model, docs: Iterable[Document], n: int, max_loss: float = 
         for i, (d, t, labels) in enumerate(chunk):
             for pos in range(1, len(t) - 1):
                 if float(loss[i, pos]) < max_loss:
-                    out.append(Context(len(out), d, pos, t[: pos + 1], t[pos + 1], round(float(loss[i, pos]), 6),
-                                       labels[pos + 1]))
+                    out.append(
+                        Context(
+                            len(out), d, pos, t[: pos + 1], t[pos + 1], round(float(loss[i, pos]), 6), labels[pos + 1]
+                        )
+                    )
         bar.update(min(len(out), n) - bar.n)
         if len(out) >= n:
             break
@@ -105,5 +115,5 @@ def describe(model, ctx: Context | dict) -> dict:
     body = toks[1:] if toks and toks[0] == bos else toks
     prefix = model.tokenizer.decode(body)
     full = model.tokenizer.decode(body + [c["answer"]])
-    answer = full[len(prefix):] if full.startswith(prefix) else model.tokenizer.decode([c["answer"]])
+    answer = full[len(prefix) :] if full.startswith(prefix) else model.tokenizer.decode([c["answer"]])
     return {"prefix": prefix, "answer_text": answer}

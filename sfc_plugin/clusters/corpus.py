@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..errors import SFCError
 
@@ -95,7 +95,9 @@ def _from_hf_dir(path: Path) -> list[Document]:
     try:
         ds = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as exc:
-        raise SFCError(f"corpus {str(path)!r}: not a Hugging Face datasets directory ({str(exc).splitlines()[0]})") from None
+        raise SFCError(
+            f"corpus {str(path)!r}: not a Hugging Face datasets directory ({str(exc).splitlines()[0]})"
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         split = "train" if "train" in ds else sorted(ds)[0]
         ds = ds[split]

@@ -21,8 +21,9 @@ def sparse_matrix(indices: np.ndarray, values: np.ndarray, n_columns: int):
 
     n, k = indices.shape
     rows = np.repeat(np.arange(n), k)
-    m = csr_matrix((values.reshape(-1).astype(np.float64), (rows, indices.reshape(-1).astype(np.int64))),
-                   shape=(n, n_columns))
+    m = csr_matrix(
+        (values.reshape(-1).astype(np.float64), (rows, indices.reshape(-1).astype(np.int64))), shape=(n, n_columns)
+    )
     m.eliminate_zeros()
     return m
 
@@ -54,12 +55,12 @@ def cluster(matrix, k: int, algorithm: str = "kmeans", seed: int = 0, n_neighbor
         from sklearn.cluster import SpectralClustering
         from sklearn.neighbors import kneighbors_graph
 
-        graph = kneighbors_graph(X, n_neighbors=min(n_neighbors, n - 1), mode="distance", metric="cosine",
-                                 n_jobs=1)
+        graph = kneighbors_graph(X, n_neighbors=min(n_neighbors, n - 1), mode="distance", metric="cosine", n_jobs=1)
         graph.data = np.clip(1.0 - graph.data, 0.0, None)  # cosine similarity
         affinity = 0.5 * (graph + graph.T)
-        labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
-                                    assign_labels="cluster_qr").fit_predict(affinity)
+        labels = SpectralClustering(
+            n_clusters=k, affinity="precomputed", random_state=seed, assign_labels="cluster_qr"
+        ).fit_predict(affinity)
     return _canonical(labels)
 
 
@@ -84,5 +85,7 @@ def agreement(labels: np.ndarray, categories: list) -> dict:
     """Adjusted Rand index and normalised mutual information of the clusters against known categories."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    return {"adjusted_rand_index": round(float(adjusted_rand_score(categories, labels)), 4),
-            "normalized_mutual_info": round(float(normalized_mutual_info_score(categories, labels)), 4)}
+    return {
+        "adjusted_rand_index": round(float(adjusted_rand_score(categories, labels)), 4),
+        "normalized_mutual_info": round(float(normalized_mutual_info_score(categories, labels)), 4),
+    }

@@ -23,8 +23,10 @@ th{background:#f4f4f4} .ctx{font-family:ui-monospace,monospace;font-size:.9em;ma
 
 def _feature(f: dict) -> str:
     sign = "pos" if f["mean_effect"] > 0 else "neg"
-    return (f'<div class="feat"><span class="{sign}">{f["mean_effect"]:+.2e}</span> {escape(f["id"])} '
-            f'<span class="meta">({f["frequency"]:.0%})</span></div>')
+    return (
+        f'<div class="feat"><span class="{sign}">{f["mean_effect"]:+.2e}</span> {escape(f["id"])} '
+        f'<span class="meta">({f["frequency"]:.0%})</span></div>'
+    )
 
 
 def _context(c: dict) -> str:
@@ -37,28 +39,37 @@ def render_index(summary: dict, figures: set[int], views: set[int] = frozenset()
     for c in summary["clusters"]:
         cid = int(c["id"])
         answers = ", ".join(f"{escape(repr(a))}&nbsp;×{n}" for a, n in list(c["answers"].items())[:5])
-        links = [f'<a href="clusters/{cid}/circuit.json">circuit.json</a>',
-                 f'<a href="clusters/{cid}/contexts.jsonl">contexts</a>']
+        links = [
+            f'<a href="clusters/{cid}/circuit.json">circuit.json</a>',
+            f'<a href="clusters/{cid}/contexts.jsonl">contexts</a>',
+        ]
         if cid in figures:
             links.insert(0, f'<a href="clusters/{cid}/circuit.svg">circuit figure</a>')
         if cid in views:
             links.insert(0, f'<a href="clusters/{cid}/view/index.html"><b>circuit viewer</b></a>')
-        cats = "".join(f'<div class="meta">{escape(name)}: ' + ", ".join(f"{escape(str(k))} {escape(str(v))}" for k, v in list(counts.items())[:3])
-                       + "</div>" for name, counts in c.get("categories", {}).items())
+        cats = "".join(
+            f'<div class="meta">{escape(name)}: '
+            + ", ".join(f"{escape(str(k))} {escape(str(v))}" for k, v in list(counts.items())[:3])
+            + "</div>"
+            for name, counts in c.get("categories", {}).items()
+        )
         rows.append(
             f'<tr id="cluster-{cid}"><td><b>{cid}</b></td><td>{int(c["size"])}</td>'
-            f'<td>{answers}{cats}</td><td>{"".join(_context(x) for x in c["contexts"])}</td>'
-            f'<td>{"".join(_feature(f) for f in c["top_features"][:6])}</td>'
-            f'<td>{int(c["n_nodes"])} nodes, {int(c["n_edges"])} edges<br>{"<br>".join(links)}</td></tr>')
-    agree = "".join(f"<div>agreement with the corpus's {escape(name)!s} labels: adjusted Rand index "
-                    f"{s['adjusted_rand_index']:.3f}, NMI {s['normalized_mutual_info']:.3f}</div>"
-                    for name, s in summary.get("agreement", {}).items())
+            f"<td>{answers}{cats}</td><td>{''.join(_context(x) for x in c['contexts'])}</td>"
+            f"<td>{''.join(_feature(f) for f in c['top_features'][:6])}</td>"
+            f"<td>{int(c['n_nodes'])} nodes, {int(c['n_edges'])} edges<br>{'<br>'.join(links)}</td></tr>"
+        )
+    agree = "".join(
+        f"<div>agreement with the corpus's {escape(name)!s} labels: adjusted Rand index "
+        f"{s['adjusted_rand_index']:.3f}, NMI {s['normalized_mutual_info']:.3f}</div>"
+        for name, s in summary.get("agreement", {}).items()
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sfc clusters</title><style>{STYLE}</style></head>
 <body><h1>Behaviour clusters</h1>
-<p class="meta">{int(summary['n_contexts'])} contexts from corpus {escape(str(cfg['corpus']))} (loss &lt; {float(cfg['max_loss'])} nats),
-{int(summary['n_clusters'])} clusters ({escape(str(cfg['algorithm']))} on {escape(str(cfg['vectors']))} vectors, top {int(cfg['top_k'])} entries),
-circuits: {escape(str(cfg['method']))}, zero ablation, metric log p(answer), node threshold {float(cfg['node_threshold'])}.</p>
+<p class="meta">{int(summary["n_contexts"])} contexts from corpus {escape(str(cfg["corpus"]))} (loss &lt; {float(cfg["max_loss"])} nats),
+{int(summary["n_clusters"])} clusters ({escape(str(cfg["algorithm"]))} on {escape(str(cfg["vectors"]))} vectors, top {int(cfg["top_k"])} entries),
+circuits: {escape(str(cfg["method"]))}, zero ablation, metric log p(answer), node threshold {float(cfg["node_threshold"])}.</p>
 {agree}
 <table><thead><tr><th>cluster</th><th>size</th><th>answers</th><th>example contexts (answer highlighted)</th>
 <th>top features (mean effect on log p, share of contexts)</th><th>circuit</th></tr></thead>

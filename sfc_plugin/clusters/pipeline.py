@@ -65,7 +65,16 @@ class ClusterConfig:
         from .grouping import ALGORITHMS
         from .vectors import KINDS
 
-        for name in ("n_contexts", "n_documents", "top_k", "k", "shard_size", "batch_size", "steps", "circuit_examples"):
+        for name in (
+            "n_contexts",
+            "n_documents",
+            "top_k",
+            "k",
+            "shard_size",
+            "batch_size",
+            "steps",
+            "circuit_examples",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SFCError(f"{name} must be a positive integer, got {value!r}")
@@ -95,8 +104,10 @@ def _check_config(out: Path, config: dict) -> None:
         raise SFCError(f"{str(path)!r} is not JSON; remove it or use another output directory") from None
     for key in sorted(set(old) | set(config)):
         if old.get(key) != config.get(key):
-            raise SFCError(f"{str(out)!r} holds a run with {key}={old.get(key)!r}, not {config.get(key)!r}: "
-                           "use another output directory or the same settings")
+            raise SFCError(
+                f"{str(out)!r} holds a run with {key}={old.get(key)!r}, not {config.get(key)!r}: "
+                "use another output directory or the same settings"
+            )
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -124,10 +135,14 @@ def _vectors(model, subs, contexts, cfg: ClusterConfig, out: Path, group, progre
     with frozen(model):  # once for the run (its weight layout is set once, not per batch)
         for i in _progress(todo, len(todo), "behaviour vectors (shards)", progress):
             shard = contexts[i * cfg.shard_size : (i + 1) * cfg.shard_size]
-            parts = [behaviour_vectors(model, subs, shard[lo : lo + cfg.batch_size], cfg.vectors, cfg.top_k)
-                     for lo in range(0, len(shard), cfg.batch_size)]
-            tensors = {"indices": torch.cat([p[0] for p in parts]).contiguous(),
-                       "values": torch.cat([p[1] for p in parts]).contiguous()}
+            parts = [
+                behaviour_vectors(model, subs, shard[lo : lo + cfg.batch_size], cfg.vectors, cfg.top_k)
+                for lo in range(0, len(shard), cfg.batch_size)
+            ]
+            tensors = {
+                "indices": torch.cat([p[0] for p in parts]).contiguous(),
+                "values": torch.cat([p[1] for p in parts]).contiguous(),
+            }
             write_atomic(_shard_path(out, i), save(tensors, metadata={"first": str(i * cfg.shard_size)}))
     return len(todo)
 
@@ -149,21 +164,38 @@ def _load_vectors(out: Path, n: int, shard_size: int):
 
 def _records(contexts: list[dict]) -> list[dict]:
     """Zero-ablation records for ``discover``: token ids as they are, text for people."""
-    return [{"clean_prefix": c["prefix"], "clean_answer": c["answer_text"], "clean_tokens": c["tokens"],
-             "clean_answer_token": c["answer"]} for c in contexts]
+    return [
+        {
+            "clean_prefix": c["prefix"],
+            "clean_answer": c["answer_text"],
+            "clean_tokens": c["tokens"],
+            "clean_answer_token": c["answer"],
+        }
+        for c in contexts
+    ]
 
 
 def _circuit(model, saes, cid: int, members: list[dict], cfg: ClusterConfig, out: Path) -> None:
-    from ..files import strict_json, write_atomic
     from ..discovery import discover
     from ..export.render import dot_binary, render_file
+    from ..files import strict_json, write_atomic
 
     d = out / "clusters" / str(cid)
     write_atomic(d / "contexts.jsonl", "".join(strict_json(c, ensure_ascii=False) + "\n" for c in members))
-    circuit = discover(model, saes, _records(_examples(members, cfg.circuit_examples)), metric="logprob", method=cfg.method,
-                       steps=cfg.steps, node_threshold=cfg.node_threshold, edge_threshold=cfg.edge_threshold,
-                       edges=cfg.edges, batch_size=cfg.batch_size, progress=False,
-                       provenance={"dataset": f"cluster {cid}", "cluster": cid, "timings": None})  # no timings: identical files on resume
+    circuit = discover(
+        model,
+        saes,
+        _records(_examples(members, cfg.circuit_examples)),
+        metric="logprob",
+        method=cfg.method,
+        steps=cfg.steps,
+        node_threshold=cfg.node_threshold,
+        edge_threshold=cfg.edge_threshold,
+        edges=cfg.edges,
+        batch_size=cfg.batch_size,
+        progress=False,
+        provenance={"dataset": f"cluster {cid}", "cluster": cid, "timings": None},
+    )  # no timings: identical files on resume
     write_atomic(d / "circuit.dot", circuit.to_dot())
     if dot_binary():
         render_file(circuit, d / "circuit.svg", "svg")
@@ -293,30 +325,50 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
         rows = np.nonzero(labels == c)[0]
         circuit = Circuit.from_json(out / "clusters" / str(c) / "circuit.json")
         entry = {
-            "id": c, "size": int(len(rows)),
-            "contexts": [{k: ctx[k] for k in ("id", "prefix", "answer_text", "loss")}
-                         for ctx in _examples(members[c], cfg.n_examples_shown)],
+            "id": c,
+            "size": int(len(rows)),
+            "contexts": [
+                {k: ctx[k] for k in ("id", "prefix", "answer_text", "loss")}
+                for ctx in _examples(members[c], cfg.n_examples_shown)
+            ],
             "top_features": top_features(matrix, rows, cols.name),
             "top_errors": top_features(matrix, rows, cols.name, n=3, errors=True),
             "answers": _counts(ctx["answer_text"] for ctx in members[c]),
             "circuit": f"clusters/{c}/circuit.json",
-            "n_nodes": sum(1 for n in circuit.nodes if n.kind != "metric"), "n_edges": len(circuit.edges),
+            "n_nodes": sum(1 for n in circuit.nodes if n.kind != "metric"),
+            "n_edges": len(circuit.edges),
         }
         cats = {name: _counts(ctx["categories"][name] for ctx in members[c]) for name in _category_names(contexts)}
         if cats:
             entry["categories"] = cats
         summary_clusters.append(entry)
-    summary = {"schema": SCHEMA, "config": conf, "n_contexts": len(contexts), "n_clusters": n_clusters,
-               "columns": cols.to_json(), "clusters": summary_clusters, "assignments": labels.tolist()}
+    summary = {
+        "schema": SCHEMA,
+        "config": conf,
+        "n_contexts": len(contexts),
+        "n_clusters": n_clusters,
+        "columns": cols.to_json(),
+        "clusters": summary_clusters,
+        "assignments": labels.tolist(),
+    }
     names = _category_names(contexts)
     if names:
-        summary["agreement"] = {name: agreement(labels, [ctx["categories"][name] for ctx in contexts]) for name in names}
+        summary["agreement"] = {
+            name: agreement(labels, [ctx["categories"][name] for ctx in contexts]) for name in names
+        }
     _write_json(out / "clusters.json", summary)
     write_index(out, summary)
     timing["summary"] = time.perf_counter() - t3 - timing["circuits"]
     timing["total"] = time.perf_counter() - t0
-    _write_json(out / "timing.json", {"processes": 1 if group is None else group.world, "seconds": timing,
-                                      "shards_computed_by_rank_0": computed, "circuits_computed_by_rank_0": len(todo)})
+    _write_json(
+        out / "timing.json",
+        {
+            "processes": 1 if group is None else group.world,
+            "seconds": timing,
+            "shards_computed_by_rank_0": computed,
+            "circuits_computed_by_rank_0": len(todo),
+        },
+    )
     return summary
 
 
@@ -342,13 +394,19 @@ def _category_names(contexts: list[dict]) -> list[str]:
 
 def format_summary(summary: dict, seconds: float | None = None) -> str:
     """A few lines for the terminal: counts, agreement with known categories, the largest clusters."""
-    lines = [f"{summary['n_contexts']} contexts, {summary['n_clusters']} clusters, "
-             f"{len(summary['clusters'])} circuits" + (f" in {seconds:.1f}s" if seconds is not None else "")]
+    lines = [
+        f"{summary['n_contexts']} contexts, {summary['n_clusters']} clusters, "
+        f"{len(summary['clusters'])} circuits" + (f" in {seconds:.1f}s" if seconds is not None else "")
+    ]
     for name, scores in summary.get("agreement", {}).items():
-        lines.append(f"agreement with the corpus's {name!r} labels: adjusted Rand index {scores['adjusted_rand_index']:.3f}, "
-                     f"NMI {scores['normalized_mutual_info']:.3f}")
+        lines.append(
+            f"agreement with the corpus's {name!r} labels: adjusted Rand index {scores['adjusted_rand_index']:.3f}, "
+            f"NMI {scores['normalized_mutual_info']:.3f}"
+        )
     for c in summary["clusters"][:10]:
         answers = ", ".join(f"{a!r}×{n}" for a, n in list(c["answers"].items())[:3])
         feats = ", ".join(f["id"] for f in c["top_features"][:3])
-        lines.append(f"  cluster {c['id']:>3}  size {c['size']:>5}  circuit {c['n_nodes']:>4} nodes  answers {answers}  top {feats}")
+        lines.append(
+            f"  cluster {c['id']:>3}  size {c['size']:>5}  circuit {c['n_nodes']:>4} nodes  answers {answers}  top {feats}"
+        )
     return "\n".join(lines)

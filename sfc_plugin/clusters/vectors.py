@@ -78,8 +78,14 @@ def context_batch(contexts: list[dict], device):
     for i, c in enumerate(contexts):
         tokens[i, : len(c["tokens"])] = torch.tensor(c["tokens"])
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
-    return Batch(tokens.to(device), None, as_long([c["answer"] for c in contexts]), None,
-                 as_long([len(c["tokens"]) - 1 for c in contexts]), list(contexts))
+    return Batch(
+        tokens.to(device),
+        None,
+        as_long([c["answer"] for c in contexts]),
+        None,
+        as_long([len(c["tokens"]) - 1 for c in contexts]),
+        list(contexts),
+    )
 
 
 def behaviour_vectors(model, subs, contexts: list[dict], kind: str = "effects", top_k: int = 64):

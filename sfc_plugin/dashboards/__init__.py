@@ -18,8 +18,17 @@ from ..errors import SFCError
 from .card import feature_card
 from .records import FILENAME, SCHEMA, load_dashboards, parse_id, write_dashboards
 
-__all__ = ["SCHEMA", "FILENAME", "compute_dashboards", "circuit_dashboards", "feature_ids", "write_dashboards",
-           "load_dashboards", "feature_card", "parse_id"]
+__all__ = [
+    "SCHEMA",
+    "FILENAME",
+    "compute_dashboards",
+    "circuit_dashboards",
+    "feature_ids",
+    "write_dashboards",
+    "load_dashboards",
+    "feature_card",
+    "parse_id",
+]
 
 
 def compute_dashboards(model, saes, ids, corpus=None, **kw) -> dict:

@@ -32,25 +32,44 @@ def cmd_dashboards(args) -> int:
     model, saes = _world(args, circuit)
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out / "cache"
-    data = compute_dashboards(model, saes, ids, args.corpus, k=args.k, batch_size=args.batch_size,
-                              context_size=args.context_size, n_contexts=args.n_contexts, cache_dir=cache,
-                              progress=not args.quiet)
+    data = compute_dashboards(
+        model,
+        saes,
+        ids,
+        args.corpus,
+        k=args.k,
+        batch_size=args.batch_size,
+        context_size=args.context_size,
+        n_contexts=args.n_contexts,
+        cache_dir=cache,
+        progress=not args.quiet,
+    )
     path = write_dashboards(data, out)
     c = data["corpus"]
     fired = sum(1 for r in data["features"].values() if r["n_firing"])
-    print(f"dashboards for {len(data['features'])} features ({fired} fire) over corpus {c['name']!r} "
-          f"({c['n_contexts']} contexts, {c['n_tokens']} tokens) in {time.perf_counter() - started:.1f}s")
+    print(
+        f"dashboards for {len(data['features'])} features ({fired} fire) over corpus {c['name']!r} "
+        f"({c['n_contexts']} contexts, {c['n_tokens']} tokens) in {time.perf_counter() - started:.1f}s"
+    )
     print(f"wrote {path}")
     return 0
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("dashboards", help="feature dashboards (top contexts, density, histogram, promoted tokens) "
-                                                 "for a circuit's features or listed feature ids")
+    p = subparsers.add_parser(
+        "dashboards",
+        help="feature dashboards (top contexts, density, histogram, promoted tokens) "
+        "for a circuit's features or listed feature ids",
+    )
     p.add_argument("circuit", nargs="?", help="circuit file (sfc-circuit/1 JSON): dashboards for its feature nodes")
-    p.add_argument("--features", nargs="+", metavar="ID", help="feature ids such as resid_2/173 (in addition to the circuit's)")
-    p.add_argument("--corpus", help="'toy' (default: a sample of the toy language), a text file (one document per line), "
-                                    "a JSON-lines file ({\"text\": ...}) or a Hugging Face datasets directory")
+    p.add_argument(
+        "--features", nargs="+", metavar="ID", help="feature ids such as resid_2/173 (in addition to the circuit's)"
+    )
+    p.add_argument(
+        "--corpus",
+        help="'toy' (default: a sample of the toy language), a text file (one document per line), "
+        'a JSON-lines file ({"text": ...}) or a Hugging Face datasets directory',
+    )
     p.add_argument("--model", help="model directory or TransformerLens name (default: the toy world)")
     p.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable)")
     p.add_argument("-k", type=int, default=20, help="top-activating contexts per feature (default 20)")
@@ -58,8 +77,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n-contexts", type=int, help="use at most N contexts of the corpus (toy default 2048)")
     p.add_argument("--batch-size", type=int, default=64, help="contexts per batch (default 64)")
     p.add_argument("--device", help="torch device")
-    p.add_argument("--cache", help="cache directory (default OUT/cache): finished features are reused, "
-                                   "an interrupted run resumes")
+    p.add_argument(
+        "--cache", help="cache directory (default OUT/cache): finished features are reused, an interrupted run resumes"
+    )
     p.add_argument("-o", "--out", default="sfc-out/dashboards", help="output directory (default ./sfc-out/dashboards)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_dashboards)

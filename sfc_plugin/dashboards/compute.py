@@ -17,17 +17,21 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from ..errors import SFCError
 from .records import SCHEMA, normalise_id, parse_id
 from .stream import EMPTY_KEY, FeatureStream, hist_edges
-LOGIT_NOTE = ("approximate: the decoder direction's direct path to the logits only (no later layers), through the "
-              "final layer norm's centring and weight but not its input-dependent 1/σ scaling and its change; "
-              "per unit activation, centred over the vocabulary")
+
+LOGIT_NOTE = (
+    "approximate: the decoder direction's direct path to the logits only (no later layers), through the "
+    "final layer norm's centring and weight but not its input-dependent 1/σ scaling and its change; "
+    "per unit activation, centred over the vocabulary"
+)
 
 
 def fingerprint_tensors(tensors: dict[str, torch.Tensor], extra: str = "") -> str:
@@ -86,15 +90,31 @@ class _Job:
 def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="dashboards", unit="batch", file=sys.stderr, disable=not enabled,
-                leave=False)
+    return tqdm(
+        total=total, initial=initial, desc="dashboards", unit="batch", file=sys.stderr, disable=not enabled, leave=False
+    )
 
 
-def compute_dashboards(model, saes, ids: Iterable[str], corpus=None, *, k: int = 20, n_samples: int = 32,
-                       n_bands: int = 4, per_band: int = 2, n_logits: int = 10, window: tuple[int, int] = (24, 8),
-                       batch_size: int = 64, context_size: int | None = None, n_contexts: int | None = None,
-                       cache_dir: str | Path | None = None, checkpoint_seconds: float = 30.0,
-                       checkpoint_every: int | None = None, progress: bool = True) -> dict:
+def compute_dashboards(
+    model,
+    saes,
+    ids: Iterable[str],
+    corpus=None,
+    *,
+    k: int = 20,
+    n_samples: int = 32,
+    n_bands: int = 4,
+    per_band: int = 2,
+    n_logits: int = 10,
+    window: tuple[int, int] = (24, 8),
+    batch_size: int = 64,
+    context_size: int | None = None,
+    n_contexts: int | None = None,
+    cache_dir: str | Path | None = None,
+    checkpoint_seconds: float = 30.0,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+) -> dict:
     """``sfc-dashboards/1`` data for feature ids ``"<submodule>/<feature>"`` of ``saes`` on ``model``.
 
     One streaming pass over ``corpus`` (see :func:`sfc_plugin.corpus.load_corpus`; default the toy
@@ -109,8 +129,14 @@ def compute_dashboards(model, saes, ids: Iterable[str], corpus=None, *, k: int =
     from ..models import saes_by_hook
     from ..splicing import build_submodules
 
-    for name, value, low in (("k", k, 1), ("n_samples", n_samples, 0), ("n_bands", n_bands, 1),
-                             ("per_band", per_band, 0), ("n_logits", n_logits, 0), ("batch_size", batch_size, 1)):
+    for name, value, low in (
+        ("k", k, 1),
+        ("n_samples", n_samples, 0),
+        ("n_bands", n_bands, 1),
+        ("per_band", per_band, 0),
+        ("n_logits", n_logits, 0),
+        ("batch_size", batch_size, 1),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise SFCError(f"{name} must be an integer of at least {low}, got {value!r}")
     ids = list(dict.fromkeys(normalise_id(i) for i in ids))  # "resid_2/0023" is feature 23, as in circuits
@@ -127,11 +153,22 @@ def compute_dashboards(model, saes, ids: Iterable[str], corpus=None, *, k: int =
         wanted.setdefault(name, []).append(feat)
     corpus = load_corpus(corpus, model, context_size=context_size, n_contexts=n_contexts)
     device = next(model.parameters()).device
-    settings = {"k": k, "n_samples": n_samples, "n_bands": n_bands, "per_band": per_band, "n_logits": n_logits,
-                "window": list(window), "histogram": "log10, 10 bins per decade"}
+    settings = {
+        "k": k,
+        "n_samples": n_samples,
+        "n_bands": n_bands,
+        "per_band": per_band,
+        "n_logits": n_logits,
+        "window": list(window),
+        "histogram": "log10, 10 bins per decade",
+    }
     model_fp = fingerprint_tensors(model.state_dict(), f"{SCHEMA}:model")
-    meta = {"schema": SCHEMA, "model": {"name": getattr(model.cfg, "model_name", None), "fingerprint": model_fp},
-            "corpus": corpus.info(), "settings": settings}
+    meta = {
+        "schema": SCHEMA,
+        "model": {"name": getattr(model.cfg, "model_name", None), "fingerprint": model_fp},
+        "corpus": corpus.info(),
+        "settings": settings,
+    }
     run_key = hashlib.sha256(json.dumps([model_fp, meta["corpus"]["fingerprint"], settings]).encode()).hexdigest()[:20]
     run_dir = Path(cache_dir) / run_key if cache_dir is not None else None
 
@@ -153,16 +190,42 @@ def compute_dashboards(model, saes, ids: Iterable[str], corpus=None, *, k: int =
         if missing:
             jobs.append(_Job(sub, missing, sae_fp, salt=int(sae_fp[:7], 16)))
     if jobs:
-        records.update(_run(model, jobs, corpus, settings, device, batch_size, run_dir, meta,
-                            checkpoint_seconds, checkpoint_every, progress))
+        records.update(
+            _run(
+                model,
+                jobs,
+                corpus,
+                settings,
+                device,
+                batch_size,
+                run_dir,
+                meta,
+                checkpoint_seconds,
+                checkpoint_every,
+                progress,
+            )
+        )
     return {**meta, "features": {fid: records[fid] for fid in ids}}
 
 
-def _run(model, jobs: list[_Job], corpus, settings: dict, device, batch_size: int, run_dir: Path | None, meta: dict,
-         checkpoint_seconds: float, checkpoint_every: int | None, progress: bool) -> dict[str, dict]:
+def _run(
+    model,
+    jobs: list[_Job],
+    corpus,
+    settings: dict,
+    device,
+    batch_size: int,
+    run_dir: Path | None,
+    meta: dict,
+    checkpoint_seconds: float,
+    checkpoint_every: int | None,
+    progress: bool,
+) -> dict[str, dict]:
     length = corpus.context_size
-    streams = {j.name: FeatureStream(torch.tensor(j.features), j.salt, settings["k"], settings["n_samples"], length)
-               for j in jobs}
+    streams = {
+        j.name: FeatureStream(torch.tensor(j.features), j.salt, settings["k"], settings["n_samples"], length)
+        for j in jobs
+    }
     for s in streams.values():
         for name in FeatureStream.FIELDS:
             setattr(s, name, getattr(s, name).to(device))
@@ -183,8 +246,8 @@ def _run(model, jobs: list[_Job], corpus, settings: dict, device, batch_size: in
     try:
         with torch.no_grad():
             for lo in range(start, n, batch_size):
-                tokens = corpus.tokens[lo:lo + batch_size].to(device)
-                mask = corpus.mask[lo:lo + batch_size].to(device)
+                tokens = corpus.tokens[lo : lo + batch_size].to(device)
+                mask = corpus.mask[lo : lo + batch_size].to(device)
                 _, cache = model.run_with_cache(tokens, names_filter=lambda h: h in hooks, return_type=None)
                 for hook, job in hooks.items():
                     stream = streams[job.name]
@@ -194,9 +257,14 @@ def _run(model, jobs: list[_Job], corpus, settings: dict, device, batch_size: in
                 bar.update(1)
                 since_save += 1
                 done = min(lo + batch_size, n)
-                if partial is not None and done < n and (
+                if (
+                    partial is not None
+                    and done < n
+                    and (
                         (checkpoint_every is not None and since_save >= checkpoint_every)
-                        or (checkpoint_every is None and time.monotonic() - last_save >= checkpoint_seconds)):
+                        or (checkpoint_every is None and time.monotonic() - last_save >= checkpoint_seconds)
+                    )
+                ):
                     _checkpoint(partial, streams, done)
                     last_save, since_save = time.monotonic(), 0
     finally:
@@ -240,7 +308,7 @@ def _resume(partial: Path, streams: dict[str, FeatureStream]) -> int:
             device = s.fire.device
             s.load(name, {key: t.to(device) for key, t in tensors.items()})
     except Exception:  # noqa: BLE001 - an unreadable checkpoint means starting over, never wrong results
-        for name, s in streams.items():
+        for s in streams.values():
             fresh = FeatureStream(s.idx.cpu(), s.salt, s.k, s.r, s.top_acts.shape[-1])
             for field in FeatureStream.FIELDS:
                 setattr(s, field, getattr(fresh, field).to(s.idx.device))
@@ -248,16 +316,28 @@ def _resume(partial: Path, streams: dict[str, FeatureStream]) -> int:
     return done
 
 
-def _context(tokens: torch.Tensor, mask: torch.Tensor, acts: torch.Tensor, ctx: int, window: tuple[int, int],
-             strings: dict[int, str] | None, value: float) -> dict:
+def _context(
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    acts: torch.Tensor,
+    ctx: int,
+    window: tuple[int, int],
+    strings: dict[int, str] | None,
+    value: float,
+) -> dict:
     valid = mask.nonzero().flatten()
     first, last = int(valid[0]), int(valid[-1])
     pos = int(torch.argmax(acts)) if value > 0 else first
     lo, hi = max(first, pos - window[0]), min(last, pos + window[1])
-    ids = tokens[lo:hi + 1].tolist()
-    return {"context": ctx, "start": lo, "position": pos - lo, "max": _round(value),
-            "tokens": ids if strings is None else [strings[i] for i in ids],
-            "acts": [_round(v) for v in acts[lo:hi + 1].tolist()]}
+    ids = tokens[lo : hi + 1].tolist()
+    return {
+        "context": ctx,
+        "start": lo,
+        "position": pos - lo,
+        "max": _round(value),
+        "tokens": ids if strings is None else [strings[i] for i in ids],
+        "acts": [_round(v) for v in acts[lo : hi + 1].tolist()],
+    }
 
 
 def _records(model, job: _Job, s: FeatureStream, corpus, settings: dict) -> dict[str, dict]:
@@ -267,8 +347,11 @@ def _records(model, job: _Job, s: FeatureStream, corpus, settings: dict) -> dict
     window = tuple(settings["window"])
     n_tokens = corpus.n_tokens
     edges = hist_edges()
-    (up_v, up_i), (down_v, down_i), std = logit_effects(model, job.sub.W_dec[s.idx], settings["n_logits"]) \
-        if settings["n_logits"] else ((None, None), (None, None), None)
+    (up_v, up_i), (down_v, down_i), std = (
+        logit_effects(model, job.sub.W_dec[s.idx], settings["n_logits"])
+        if settings["n_logits"]
+        else ((None, None), (None, None), None)
+    )
     tok = getattr(model, "tokenizer", None)
     chosen: list[tuple[int, int, str, int]] = []  # (feature column, row, which, band)
     bands_of: dict[int, list] = {}
@@ -276,12 +359,14 @@ def _records(model, job: _Job, s: FeatureStream, corpus, settings: dict) -> dict
         top_rows = [r for r in range(s.k) if s_cpu["top_ctx"][r, j] >= 0]
         chosen += [(j, r, "top", -1) for r in top_rows]
         top_ctx = {int(s_cpu["top_ctx"][r, j]) for r in top_rows}
-        sample = [r for r in range(s.r) if s_cpu["res_key"][r, j] < EMPTY_KEY and int(s_cpu["res_ctx"][r, j]) not in top_ctx]
+        sample = [
+            r for r in range(s.r) if s_cpu["res_key"][r, j] < EMPTY_KEY and int(s_cpu["res_ctx"][r, j]) not in top_ctx
+        ]
         sample.sort(key=lambda r: (float(s_cpu["res_val"][r, j]), int(s_cpu["res_key"][r, j])))
         bands = []
         nb = settings["n_bands"]
         for band in range(nb):
-            rows = sample[band * len(sample) // nb:(band + 1) * len(sample) // nb]
+            rows = sample[band * len(sample) // nb : (band + 1) * len(sample) // nb]
             if not rows:
                 continue
             picked = sorted(rows, key=lambda r: int(s_cpu["res_key"][r, j]))[: settings["per_band"]]
@@ -302,39 +387,60 @@ def _records(model, job: _Job, s: FeatureStream, corpus, settings: dict) -> dict
 
         def ctx_of(prefix: str, r: int) -> dict:
             c = int(s_cpu[f"{prefix}_ctx"][r, j])
-            return _context(corpus.tokens[c], corpus.mask[c], s_cpu[f"{prefix}_acts"][r, j], c, window, strings,
-                            float(s_cpu[f"{prefix}_val"][r, j]))
+            return _context(
+                corpus.tokens[c],
+                corpus.mask[c],
+                s_cpu[f"{prefix}_acts"][r, j],
+                c,
+                window,
+                strings,
+                float(s_cpu[f"{prefix}_val"][r, j]),
+            )
 
         top = [ctx_of("top", r) for r in range(s.k) if s_cpu["top_ctx"][r, j] >= 0]
         nb = settings["n_bands"]
-        quantiles = [{"quantile": [band / nb, (band + 1) / nb],
-                      "range": [_round(float(s_cpu["res_val"][rows[0], j])), _round(float(s_cpu["res_val"][rows[-1], j]))],
-                      "contexts": [ctx_of("res", r) for r in picked]}
-                     for band, rows, picked in reversed(bands_of[j])]
+        quantiles = [
+            {
+                "quantile": [band / nb, (band + 1) / nb],
+                "range": [_round(float(s_cpu["res_val"][rows[0], j])), _round(float(s_cpu["res_val"][rows[-1], j]))],
+                "contexts": [ctx_of("res", r) for r in picked],
+            }
+            for band, rows, picked in reversed(bands_of[j])
+        ]
         hist = s_cpu["hist"][j]
         nz = hist.nonzero().flatten()
         if len(nz):
             a, b = int(nz[0]), int(nz[-1])
-            hist_edges_ = [_round(e) for e in edges[a:b + 2]]
+            hist_edges_ = [_round(e) for e in edges[a : b + 2]]
             hist_edges_[-1] = max(hist_edges_[-1], top[0]["max"] if top else 0.0)
-            histogram = {"scale": "log10", "edges": hist_edges_, "counts": hist[a:b + 1].tolist()}
+            histogram = {"scale": "log10", "edges": hist_edges_, "counts": hist[a : b + 1].tolist()}
         else:
             histogram = {"scale": "log10", "edges": [], "counts": []}
 
         def logit_list(values, indices) -> list:
             if values is None:
                 return []
-            return [{"token": strings[int(i)] if strings else int(i), "id": int(i), "value": _round(float(v))}
-                    for v, i in zip(values[j].tolist(), indices[j].tolist())]
+            return [
+                {"token": strings[int(i)] if strings else int(i), "id": int(i), "value": _round(float(v))}
+                for v, i in zip(values[j].tolist(), indices[j].tolist())
+            ]
 
         out[f"{job.name}/{feat}"] = {
-            "id": f"{job.name}/{feat}", "submodule": job.name, "hook": job.sub.hook, "feature": feat,
-            "sae_fingerprint": job.sae_fp, "n_tokens": n_tokens, "n_firing": fire,
+            "id": f"{job.name}/{feat}",
+            "submodule": job.name,
+            "hook": job.sub.hook,
+            "feature": feat,
+            "sae_fingerprint": job.sae_fp,
+            "n_tokens": n_tokens,
+            "n_firing": fire,
             "density": _round(fire / n_tokens, 6) if n_tokens else 0.0,
             "max": top[0]["max"] if top else 0.0,
             "mean": _round(float(s_cpu["total"][j]) / fire, 6) if fire else 0.0,
-            "histogram": histogram, "top": top, "quantiles": quantiles,
-            "promoted": logit_list(up_v, up_i), "suppressed": logit_list(down_v, down_i),
+            "histogram": histogram,
+            "top": top,
+            "quantiles": quantiles,
+            "promoted": logit_list(up_v, up_i),
+            "suppressed": logit_list(down_v, down_i),
             "logit_std": _round(float(std[j])) if std is not None else None,
             "logit_note": LOGIT_NOTE,
         }

@@ -49,8 +49,12 @@ def auto_label(record: dict, n_tokens: int = 2, n_logits: int = 2, standout: flo
     std = record.get("logit_std") or 0.0
     for sign, key in (("↑", "promoted"), ("↓", "suppressed")):
         items = record.get(key) or []
-        if std > 0 and items and abs(items[0]["value"]) >= standout * std \
-                and abs(items[0]["value"]) * record.get("max", 0.0) >= MIN_LOGIT:
+        if (
+            std > 0
+            and items
+            and abs(items[0]["value"]) >= standout * std
+            and abs(items[0]["value"]) * record.get("max", 0.0) >= MIN_LOGIT
+        ):
             named = [_clean(p["token"]) for p in items if abs(p["value"]) >= SHARE * abs(items[0]["value"])]
             label += f" {sign} " + ", ".join(named[:n_logits])
             break
@@ -61,15 +65,18 @@ def _dashboards_for(circuit, dashboards, model, saes, corpus, cache_dir, progres
     if dashboards is not None:
         return load_dashboards(dashboards) if isinstance(dashboards, (str, Path)) else dashboards
     if model is None or saes is None:
-        raise SFCError("label provider 'auto' needs dashboards= (an 'sfc dashboards' directory or file) "
-                       "or model= and saes= to compute them")
+        raise SFCError(
+            "label provider 'auto' needs dashboards= (an 'sfc dashboards' directory or file) "
+            "or model= and saes= to compute them"
+        )
     from . import circuit_dashboards
 
     return circuit_dashboards(circuit, model, saes, corpus, cache_dir=cache_dir, progress=progress)
 
 
-def auto(circuit, dashboards=None, model=None, saes=None, corpus=None, cache_dir=None, progress: bool = False,
-         **_kw) -> dict:
+def auto(
+    circuit, dashboards=None, model=None, saes=None, corpus=None, cache_dir=None, progress: bool = False, **_kw
+) -> dict:
     """Labels and text-card tooltips for the circuit's features from their dashboards
     (``dashboards``: data, a file or a directory; else computed from ``model``, ``saes``, ``corpus``).
     Features without a dashboard are left unlabelled."""
@@ -95,8 +102,10 @@ def default_dashboards(circuit_path: str | Path, circuit, dashboards: str | Path
         if all(i in data["features"] for i in _ids(circuit)):
             return data
     if circuit.provenance.get("model_source") not in (None, "toy"):
-        raise SFCError("labels 'auto' need dashboards: run 'sfc dashboards CIRCUIT --model ... --sae ... -o DIR' "
-                       "and pass --dashboards DIR")
+        raise SFCError(
+            "labels 'auto' need dashboards: run 'sfc dashboards CIRCUIT --model ... --sae ... -o DIR' "
+            "and pass --dashboards DIR"
+        )
     from .. import toy
     from . import circuit_dashboards, write_dashboards
 

@@ -16,21 +16,47 @@ from .labels import PROVIDERS, apply_labels
 __all__ = ["apply_labels", "export", "EXTENSIONS"]
 
 # format -> default file extension
-EXTENSIONS = {"dot": ".dot", "svg": ".svg", "png": ".png", "pdf": ".pdf", "json": ".json",
-              "neuronpedia": ".neuronpedia.json", "circuit-tracer": ".neuronpedia.json"}
+EXTENSIONS = {
+    "dot": ".dot",
+    "svg": ".svg",
+    "png": ".png",
+    "pdf": ".pdf",
+    "json": ".json",
+    "neuronpedia": ".neuronpedia.json",
+    "circuit-tracer": ".neuronpedia.json",
+}
 
 
 def export_json(circuit, path, **_options) -> None:
     circuit.to_json(path)
 
 
-def export_dot(circuit, path, order: str = "layout", max_edges=None, max_nodes_per_row=None, wrap=None,
-               keep_isolated: bool = False, legend: bool = True, **_options) -> None:
+def export_dot(
+    circuit,
+    path,
+    order: str = "layout",
+    max_edges=None,
+    max_nodes_per_row=None,
+    wrap=None,
+    keep_isolated: bool = False,
+    legend: bool = True,
+    **_options,
+) -> None:
     from ..files import write_atomic
     from .dot import circuit_to_dot
 
-    write_atomic(Path(path), circuit_to_dot(circuit, order=order, max_edges=max_edges, max_nodes_per_row=max_nodes_per_row,
-                                            wrap=wrap, keep_isolated=keep_isolated, legend=legend))
+    write_atomic(
+        Path(path),
+        circuit_to_dot(
+            circuit,
+            order=order,
+            max_edges=max_edges,
+            max_nodes_per_row=max_nodes_per_row,
+            wrap=wrap,
+            keep_isolated=keep_isolated,
+            legend=legend,
+        ),
+    )
 
 
 def _figure(fmt: str):
@@ -59,9 +85,15 @@ def export(circuit, path, fmt: str, pm=None, **options) -> Path:
 
 @hookimpl
 def sfc_exporters():
-    return {"json": export_json, "dot": export_dot, "svg": _figure("svg"), "png": _figure("png"),
-            "pdf": _figure("pdf"), "neuronpedia": export_neuronpedia,
-            "circuit-tracer": export_neuronpedia}
+    return {
+        "json": export_json,
+        "dot": export_dot,
+        "svg": _figure("svg"),
+        "png": _figure("png"),
+        "pdf": _figure("pdf"),
+        "neuronpedia": export_neuronpedia,
+        "circuit-tracer": export_neuronpedia,
+    }
 
 
 @hookimpl

@@ -68,7 +68,9 @@ def _labels(circuit, spec: str, options: dict, circuit_path=None, dashboards=Non
         except TypeError as exc:  # an option the provider does not take
             raise SFCError(f"label provider {spec!r} does not take these --label-option values: {exc}") from None
         return apply_labels(circuit, spec, **options)
-    raise SFCError(f"--labels {spec!r}: no such file (nor a label provider: {', '.join(sorted(registry('label_provider')))})")
+    raise SFCError(
+        f"--labels {spec!r}: no such file (nor a label provider: {', '.join(sorted(registry('label_provider')))})"
+    )
 
 
 def cmd_export(args) -> int:
@@ -112,26 +114,53 @@ def cmd_export(args) -> int:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("export", help="export a circuit.json as dot, svg, png, pdf, json or neuronpedia graph JSON")
+    p = subparsers.add_parser(
+        "export", help="export a circuit.json as dot, svg, png, pdf, json or neuronpedia graph JSON"
+    )
     p.add_argument("circuit", help="circuit file (sfc-circuit/1 JSON)")
-    p.add_argument("--format", "-f", help="exporter name: dot, svg, png, pdf, json, neuronpedia (alias circuit-tracer) "
-                                          "or a plugin's (default: from the -o suffix, else svg)")
+    p.add_argument(
+        "--format",
+        "-f",
+        help="exporter name: dot, svg, png, pdf, json, neuronpedia (alias circuit-tracer) "
+        "or a plugin's (default: from the -o suffix, else svg)",
+    )
     p.add_argument("-o", "--out", help="output file (default: the circuit path with the format's suffix)")
     p.add_argument("--node-threshold", type=float, help="keep nodes with |effect| above this (at least the circuit's)")
     p.add_argument("--edge-threshold", type=float, help="keep edges with |weight| above this (at least the circuit's)")
-    p.add_argument("--labels", help="feature labels: a JSON-lines annotation file ({\"Name\", \"Annotation\"}) "
-                                    "or a label provider name such as auto or neuronpedia")
-    p.add_argument("--dashboards", help="with --labels auto: an 'sfc dashboards' output directory (default: "
-                                        "dashboards/ next to the circuit, computed there for toy-world circuits)")
-    p.add_argument("--label-option", action="append", metavar="KEY=VALUE",
-                   help="an option for the --labels provider (repeatable; values read as JSON when they parse)")
-    p.add_argument("--max-edges", type=int, help="figures (svg/png/pdf/dot) show at most the N strongest edges "
-                                                 "(default: all in dot; 3 per node, at least 150, in figures; -1: all)")
-    p.add_argument("--max-nodes-per-row", type=int, help="figures show each row's N strongest nodes and a \"+K more\" "
-                                                         "marker (default: all in dot; 20 in figures; -1: all)")
+    p.add_argument(
+        "--labels",
+        help='feature labels: a JSON-lines annotation file ({"Name", "Annotation"}) '
+        "or a label provider name such as auto or neuronpedia",
+    )
+    p.add_argument(
+        "--dashboards",
+        help="with --labels auto: an 'sfc dashboards' output directory (default: "
+        "dashboards/ next to the circuit, computed there for toy-world circuits)",
+    )
+    p.add_argument(
+        "--label-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option for the --labels provider (repeatable; values read as JSON when they parse)",
+    )
+    p.add_argument(
+        "--max-edges",
+        type=int,
+        help="figures (svg/png/pdf/dot) show at most the N strongest edges "
+        "(default: all in dot; 3 per node, at least 150, in figures; -1: all)",
+    )
+    p.add_argument(
+        "--max-nodes-per-row",
+        type=int,
+        help='figures show each row\'s N strongest nodes and a "+K more" '
+        "marker (default: all in dot; 20 in figures; -1: all)",
+    )
     p.add_argument("--wrap", type=int, metavar="N", help="figures continue rows longer than N nodes on further lines")
     p.add_argument("--keep-isolated", action="store_true", help="figures keep nodes without edges (default: left out)")
     p.add_argument("--no-legend", action="store_true", help="figures without the legend")
-    p.add_argument("--order", choices=["layout", "index"], help="order within a row: cut crossings (layout, default) "
-                                                                "or by feature index")
+    p.add_argument(
+        "--order",
+        choices=["layout", "index"],
+        help="order within a row: cut crossings (layout, default) or by feature index",
+    )
     p.set_defaults(func=cmd_export)

@@ -101,12 +101,20 @@ def _node_stmt(node, scale: float, info: dict, extra: str = "") -> str:
     error = node.kind == "error"
     negative = node.effect is not None and node.effect < 0
     url = safe_url(info.get("url"))  # links from data: http(s) only, never javascript:/file:/data:
-    attrs = _attrs(label=text("\n".join(_lines(node))), shape="triangle" if error else "box",
-                   fixedsize="true" if error else None, width="0.42" if error else None, height="0.32" if error else None,
-                   fillcolor=quote(fill(node.effect, scale)),
-                   style=quote("filled,dashed") if negative else None, penwidth="1.1" if negative else None,
-                   fontcolor=quote("white") if a > 0.6 else None, tooltip=text(tip),
-                   URL=quote(_url_attr(url)) if url else None, target=quote("_blank") if url else None)
+    attrs = _attrs(
+        label=text("\n".join(_lines(node))),
+        shape="triangle" if error else "box",
+        fixedsize="true" if error else None,
+        width="0.42" if error else None,
+        height="0.32" if error else None,
+        fillcolor=quote(fill(node.effect, scale)),
+        style=quote("filled,dashed") if negative else None,
+        penwidth="1.1" if negative else None,
+        fontcolor=quote("white") if a > 0.6 else None,
+        tooltip=text(tip),
+        URL=quote(_url_attr(url)) if url else None,
+        target=quote("_blank") if url else None,
+    )
     return f"{quote(node.id)} [{attrs}{extra}];"
 
 
@@ -121,8 +129,10 @@ def _url_attr(url: str) -> str:
 def _metric_stmt(node, circuit, extra: str = "") -> str:
     effect = "" if circuit.total_effect is None else f"\nΔm {circuit.total_effect:+.3g}"
     label = f"y = {circuit.metric}{effect}"
-    return (f"{quote(node.id)} [{_attrs(label=text(label), shape='ellipse', fillcolor=quote('#eeeeee'), tooltip=text(label))}"
-            f"{extra}];")
+    return (
+        f"{quote(node.id)} [{_attrs(label=text(label), shape='ellipse', fillcolor=quote('#eeeeee'), tooltip=text(label))}"
+        f"{extra}];"
+    )
 
 
 def edge_width(r: float) -> float:
@@ -136,8 +146,12 @@ def _edge_stmts(circuit) -> list[str]:
     for e in sorted(circuit.edges, key=lambda e: (e.source, e.target)):
         r = min(1.0, abs(e.weight) / wmax)
         color = rgb(POS_RGB if e.weight >= 0 else NEG_RGB, 0.55 + 0.45 * r)
-        attrs = _attrs(color=quote(color), penwidth=f"{edge_width(r):.2f}", style="dashed" if e.weight < 0 else None,
-                       tooltip=text(f"{e.source} → {e.target}: {e.weight:+.4g}"))
+        attrs = _attrs(
+            color=quote(color),
+            penwidth=f"{edge_width(r):.2f}",
+            style="dashed" if e.weight < 0 else None,
+            tooltip=text(f"{e.source} → {e.target}: {e.weight:+.4g}"),
+        )
         out.append(f"  {quote(e.source)} -> {quote(e.target)} [{attrs}];")
     return out
 
@@ -147,42 +161,66 @@ def _legend_label(circuit) -> str:
     scale = max((abs(n.effect) for n in circuit.nodes if n.kind != "metric" and n.effect is not None), default=0.0)
     wmax = max((abs(e.weight) for e in circuit.edges), default=0.0)
     pos, neg = rgb(POS_RGB), rgb(NEG_RGB)
-    rows = ['<tr><td align="left" colspan="4"><b>legend</b></td></tr>',
-            '<tr><td align="left" colspan="4">□ feature (SAE index) · ▲ SAE error · ◯ metric</td></tr>',
-            f'<tr><td align="left">effect</td><td bgcolor="{fill(-scale, scale)}"><font color="white">−{scale:.3g}</font></td>'
-            f'<td bgcolor="#ffffff" border="1">0</td><td bgcolor="{fill(scale, scale)}"><font color="white">+{scale:.3g}</font>'
-            '</td></tr>',
-            '<tr><td align="left" colspan="4">negative: dashed outline / dashed edge</td></tr>',
-            f'<tr><td align="left">edge</td><td colspan="3" align="left"><font color="{pos}">━━ positive</font>  '
-            f'<font color="{neg}">╍╍ negative</font></td></tr>']
+    rows = [
+        '<tr><td align="left" colspan="4"><b>legend</b></td></tr>',
+        '<tr><td align="left" colspan="4">□ feature (SAE index) · ▲ SAE error · ◯ metric</td></tr>',
+        f'<tr><td align="left">effect</td><td bgcolor="{fill(-scale, scale)}"><font color="white">−{scale:.3g}</font></td>'
+        f'<td bgcolor="#ffffff" border="1">0</td><td bgcolor="{fill(scale, scale)}"><font color="white">+{scale:.3g}</font>'
+        "</td></tr>",
+        '<tr><td align="left" colspan="4">negative: dashed outline / dashed edge</td></tr>',
+        f'<tr><td align="left">edge</td><td colspan="3" align="left"><font color="{pos}">━━ positive</font>  '
+        f'<font color="{neg}">╍╍ negative</font></td></tr>',
+    ]
     if wmax:
         steps = [0.1, 0.5, 1.0]
         cells = "  ".join(f'<font point-size="{6 + 6 * r:.0f}">━</font> {r * wmax:.2g}' for r in steps)
         rows.append(f'<tr><td align="left">|weight|</td><td colspan="3" align="left">{cells}</td></tr>')
-    return ('<<table border="1" color="#bbbbbb" cellborder="0" cellspacing="1" cellpadding="2">'
-            + "".join(rows) + "</table>>")
+    return (
+        '<<table border="1" color="#bbbbbb" cellborder="0" cellspacing="1" cellpadding="2">'
+        + "".join(rows)
+        + "</table>>"
+    )
 
 
 def _legend_stmt(circuit, extra: str = "") -> str:
-    return (f"{quote('legend')} [label={_legend_label(circuit)}, shape=plaintext, style=\"\", fontsize=9, "
-            f"fillcolor=\"white\"{extra}];")
+    return (
+        f'{quote("legend")} [label={_legend_label(circuit)}, shape=plaintext, style="", fontsize=9, '
+        f'fillcolor="white"{extra}];'
+    )
 
 
 def _title(circuit, note: str) -> str:
-    head = (f"{circuit.metric} ({circuit.method}, {circuit.aggregation}) · |effect| > {circuit.node_threshold:g}"
-            f" · |weight| > {circuit.edge_threshold:g}")
+    head = (
+        f"{circuit.metric} ({circuit.method}, {circuit.aggregation}) · |effect| > {circuit.node_threshold:g}"
+        f" · |weight| > {circuit.edge_threshold:g}"
+    )
     return head + (f"\n{note}" if note else "")
 
 
 def _header(circuit, layout: str | None, note: str = "") -> list[str]:
-    graph = _attrs(layout=layout, rankdir="BT" if layout is None else None, newrank="true" if layout is None else None,
-                   inputscale="72" if layout else None, overlap="true" if layout else None,
-                   splines="true", nodesep="0.1", ranksep="0.45", outputorder="edgesfirst", fontname=quote("Helvetica"),
-                   label=text(_title(circuit, note)), labelloc="t", fontsize="12", bgcolor=quote("white"))
-    return ["digraph circuit {", f"  graph [{graph}];",
-            '  node [style="filled", fontname="Helvetica", fontsize=9, shape=box, height=0.25, width=0.3, '
-            'margin="0.05,0.02", penwidth=0.6, color="#555555"];',
-            '  edge [arrowsize=0.35];']
+    graph = _attrs(
+        layout=layout,
+        rankdir="BT" if layout is None else None,
+        newrank="true" if layout is None else None,
+        inputscale="72" if layout else None,
+        overlap="true" if layout else None,
+        splines="true",
+        nodesep="0.1",
+        ranksep="0.45",
+        outputorder="edgesfirst",
+        fontname=quote("Helvetica"),
+        label=text(_title(circuit, note)),
+        labelloc="t",
+        fontsize="12",
+        bgcolor=quote("white"),
+    )
+    return [
+        "digraph circuit {",
+        f"  graph [{graph}];",
+        '  node [style="filled", fontname="Helvetica", fontsize=9, shape=box, height=0.25, width=0.3, '
+        'margin="0.05,0.02", penwidth=0.6, color="#555555"];',
+        "  edge [arrowsize=0.35];",
+    ]
 
 
 def _rows(circuit) -> dict[str, list]:
@@ -224,7 +262,7 @@ def _ranked(circuit, order: str, note: str, hidden: dict, wrap: int | None, lege
         chunks = [row]
         if wrap and len(row) > wrap:
             by_strength = sorted(row, key=_strength)
-            chunks = [sorted(by_strength[i:i + wrap], key=node_sort_key) for i in range(0, len(row), wrap)]
+            chunks = [sorted(by_strength[i : i + wrap], key=node_sort_key) for i in range(0, len(row), wrap)]
         for k, nodes in enumerate(chunks):
             head = f"row:{sub}" + (f":{k}" if k else "")
             name = sub if k == 0 else f"{sub} (cont.)"
@@ -234,7 +272,9 @@ def _ranked(circuit, order: str, note: str, hidden: dict, wrap: int | None, lege
                 tip = f", tooltip={text(_more_tooltip(sub, hidden[sub]))}"
             spine.append(head)
             lines.append(f"  subgraph {quote('row_' + sub + (f'_{k}' if k else ''))} {{ rank=same;")
-            lines.append(f"    {quote(head)} [label={text(name)}, shape=plaintext, style=\"\", fontsize=11, group=rows{tip or ''}];")
+            lines.append(
+                f'    {quote(head)} [label={text(name)}, shape=plaintext, style="", fontsize=11, group=rows{tip or ""}];'
+            )
             lines += [f"    {_node_stmt(n, scale, infos.get(n.id, {}))}" for n in nodes]
             if order == "index":
                 lines.append(f"    {' -> '.join(quote(x) for x in [head] + [n.id for n in nodes])} [style=invis];")
@@ -245,8 +285,10 @@ def _ranked(circuit, order: str, note: str, hidden: dict, wrap: int | None, lege
     if metric or legend:
         spine.append("row:y")
         lines.append(f"  subgraph {quote('row_y')} {{ rank=same;")
-        lines.append(f"    {quote('row:y')} [label={text('metric' if metric else '')}, shape=plaintext, style=\"\", "
-                     "fontsize=11, group=rows];")
+        lines.append(
+            f'    {quote("row:y")} [label={text("metric" if metric else "")}, shape=plaintext, style="", '
+            "fontsize=11, group=rows];"
+        )
         lines += [f"    {_metric_stmt(n, circuit)}" for n in metric]
         if legend:
             lines.append(f"    {_legend_stmt(circuit)}")
@@ -280,8 +322,10 @@ def _grid(circuit, note: str, hidden: dict, wrap: int | None, legend: bool) -> l
         for n in ns:
             cells.setdefault((sub, n.position if n.position is not None else positions[-1]), []).append(n)
     per_line = wrap or max([1] + [len(c) for c in cells.values()])
-    lines_of = {key: [sorted(c, key=_strength)[i:i + per_line] for i in range(0, len(c), per_line)]
-                for key, c in cells.items()}
+    lines_of = {
+        key: [sorted(c, key=_strength)[i : i + per_line] for i in range(0, len(c), per_line)]
+        for key, c in cells.items()
+    }
     lines_of = {key: [sorted(line, key=node_sort_key) for line in ls] for key, ls in lines_of.items()}
     gap, col_gap, row_h, line_h = 6.0, 22.0, 62.0, 30.0
 
@@ -299,24 +343,28 @@ def _grid(circuit, note: str, hidden: dict, wrap: int | None, legend: bool) -> l
         w = max([tok_w, 30.0] + widths)
         col_x[p] = (x, w)
         x += w + col_gap
-    right = x
+
     lines = _header(circuit, "neato", note)
     pin = lambda px, py: quote(f"{px:.1f},{py:.1f}!")  # noqa: E731
     y = 0.0
-    for sub, ns in rows.items():
+    for sub in rows:
         n_lines = max([1] + [len(lines_of.get((sub, p), [])) for p in positions])
         name, tip = sub, ""
         if sub in hidden:  # the "+N more" marker under the row's name
             name, tip = f"{sub}\n{_more_label(hidden[sub][0])}", f", tooltip={text(_more_tooltip(sub, hidden[sub]))}"
-        lines.append(f"  {quote('row:' + sub)} [label={text(name)}, shape=plaintext, style=\"\", fontsize=11, "
-                     f"pos={pin(-50, y + line_h * (n_lines - 1) / 2)}{tip}];")
+        lines.append(
+            f'  {quote("row:" + sub)} [label={text(name)}, shape=plaintext, style="", fontsize=11, '
+            f"pos={pin(-50, y + line_h * (n_lines - 1) / 2)}{tip}];"
+        )
         for p in positions:
             left, w = col_x[p]
             for k, line in enumerate(lines_of.get((sub, p), [])):
                 cx = left + (w - line_width(line)) / 2
                 for n in line:
                     nw = _width(n)
-                    lines.append("  " + _node_stmt(n, scale, infos.get(n.id, {}), f", pos={pin(cx + nw / 2, y + k * line_h)}"))
+                    lines.append(
+                        "  " + _node_stmt(n, scale, infos.get(n.id, {}), f", pos={pin(cx + nw / 2, y + k * line_h)}")
+                    )
                     cx += nw + gap
         y += row_h + line_h * (n_lines - 1)
     top = y
@@ -327,8 +375,10 @@ def _grid(circuit, note: str, hidden: dict, wrap: int | None, legend: bool) -> l
         lines.append("  " + _legend_stmt(circuit, f", pos={pin(70, top + 25)}"))  # top left, above the rows
     for p in positions:
         left, w = col_x[p]
-        lines.append(f"  {quote(f'tok:{p}')} [label={text(token_text(p))}, shape=plaintext, style=\"\", fontsize=10, "
-                     f"pos={pin(left + w / 2, -row_h * 0.75)}];")
+        lines.append(
+            f'  {quote(f"tok:{p}")} [label={text(token_text(p))}, shape=plaintext, style="", fontsize=10, '
+            f"pos={pin(left + w / 2, -row_h * 0.75)}];"
+        )
     return lines + _edge_stmts(circuit) + ["}"]
 
 
@@ -340,8 +390,9 @@ def auto_max_edges(circuit) -> int:
 AUTO_NODES_PER_ROW = 20  # figures: at most this many nodes per submodule row unless asked otherwise
 
 
-def figure_view(circuit, max_nodes_per_row: int | str | None = None, keep_isolated: bool = False,
-                max_edges: int | str | None = None) -> tuple:
+def figure_view(
+    circuit, max_nodes_per_row: int | str | None = None, keep_isolated: bool = False, max_edges: int | str | None = None
+) -> tuple:
     """What a figure shows: ``(circuit, hidden, note)``.
 
     Drops nodes without edges (unless ``keep_isolated`` or the circuit has no edges), keeps each row's
@@ -370,7 +421,7 @@ def figure_view(circuit, max_nodes_per_row: int | str | None = None, keep_isolat
         for sub, ns in rows.items():
             ns = sorted(ns, key=_strength)
             body += ns[: int(max_nodes_per_row)]
-            rest = ns[int(max_nodes_per_row):]
+            rest = ns[int(max_nodes_per_row) :]
             if rest:
                 hidden[sub] = (len(rest), abs(rest[0].effect or 0.0))
     shown = {n.id for n in body} | {n.id for n in circuit.nodes if n.kind == "metric"}
@@ -399,14 +450,22 @@ def figure_view(circuit, max_nodes_per_row: int | str | None = None, keep_isolat
                 break
             chosen.add(id(e))
         kept_edges = [e for e in ranked if id(e) in chosen]
-        notes.append(f"strongest {len(kept_edges)} of {len(edges)} edges" + (", at least one per node" if per_node else ""))
+        notes.append(
+            f"strongest {len(kept_edges)} of {len(edges)} edges" + (", at least one per node" if per_node else "")
+        )
         view = dataclasses.replace(view, edges=kept_edges)
     return view, hidden, " · ".join(notes)
 
 
-def circuit_to_dot(circuit, order: str = "layout", max_edges: int | str | None = None,
-                   max_nodes_per_row: int | str | None = None, wrap: int | None = None, keep_isolated: bool = False,
-                   legend: bool = True) -> str:
+def circuit_to_dot(
+    circuit,
+    order: str = "layout",
+    max_edges: int | str | None = None,
+    max_nodes_per_row: int | str | None = None,
+    wrap: int | None = None,
+    keep_isolated: bool = False,
+    legend: bool = True,
+) -> str:
     """Deterministic DOT (same circuit → byte-identical text); needs no Graphviz binary.
 
     ``order`` (``"layout"`` or ``"index"``) applies to ranked (``aggregation="sum"``) figures, see :func:`_ranked`.

@@ -26,7 +26,7 @@ def _base(node_id: str) -> str:
 def annotations(circuit, path=None, **_kw) -> dict:
     """Labels from a JSON-lines annotation file (keys ``Name``/``Annotation``, or ``id``/``label``)."""
     if path is None:
-        raise SFCError("label provider 'annotations' needs path= (a JSON-lines file of {\"Name\", \"Annotation\"})")
+        raise SFCError('label provider \'annotations\' needs path= (a JSON-lines file of {"Name", "Annotation"})')
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -44,10 +44,13 @@ def annotations(circuit, path=None, **_kw) -> dict:
         except (json.JSONDecodeError, AttributeError):
             raise SFCError(f"annotation file {str(path)!r} line {i}: not a JSON object") from None
         if not isinstance(name, str) or not isinstance(label, str):
-            raise SFCError(f"annotation file {str(path)!r} line {i}: needs string fields \"Name\" and \"Annotation\"")
+            raise SFCError(f'annotation file {str(path)!r} line {i}: needs string fields "Name" and "Annotation"')
         names[name] = label
-    return {n.id: names.get(n.id, names.get(_base(n.id))) for n in circuit.nodes
-            if names.get(n.id, names.get(_base(n.id))) is not None}
+    return {
+        n.id: names.get(n.id, names.get(_base(n.id)))
+        for n in circuit.nodes
+        if names.get(n.id, names.get(_base(n.id))) is not None
+    }
 
 
 def neuronpedia(circuit, ids: dict | None = None, **_kw) -> dict:
@@ -76,10 +79,16 @@ def _top_contexts(model, saes: dict, wanted: dict, texts: list[str], k: int, wid
                 acts = sae.encode(cache[hook][0].to(sae.W_enc.dtype))[:, torch.tensor(fs)]  # [pos, len(fs)]
                 for pos, j in acts.nonzero().tolist():
                     best[hook][fs[j]].append((float(acts[pos, j]), t_idx, pos, strs))
-    return {hook: {f: [(strs[pos], "".join(strs[max(0, pos - width):pos]) + "[" + strs[pos] + "]", v)
-                       for v, _, pos, strs in sorted(hits, key=lambda h: (-h[0], h[1], h[2]))[:k]]
-                   for f, hits in feats.items()}
-            for hook, feats in best.items()}
+    return {
+        hook: {
+            f: [
+                (strs[pos], "".join(strs[max(0, pos - width) : pos]) + "[" + strs[pos] + "]", v)
+                for v, _, pos, strs in sorted(hits, key=lambda h: (-h[0], h[1], h[2]))[:k]
+            ]
+            for f, hits in feats.items()
+        }
+        for hook, feats in best.items()
+    }
 
 
 def summary(circuit, model=None, saes=None, texts=None, k: int = 5, context: int = 4, **_kw) -> dict:
@@ -96,7 +105,9 @@ def summary(circuit, model=None, saes=None, texts=None, k: int = 5, context: int
             if n.hook not in by_hook:
                 raise SFCError(f"label provider 'summary': no SAE for hook {n.hook!r} of node {n.id!r}")
             wanted.setdefault(n.hook, set()).add(int(n.feature))
-    tops = _top_contexts(model, by_hook, {h: sorted(fs) for h, fs in sorted(wanted.items())}, texts, int(k), int(context))
+    tops = _top_contexts(
+        model, by_hook, {h: sorted(fs) for h, fs in sorted(wanted.items())}, texts, int(k), int(context)
+    )
     out = {}
     for n in circuit.nodes:
         if n.kind != "feature":

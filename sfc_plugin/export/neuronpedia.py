@@ -100,9 +100,22 @@ def _influence(circuit) -> dict[str, float]:
 
 
 def _node(node_id, feature, layer, ctx, feature_type, js_id, clerp="", influence=None, activation=None, **extra):
-    return {"node_id": node_id, "feature": feature, "layer": layer, "ctx_idx": ctx, "feature_type": feature_type,
-            "token_prob": 0.0, "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0, "jsNodeId": js_id,
-            "clerp": clerp, "influence": influence, "activation": activation, **extra}
+    return {
+        "node_id": node_id,
+        "feature": feature,
+        "layer": layer,
+        "ctx_idx": ctx,
+        "feature_type": feature_type,
+        "token_prob": 0.0,
+        "is_target_logit": False,
+        "run_idx": 0,
+        "reverse_ctx_idx": 0,
+        "jsNodeId": js_id,
+        "clerp": clerp,
+        "influence": influence,
+        "activation": activation,
+        **extra,
+    }
 
 
 def _logit_clerp(circuit, info: dict) -> tuple[str, float]:
@@ -129,12 +142,18 @@ def circuit_to_neuronpedia(circuit, slug: str = "sfc-circuit", scan: str | None 
     layers = [_kind_layer(n)[1] for n in circuit.nodes if n.kind != "metric"]
     n_layers = int(circuit.provenance.get("n_layers") or (max(layers, default=-1) + 1))
     ids, nodes = {}, []
-    for p, tok in enumerate(tokens):
+    for p in range(len(tokens)):
         vid = token_ids[p] if token_ids and p < len(token_ids) else "?"
         nodes.append(_node(f"E_{vid}_{p}", p, "E", p, "embedding", f"E_{vid}-{p}"))
-    body = sorted((n for n in circuit.nodes if n.kind != "metric"),
-                  key=lambda n: (_slot(*_kind_layer(n)), n.position if n.position is not None else -1,
-                                 n.kind == "error", n.feature or 0))
+    body = sorted(
+        (n for n in circuit.nodes if n.kind != "metric"),
+        key=lambda n: (
+            _slot(*_kind_layer(n)),
+            n.position if n.position is not None else -1,
+            n.kind == "error",
+            n.feature or 0,
+        ),
+    )
     for n in body:
         kind, layer = _kind_layer(n)
         ctx = n.position if n.position is not None else last
@@ -143,14 +162,30 @@ def circuit_to_neuronpedia(circuit, slug: str = "sfc-circuit", scan: str | None 
             feat = _ERROR_FEATURE[kind]
             node_id = f"0_{layer}_{ctx}" + ("" if kind == "mlp" else f"_{kind}")
             where = f'"{tokens[ctx]}"' if n.position is not None and ctx < len(tokens) else "(all positions)"
-            node = _node(node_id, feat, str(layer), ctx, f"{kind} reconstruction error", f"{layer}_{feat}-0",
-                         clerp=f"Err: {n.submodule} {where}", influence=influence[n.id])
+            node = _node(
+                node_id,
+                feat,
+                str(layer),
+                ctx,
+                f"{kind} reconstruction error",
+                f"{layer}_{feat}-0",
+                clerp=f"Err: {n.submodule} {where}",
+                influence=influence[n.id],
+            )
         else:
             feat = cantor(_slot(kind, layer), int(n.feature))
             act = acts.get(n.id)
-            node = _node(f"{layer}_{feat}_{ctx}", feat, str(layer), ctx, "cross layer transcoder", f"{layer}_{feat}-0",
-                         clerp=n.label or base_id, influence=influence[n.id],
-                         activation=None if act is None else float(act))
+            node = _node(
+                f"{layer}_{feat}_{ctx}",
+                feat,
+                str(layer),
+                ctx,
+                "cross layer transcoder",
+                f"{layer}_{feat}-0",
+                clerp=n.label or base_id,
+                influence=influence[n.id],
+                activation=None if act is None else float(act),
+            )
         ids[n.id] = node["node_id"]
         nodes.append(node)
     for n in (n for n in circuit.nodes if n.kind == "metric"):
@@ -161,15 +196,29 @@ def circuit_to_neuronpedia(circuit, slug: str = "sfc-circuit", scan: str | None 
         node.update(token_prob=prob, is_target_logit=True)
         ids[n.id] = node["node_id"]
         nodes.append(node)
-    links = [{"source": ids[e.source], "target": ids[e.target], "weight": float(e.weight)}
-             for e in sorted(circuit.edges, key=lambda e: (e.source, e.target)) if e.source in ids and e.target in ids]
+    links = [
+        {"source": ids[e.source], "target": ids[e.target], "weight": float(e.weight)}
+        for e in sorted(circuit.edges, key=lambda e: (e.source, e.target))
+        if e.source in ids and e.target in ids
+    ]
     saes = [i for i in circuit.provenance.get("saes") or [] if isinstance(i, dict)]
     prompt = info.get("text") or " ".join(t.strip() for t in tokens)
-    metadata = {"slug": slug, "scan": scan or str(circuit.provenance.get("model") or "sfc"),
-                "transcoder_list": [str(i.get("neuronpedia_id") or i.get("hook") or i.get("submodule")) for i in saes],
-                "prompt_tokens": tokens, "prompt": str(prompt), "node_threshold": 1.0, "schema_version": 1,
-                "sfc": {"metric": circuit.metric, "method": circuit.method, "aggregation": circuit.aggregation,
-                        "node_threshold": circuit.node_threshold, "edge_threshold": circuit.edge_threshold}}
+    metadata = {
+        "slug": slug,
+        "scan": scan or str(circuit.provenance.get("model") or "sfc"),
+        "transcoder_list": [str(i.get("neuronpedia_id") or i.get("hook") or i.get("submodule")) for i in saes],
+        "prompt_tokens": tokens,
+        "prompt": str(prompt),
+        "node_threshold": 1.0,
+        "schema_version": 1,
+        "sfc": {
+            "metric": circuit.metric,
+            "method": circuit.method,
+            "aggregation": circuit.aggregation,
+            "node_threshold": circuit.node_threshold,
+            "edge_threshold": circuit.edge_threshold,
+        },
+    }
     qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
     return {"metadata": metadata, "qParams": qparams, "nodes": nodes, "links": links}
 
@@ -189,15 +238,20 @@ def export_neuronpedia(circuit, path, slug: str | None = None, scan: str | None 
     if not path.name.endswith(".json"):
         raise SFCError(f"circuit-tracer graph files end in .json, got {str(path)!r}")
     if slug is not None and slug != slug_of(path):
-        raise SFCError(f"slug {slug!r} must be the file name without .json ({slug_of(path)!r}): the viewer loads <slug>.json")
+        raise SFCError(
+            f"slug {slug!r} must be the file name without .json ({slug_of(path)!r}): the viewer loads <slug>.json"
+        )
     graph = circuit_to_neuronpedia(circuit, slug_of(path), scan)
     write_atomic(path, strict_json(graph, indent=1, ensure_ascii=False) + "\n")
     index = path.parent / "graph-metadata.json"
     graphs = []
     if index.exists():
         try:
-            graphs = [g for g in json.loads(index.read_text(encoding="utf-8")).get("graphs", [])
-                      if isinstance(g, dict) and g.get("slug") != graph["metadata"]["slug"]]
+            graphs = [
+                g
+                for g in json.loads(index.read_text(encoding="utf-8")).get("graphs", [])
+                if isinstance(g, dict) and g.get("slug") != graph["metadata"]["slug"]
+            ]
         except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
             raise SFCError(f"{str(index)!r} exists but is not a circuit-tracer graph-metadata.json") from None
     graphs.append(graph["metadata"])

@@ -6,12 +6,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..files import write_atomic
 from ..errors import SFCError
+from ..files import write_atomic
 
 FORMATS = ("svg", "png", "pdf")
-INSTALL_HINT = ("install Graphviz (apt-get install graphviz, brew install graphviz, or conda install -c conda-forge "
-                "graphviz), or use --format dot, which needs no binary")
+INSTALL_HINT = (
+    "install Graphviz (apt-get install graphviz, brew install graphviz, or conda install -c conda-forge "
+    "graphviz), or use --format dot, which needs no binary"
+)
 
 
 def dot_binary() -> str | None:
@@ -19,8 +21,17 @@ def dot_binary() -> str | None:
     return shutil.which("dot")
 
 
-def render(circuit_or_dot, fmt: str = "svg", timeout: float | None = 600, max_edges="auto", order: str = "layout",
-           max_nodes_per_row="auto", wrap: int | None = None, keep_isolated: bool = False, legend: bool = True) -> bytes:
+def render(
+    circuit_or_dot,
+    fmt: str = "svg",
+    timeout: float | None = 600,
+    max_edges="auto",
+    order: str = "layout",
+    max_nodes_per_row="auto",
+    wrap: int | None = None,
+    keep_isolated: bool = False,
+    legend: bool = True,
+) -> bytes:
     """The rendered figure as bytes; ``circuit_or_dot`` is a Circuit or DOT text.
 
     So that real circuits stay readable, a figure shows at most ``max_nodes_per_row`` nodes per submodule row, the
@@ -38,23 +49,50 @@ def render(circuit_or_dot, fmt: str = "svg", timeout: float | None = 600, max_ed
     else:
         from .dot import circuit_to_dot
 
-        source = circuit_to_dot(circuit_or_dot, order=order, max_edges=max_edges, max_nodes_per_row=max_nodes_per_row,
-                                wrap=wrap, keep_isolated=keep_isolated, legend=legend)
+        source = circuit_to_dot(
+            circuit_or_dot,
+            order=order,
+            max_edges=max_edges,
+            max_nodes_per_row=max_nodes_per_row,
+            wrap=wrap,
+            keep_isolated=keep_isolated,
+            legend=legend,
+        )
     args = [exe, f"-T{fmt}"] + (["-Gdpi=110"] if fmt == "png" else [])
     try:
         done = subprocess.run(args, input=source.encode("utf-8"), capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise SFCError(f"Graphviz took longer than {timeout}s to render; prune the circuit (--node-threshold)") from None
+        raise SFCError(
+            f"Graphviz took longer than {timeout}s to render; prune the circuit (--node-threshold)"
+        ) from None
     if done.returncode != 0:
         msg = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[0]
         raise SFCError(f"Graphviz 'dot' failed to render {fmt} (exit {done.returncode}): {msg}")
     return done.stdout
 
 
-def render_file(circuit, path, fmt: str | None = None, max_edges="auto", order: str = "layout", max_nodes_per_row="auto",
-                wrap: int | None = None, keep_isolated: bool = False, legend: bool = True, **_options) -> Path:
+def render_file(
+    circuit,
+    path,
+    fmt: str | None = None,
+    max_edges="auto",
+    order: str = "layout",
+    max_nodes_per_row="auto",
+    wrap: int | None = None,
+    keep_isolated: bool = False,
+    legend: bool = True,
+    **_options,
+) -> Path:
     """Render to ``path`` (format from ``fmt`` or the suffix), written atomically; see :func:`render`."""
     path = Path(path)
-    data = render(circuit, fmt or path.suffix.lstrip(".").lower(), max_edges=max_edges, order=order,
-                  max_nodes_per_row=max_nodes_per_row, wrap=wrap, keep_isolated=keep_isolated, legend=legend)
+    data = render(
+        circuit,
+        fmt or path.suffix.lstrip(".").lower(),
+        max_edges=max_edges,
+        order=order,
+        max_nodes_per_row=max_nodes_per_row,
+        wrap=wrap,
+        keep_isolated=keep_isolated,
+        legend=legend,
+    )
     return write_atomic(path, data)

@@ -14,12 +14,28 @@ Heavy modules load on first use of a name.
 
 from __future__ import annotations
 
-__all__ = ["shift", "format_table", "public", "ROWS", "FeatureEdit", "FeatureInfo", "Decision", "JudgeContext", "Labelled"]
+__all__ = [
+    "shift",
+    "format_table",
+    "public",
+    "ROWS",
+    "FeatureEdit",
+    "FeatureInfo",
+    "Decision",
+    "JudgeContext",
+    "Labelled",
+]
 
 _LAZY = {
-    "shift": "pipeline", "format_table": "pipeline", "public": "pipeline", "ROWS": "pipeline",
+    "shift": "pipeline",
+    "format_table": "pipeline",
+    "public": "pipeline",
+    "ROWS": "pipeline",
     "FeatureEdit": "edit",
-    "FeatureInfo": "records", "Decision": "records", "JudgeContext": "records", "Labelled": "records",
+    "FeatureInfo": "records",
+    "Decision": "records",
+    "JudgeContext": "records",
+    "Labelled": "records",
 }
 
 

@@ -44,6 +44,14 @@ def write_template(path: str | Path, features, cards: dict) -> Path:
     (readable by the ``file`` judge as it is; change a decision to ``"ablate"``)."""
     from ..files import strict_json, write_atomic
 
-    rows = [{"id": f.id, "decision": "keep", "effect": f.effect, "label": cards[f.id][0],
-             "evidence": cards[f.id][1].splitlines()} for f in features]
+    rows = [
+        {
+            "id": f.id,
+            "decision": "keep",
+            "effect": f.effect,
+            "label": cards[f.id][0],
+            "evidence": cards[f.id][1].splitlines(),
+        }
+        for f in features
+    ]
     return write_atomic(path, strict_json(rows, indent=1, ensure_ascii=False) + "\n")

@@ -11,34 +11,53 @@ from pathlib import Path
 
 
 def add_side_effect_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--text", metavar="FILE", help="text for the next-token loss, one document per line "
-                   "(default: the toy corpus for the toy model; for other models the training texts: sfc shift's, or for "
-                   "sfc edit-report those recorded in the edit)")
-    p.add_argument("--agreement-data", action="append", metavar="NAME|FILE",
-                   help="pair dataset for agreement accuracy, test split of named ones (repeatable; "
-                        "default: toy/sva-* for the toy model)")
-    p.add_argument("--circuit", metavar="FILE|none", help="circuit.json to count ablated features in "
-                   "(default: the toy world's default across-RC circuit for the toy model; 'none' to skip)")
+    p.add_argument(
+        "--text",
+        metavar="FILE",
+        help="text for the next-token loss, one document per line "
+        "(default: the toy corpus for the toy model; for other models the training texts: sfc shift's, or for "
+        "sfc edit-report those recorded in the edit)",
+    )
+    p.add_argument(
+        "--agreement-data",
+        action="append",
+        metavar="NAME|FILE",
+        help="pair dataset for agreement accuracy, test split of named ones (repeatable; "
+        "default: toy/sva-* for the toy model)",
+    )
+    p.add_argument(
+        "--circuit",
+        metavar="FILE|none",
+        help="circuit.json to count ablated features in "
+        "(default: the toy world's default across-RC circuit for the toy model; 'none' to skip)",
+    )
 
 
 def side_effect_options(args) -> dict:
     circuit = args.circuit
-    return {"text": args.text, "agreement": args.agreement_data,
-            "circuit": False if circuit is not None and circuit.lower() == "none" else circuit}
+    return {
+        "text": args.text,
+        "agreement": args.agreement_data,
+        "circuit": False if circuit is not None and circuit.lower() == "none" else circuit,
+    }
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("edit-report", help="side effects of a saved edit (edit.json): loss, agreement, circuit overlap",
-                              description="For a saved sfc-edit/1 edit: the change in next-token loss, in agreement "
-                                          "accuracy per dataset, and how many ablated features are in a circuit. The "
-                                          "model, SAEs and data recorded in the edit are used unless given here.")
+    p = subparsers.add_parser(
+        "edit-report",
+        help="side effects of a saved edit (edit.json): loss, agreement, circuit overlap",
+        description="For a saved sfc-edit/1 edit: the change in next-token loss, in agreement "
+        "accuracy per dataset, and how many ablated features are in a circuit. The "
+        "model, SAEs and data recorded in the edit are used unless given here.",
+    )
     p.add_argument("edit", help="edit.json written by sfc shift (or FeatureEdit.to_json)")
     p.add_argument("--model", help="model directory or TransformerLens name (default: the edit's, else the toy world)")
     p.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable; default: the edit's)")
     add_side_effect_options(p)
     p.add_argument("--device", help="torch device")
-    p.add_argument("--force", action="store_true", help="use SAEs or a model other than the edit's (recorded in "
-                   "edit-report.json)")
+    p.add_argument(
+        "--force", action="store_true", help="use SAEs or a model other than the edit's (recorded in edit-report.json)"
+    )
     p.add_argument("-o", "--out", default="sfc-out", help="output directory for edit-report.json (default ./sfc-out)")
     p.set_defaults(func=cmd_edit_report)
 
@@ -73,8 +92,9 @@ def cmd_edit_report(args) -> int:
         world = _fill_world(world, prov, "edit")
     (model, saes), _ = _load_world(world["model"], world["sae"], args.device)
     saes = saes_by_hook(saes)
-    edit = FeatureEdit.from_json(args.edit, {s.name: s for s in build_submodules(model, saes)}, model=model,
-                                 force=args.force)
+    edit = FeatureEdit.from_json(
+        args.edit, {s.name: s for s in build_submodules(model, saes)}, model=model, force=args.force
+    )
     options = side_effect_options(args)
     if options["text"] is None and not is_toy(model):
         options["text"] = _recorded_text(prov)  # the edit's own training texts

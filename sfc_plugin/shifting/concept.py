@@ -37,7 +37,7 @@ class Concept:
     def matches(self, tokens: list[str]) -> bool:
         """Whether a term ends at the last of ``tokens``."""
         norm = [normalize(t) for t in tokens]
-        return any(len(t) <= len(norm) and tuple(norm[len(norm) - len(t):]) == t for t in self.terms)
+        return any(len(t) <= len(norm) and tuple(norm[len(norm) - len(t) :]) == t for t in self.terms)
 
 
 def normalize(token: str) -> str:
@@ -69,8 +69,10 @@ def load_concept(spec) -> Concept:
     if isinstance(spec, (list, tuple)):
         return parse("\n".join(map(str, spec)), "(list)")
     if spec is None or not str(spec).strip():
-        raise SFCError("the concept judge needs a description of the spurious concept "
-                       "(--spurious-concept WORDS|FILE, or judge_options={'concept': ...})")
+        raise SFCError(
+            "the concept judge needs a description of the spurious concept "
+            "(--spurious-concept WORDS|FILE, or judge_options={'concept': ...})"
+        )
     text = str(spec)
     path = Path(text)
     if "\n" not in text and "," not in text and path.suffix and path.is_file():
@@ -78,7 +80,12 @@ def load_concept(spec) -> Concept:
             return parse(path.read_text(encoding="utf-8"), str(path))
         except (OSError, UnicodeDecodeError) as exc:
             raise SFCError(f"spurious-concept file {text!r} cannot be read ({exc})".splitlines()[0]) from None
-    if "\n" not in text and "," not in text and path.suffix.lower() in (".txt", ".text", ".list") and not path.is_file():
+    if (
+        "\n" not in text
+        and "," not in text
+        and path.suffix.lower() in (".txt", ".text", ".list")
+        and not path.is_file()
+    ):
         raise SFCError(f"spurious-concept file {text!r} does not exist")
     if text.strip() in shipped():
         return parse((CONCEPTS / f"{text.strip()}.txt").read_text(encoding="utf-8"), f"shipped:{text.strip()}")

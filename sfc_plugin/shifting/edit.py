@@ -67,8 +67,15 @@ class FeatureEdit:
             return
         from ..fingerprints import check
 
-        found = check({"model_fingerprint": self.provenance["model_fingerprint"]}, model, {}, self._force,
-                      "force=True (--force)", what="edit", made="made")
+        found = check(
+            {"model_fingerprint": self.provenance["model_fingerprint"]},
+            model,
+            {},
+            self._force,
+            "force=True (--force)",
+            what="edit",
+            made="made",
+        )
         self._model_checked = True
         if found["status"] == "forced":
             prev = self.provenance_check or {}
@@ -97,12 +104,24 @@ class FeatureEdit:
         self._handles.clear()
 
     def to_dict(self) -> dict:
-        feats = [{"id": f"{name}/{j}", "submodule": name, "hook": self.submodules[name].hook, "feature": j}
-                 for name, js in self.ablate.items() for j in sorted(js)]
-        neurons = [{"submodule": name, "hook": self.submodules[name].hook, "neuron": i}
-                   for name, dims in self.neurons.items() for i in sorted(dims)]
-        out = {"schema": SCHEMA, "mode": "zero", "keep_error": True, "features": feats, "neurons": neurons,
-               "hooks": sorted({self.submodules[n].hook for n in list(self.ablate) + list(self.neurons)})}
+        feats = [
+            {"id": f"{name}/{j}", "submodule": name, "hook": self.submodules[name].hook, "feature": j}
+            for name, js in self.ablate.items()
+            for j in sorted(js)
+        ]
+        neurons = [
+            {"submodule": name, "hook": self.submodules[name].hook, "neuron": i}
+            for name, dims in self.neurons.items()
+            for i in sorted(dims)
+        ]
+        out = {
+            "schema": SCHEMA,
+            "mode": "zero",
+            "keep_error": True,
+            "features": feats,
+            "neurons": neurons,
+            "hooks": sorted({self.submodules[n].hook for n in list(self.ablate) + list(self.neurons)}),
+        }
         if self.provenance is not None:
             out["provenance"] = self.provenance
         return out
@@ -113,8 +132,9 @@ class FeatureEdit:
         write_atomic(path, strict_json(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def from_json(cls, path: str | Path, submodules: dict[str, Submodule], *, model=None,
-                  force: bool = False) -> "FeatureEdit":
+    def from_json(
+        cls, path: str | Path, submodules: dict[str, Submodule], *, model=None, force: bool = False
+    ) -> FeatureEdit:
         """Re-create a saved edit on ``submodules`` (``{name: Submodule}``, e.g. from ``build_submodules``).
 
         The SAEs of the edited submodules must have the fingerprints recorded in the file (and ``model``, when
@@ -128,7 +148,9 @@ class FeatureEdit:
                 raise SFCError(f"edit file {str(path)!r}: {key!r} must be a list of objects")
             for item in items:
                 if item.get("submodule") not in submodules:
-                    raise SFCError(f"edit file {str(path)!r} names submodule {item.get('submodule')!r} with no SAE given")
+                    raise SFCError(
+                        f"edit file {str(path)!r} names submodule {item.get('submodule')!r} with no SAE given"
+                    )
                 j = item.get(index)
                 if not isinstance(j, int) or isinstance(j, bool) or j < 0:
                     raise SFCError(f"edit file {str(path)!r}: {index} {j!r} of {item['submodule']!r} is not an index")
@@ -146,8 +168,16 @@ class FeatureEdit:
             self.provenance_check = {"status": "unchecked (the edit records no provenance)"}
             return
         used = {self.submodules[n].hook: self.submodules[n].sae for n in self.ablate}  # neurons need no SAE
-        self.provenance_check = check({"saes": self.provenance.get("saes")}, None, used, force, "force=True (--force)",
-                                      hooks=set(used), what="edit", made="made")
+        self.provenance_check = check(
+            {"saes": self.provenance.get("saes")},
+            None,
+            used,
+            force,
+            "force=True (--force)",
+            hooks=set(used),
+            what="edit",
+            made="made",
+        )
         self._model_checked = not isinstance(self.provenance.get("model_fingerprint"), dict)
         if self.provenance_check["status"].startswith("unchecked") and not self._model_checked:
             self.provenance_check = {"status": "match"}  # only the model is recorded: checked on first use

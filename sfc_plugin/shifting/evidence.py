@@ -29,7 +29,9 @@ def evidence_texts(model, spec=None, fallback=None):
 
 
 @torch.no_grad()
-def top_contexts(model, sub: Submodule, feature: int, texts, n: int = 3, width: int = 6, batch_size: int = 64) -> list[str]:
+def top_contexts(
+    model, sub: Submodule, feature: int, texts, n: int = 3, width: int = 6, batch_size: int = 64
+) -> list[str]:
     """The ``n`` strongest activations of a feature in ``texts`` (a ``Batch``): the preceding words, the
     token in [brackets], the activation."""
     best: list[tuple[float, int, int]] = []
@@ -41,7 +43,7 @@ def top_contexts(model, sub: Submodule, feature: int, texts, n: int = 3, width: 
     best.sort(key=lambda x: -x[0])
     out = []
     for v, b, t in best[:n]:
-        toks = [model.tokenizer.decode([i]) for i in texts.clean[b, max(1, t - width):t + 1].tolist()]
+        toks = [model.tokenizer.decode([i]) for i in texts.clean[b, max(1, t - width) : t + 1].tolist()]
         out.append(f"{' '.join(toks[:-1])} [{toks[-1]}] ({v:.2f})")
     return out
 
@@ -84,8 +86,16 @@ def promoted_tokens(model, direction: torch.Tensor, n: int = 10) -> list[int]:
 
 
 @torch.no_grad()
-def feature_evidence(model, submodules: dict[str, Submodule], features, texts, n_top: int = 20, n_promoted: int = 10,
-                     width: int = 8, batch_size: int = 64) -> dict[str, Evidence]:
+def feature_evidence(
+    model,
+    submodules: dict[str, Submodule],
+    features,
+    texts,
+    n_top: int = 20,
+    n_promoted: int = 10,
+    width: int = 8,
+    batch_size: int = 64,
+) -> dict[str, Evidence]:
     """``{id: Evidence}`` for features (objects with ``id``, ``submodule``, ``feature``): the ``n_top``
     strongest activations over ``texts`` (a ``Batch``; one pass per submodule, all its features at once),
     each with up to ``width`` preceding tokens, the firing density, and the ``n_promoted`` tokens promoted."""
@@ -118,7 +128,7 @@ def feature_evidence(model, submodules: dict[str, Submodule], features, texts, n
                 if v <= 0:
                     break
                 b, t = where[r, j].tolist()
-                ids = texts.clean[b, max(0, t - width):t + 1].tolist()
+                ids = texts.clean[b, max(0, t - width) : t + 1].tolist()
                 top.append(Context([token_text(tok, i) for i in ids], float(v)))
             promoted = [token_text(tok, i) for i in promoted_tokens(model, sub.W_dec[f.feature], n_promoted)]
             out[f.id] = Evidence(f.id, top, promoted, float(fired[j]) / max(counted, 1))

@@ -44,7 +44,9 @@ def read_decisions(path: str | Path) -> dict[str, str]:
     for fid, decision in pairs:
         decision = str(decision).strip().lower()
         if decision not in CHOICES:
-            raise SFCError(f"decisions file {str(path)!r}: feature {fid!r} has decision {decision!r} (use ablate or keep)")
+            raise SFCError(
+                f"decisions file {str(path)!r}: feature {fid!r} has decision {decision!r} (use ablate or keep)"
+            )
         out[str(fid)] = decision
     return out
 
@@ -60,10 +62,12 @@ def file_judge(features, ctx):
         from .cards import evidence_cards, write_template
 
         write_template(path, features, evidence_cards(features, ctx))
-        raise SFCError(f"wrote a decisions template to {str(path)!r}: set \"decision\" to ablate or keep, then rerun")
+        raise SFCError(f'wrote a decisions template to {str(path)!r}: set "decision" to ablate or keep, then rerun')
     table = read_decisions(path)
-    return [Decision(f.id, table.get(f.id, "keep"), f"file:{path}" if f.id in table else f"file:{path} (not listed: keep)")
-            for f in features]
+    return [
+        Decision(f.id, table.get(f.id, "keep"), f"file:{path}" if f.id in table else f"file:{path} (not listed: keep)")
+        for f in features
+    ]
 
 
 def interactive_judge(features, ctx):
@@ -117,8 +121,16 @@ def labelled_judge(features, ctx):
             for j, f in enumerate(feats):
                 scores[f.id] = (_corr(acts[:, j], ctx.val.y), _corr(acts[:, j], ctx.val.z))
     min_r = float(ctx.options.get("min_r", 0.1))
-    return [Decision(f.id, "ablate" if abs(rs) > abs(ri) and abs(rs) >= min_r else "keep", "labelled",
-                     f"r(intended)={ri:+.2f} r(spurious)={rs:+.2f}") for f in features for ri, rs in [scores[f.id]]]
+    return [
+        Decision(
+            f.id,
+            "ablate" if abs(rs) > abs(ri) and abs(rs) >= min_r else "keep",
+            "labelled",
+            f"r(intended)={ri:+.2f} r(spurious)={rs:+.2f}",
+        )
+        for f in features
+        for ri, rs in [scores[f.id]]
+    ]
 
 
 def _corr(a, b) -> float:
@@ -170,8 +182,14 @@ def concept_judge(features, ctx):
     if not features:
         return []
     texts, name = evidence_texts(ctx.model, ctx.options.get("evidence_text"), fallback=ctx.texts)
-    evidence = feature_evidence(ctx.model, ctx.submodules, features, texts, n_top=int(ctx.options.get("n_top", 20)),
-                                n_promoted=int(ctx.options.get("n_promoted", 10)))
+    evidence = feature_evidence(
+        ctx.model,
+        ctx.submodules,
+        features,
+        texts,
+        n_top=int(ctx.options.get("n_top", 20)),
+        n_promoted=int(ctx.options.get("n_promoted", 10)),
+    )
     out = []
     for f in features:
         ev = evidence[f.id]
@@ -179,16 +197,20 @@ def concept_judge(features, ctx):
         score = max(writes, reads) if f.submodule == "embed" else writes
         hits = [t.strip() for t in ev.promoted if t.strip().lower() in concept.words]
         top = " | ".join(_snippet(c.tokens) for c in ev.top[:2]) or "never fires"
-        note = (f"writes {writes:.0%} concept words" + (f" ({', '.join(hits)})" if hits else "")
-                + f", reads {reads:.0%}" + ("" if f.submodule == "embed" else " (not counted past the embedding)")
-                + f"; top contexts in {name}: {top}")
+        note = (
+            f"writes {writes:.0%} concept words"
+            + (f" ({', '.join(hits)})" if hits else "")
+            + f", reads {reads:.0%}"
+            + ("" if f.submodule == "embed" else " (not counted past the embedding)")
+            + f"; top contexts in {name}: {top}"
+        )
         out.append(Decision(f.id, "ablate" if score >= threshold else "keep", f"concept:{concept.source}", note))
     return out
 
 
 def _snippet(tokens: list[str], before: int = 3) -> str:
     words = [t.strip() for t in tokens]
-    return " ".join(words[-before - 1:-1] + [f"[{words[-1]}]"])
+    return " ".join(words[-before - 1 : -1] + [f"[{words[-1]}]"])
 
 
 file_judge.uses = ("human_review",)

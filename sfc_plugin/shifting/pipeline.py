@@ -9,7 +9,7 @@ zero ablation, summed over positions) → rank → judges decide which to ablate
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import SFCError
 from ..fingerprints import world_provenance
@@ -25,9 +25,15 @@ from .records import USES, FeatureInfo, JudgeContext, judge_uses
 from .side_effects import is_toy
 
 ROWS = ("original", "shift", "shift_retrain", "random", "neuron_skyline", "feature_skyline", "oracle")
-SHORT_USES = {"ambiguous_train": "train", "concept_description": "concept", "unlabelled_text": "unlabelled text",
-              "human_review": "human",
-              "balanced_labels": "val labels", "test_labels": "test labels", "undeclared": "undeclared judge"}
+SHORT_USES = {
+    "ambiguous_train": "train",
+    "concept_description": "concept",
+    "unlabelled_text": "unlabelled text",
+    "human_review": "human",
+    "balanced_labels": "val labels",
+    "test_labels": "test labels",
+    "undeclared": "undeclared judge",
+}
 
 
 def _edit_from(subs: dict[str, Submodule], units, neurons: bool = False, provenance: dict | None = None) -> FeatureEdit:
@@ -46,8 +52,9 @@ def _judge(judge, pm):
 
 def judge_context(judge_fn, model, submodules, val, options: dict, texts) -> JudgeContext:
     """What ``judge_fn`` may see: the labelled validation data only if it declares it uses it."""
-    return JudgeContext(model, submodules, val if "balanced_labels" in judge_uses(judge_fn) else None,
-                        dict(options), texts=texts)
+    return JudgeContext(
+        model, submodules, val if "balanced_labels" in judge_uses(judge_fn) else None, dict(options), texts=texts
+    )
 
 
 def _uses(*groups) -> list[str]:
@@ -64,12 +71,33 @@ def _decide(judge_fn, name, infos, ctx) -> dict:
     return decisions
 
 
-def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, layer: int | None = None,
-          judge: str | Callable = "concept", compare_judge: str | Callable | None = "labelled",
-          top_k: int | None = 50, threshold: float | None = None, method: str = "ig",
-          steps: int = 10, intended: str = "profession", spurious: str = "gender", seed: int = 0,
-          batch_size: int = 16, judge_options: dict | None = None, probe=None, side_effects: bool | dict = True,
-          pm=None, progress: bool = True, device: str | None = None, dtype=None, provenance: dict | None = None) -> dict:
+def shift(
+    model,
+    saes,
+    train: list[dict],
+    test: list[dict],
+    val: list[dict],
+    *,
+    layer: int | None = None,
+    judge: str | Callable = "concept",
+    compare_judge: str | Callable | None = "labelled",
+    top_k: int | None = 50,
+    threshold: float | None = None,
+    method: str = "ig",
+    steps: int = 10,
+    intended: str = "profession",
+    spurious: str = "gender",
+    seed: int = 0,
+    batch_size: int = 16,
+    judge_options: dict | None = None,
+    probe=None,
+    side_effects: bool | dict = True,
+    pm=None,
+    progress: bool = True,
+    device: str | None = None,
+    dtype=None,
+    provenance: dict | None = None,
+) -> dict:
     """Run SHIFT and the paper's comparison rows: the ``shift.json`` structure (see :func:`public`) with
     the :class:`FeatureEdit` under ``"edit"`` and the probes under ``"probe"``/``"retrained_probe"``.
 
@@ -89,8 +117,11 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     model_spec = model
     model, saes = resolve_world(model, saes, device=device, dtype=dtype)
     subs_all = build_submodules(model, saes)
-    prov = {**world_provenance(model, subs_all, model_spec), "dataset": "(in memory)",
-            "n_examples": {"train": len(train), "val": len(val), "test": len(test)}}
+    prov = {
+        **world_provenance(model, subs_all, model_spec),
+        "dataset": "(in memory)",
+        "n_examples": {"train": len(train), "val": len(val), "test": len(test)},
+    }
     prov.update(provenance or {})
     layer = max(s.layer for s in subs_all) if layer is None else int(layer)
     if not 0 <= layer < model.cfg.n_layers:
@@ -111,7 +142,9 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
         if cmp_fn is not judges["shift"]:
             judges[f"shift_{cmp_name}"] = cmp_fn
     device = next(model.parameters()).device
-    tr, te, va = (labelled(model, d, intended, spurious, (pos_intended, pos_spurious), device) for d in (train, test, val))
+    tr, te, va = (
+        labelled(model, d, intended, spurious, (pos_intended, pos_spurious), device) for d in (train, test, val)
+    )
     options = dict(judge_options or {})
     if options.get("concept") is None and spurious in shipped_concepts():
         options["concept"] = spurious  # the shipped description of the spurious attribute, e.g. gender
@@ -126,8 +159,10 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     ranked = top_units(effects, top_k, threshold)
     infos = [FeatureInfo(f"{name}/{j}", name, j, eff) for name, j, eff in ranked]
     decisions = {row: _decide(fn, row, infos, contexts[row]) for row, fn in judges.items()}
-    edits = {row: _edit_from(by_name, [(i.submodule, i.feature, i.effect) for i in infos if d[i.id].decision == "ablate"])
-             for row, d in decisions.items()}
+    edits = {
+        row: _edit_from(by_name, [(i.submodule, i.feature, i.effect) for i in infos if d[i.id].decision == "ablate"])
+        for row, d in decisions.items()
+    }
     edit = edits["shift"]
     k = len(edit)
     for e in edits.values():
@@ -153,22 +188,41 @@ def shift(model, saes, train: list[dict], test: list[dict], val: list[dict], *, 
     feat_eff = attribute(model, subs, va, hook, gender_probe, 2 * va.z - 1, **kw)
     edits["feature_skyline"] = _edit_from(by_name, top_units(feat_eff, k), provenance=prov)
     for row in ("neuron_skyline", "feature_skyline"):
-        rows.append({**accuracy_row(row, probe, pooled(model, te, hook, edits[row]), te),
-                     "uses": _uses(uses["shift"], ("balanced_labels",))})
+        rows.append(
+            {
+                **accuracy_row(row, probe, pooled(model, te, hook, edits[row]), te),
+                "uses": _uses(uses["shift"], ("balanced_labels",)),
+            }
+        )
     rows.append({**accuracy_row("oracle", train_probe(X_va, va.y, seed), X_te, te), "uses": ["balanced_labels"]})
 
     def feature(i):
         d = decisions["shift"][i.id]
-        out = {"id": i.id, "effect": i.effect, "decision": d.decision, "judge": d.judge, **({"note": d.note} if d.note else {})}
+        out = {
+            "id": i.id,
+            "effect": i.effect,
+            "decision": d.decision,
+            "judge": d.judge,
+            **({"note": d.note} if d.note else {}),
+        }
         for row in list(judges)[1:]:
             c = decisions[row][i.id]
             out[row] = {"decision": c.decision, "judge": c.judge, **({"note": c.note} if c.note else {})}
         return out
 
     result = {
-        "rows": rows, "features": [feature(i) for i in infos], "uses_legend": dict(USES),
-        "probe_hook": hook, "intended": [intended, pos_intended], "spurious": [spurious, pos_spurious],
-        "n_ablated": k, "seed": seed, "edit": edit, "edits": edits, "probe": probe, "retrained_probe": retrained,
+        "rows": rows,
+        "features": [feature(i) for i in infos],
+        "uses_legend": dict(USES),
+        "probe_hook": hook,
+        "intended": [intended, pos_intended],
+        "spurious": [spurious, pos_spurious],
+        "n_ablated": k,
+        "seed": seed,
+        "edit": edit,
+        "edits": edits,
+        "probe": probe,
+        "retrained_probe": retrained,
         "provenance": prov,
     }
     if side_effects is not False:
@@ -189,14 +243,17 @@ def format_table(result: dict) -> str:
     """The accuracy table as text, with what each row used."""
     lines = [f"{'':<24}{'profession':>11}{'gender':>9}{'worst group':>13}   uses"]
     for r in result["rows"]:
-        lines.append(f"{r['name']:<24}{100 * r['profession_acc']:>10.1f}%{100 * r['gender_acc']:>8.1f}%"
-                     f"{100 * r['worst_group_acc']:>12.1f}%   {format_uses(r.get('uses', ()))}")
+        lines.append(
+            f"{r['name']:<24}{100 * r['profession_acc']:>10.1f}%{100 * r['gender_acc']:>8.1f}%"
+            f"{100 * r['worst_group_acc']:>12.1f}%   {format_uses(r.get('uses', ()))}"
+        )
     return "\n".join(lines)
 
 
 def public(result: dict) -> dict:
     """The JSON-serialisable form of a :func:`shift` result (``shift.json``): edits as dicts (their common
     provenance once, at the top), no probes."""
+
     def bare(edit):
         return {k: v for k, v in edit.to_dict().items() if k != "provenance"}
 

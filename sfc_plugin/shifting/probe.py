@@ -42,7 +42,9 @@ def pooled(model, data: Labelled, hook: str, edit=None, batch_size: int = 64) ->
     return torch.cat(out)
 
 
-def train_probe(X: torch.Tensor, y: torch.Tensor, seed: int = 0, epochs: int = 400, lr: float = 0.01) -> torch.nn.Linear:
+def train_probe(
+    X: torch.Tensor, y: torch.Tensor, seed: int = 0, epochs: int = 400, lr: float = 0.01
+) -> torch.nn.Linear:
     """A logistic-regression probe (BCE, full-batch Adam, seeded) on standardised inputs."""
     gen = torch.Generator().manual_seed(seed)
     probe = torch.nn.Linear(X.shape[1], 1)
@@ -63,6 +65,15 @@ def accuracy_row(name: str, probe, X: torch.Tensor, data: Labelled) -> dict[str,
     with torch.no_grad():
         pred = (probe(X.float().cpu())[:, 0] > 0).float()
     y, z = data.y.cpu(), data.z.cpu()
-    groups = [(pred[(y == a) & (z == b)] == a).float().mean().item() for a in (0, 1) for b in (0, 1) if ((y == a) & (z == b)).any()]
-    return {"name": name, "profession_acc": (pred == y).float().mean().item(),
-            "gender_acc": (pred == z).float().mean().item(), "worst_group_acc": min(groups)}
+    groups = [
+        (pred[(y == a) & (z == b)] == a).float().mean().item()
+        for a in (0, 1)
+        for b in (0, 1)
+        if ((y == a) & (z == b)).any()
+    ]
+    return {
+        "name": name,
+        "profession_acc": (pred == y).float().mean().item(),
+        "gender_acc": (pred == z).float().mean().item(),
+        "worst_group_acc": min(groups),
+    }

@@ -14,8 +14,21 @@ from .probe import pool
 from .records import Labelled
 
 
-def attribute(model, subs: list[Submodule], data: Labelled, hook: str, probe, signs: torch.Tensor, *, method="ig",
-              steps: int = 10, batch_size: int = 16, neurons: bool = False, pm=None, progress: bool = True):
+def attribute(
+    model,
+    subs: list[Submodule],
+    data: Labelled,
+    hook: str,
+    probe,
+    signs: torch.Tensor,
+    *,
+    method="ig",
+    steps: int = 10,
+    batch_size: int = 16,
+    neurons: bool = False,
+    pm=None,
+    progress: bool = True,
+):
     """Mean over examples of each feature's (or, with ``neurons``, each activation dimension's) effect on
     the signed probe logit under zero ablation, summed over positions: ``{submodule: [F] or [d]}``."""
     from tqdm.auto import tqdm
@@ -27,32 +40,40 @@ def attribute(model, subs: list[Submodule], data: Labelled, hook: str, probe, si
 
     def forward(tokens, fwd_hooks, batch):
         seen = {}
-        model.run_with_hooks(tokens, fwd_hooks=fwd_hooks + [(hook, lambda act, hook: seen.setdefault("x", act))],
-                             stop_at_layer=layer + 1)
+        model.run_with_hooks(
+            tokens, fwd_hooks=fwd_hooks + [(hook, lambda act, hook: seen.setdefault("x", act))], stop_at_layer=layer + 1
+        )
         return probe(pool(seen["x"], batch))[:, 0]
 
     lo = 0
     parts = list(data.split(batch_size))
     with frozen(model), torch.no_grad():
         for part, _, _ in tqdm(parts, desc="probe attribution", file=sys.stderr, disable=not progress, leave=False):
-            sign = signs[lo:lo + len(part)].to(model.cfg.dtype)
+            sign = signs[lo : lo + len(part)].to(model.cfg.dtype)
             lo += len(part)
             metric = lambda out, b, sign=sign: out * sign.repeat(len(out) // len(sign))  # noqa: E731
             clean = activations(model, subs, part.clean)
-            patch = ({s.name: Acts(torch.zeros_like(clean[s.name].x), clean[s.name].f, clean[s.name].err) for s in subs}
-                     if neurons else zero_acts(subs, clean))
+            patch = (
+                {s.name: Acts(torch.zeros_like(clean[s.name].x), clean[s.name].f, clean[s.name].err) for s in subs}
+                if neurons
+                else zero_acts(subs, clean)
+            )
             ctx = AttributionContext(model, subs, part, metric, clean, patch, steps, "sum", forward=forward)
             if neurons:
                 grads = ctx.gradients([k / steps for k in range(steps)])
                 eff = {s.name: (grads[s.name] * -clean[s.name].x).sum((0, 1)) for s in subs}
             else:
-                eff = {name: (t.sum((0, 1)) if t.dim() == 3 else t.sum(0)) for name, t in method_fn(ctx).features.items()}
+                eff = {
+                    name: (t.sum((0, 1)) if t.dim() == 3 else t.sum(0)) for name, t in method_fn(ctx).features.items()
+                }
             for name, t in eff.items():
                 totals[name] = totals.get(name, 0) + t.detach()
     return {name: t / len(data.batch) for name, t in totals.items()}
 
 
-def top_units(effects: dict[str, torch.Tensor], k: int | None = None, threshold: float | None = None) -> list[tuple[str, int, float]]:
+def top_units(
+    effects: dict[str, torch.Tensor], k: int | None = None, threshold: float | None = None
+) -> list[tuple[str, int, float]]:
     """``(submodule, index, effect)`` ranked by |effect|: the top ``k`` or those above ``threshold``."""
     flat = [(name, i, float(v)) for name, t in effects.items() for i, v in enumerate(t.tolist())]
     flat.sort(key=lambda x: (-abs(x[2]), x[0], x[1]))

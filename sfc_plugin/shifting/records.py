@@ -41,7 +41,7 @@ class Labelled:
 
     def split(self, size: int):
         for lo, part in zip(range(0, len(self.batch), size), self.batch.split(size)):
-            yield part, self.y[lo:lo + size], self.z[lo:lo + size]
+            yield part, self.y[lo : lo + size], self.z[lo : lo + size]
 
 
 @dataclass

@@ -20,13 +20,16 @@ import torch
 from ..errors import SFCError
 from .texts import Text, is_toy, read_text, texts_to_tokens, toy_text
 
+
 def resolve_text(model, text) -> Text:
     """``None``/``"toy"``: the toy corpus (toy model only); a path: a text file; a list of strings; a :class:`Text`."""
     if isinstance(text, Text):
         return text
     if text is None or (isinstance(text, str) and text == "toy"):
         if not is_toy(model):
-            raise SFCError("the next-token loss needs a text for this model (--text FILE): the toy corpus fits only the toy model")
+            raise SFCError(
+                "the next-token loss needs a text for this model (--text FILE): the toy corpus fits only the toy model"
+            )
         return toy_text(model)
     if isinstance(text, (str, Path)):
         return texts_to_tokens(model, read_text(text), str(text))
@@ -39,8 +42,8 @@ def next_token_loss(model, text: Text, fwd_hooks=(), batch_size: int = 64) -> fl
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for lo in range(0, len(text.tokens), batch_size):
-        tokens = text.tokens[lo:lo + batch_size].to(device)
-        mask = text.mask[lo:lo + batch_size, 1:].to(device)
+        tokens = text.tokens[lo : lo + batch_size].to(device)
+        mask = text.mask[lo : lo + batch_size, 1:].to(device)
         logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
         logp = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
         total += float(-(logp.double() * mask).sum())
@@ -54,11 +57,15 @@ def _prompts(records: list[dict]) -> list[dict]:
     for i, r in enumerate(records):
         if "patch_prefix" not in r or "patch_answer" not in r or "clean_answer" not in r:
             raise SFCError(f"agreement example {i} needs clean_prefix, patch_prefix, clean_answer and patch_answer")
-        for prompt, right, wrong in ((r["clean_prefix"], r["clean_answer"], r["patch_answer"]),
-                                     (r["patch_prefix"], r["patch_answer"], r["clean_answer"])):
+        for prompt, right, wrong in (
+            (r["clean_prefix"], r["clean_answer"], r["patch_answer"]),
+            (r["patch_prefix"], r["patch_answer"], r["clean_answer"]),
+        ):
             if (prompt, right) not in seen:
                 seen.add((prompt, right))
-                out.append({"clean_prefix": prompt, "patch_prefix": prompt, "clean_answer": right, "patch_answer": wrong})
+                out.append(
+                    {"clean_prefix": prompt, "patch_prefix": prompt, "clean_answer": right, "patch_answer": wrong}
+                )
     return out
 
 
@@ -71,7 +78,7 @@ def agreement_accuracy(model, records: list[dict], fwd_hooks=(), batch_size: int
     device = next(model.parameters()).device
     correct = 0
     for lo in range(0, len(prompts), batch_size):
-        b = tokenize(model, prompts[lo:lo + batch_size], device)
+        b = tokenize(model, prompts[lo : lo + batch_size], device)
         last = model.run_with_hooks(b.clean, fwd_hooks=list(fwd_hooks))[b.rows, b.last]
         correct += int((last.gather(-1, b.clean_answer[:, None]) > last.gather(-1, b.patch_answer[:, None])).sum())
     return correct / len(prompts)
@@ -128,8 +135,9 @@ def edit_features(edit) -> list[str]:
     return [f"{name}/{j}" for name, js in edit.ablate.items() for j in sorted(js)]
 
 
-def measure_side_effects(model, edits: dict[str, Any], *, saes=None, text=None, agreement=None, circuit=None,
-                 batch_size: int = 64) -> dict:
+def measure_side_effects(
+    model, edits: dict[str, Any], *, saes=None, text=None, agreement=None, circuit=None, batch_size: int = 64
+) -> dict:
     """The ``side_effects`` section of ``shift.json`` (and of ``sfc edit-report``) for named edits.
 
     ``edits``: ``{name: FeatureEdit}``; ``saes``: ``{hook: SAE}`` for the default circuit; ``text``,
@@ -144,19 +152,31 @@ def measure_side_effects(model, edits: dict[str, Any], *, saes=None, text=None, 
     in_circuit = _feature_nodes(circ) if circ is not None else None
 
     def measure(hooks) -> dict:
-        return {"loss": next_token_loss(model, text, hooks, batch_size),
-                "agreement": {name: agreement_accuracy(model, recs, hooks) for name, recs in tasks.items()}}
+        return {
+            "loss": next_token_loss(model, text, hooks, batch_size),
+            "agreement": {name: agreement_accuracy(model, recs, hooks) for name, recs in tasks.items()},
+        }
 
     original = measure([])
-    out = {"text": text.name, "n_tokens": text.n_tokens, "circuit": circ_name,
-           "agreement_prompts": {name: len(_prompts(recs)) for name, recs in tasks.items()},
-           "original": original, "edits": {}}
+    out = {
+        "text": text.name,
+        "n_tokens": text.n_tokens,
+        "circuit": circ_name,
+        "agreement_prompts": {name: len(_prompts(recs)) for name, recs in tasks.items()},
+        "original": original,
+        "edits": {},
+    }
     for name, edit in edits.items():
         got = measure(edit.hooks())
         feats = edit_features(edit)
-        row = {"n_features": len(feats), "n_neurons": sum(map(len, edit.neurons.values())),
-               "loss": got["loss"], "loss_change": got["loss"] - original["loss"], "agreement": got["agreement"],
-               "agreement_change": {k: v - original["agreement"][k] for k, v in got["agreement"].items()}}
+        row = {
+            "n_features": len(feats),
+            "n_neurons": sum(map(len, edit.neurons.values())),
+            "loss": got["loss"],
+            "loss_change": got["loss"] - original["loss"],
+            "agreement": got["agreement"],
+            "agreement_change": {k: v - original["agreement"][k] for k, v in got["agreement"].items()},
+        }
         if in_circuit is not None and (feats or not edit.neurons):  # circuits hold features, not neurons
             shared = [f for f in feats if f in in_circuit]
             row.update(in_circuit=len(shared), in_circuit_features=shared)
@@ -172,13 +192,18 @@ def format_side_effects(section: dict) -> str:
     if section.get("circuit"):
         head += f"{'in circuit':>12}"
     o = section["original"]
-    lines = [f"side effects (loss on {section['text']}, {section['n_tokens']} tokens; agreement accuracy change"
-             + (f"; circuit: {section['circuit']})" if section.get("circuit") else ")"), head,
-             f"{'(original)':<24}{'':>9}{o['loss']:>9.4f}{'':>9}" + "".join(f"{100 * o['agreement'][t]:>11.1f}%" for t in tasks)]
+    lines = [
+        f"side effects (loss on {section['text']}, {section['n_tokens']} tokens; agreement accuracy change"
+        + (f"; circuit: {section['circuit']})" if section.get("circuit") else ")"),
+        head,
+        f"{'(original)':<24}{'':>9}{o['loss']:>9.4f}{'':>9}"
+        + "".join(f"{100 * o['agreement'][t]:>11.1f}%" for t in tasks),
+    ]
     for name, r in section["edits"].items():
         n = r["n_features"] if not r["n_neurons"] else f"{r['n_neurons']}n"
         line = f"{name:<24}{n!s:>9}{r['loss']:>9.4f}{r['loss_change']:>+9.4f}" + "".join(
-            f"{100 * r['agreement_change'][t]:>+11.1f}%" for t in tasks)
+            f"{100 * r['agreement_change'][t]:>+11.1f}%" for t in tasks
+        )
         if section.get("circuit"):
             line += f"{r.get('in_circuit', '—')!s:>12}"
         lines.append(line)

@@ -64,7 +64,7 @@ def texts_to_tokens(model, texts: list[str], name: str) -> Text:
     mask = torch.zeros_like(tokens, dtype=torch.bool)
     for i, s in enumerate(seqs):
         tokens[i, : len(s)] = s.cpu()
-        mask[i, 1: len(s)] = True
+        mask[i, 1 : len(s)] = True
     if not mask.any():
         raise SFCError(f"text {name!r} has no token to predict")
     return Text(name, tokens, mask)

@@ -85,8 +85,14 @@ def load(device: str | None = None, path: str | Path | None = None):
 DEFAULT_BUILD_DIR = "sfc-toy"
 
 
-def build(out_dir: str | Path | None = None, seed: int = 0, reduced: bool = False, verbose: bool = True,
-          config=None, overwrite: bool = False) -> dict:
+def build(
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    reduced: bool = False,
+    verbose: bool = True,
+    config=None,
+    overwrite: bool = False,
+) -> dict:
     """Regenerate datasets, tokenizer, model, SAEs and report in ``out_dir`` (default ``./sfc-toy``).
 
     Deterministic in ``seed`` on a given machine. The full build takes a few minutes on two CPU
@@ -105,8 +111,10 @@ def build(out_dir: str | Path | None = None, seed: int = 0, reduced: bool = Fals
     out = Path(DEFAULT_BUILD_DIR if out_dir is None else out_dir)
     package = Path(__file__).resolve().parent.parent
     if out.resolve() == package or package in out.resolve().parents:
-        raise SFCError(f"refusing to build into {str(out)!r}, inside the installed package {str(package)!r}; "
-                       f"build elsewhere (default ./{DEFAULT_BUILD_DIR}) and load it with toy.load(path=...)")
+        raise SFCError(
+            f"refusing to build into {str(out)!r}, inside the installed package {str(package)!r}; "
+            f"build elsewhere (default ./{DEFAULT_BUILD_DIR}) and load it with toy.load(path=...)"
+        )
     check_output_dir(out, ["data", "model", "saes", "report.json"], overwrite)  # before minutes of work
     from .builder import build as _build
 

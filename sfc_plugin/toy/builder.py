@@ -17,9 +17,9 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from . import hook_names
 from . import language as L
@@ -56,14 +56,26 @@ class BuildConfig:
     eval_sequences: int = 256
 
     @classmethod
-    def full(cls) -> "BuildConfig":
+    def full(cls) -> BuildConfig:
         return cls()
 
     @classmethod
-    def small(cls) -> "BuildConfig":
+    def small(cls) -> BuildConfig:
         """The reduced build: a one-layer model and a few seconds of training (for tests)."""
-        return cls(reduced=True, n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64, lm_sequences=2_000,
-                   lm_steps=100, lm_batch=32, sae_tokens=16_384, sae_batch_tokens=512, eval_sequences=32)
+        return cls(
+            reduced=True,
+            n_layers=1,
+            d_model=32,
+            n_heads=2,
+            d_head=16,
+            d_mlp=64,
+            lm_sequences=2_000,
+            lm_steps=100,
+            lm_batch=32,
+            sae_tokens=16_384,
+            sae_batch_tokens=512,
+            eval_sequences=32,
+        )
 
 
 def _log(verbose: bool, msg: str) -> None:
@@ -101,8 +113,14 @@ def build_tokenizer(path: Path):
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words with spaces, no space before "."
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>", model_max_length=1024)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=1024,
+    )
     path.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(path))
     return AutoTokenizer.from_pretrained(str(path))
@@ -128,9 +146,19 @@ def model_config(cfg: BuildConfig, d_vocab: int, seed: int):
     from transformer_lens import HookedTransformerConfig
 
     return HookedTransformerConfig(
-        n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_head, d_mlp=cfg.d_mlp,
-        n_ctx=cfg.n_ctx, d_vocab=d_vocab, act_fn="gelu", normalization_type="LN",
-        positional_embedding_type="standard", seed=seed, model_name="sfc-toy", default_prepend_bos=True,
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        d_head=cfg.d_head,
+        d_mlp=cfg.d_mlp,
+        n_ctx=cfg.n_ctx,
+        d_vocab=d_vocab,
+        act_fn="gelu",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        seed=seed,
+        model_name="sfc-toy",
+        default_prepend_bos=True,
         device="cpu",
     )
 
@@ -168,7 +196,7 @@ def train_model(model, tokens, cfg: BuildConfig, seed: int, verbose: bool = Fals
         if pos + cfg.lm_batch > n:
             perm = torch.randperm(n, generator=gen)
             pos = 0
-        batch = tokens[perm[pos:pos + cfg.lm_batch]]
+        batch = tokens[perm[pos : pos + cfg.lm_batch]]
         pos += cfg.lm_batch
         logits = model(batch[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
@@ -179,8 +207,11 @@ def train_model(model, tokens, cfg: BuildConfig, seed: int, verbose: bool = Fals
         sched.step()
         losses.append(loss.item())
         if verbose and (step + 1) % max(1, cfg.lm_steps // 10) == 0:
-            _log(True, f"LM step {step + 1}/{cfg.lm_steps} loss {sum(losses[-50:]) / len(losses[-50:]):.4f} "
-                       f"({time.time() - t0:.0f}s)")
+            _log(
+                True,
+                f"LM step {step + 1}/{cfg.lm_steps} loss {sum(losses[-50:]) / len(losses[-50:]):.4f} "
+                f"({time.time() - t0:.0f}s)",
+            )
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -203,8 +234,11 @@ def _quiet_sae_lens(progress: bool = False):
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     patched = []
     if not progress:
-        for modname in ("sae_lens.training.sae_trainer", "sae_lens.training.activation_scaler",
-                        "sae_lens.training.activations_store"):
+        for modname in (
+            "sae_lens.training.sae_trainer",
+            "sae_lens.training.activation_scaler",
+            "sae_lens.training.activations_store",
+        ):
             try:
                 mod = importlib.import_module(modname)
             except ImportError:
@@ -237,25 +271,52 @@ def _quiet_sae_lens(progress: bool = False):
 def train_sae(model, dataset, hook: str, cfg: BuildConfig, seed: int, progress: bool = False):
     """One standard (ReLU, L1) SAE at ``hook`` trained with ``LanguageModelSAETrainingRunner``."""
     import torch
-    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
-    from sae_lens import StandardTrainingSAEConfig
+    from sae_lens import (
+        LanguageModelSAERunnerConfig,
+        LanguageModelSAETrainingRunner,
+        LoggingConfig,
+        StandardTrainingSAEConfig,
+    )
 
     d_in = cfg.d_model
     steps = cfg.sae_tokens // cfg.sae_batch_tokens
     sae_cfg = StandardTrainingSAEConfig(
-        d_in=d_in, d_sae=cfg.sae_expansion * d_in, l1_coefficient=cfg.sae_l1_overrides.get(hook, cfg.sae_l1),
-        l1_warm_up_steps=steps // 10, normalize_activations="expected_average_only_in", device="cpu",
+        d_in=d_in,
+        d_sae=cfg.sae_expansion * d_in,
+        l1_coefficient=cfg.sae_l1_overrides.get(hook, cfg.sae_l1),
+        l1_warm_up_steps=steps // 10,
+        normalize_activations="expected_average_only_in",
+        device="cpu",
         dtype="float32",
     )
     runner_cfg = LanguageModelSAERunnerConfig(
-        sae=sae_cfg, model_name="sfc-toy", model_class_name="HookedTransformer", hook_name=hook,
-        dataset_path="sfc-toy-corpus", is_dataset_tokenized=True, streaming=False, context_size=cfg.n_ctx,
-        n_batches_in_buffer=4 * cfg.sae_batch_tokens // cfg.n_ctx, training_tokens=cfg.sae_tokens,
-        store_batch_size_prompts=32, train_batch_size_tokens=cfg.sae_batch_tokens, device="cpu", seed=seed,
-        prepend_bos=True, lr=cfg.sae_lr, lr_scheduler_name="constant", lr_warm_up_steps=steps // 20,
-        lr_decay_steps=steps // 5, logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
-        checkpoint_path=None, output_path=None, verbose=progress, model_from_pretrained_kwargs={},
-        n_batches_for_norm_estimate=16, dead_feature_window=max(10, steps // 4),
+        sae=sae_cfg,
+        model_name="sfc-toy",
+        model_class_name="HookedTransformer",
+        hook_name=hook,
+        dataset_path="sfc-toy-corpus",
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=cfg.n_ctx,
+        n_batches_in_buffer=4 * cfg.sae_batch_tokens // cfg.n_ctx,
+        training_tokens=cfg.sae_tokens,
+        store_batch_size_prompts=32,
+        train_batch_size_tokens=cfg.sae_batch_tokens,
+        device="cpu",
+        seed=seed,
+        prepend_bos=True,
+        lr=cfg.sae_lr,
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=steps // 20,
+        lr_decay_steps=steps // 5,
+        logger=LoggingConfig(log_to_wandb=False),
+        n_checkpoints=0,
+        checkpoint_path=None,
+        output_path=None,
+        verbose=progress,
+        model_from_pretrained_kwargs={},
+        n_batches_for_norm_estimate=16,
+        dead_feature_window=max(10, steps // 4),
         feature_sampling_window=max(20, steps // 2),
     )
     torch.manual_seed(seed)  # the runner does not seed from cfg.seed
@@ -278,8 +339,10 @@ def _prompt_batches(model, records: list[dict]):
     prompts, right, wrong = [], [], []
     seen = set()
     for r in records:
-        for prefix, ans, other in ((r["clean_prefix"], r["clean_answer"], r["patch_answer"]),
-                                   (r["patch_prefix"], r["patch_answer"], r["clean_answer"])):
+        for prefix, ans, other in (
+            (r["clean_prefix"], r["clean_answer"], r["patch_answer"]),
+            (r["patch_prefix"], r["patch_answer"], r["clean_answer"]),
+        ):
             if (prefix, ans) in seen:
                 continue
             seen.add((prefix, ans))
@@ -308,9 +371,9 @@ def agreement_accuracy(model, records: list[dict], fwd_hooks=(), batch_size: int
     correct = 0
     with torch.no_grad():
         for i in range(0, len(tokens), batch_size):
-            logits = model.run_with_hooks(tokens[i:i + batch_size], fwd_hooks=list(fwd_hooks))[:, -1]
+            logits = model.run_with_hooks(tokens[i : i + batch_size], fwd_hooks=list(fwd_hooks))[:, -1]
             rows = torch.arange(logits.shape[0])
-            correct += int((logits[rows, right[i:i + batch_size]] > logits[rows, wrong[i:i + batch_size]]).sum())
+            correct += int((logits[rows, right[i : i + batch_size]] > logits[rows, wrong[i : i + batch_size]]).sum())
     return correct / len(tokens)
 
 
@@ -374,8 +437,9 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def build(out_dir: str | Path, seed: int = 0, reduced: bool = False, verbose: bool = True,
-          config: BuildConfig | None = None) -> dict:
+def build(
+    out_dir: str | Path, seed: int = 0, reduced: bool = False, verbose: bool = True, config: BuildConfig | None = None
+) -> dict:
     """Regenerate every toy artifact in ``out_dir`` from ``seed``; returns the quality report."""
     import torch
     from transformer_lens import HookedTransformer
@@ -460,21 +524,34 @@ def build(out_dir: str | Path, seed: int = 0, reduced: bool = False, verbose: bo
         "reduced": cfg.reduced,
         **quality,
         "model": {
-            "n_layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads, "d_mlp": cfg.d_mlp,
-            "n_ctx": cfg.n_ctx, "d_vocab": len(tokenizer.get_vocab()),
+            "n_layers": cfg.n_layers,
+            "d_model": cfg.d_model,
+            "n_heads": cfg.n_heads,
+            "d_mlp": cfg.d_mlp,
+            "n_ctx": cfg.n_ctx,
+            "d_vocab": len(tokenizer.get_vocab()),
             "n_params": int(sum(p.numel() for p in model.parameters())),
-            "train_sequences": cfg.lm_sequences, **lm_stats,
+            "train_sequences": cfg.lm_sequences,
+            **lm_stats,
         },
         "sae_training": {
-            "architecture": "standard", "expansion": cfg.sae_expansion, "training_tokens": cfg.sae_tokens,
-            "batch_tokens": cfg.sae_batch_tokens, "lr": cfg.sae_lr, "l1_coefficient": cfg.sae_l1,
-            "l1_overrides": cfg.sae_l1_overrides, "normalize_activations": "expected_average_only_in",
+            "architecture": "standard",
+            "expansion": cfg.sae_expansion,
+            "training_tokens": cfg.sae_tokens,
+            "batch_tokens": cfg.sae_batch_tokens,
+            "lr": cfg.sae_lr,
+            "l1_coefficient": cfg.sae_l1,
+            "l1_overrides": cfg.sae_l1_overrides,
+            "normalize_activations": "expected_average_only_in",
             "seconds": sae_seconds,
         },
         "build_seconds": round(time.time() - t_start, 1),
         "artifact_bytes": dir_size(out),  # everything but report.json itself
-        "versions": {"torch": torch.__version__, "sae_lens": sae_lens.__version__,
-                     "transformer_lens": getattr(transformer_lens, "__version__", "unknown")},
+        "versions": {
+            "torch": torch.__version__,
+            "sae_lens": sae_lens.__version__,
+            "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+        },
     }
     from ..files import strict_json
 

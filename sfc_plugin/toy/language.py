@@ -17,27 +17,59 @@ same token length and every answer (``" is"``, ``" are"``, ``" likes"``, ...) is
 from __future__ import annotations
 
 import random
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 # ---------------------------------------------------------------------------------------------
 # vocabulary
 
 NOUNS: tuple[tuple[str, str], ...] = (
-    ("author", "authors"), ("pilot", "pilots"), ("farmer", "farmers"), ("senator", "senators"),
-    ("guard", "guards"), ("banker", "bankers"), ("dancer", "dancers"), ("singer", "singers"),
-    ("officer", "officers"), ("skater", "skaters"), ("minister", "ministers"), ("architect", "architects"),
-    ("baker", "bakers"), ("driver", "drivers"), ("manager", "managers"), ("customer", "customers"),
-    ("painter", "painters"), ("soldier", "soldiers"), ("lawyer", "lawyers"), ("student", "students"),
+    ("author", "authors"),
+    ("pilot", "pilots"),
+    ("farmer", "farmers"),
+    ("senator", "senators"),
+    ("guard", "guards"),
+    ("banker", "bankers"),
+    ("dancer", "dancers"),
+    ("singer", "singers"),
+    ("officer", "officers"),
+    ("skater", "skaters"),
+    ("minister", "ministers"),
+    ("architect", "architects"),
+    ("baker", "bakers"),
+    ("driver", "drivers"),
+    ("manager", "managers"),
+    ("customer", "customers"),
+    ("painter", "painters"),
+    ("soldier", "soldiers"),
+    ("lawyer", "lawyers"),
+    ("student", "students"),
 )
 PREPOSITIONS: tuple[str, ...] = ("near", "behind", "beside", "with")
 # transitive verbs: (3rd person singular, plural)
 VERBS: tuple[tuple[str, str], ...] = (
-    ("likes", "like"), ("hates", "hate"), ("sees", "see"), ("knows", "know"),
-    ("admires", "admire"), ("helps", "help"), ("meets", "meet"), ("loves", "love"),
+    ("likes", "like"),
+    ("hates", "hate"),
+    ("sees", "see"),
+    ("knows", "know"),
+    ("admires", "admire"),
+    ("helps", "help"),
+    ("meets", "meet"),
+    ("loves", "love"),
 )
 COPULAS: tuple[tuple[str, str], ...] = (("is", "are"), ("was", "were"))
 ADJECTIVES: tuple[str, ...] = (
-    "tall", "happy", "old", "young", "tired", "ready", "kind", "quiet", "brave", "busy", "late", "rich",
+    "tall",
+    "happy",
+    "old",
+    "young",
+    "tired",
+    "ready",
+    "kind",
+    "quiet",
+    "brave",
+    "busy",
+    "late",
+    "rich",
 )
 
 # filler text
@@ -88,8 +120,15 @@ def _other(rng: random.Random, exclude: tuple[str, str]) -> tuple[str, str]:
             return n
 
 
-def sva_prefix(condition: str, noun, number: str, attractor=None, attr_number: str = "singular",
-               prep: str = "near", verb=("likes", "like")) -> list[str]:
+def sva_prefix(
+    condition: str,
+    noun,
+    number: str,
+    attractor=None,
+    attr_number: str = "singular",
+    prep: str = "near",
+    verb=("likes", "like"),
+) -> list[str]:
     """The words of an SVA prompt (no answer) for one condition."""
     head = ["The", _num(noun, number)]
     if condition == "simple":
@@ -157,8 +196,14 @@ def sva_pair(rng: random.Random, condition: str, case: str, slots: dict | None =
 CASES = ("singular_plural", "plural_singular")
 
 
-def sva_split(rng: random.Random, condition: str, n: int, exclude: set[str] | None = None,
-              unique: bool = True, max_tries: int = 200_000) -> list[dict]:
+def sva_split(
+    rng: random.Random,
+    condition: str,
+    n: int,
+    exclude: set[str] | None = None,
+    unique: bool = True,
+    max_tries: int = 200_000,
+) -> list[dict]:
     """``n`` pair records of one condition (cases alternate), none of whose prompts is in ``exclude``."""
     exclude = exclude or set()
     out: list[dict] = []
@@ -181,9 +226,21 @@ def simple_pairs() -> list[dict]:
     out = []
     for noun in NOUNS:
         for case in CASES:
-            out.append(sva_pair(random.Random(0), "simple", case, slots={"noun": noun, "number": "singular",
-                                                                          "attractor": None, "attr_number": "singular",
-                                                                          "prep": "near", "verb": VERBS[0]}))
+            out.append(
+                sva_pair(
+                    random.Random(0),
+                    "simple",
+                    case,
+                    slots={
+                        "noun": noun,
+                        "number": "singular",
+                        "attractor": None,
+                        "attr_number": "singular",
+                        "prep": "near",
+                        "verb": VERBS[0],
+                    },
+                )
+            )
     return out
 
 
@@ -201,8 +258,19 @@ def filler_sentence(rng: random.Random) -> list[str]:
         return ["A", rng.choice(COLORS), rng.choice(THINGS), "fell", "from", "the", rng.choice(FURNITURE), "."]
     if k == 3:
         return ["They", rng.choice(PAST_VERBS), "a", rng.choice(THINGS), "and", "a", rng.choice(THINGS), "."]
-    return ["We", "left", "the", rng.choice(THINGS), "on", "the", rng.choice(FURNITURE), "near", "the",
-            rng.choice(PLACES), "."]
+    return [
+        "We",
+        "left",
+        "the",
+        rng.choice(THINGS),
+        "on",
+        "the",
+        rng.choice(FURNITURE),
+        "near",
+        "the",
+        rng.choice(PLACES),
+        ".",
+    ]
 
 
 def bio_words(rng: random.Random, profession: str, gender: str) -> list[str]:
@@ -217,7 +285,11 @@ def bio_words(rng: random.Random, profession: str, gender: str) -> list[str]:
     if k == 0:
         words = [name, "works", "at", "the", place, ".", cap] + t1.split() + ["and"] + t2.split() + ["."]
     elif k == 1:
-        words = [name, "has", "worked", "at", "the", place, "for", rng.choice(YEARS), "years", ".", cap] + t1.split() + ["."]
+        words = (
+            [name, "has", "worked", "at", "the", place, "for", rng.choice(YEARS), "years", ".", cap]
+            + t1.split()
+            + ["."]
+        )
     else:
         words = ["At", "the", place, ",", name] + t1.split() + [".", cap, "also"] + t2.split() + ["."]
     words += [cap, "lives", "with", poss, rng.choice(FAMILY), "."]
@@ -234,7 +306,9 @@ def detok(words: Iterable[str]) -> str:
     return text
 
 
-def bios_split(rng: random.Random, n: int, groups: list[tuple[str, str]], exclude: set[str] | None = None) -> list[dict]:
+def bios_split(
+    rng: random.Random, n: int, groups: list[tuple[str, str]], exclude: set[str] | None = None
+) -> list[dict]:
     """``n`` biographies cycling through ``groups`` of (profession, gender); texts unique, not in ``exclude``."""
     exclude = set(exclude or ())
     out: list[dict] = []
@@ -257,8 +331,22 @@ BALANCED_GROUPS = [(p, g) for p in PROFESSIONS for g in GENDERS]
 # ---------------------------------------------------------------------------------------------
 # datasets and corpus
 
-SIZES_FULL = {"sva_test": 300, "within_rc_test": 200, "sva_train": 600, "bios_train": 800, "bios_test": 400, "bios_val": 400}
-SIZES_REDUCED = {"sva_test": 40, "within_rc_test": 40, "sva_train": 60, "bios_train": 80, "bios_test": 40, "bios_val": 40}
+SIZES_FULL = {
+    "sva_test": 300,
+    "within_rc_test": 200,
+    "sva_train": 600,
+    "bios_train": 800,
+    "bios_test": 400,
+    "bios_val": 400,
+}
+SIZES_REDUCED = {
+    "sva_test": 40,
+    "within_rc_test": 40,
+    "sva_train": 60,
+    "bios_train": 80,
+    "bios_test": 40,
+    "bios_val": 40,
+}
 
 
 def make_datasets(seed: int = 0, reduced: bool = False) -> dict[str, list[dict]]:
@@ -296,7 +384,9 @@ def held_out_prompts(datasets: dict[str, list[dict]]) -> set[str]:
     return out
 
 
-def sentences(rng: random.Random, exclude: set[str] | None = None, bios_texts: set[str] | None = None) -> Iterator[list[str]]:
+def sentences(
+    rng: random.Random, exclude: set[str] | None = None, bios_texts: set[str] | None = None
+) -> Iterator[list[str]]:
     """An endless stream of corpus sentences (word lists): 65% SVA, 15% filler, 20% biography."""
     exclude = exclude or set()
     bios_texts = bios_texts or set()
@@ -317,8 +407,14 @@ def sentences(rng: random.Random, exclude: set[str] | None = None, bios_texts: s
             yield words
 
 
-def corpus(seed: int, n_sequences: int, length: int, exclude: set[str] | None = None,
-           bios_texts: set[str] | None = None, stream: str = "train") -> list[list[str]]:
+def corpus(
+    seed: int,
+    n_sequences: int,
+    length: int,
+    exclude: set[str] | None = None,
+    bios_texts: set[str] | None = None,
+    stream: str = "train",
+) -> list[list[str]]:
     """``n_sequences`` word sequences of exactly ``length`` words: packed sentences, each sequence
     starting at a sentence boundary (the BOS token is added by the caller)."""
     rng = random.Random(f"sfc-toy-corpus-{stream}-{seed}")
@@ -334,13 +430,53 @@ def corpus(seed: int, n_sequences: int, length: int, exclude: set[str] | None = 
 
 def vocabulary() -> list[str]:
     """Every word of the language, sorted (deterministic token ids)."""
-    words: set[str] = {"The", "the", "that", ".", ",", "It", "was", "and", "we", "walked", "to", "A", "fell",
-                       "from", "They", "a", "We", "left", "on", "near", "works", "at", "has", "worked", "for",
-                       "years", "At", "also", "lives", "with"}
+    words: set[str] = {
+        "The",
+        "the",
+        "that",
+        ".",
+        ",",
+        "It",
+        "was",
+        "and",
+        "we",
+        "walked",
+        "to",
+        "A",
+        "fell",
+        "from",
+        "They",
+        "a",
+        "We",
+        "left",
+        "on",
+        "near",
+        "works",
+        "at",
+        "has",
+        "worked",
+        "for",
+        "years",
+        "At",
+        "also",
+        "lives",
+        "with",
+    }
     for pair in NOUNS + VERBS + COPULAS:
         words.update(pair)
-    for group in (PREPOSITIONS, ADJECTIVES, WEATHER, TIMES, PLACES, THINGS, FURNITURE, COLORS, PAST_VERBS,
-                  FAMILY, YEARS):
+    for group in (
+        PREPOSITIONS,
+        ADJECTIVES,
+        WEATHER,
+        TIMES,
+        PLACES,
+        THINGS,
+        FURNITURE,
+        COLORS,
+        PAST_VERBS,
+        FAMILY,
+        YEARS,
+    ):
         words.update(group)
     for g in GENDERS:
         words.update(FIRST_NAMES[g])

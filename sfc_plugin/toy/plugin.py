@@ -7,8 +7,8 @@ when a dataset is loaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import SFCError
 from ..plugins import hookimpl

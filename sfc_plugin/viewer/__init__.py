@@ -35,20 +35,37 @@ def site_data(circuit, dashboards: dict | None = None, title: str | None = None)
             from ..dashboards.labels import auto_label
 
             label = auto_label(records[n.id.split("@", 1)[0]])
-        nodes.append({"id": n.id, "submodule": n.submodule, "kind": n.kind, "feature": n.feature, "position": n.position,
-                      "effect": n.effect, "label": label, "row": "y" if n.kind == "metric" else (n.submodule or "?"),
-                      "url": safe_url((info.get(n.id) or {}).get("url"))})  # http(s) only (the page checks too)
+        nodes.append(
+            {
+                "id": n.id,
+                "submodule": n.submodule,
+                "kind": n.kind,
+                "feature": n.feature,
+                "position": n.position,
+                "effect": n.effect,
+                "label": label,
+                "row": "y" if n.kind == "metric" else (n.submodule or "?"),
+                "url": safe_url((info.get(n.id) or {}).get("url")),
+            }
+        )  # http(s) only (the page checks too)
     rows = sorted({n["row"] for n in nodes if n["row"] != "y"}, key=row_key) + ["y"]
     wanted = {n["id"].split("@", 1)[0] for n in nodes if n["kind"] == "feature"}
     prov = circuit.provenance
     default_title = f"{prov.get('dataset') or 'circuit'} · {circuit.metric} ({circuit.method})"
-    return {"title": title or default_title, "metric": circuit.metric, "method": circuit.method,
-            "aggregation": circuit.aggregation, "total_effect": circuit.total_effect,
-            "node_threshold": circuit.node_threshold, "edge_threshold": circuit.edge_threshold,
-            "rows": rows, "nodes": nodes,
-            "edges": [{"source": e.source, "target": e.target, "weight": e.weight} for e in circuit.edges],
-            "dashboards": {k: v for k, v in records.items() if k in wanted},
-            "corpus": (dashboards or {}).get("corpus")}
+    return {
+        "title": title or default_title,
+        "metric": circuit.metric,
+        "method": circuit.method,
+        "aggregation": circuit.aggregation,
+        "total_effect": circuit.total_effect,
+        "node_threshold": circuit.node_threshold,
+        "edge_threshold": circuit.edge_threshold,
+        "rows": rows,
+        "nodes": nodes,
+        "edges": [{"source": e.source, "target": e.target, "weight": e.weight} for e in circuit.edges],
+        "dashboards": {k: v for k, v in records.items() if k in wanted},
+        "corpus": (dashboards or {}).get("corpus"),
+    }
 
 
 def build_site(circuit, out_dir: str | Path, dashboards: dict | None = None, title: str | None = None) -> Path:

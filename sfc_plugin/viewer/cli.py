@@ -19,8 +19,10 @@ def _dashboards(args, circuit):
     except SFCError:
         if args.dashboards:
             raise
-        print("note: no dashboards for this circuit (run 'sfc dashboards' and pass --dashboards DIR): cards show "
-              "effects and edges only")
+        print(
+            "note: no dashboards for this circuit (run 'sfc dashboards' and pass --dashboards DIR): cards show "
+            "effects and edges only"
+        )
         return None
 
 
@@ -36,9 +38,15 @@ def cmd_view(args) -> int:
         raise SFCError(f"output {str(out)!r} exists and is not a directory")
     data = _dashboards(args, circuit)
     index = build_site(circuit, out, data, args.title)
-    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file() and p.name in ("index.html", "viewer.js", "viewer.css", "data.js"))
-    print(f"wrote {index} ({sum(n.kind != 'metric' for n in circuit.nodes)} nodes, {len(circuit.edges)} edges, "
-          f"{size / 1e6:.2f} MB); open it in a browser: file://{index.resolve()}")
+    size = sum(
+        p.stat().st_size
+        for p in out.iterdir()
+        if p.is_file() and p.name in ("index.html", "viewer.js", "viewer.css", "data.js")
+    )
+    print(
+        f"wrote {index} ({sum(n.kind != 'metric' for n in circuit.nodes)} nodes, {len(circuit.edges)} edges, "
+        f"{size / 1e6:.2f} MB); open it in a browser: file://{index.resolve()}"
+    )
     if args.serve:
         serve(out, args.port)
     return 0
@@ -47,8 +55,11 @@ def cmd_view(args) -> int:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("view", help="a static site to explore a circuit (opens from file://)")
     p.add_argument("circuit", help="circuit file (sfc-circuit/1 JSON)")
-    p.add_argument("--dashboards", help="'sfc dashboards' output directory or file (default: dashboards/ next to the "
-                                        "circuit; computed there for toy-world circuits)")
+    p.add_argument(
+        "--dashboards",
+        help="'sfc dashboards' output directory or file (default: dashboards/ next to the "
+        "circuit; computed there for toy-world circuits)",
+    )
     p.add_argument("--no-dashboards", action="store_true", help="cards without contexts (no dashboards needed)")
     p.add_argument("--node-threshold", type=float, help="start from a pruned circuit (|effect| above this)")
     p.add_argument("--edge-threshold", type=float, help="start from a pruned circuit (|weight| above this)")
