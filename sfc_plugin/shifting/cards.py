@@ -18,6 +18,7 @@ def evidence_cards(features, ctx, n_top: int = 5) -> dict[str, tuple[str | None,
     from ..corpus import Corpus
     from ..dashboards import compute_dashboards, feature_card
     from ..dashboards.labels import auto_label
+    from ..world import World
 
     if not features:
         return {}
@@ -29,8 +30,9 @@ def evidence_cards(features, ctx, n_top: int = 5) -> dict[str, tuple[str | None,
     if bos is not None:
         mask &= texts.clean != bos  # BOS activations say nothing about a feature
     corpus = Corpus("SHIFT evidence texts", texts.clean.cpu(), mask.cpu())
-    saes = {sub.hook: sub.sae for sub in ctx.submodules.values()}
-    data = compute_dashboards(ctx.model, saes, [f.id for f in features], corpus, k=n_top, progress=False)
+    subs = list(ctx.submodules.values())  # checked when the run's World was loaded: wrapped, not loaded again
+    world = World(ctx.model, {s.hook: s.sae for s in subs}, subs)
+    data = compute_dashboards(world, [f.id for f in features], corpus, k=n_top, progress=False)
     out = {}
     for f in features:
         rec = data["features"][f.id]
