@@ -31,7 +31,7 @@ from ..world import world_args
 SCHEMA = "sfc-clusters/1"
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     from ..files import strict_json, write_atomic
 
     write_atomic(path, strict_json(data, indent=1, ensure_ascii=False) + "\n")
@@ -215,13 +215,13 @@ def find_clusters(
         for tmp in out.rglob(".*"):  # temporary files of atomic writes cut short by a killed run
             if tmp.is_file():
                 tmp.unlink()
-        _write_json(out / "config.json", conf)
+        write_json(out / "config.json", conf)
         if not ctx_path.is_file():
             docs = load_corpus(cfg.corpus, cfg.n_documents, cfg.seed)
             found = collect_contexts(model, docs, cfg.n_contexts, cfg.max_loss, cfg.window, cfg.batch_size, show)
             if not found:
                 raise SFCError(f"no context of corpus {cfg.corpus!r} has loss below max_loss={cfg.max_loss}")
-            _write_json(ctx_path, [{**c.to_dict(), **describe(model, c)} for c in found])
+            write_json(ctx_path, [{**c.to_dict(), **describe(model, c)} for c in found])
 
     on_main(find_contexts)
     contexts = json.loads(ctx_path.read_text(encoding="utf-8"))
@@ -241,7 +241,7 @@ def find_clusters(
         if not assign_path.is_file():
             idx, val = _load_vectors(out, len(contexts), cfg.shard_size)
             labels = cluster(sparse_matrix(idx, val, cols.size), min(cfg.k, len(contexts)), cfg.algorithm, cfg.seed)
-            _write_json(assign_path, labels.tolist())
+            write_json(assign_path, labels.tolist())
 
     on_main(group_contexts)
     labels = np.array(json.loads(assign_path.read_text(encoding="utf-8")), dtype=np.int64)
@@ -302,11 +302,11 @@ def find_clusters(
         summary["agreement"] = {
             name: agreement(labels, [ctx["categories"][name] for ctx in contexts]) for name in names
         }
-    _write_json(out / "clusters.json", summary)
+    write_json(out / "clusters.json", summary)
     write_index(out, summary)
     timing["summary"] = time.perf_counter() - t3 - timing["circuits"]
     timing["total"] = time.perf_counter() - t0
-    _write_json(
+    write_json(
         out / "timing.json",
         {
             "processes": 1 if group is None else group.world,
