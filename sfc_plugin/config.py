@@ -372,20 +372,14 @@ def validate(values: dict[str, Any], classes: tuple[type, ...], config: str | No
             raise SFCError(f"{name} must be true or false, got {value!r}")
 
 
-def resolve(
-    command: str, given: dict[str, Any], config: str | None = None, fallback: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def resolve(command: str, given: dict[str, Any], config: str | None = None) -> dict[str, Any]:
     """A command's settings: ``given`` (command-line values, None where not given) over the config file over
-    ``fallback`` (e.g. a circuit's provenance) over the defaults; validated (see :func:`validate`)."""
+    the defaults; validated (see :func:`validate`)."""
     classes = COMMANDS[command]
     from_file = load_config(config, command)
     from_config = {k for k in from_file if given.get(k) is None}
-    merged = {
-        f.name: given[f.name] if given.get(f.name) is not None else from_file.get(f.name) for f in options(*classes)
+    values = {
+        f.name: given.get(f.name) if given.get(f.name) is not None else from_file.get(f.name) for f in options(*classes)
     }
-    validate(merged, classes, config, from_config)
-    fallback = fallback or {}
-    return {
-        f.name: merged[f.name] if merged[f.name] is not None else fallback.get(f.name, default(f))
-        for f in options(*classes)
-    }
+    validate(values, classes, config, from_config)
+    return {f.name: default(f) if values[f.name] is None else values[f.name] for f in options(*classes)}

@@ -14,6 +14,7 @@ import torch
 import sfc_plugin
 import sfc_plugin.attribution.edges as E
 import sfc_plugin.discovery as disc
+import sfc_plugin.splicing
 from sfc_plugin.hf_convert import load_hf_model_dir
 from sfc_plugin.models import resolve_world
 
@@ -135,7 +136,7 @@ def agg(*a):
     return r
 
 
-orig_bs = disc.build_submodules
+orig_bs = sfc_plugin.splicing.build_submodules  # World.load builds the submodules
 
 
 def bs(*a, **k):
@@ -145,7 +146,7 @@ def bs(*a, **k):
     return r
 
 
-disc.build_submodules = bs
+sfc_plugin.splicing.build_submodules = bs
 orig_tok = disc.tokenize
 
 

@@ -57,9 +57,9 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings(args: argparse.Namespace, command: str, fallback: dict | None = None) -> dict[str, Any]:
-    """Command line over config file (``--config``) over ``fallback`` over the dataclasses' defaults, validated."""
-    return resolve(command, vars(args), getattr(args, "config", None), fallback)
+def settings(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Command line over config file (``--config``) over the dataclasses' defaults, validated."""
+    return resolve(command, vars(args), getattr(args, "config", None))
 
 
 def fill_world(s: dict[str, Any], provenance: dict, what: str = "circuit") -> dict[str, Any]:
