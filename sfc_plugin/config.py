@@ -39,7 +39,6 @@ def setting(default: Any = None, help: str = "", *, check: str | None = None, fl
 class WorldConfig:
     """Where the model and its SAEs come from: what :meth:`sfc_plugin.World.load` takes."""
 
-    COMMAND: ClassVar[str] = ""
     SHARED: ClassVar[tuple[str, ...]] = ("model", "sae", "preset", "device", "dtype")  # taken from a discover config
 
     model: str | None = setting(None, "model name or directory (default: the toy world)", check="string")
@@ -54,16 +53,10 @@ class WorldConfig:
         None, "model dtype (effects accumulate in float32)", check="string", choices=list(DTYPES)
     )
 
-    def world(self) -> dict[str, Any]:
-        """The keyword arguments of :meth:`sfc_plugin.World.load`."""
-        return {k: getattr(self, k) for k in ("model", "sae", "preset", "device", "dtype")}
-
 
 @dataclass
 class DiscoverConfig(WorldConfig):
     """``sfc discover``: :func:`sfc_plugin.discover` on a dataset's pairs."""
-
-    COMMAND: ClassVar[str] = "discover"
 
     data: str = setting(
         "toy/sva-rc", "dataset name (e.g. {default}) or JSON-lines file of pair records", check="string"
@@ -102,7 +95,6 @@ class DiscoverConfig(WorldConfig):
 class EvaluateConfig(WorldConfig):
     """``sfc evaluate``: :func:`sfc_plugin.evaluate` of a circuit on held-out pairs."""
 
-    COMMAND: ClassVar[str] = "evaluate"
     SHARED: ClassVar[tuple[str, ...]] = (*WorldConfig.SHARED, "batch_size")
 
     data: str | None = setting(None, "dataset name or JSON-lines file (default: the circuit's dataset)", check="string")
@@ -138,7 +130,6 @@ class EvaluateConfig(WorldConfig):
 class ShiftConfig(WorldConfig):
     """``sfc shift``: :func:`sfc_plugin.shift` on a dataset's train, val and test splits."""
 
-    COMMAND: ClassVar[str] = "shift"
     SHARED: ClassVar[tuple[str, ...]] = (*WorldConfig.SHARED, "batch_size")
 
     data: str = setting(
@@ -214,8 +205,6 @@ class ShiftConfig(WorldConfig):
 @dataclass
 class ClusterConfig:
     """Every setting of :func:`~sfc_plugin.clusters.find_clusters` that changes the results (``config.json``)."""
-
-    COMMAND: ClassVar[str] = "clusters"
 
     corpus: str = setting(
         "toy",

@@ -14,7 +14,7 @@ The old form ``discover(model, saes, data)`` builds one through :meth:`World.loa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ class World:
 
     model: Any
     saes: dict[str, Any]
-    submodules: list = field(default_factory=list)
+    submodules: list
     model_spec: str | None = None
     toy: bool = False
     preset: str | None = None
