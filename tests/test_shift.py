@@ -221,8 +221,8 @@ def test_cli_shift_records_provenance_and_edit_report_reuses_it(world, tmp_path,
 
     from safetensors.torch import load_file, save_file
 
-    from sfc_plugin.fingerprints import model_fingerprint, sae_fingerprint
     from sfc_plugin.commands.edit_report import recorded_text
+    from sfc_plugin.fingerprints import model_fingerprint, sae_fingerprint
 
     model, saes = world
     cfg = tmp_path / "run.toml"
