@@ -179,6 +179,8 @@ def dataset_rows(
     default ``train`` when some file names say so, else all, in name order)."""
     path = Path(path)
     spec = str(path)
+    if not path.exists():
+        raise SFCError(f"{what} {spec!r} does not exist")
     if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
         yield from _saved_dataset(path, spec, columns, split, what)
         return
