@@ -2,7 +2,7 @@
 
 Pipeline (one module per stage, data flowing one way)::
 
-    (documents: sfc_plugin.corpus — the toy world's, labelled, or any text source)
+    ../corpus.py documents: the toy world's (labelled) or any text source (sfc_plugin.corpus.documents)
     contexts.py  low-loss next-token predictions (prefix, answer)
     vectors.py   behaviour vectors: SAE-feature effects on log p(answer), stored sparse (top-k)
     grouping.py  k-means / spectral clustering on cosine similarity (scikit-learn)

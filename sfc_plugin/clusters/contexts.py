@@ -1,10 +1,11 @@
 """Contexts: prefixes of corpus windows where the model predicts the next token with low loss.
 
 A document is tokenised without special tokens and cut into windows of at most ``window`` tokens
-(:func:`sfc_plugin.corpus.windows`), each starting with BOS when the model prepends one; the loss at every position of a window is read from one
-forward pass. A context is ``window[: t + 1]`` with answer ``window[t + 1]``, kept when its loss
-(nats) is below ``max_loss`` and the prefix holds at least one token besides BOS. The first ``n``
-such contexts in document order are kept: the result depends only on the corpus and the settings.
+(:func:`sfc_plugin.corpus.windows`), each starting with BOS when the model prepends one; the loss
+at every position of a window is read from one forward pass. A context is ``window[: t + 1]`` with
+answer ``window[t + 1]``, kept when its loss (nats) is below ``max_loss`` and the prefix holds at
+least one token besides BOS. The first ``n`` such contexts in document order are kept: the result
+depends only on the corpus and the settings.
 """
 
 from __future__ import annotations
