@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, ClassVar
 
+from .corpus import TEXT_HELP
 from .errors import SFCError
 from .models import DTYPES
 from .presets import PRESETS
@@ -135,7 +136,7 @@ class ShiftConfig(WorldConfig):
     data: str = setting(
         "toy/bios",
         "dataset with train (ambiguous), val and test (balanced) splits of "
-        "{{text, profession, gender}} records (default {default})",
+        "{text, profession, gender} records (default {default})",
         check="string",
     )
     layer: int | None = setting(
@@ -162,10 +163,10 @@ class ShiftConfig(WorldConfig):
     )
     evidence_text: str | None = setting(
         None,
-        "text the concept judge reads features' evidence from "
+        f"text the concept judge reads features' evidence from: {TEXT_HELP} "
         "(default: the toy corpus for the toy model, else the training texts)",
         check="string",
-        metavar="FILE",
+        metavar="SOURCE",
     )
     concept_threshold: float | None = setting(
         None,
@@ -206,12 +207,7 @@ class ShiftConfig(WorldConfig):
 class ClusterConfig:
     """Every setting of :func:`~sfc_plugin.clusters.find_clusters` that changes the results (``config.json``)."""
 
-    corpus: str = setting(
-        "toy",
-        "'toy' (default), a .txt (one document per line) or .jsonl file ('text' field), "
-        "or a Hugging Face datasets directory (save_to_disk)",
-        check="string",
-    )
+    corpus: str = setting("toy", f"{TEXT_HELP} (default 'toy': labelled documents of the toy language)", check="string")
     n_contexts: int = setting(2000, "contexts to collect (default {default})")
     n_documents: int = setting(100000, "read at most this many documents")
     max_loss: float = setting(0.5, "keep predictions with loss below this, nats (default {default})")
@@ -296,7 +292,7 @@ def default(f: Field) -> Any:
 
 def help_text(f: Field) -> str:
     """The field's help with its default filled in."""
-    return f.metadata["help"].format(default=default(f))
+    return f.metadata["help"].replace("{default}", str(default(f)))
 
 
 def load_config(path: str | None, command: str = "discover") -> dict[str, Any]:

@@ -10,6 +10,8 @@ from . import options as opt
 
 
 def add_parser(subparsers) -> None:
+    from ..corpus import TEXT_HELP
+
     p = subparsers.add_parser(
         "dashboards",
         help="feature dashboards (top contexts, density, histogram, promoted tokens) "
@@ -19,11 +21,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--features", nargs="+", metavar="ID", help="feature ids such as resid_2/173 (in addition to the circuit's)"
     )
-    p.add_argument(
-        "--corpus",
-        help="'toy' (default: a sample of the toy language), a text file (one document per line), "
-        'a JSON-lines file ({"text": ...}) or a Hugging Face datasets directory',
-    )
+    p.add_argument("--corpus", help=f"{TEXT_HELP} (default 'toy': a sample of the toy language)")
     opt.add_world_options(p)
     p.add_argument("-k", type=int, default=20, help="top-activating contexts per feature (default 20)")
     p.add_argument("--context-size", type=int, help="tokens per context (default 32 for toy, else min(n_ctx, 128))")

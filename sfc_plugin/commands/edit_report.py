@@ -10,10 +10,12 @@ from . import options as opt
 
 
 def add_side_effect_options(p: argparse.ArgumentParser) -> None:
+    from ..corpus import TEXT_HELP
+
     p.add_argument(
         "--text",
-        metavar="FILE",
-        help="text for the next-token loss, one document per line "
+        metavar="SOURCE",
+        help=f"text for the next-token loss: {TEXT_HELP} "
         "(default: the toy corpus for the toy model; for other models the training texts: sfc shift's, or for "
         "sfc edit-report those recorded in the edit)",
     )
@@ -80,10 +82,10 @@ def recorded_text(prov: dict):
 
 
 def run(args) -> int:
+    from ..corpus import is_toy
     from ..files import strict_json, write_atomic
     from ..shifting.edit import FeatureEdit, read_edit
     from ..shifting.side_effects import format_side_effects, measure_side_effects
-    from ..shifting.texts import is_toy
 
     s = opt.settings(args, "edit-report")
     prov = read_edit(args.edit).get("provenance") or {}

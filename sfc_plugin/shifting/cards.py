@@ -25,11 +25,8 @@ def evidence_cards(features, ctx, n_top: int = 5) -> dict[str, tuple[str | None,
     texts = ctx.texts
     if texts is None:
         raise SFCError("no evidence texts for the feature cards (the judge context has no texts)")
-    mask = texts.valid.clone()
-    bos = getattr(ctx.model.tokenizer, "bos_token_id", None)
-    if bos is not None:
-        mask &= texts.clean != bos  # BOS activations say nothing about a feature
-    corpus = Corpus("SHIFT evidence texts", texts.clean.cpu(), mask.cpu())
+    bos = getattr(ctx.model.tokenizer, "bos_token_id", None)  # BOS activations say nothing about a feature
+    corpus = Corpus.from_batch(texts, "SHIFT evidence texts", bos)
     subs = list(ctx.submodules.values())  # checked when the run's World was loaded: wrapped, not loaded again
     world = World(ctx.model, {s.hook: s.sae for s in subs}, subs)
     data = compute_dashboards(world, [f.id for f in features], corpus, k=n_top, progress=False)
