@@ -12,7 +12,7 @@ import torch
 
 from . import validation as check
 from .attribution.edges import NodeSet
-from .attribution.engine import AGGREGATIONS, attribute
+from .attribution.engine import AGGREGATIONS, Attribution, EffectSums, attribute  # noqa: F401  (their old home)
 from .attribution.forward import head
 from .budget import MemoryBudget
 from .circuit import Circuit, Edge, Node, node_id
