@@ -190,7 +190,8 @@ def _tokenwise_vjp(model, subs: list[Submodule], d: Submodule, clean: dict[str, 
 def tokenwise_edges(
     ins: list[Submodule], vjp, cot: Cotangents, up_delta, nodes: dict[str, NodeSet], budget, share: float = 0.5
 ) -> dict[str, torch.Tensor]:
-    """Edges into a submodule that reads its inputs token by token (see :func:`_tokenwise_vjp`): one VJP row per
+    """Edges into a submodule that reads its inputs ``ins`` token by token (an MLP, :func:`mlp_inputs`, or a residual,
+    :func:`resid_inputs`; ``vjp(c, t)`` maps its cotangent rows to theirs): one VJP row per
     (downstream node, token) with a nonzero cotangent, instead of every token of every example for every node.
 
     ``{up: [n_down, n_up]}`` for the submodules in ``ins``."""
