@@ -77,9 +77,27 @@ def _value(action: argparse.Action) -> str:
 
 def _default(action: argparse.Action) -> str:
     default = action.default
+    if isinstance(action, argparse.BooleanOptionalAction) and isinstance(default, bool):
+        positive = [o for o in action.option_strings if not o.startswith("--no-")]
+        negative = [o for o in action.option_strings if o.startswith("--no-")]
+        return code((positive if default else negative or positive)[0])
     if action.nargs == 0 or default is None or default is argparse.SUPPRESS or default is False or default == []:
         return ""
     return code(default)
+
+
+def _help(action: argparse.Action, parser: argparse.ArgumentParser) -> str:
+    """The help string as ``--help`` prints it: ``%(default)s``, ``%(choices)s``, ``%(prog)s`` expanded."""
+    if not action.help:
+        return ""
+    params = {k: v for k, v in vars(action).items() if v is not argparse.SUPPRESS}
+    params["prog"] = parser.prog
+    if params.get("choices") is not None:
+        params["choices"] = ", ".join(map(str, params["choices"]))
+    try:
+        return action.help % params
+    except (KeyError, TypeError, ValueError):
+        return action.help
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
@@ -95,7 +113,11 @@ def _command_section(prog: str, help_line: str, parser: argparse.ArgumentParser,
     if parser.description:
         lines += [text(parser.description), ""]
     lines += ["```text", _usage(parser), "```", ""]
-    rows = [a for a in parser._actions if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))]
+    rows = [
+        a
+        for a in parser._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and a.help is not argparse.SUPPRESS
+    ]
     if rows:
         defaults = any(_default(a) for a in rows)  # this CLI states most defaults in the help text
         lines += [f"| argument | value |{' default |' if defaults else ''} description |"]
@@ -104,7 +126,7 @@ def _command_section(prog: str, help_line: str, parser: argparse.ArgumentParser,
             names = ", ".join(code(s) for s in action.option_strings) or code(action.dest)
             value = _value(action) if action.option_strings else ""
             default = f" {_default(action)} |" if defaults else ""
-            lines.append(f"| {names} | {code(value) if value else ''} |{default} {text(action.help or '')} |")
+            lines.append(f"| {names} | {code(value) if value else ''} |{default} {text(_help(action, parser))} |")
         lines.append("")
     if parser.epilog:
         lines += [text(parser.epilog), ""]
