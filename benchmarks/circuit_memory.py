@@ -39,7 +39,7 @@ def rss_gb() -> float:
 def child(args) -> None:
     import torch
 
-    import sfc_plugin.discovery as discovery
+    import sfc_plugin.attribution.engine as engine
     from sfc_plugin.attribution.methods import atp, ig
     from sfc_plugin.bench import PeakMemory, _top_threshold, pythia_workload
     from sfc_plugin.budget import MemoryBudget
@@ -50,7 +50,7 @@ def child(args) -> None:
     weights = rss_gb()
     budget = MemoryBudget.resolve(args.max_memory, w.model)
     stats = {"pairs": 0, "zero_pairs": 0, "edge_bytes": 0, "calls": 0}
-    real = discovery.edge_effects
+    real = engine.edge_effects
 
     def counting(*a, **k):
         out = real(*a, **k)
@@ -62,9 +62,9 @@ def child(args) -> None:
                 stats["edge_bytes"] += t.numel() * t.element_size()
         return out
 
-    discovery.edge_effects = counting
+    engine.edge_effects = counting
     agg = args.aggregation
-    res = discovery.attribute(
+    res = engine.attribute(
         w.model,
         w.subs,
         w.batch,
@@ -77,7 +77,7 @@ def child(args) -> None:
         batch_size=16,
         budget=budget,
     )
-    nodes = discovery._select(w.subs, res.features, res.errors, _top_threshold(res, args.nodes), agg)
+    nodes = engine.select_nodes(w.subs, res.features, res.errors, _top_threshold(res, args.nodes), agg)
     del res
     gc.collect()
     mem = PeakMemory("cpu")
@@ -91,7 +91,7 @@ def child(args) -> None:
 
     started = time.perf_counter()
     try:
-        res = discovery.attribute(
+        res = engine.attribute(
             w.model,
             w.subs,
             w.batch,
@@ -144,7 +144,7 @@ def gemma_pairs(n_layers: int) -> None:
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    import sfc_plugin.discovery as discovery
+    import sfc_plugin.attribution.engine as engine
     from sfc_plugin.attribution.methods import atp
     from sfc_plugin.bench import _random_pairs, calibrated_sae
     from sfc_plugin.metrics import logit_diff
@@ -178,9 +178,9 @@ def gemma_pairs(n_layers: int) -> None:
     _, cache = model.run_with_cache(batch.clean, names_filter=lambda n: n in hooks)
     subs = build_submodules(model, {h: calibrated_sae(h, cache[h], 64, 8, i) for i, h in enumerate(hooks)})
     got = {}
-    real = discovery.edge_effects
-    discovery.edge_effects = lambda *a, **k: got.setdefault("edges", real(*a, **k))
-    res = discovery.attribute(model, subs, batch, logit_diff, atp, node_threshold=0.0, batch_size=2)
+    real = engine.edge_effects
+    engine.edge_effects = lambda *a, **k: got.setdefault("edges", real(*a, **k))
+    res = engine.attribute(model, subs, batch, logit_diff, atp, node_threshold=0.0, batch_size=2)
     with_nodes = [s.name for s in subs if len(res.nodes[s.name])]
     pairs = [k for k in got["edges"] if k[1] != "y"]
     print(

@@ -288,10 +288,10 @@ def run_workload(
     untimed; the same values its node phase would give), for widths where its node phase would take hours.
     """
     from .attribution.context import prepare
+    from .attribution.engine import attribute, select_nodes
     from .attribution.methods import atp, ig
     from .attribution.paper_baseline import baseline_discover
     from .budget import MemoryBudget
-    from .discovery import _select, attribute
     from .splicing import frozen
 
     dev = next(w.model.parameters()).device
@@ -313,7 +313,7 @@ def run_workload(
                 budget=budget,
                 progress=progress,
             )
-            nodes = _select(w.subs, res.features, res.errors, _top_threshold(res, n_nodes), "sum")
+            nodes = select_nodes(w.subs, res.features, res.errors, _top_threshold(res, n_nodes), "sum")
         t0 = time.perf_counter()
         res = attribute(
             w.model,

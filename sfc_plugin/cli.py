@@ -525,6 +525,8 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .corpus import TEXT_HELP
+
     parser = argparse.ArgumentParser(prog="sfc", description="Sparse Feature Circuits for SAELens / TransformerLens")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -626,8 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument(
         "--evidence-text",
-        metavar="FILE",
-        help="text the concept judge reads features' evidence from "
+        metavar="SOURCE",
+        help=f"text the concept judge reads features' evidence from: {TEXT_HELP} "
         "(default: the toy corpus for the toy model, else the training texts)",
     )
     h.add_argument(

@@ -283,3 +283,71 @@ def test_edges_do_not_change_when_the_upstream_contraction_is_chunked(tokenizer,
     chunked = {(e.source, e.target): e.weight for e in sfc_plugin.discover(model, saes, records, **kw).edges}
     assert len(whole) > 100 and whole.keys() == chunked.keys()
     assert all(chunked[k] == pytest.approx(w, rel=1e-9, abs=1e-12) for k, w in whole.items())
+
+
+@pytest.mark.parametrize("method", ["atp", "ig", "exact"])
+def test_zero_ablation_entry_point_agrees_with_the_engine(tokenizer, method):
+    """Per-example zero-ablation effects (dense, one batch) are the engine's node effects on pairs without
+    patch prompts (sparse, batched), summed over examples."""
+    from sfc_plugin.attribution.engine import attribute, zero_ablation
+    from sfc_plugin.metrics import logprob
+    from sfc_plugin.plugins import lookup
+
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    records = [{"clean_prefix": r["clean_prefix"], "clean_answer": r["clean_answer"]} for r in make_records(4)]
+    batch = tokenize(model, records)
+    res = attribute(model, subs, batch, logprob, lookup("method", method), steps=3, node_threshold=0.0, edges=False)
+    per_example = zero_ablation(model, subs, batch, logprob, method, steps=3)
+    total = zero_ablation(model, subs, batch, logprob, method, steps=3, sum_examples=True)
+    for s in subs:
+        assert per_example.features[s.name].shape == (len(batch), s.d_sae)
+        assert per_example.errors[s.name].shape == (len(batch),)
+        want = res.features[s.name].to_dense() if res.features[s.name].is_sparse else res.features[s.name]
+        assert torch.allclose(per_example.features[s.name].sum(0) / len(batch), want, atol=1e-10), s.name
+        assert torch.allclose(total.features[s.name] / len(batch), want, atol=1e-10), s.name
+        assert float(total.errors[s.name]) / len(batch) == pytest.approx(float(res.errors[s.name]), abs=1e-10)
+    assert float(res.features["resid_1"].abs().max()) > 1e-3
+
+
+def test_zero_ablation_neurons_and_gradients(tokenizer):
+    """``neurons``: each activation dimension zeroed, ``∇_x m · (0 − x)``; ``gradients``: only ``∇_x m``."""
+    from sfc_plugin.attribution.engine import zero_ablation
+    from sfc_plugin.errors import SFCError
+    from sfc_plugin.metrics import logprob
+
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(4))
+    hook = "blocks.1.hook_mlp_out"
+    leaf = {}
+
+    def add(act, hook):
+        leaf["x"] = torch.zeros_like(act, requires_grad=True)
+        return act + leaf["x"]
+
+    x = model.run_with_cache(batch.clean, names_filter=hook)[1][hook]
+    g = torch.autograd.grad(logprob(model.run_with_hooks(batch.clean, fwd_hooks=[(hook, add)]), batch).sum(), leaf["x"])
+    grads = zero_ablation(model, subs, batch, logprob, "atp", units="gradients")
+    assert not grads.features and torch.allclose(grads.grads["mlp_1"], g[0], atol=1e-12)
+    neurons = zero_ablation(model, subs, batch, logprob, "atp", units="neurons")
+    assert neurons.features["mlp_1"].shape == (len(batch), x.shape[-1]) and not neurons.errors
+    assert torch.allclose(neurons.features["mlp_1"], -(g[0] * x).sum(1), atol=1e-12)
+    with pytest.raises(SFCError, match="units 'neurons' need a gradient method"):
+        zero_ablation(model, subs, batch, logprob, "exact", units="neurons")
+    with pytest.raises(SFCError, match="unknown units 'nope'"):
+        zero_ablation(model, subs, batch, logprob, units="nope")
+
+
+def test_select_nodes_keeps_effects_above_the_threshold(tokenizer):
+    from sfc_plugin.attribution.engine import select_nodes
+
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(["blocks.1.hook_resid_post"]))
+    feats = {"resid_1": torch.tensor([0.5, -0.05, -0.2, 0.0])}
+    picked = select_nodes(subs, feats, {"resid_1": torch.tensor(-0.3)}, 0.1)["resid_1"]
+    assert picked.entries() == [(0, None), (2, None), (None, None)]
+    per_pos = select_nodes(
+        subs, {"resid_1": torch.tensor([[0.0, 0.3], [0.2, 0.0]])}, {"resid_1": torch.tensor([0.0, 1.0])}, 0.1, "none"
+    )
+    assert per_pos["resid_1"].entries() == [(1, 0), (0, 1), (None, 1)]

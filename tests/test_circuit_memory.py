@@ -9,12 +9,12 @@ import pytest
 from conftest import all_hooks, make_model, make_records, make_saes, z_hooks
 
 import sfc_plugin
+from sfc_plugin.attribution.engine import attribute
 from sfc_plugin.attribution.methods import ig
 from sfc_plugin.attribution.paper_baseline import baseline_discover
 from sfc_plugin.budget import MemoryBudget
 from sfc_plugin.circuit import Circuit
 from sfc_plugin.data import tokenize
-from sfc_plugin.discovery import attribute
 from sfc_plugin.errors import SFCError
 from sfc_plugin.metrics import logit_diff
 from sfc_plugin.splicing import build_submodules

@@ -189,7 +189,7 @@ def test_index_page_escapes_data(run):
 
 def test_corpora_from_files_and_datasets_directory(tmp_path, toy_world):
     from sfc_plugin.clusters.contexts import collect_contexts
-    from sfc_plugin.clusters.corpus import load_corpus
+    from sfc_plugin.corpus import documents as load_corpus
 
     model, _ = toy_world
     texts = ["The author near the guards is tall. It was cold and dark.", "At the ward, Laura walks home."]
@@ -204,7 +204,7 @@ def test_corpora_from_files_and_datasets_directory(tmp_path, toy_world):
     found = collect_contexts(model, load_corpus(tmp_path / "c.txt", 10), 100, max_loss=0.5, progress=False)
     assert found and all(c.loss < 0.5 and c.categories is None for c in found)
     (tmp_path / "bad.jsonl").write_text('{"txt": 1}\n')
-    with pytest.raises(SFCError, match="bad.jsonl:1"):
+    with pytest.raises(SFCError, match="bad.jsonl' line 1"):
         load_corpus(tmp_path / "bad.jsonl", 10)
     with pytest.raises(SFCError, match="neither 'toy' nor"):
         load_corpus(tmp_path / "missing", 10)

@@ -7,12 +7,12 @@ import pytest
 import torch
 from conftest import all_hooks, make_model, make_records, make_saes, z_hooks
 
+from sfc_plugin.attribution.engine import attribute
 from sfc_plugin.attribution.methods import atp, ig
 from sfc_plugin.attribution.paper_baseline import baseline_discover
 from sfc_plugin.attribution.sparse import SparseFeatures
 from sfc_plugin.budget import MemoryBudget, parse_memory
 from sfc_plugin.data import tokenize
-from sfc_plugin.discovery import attribute
 from sfc_plugin.errors import SFCError
 from sfc_plugin.metrics import logit_diff
 from sfc_plugin.splicing import build_submodules
@@ -172,11 +172,11 @@ def test_tokenwise_mlp_edges_equal_the_batched_vjp(tokenizer, parallel, monkeypa
     subs = build_submodules(model, make_saes(all_hooks(2)))
     batch = tokenize(model, make_records(6))
     calls = []
-    real = edges._tokenwise_edges
-    monkeypatch.setattr(edges, "_tokenwise_edges", lambda *a, **k: calls.append(a[2].sub.name) or real(*a, **k))
+    real = edges.tokenwise_edges
+    monkeypatch.setattr(edges, "tokenwise_edges", lambda *a, **k: calls.append(a[2].sub.name) or real(*a, **k))
     fast = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.05, batch_size=4, budget=None)
     assert "mlp_1" in calls and "mlp_0" not in calls  # layer 0 reads hook_embed plus the position embedding
-    monkeypatch.setattr(edges, "_mlp_inputs", lambda *a: None)
+    monkeypatch.setattr(edges, "mlp_inputs", lambda *a: None)
     slow = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=None, nodes=fast.nodes)
     assert fast.edges.keys() == slow.edges.keys()
     for key, w in slow.edges.items():
@@ -184,7 +184,7 @@ def test_tokenwise_mlp_edges_equal_the_batched_vjp(tokenizer, parallel, monkeypa
 
 
 def test_edges_reuse_the_contexts_that_fit_and_recompute_the_rest(tokenizer, monkeypatch):
-    import sfc_plugin.discovery as discovery
+    import sfc_plugin.attribution.engine as engine
 
     model = make_model(tokenizer)
     subs = build_submodules(model, make_saes(all_hooks(2)))
@@ -192,11 +192,11 @@ def test_edges_reuse_the_contexts_that_fit_and_recompute_the_rest(tokenizer, mon
     budget = MemoryBudget.resolve("1GB", model)
     full = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.05, batch_size=4, budget=budget)
     prepared = []
-    real = discovery.prepare
+    real = engine.prepare
     monkeypatch.setattr(
-        discovery, "prepare", lambda model, subs, b, *a: prepared.append(len(b)) or real(model, subs, b, *a)
+        engine, "prepare", lambda model, subs, b, *a: prepared.append(len(b)) or real(model, subs, b, *a)
     )
-    monkeypatch.setattr(discovery, "state_bytes", lambda ctx: int(0.2 * budget.bytes))  # one context fits in 30%
+    monkeypatch.setattr(engine, "state_bytes", lambda ctx: int(0.2 * budget.bytes))  # one context fits in 30%
     part = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=budget, nodes=full.nodes)
     n_batches = -(-len(batch) // 4)
     assert len(prepared) == n_batches + (n_batches - 1)  # every batch once for nodes, all but the first again
@@ -215,18 +215,18 @@ def test_tokenwise_resid_edges_equal_the_batched_vjp(tokenizer, parallel, hooks,
     subs = build_submodules(model, make_saes(hooks(2, embed="blocks.0.hook_resid_pre")))
     batch = tokenize(model, make_records(6))
     seen = {}
-    real = edges._tokenwise_edges
+    real = edges.tokenwise_edges
 
     def spy(ins, vjp, cot, *a, **k):
         B, T, _ = cot.shape
         seen[cot.sub.name] = (int(cot.coeff.ne(0).sum()), cot.nodes.feat.numel() * B * T)
         return real(ins, vjp, cot, *a, **k)
 
-    monkeypatch.setattr(edges, "_tokenwise_edges", spy)
+    monkeypatch.setattr(edges, "tokenwise_edges", spy)
     fast = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.02, batch_size=4, budget=None)
     assert {"resid_0", "resid_1"} <= seen.keys()
     assert any(active < every for name, (active, every) in seen.items() if name.startswith("resid"))
-    monkeypatch.setattr(edges, "_resid_inputs", lambda *a: None)
+    monkeypatch.setattr(edges, "resid_inputs", lambda *a: None)
     slow = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=None, nodes=fast.nodes)
     assert fast.edges.keys() == slow.edges.keys()
     for key, w in slow.edges.items():
@@ -241,13 +241,13 @@ def test_tokenwise_resid_edges_equal_the_batched_vjp(tokenizer, parallel, hooks,
 def test_resid_inputs_need_every_path_to_be_a_submodule(tokenizer):
     """With the embedding at ``hook_embed`` (plus the position embedding) or the MLP without an SAE, a residual
     is not a sum of submodules: its edges stay on the batched VJP."""
-    from sfc_plugin.attribution.edges import _resid_inputs
+    from sfc_plugin.attribution.edges import resid_inputs
 
     model = make_model(tokenizer)
     subs = build_submodules(model, make_saes(all_hooks(2)))
     by = {s.name: s for s in subs}
-    assert _resid_inputs(model, subs, by["resid_0"]) is None
-    assert [u.name for u, _ in _resid_inputs(model, subs, by["resid_1"])] == ["resid_0", "attn_1", "mlp_1"]
-    assert _resid_inputs(model, subs, by["attn_1"]) is None
+    assert resid_inputs(model, subs, by["resid_0"]) is None
+    assert [u.name for u, _ in resid_inputs(model, subs, by["resid_1"])] == ["resid_0", "attn_1", "mlp_1"]
+    assert resid_inputs(model, subs, by["attn_1"]) is None
     no_mlp = [s for s in subs if s.name != "mlp_1"]
-    assert _resid_inputs(model, no_mlp, by["resid_1"]) is None
+    assert resid_inputs(model, no_mlp, by["resid_1"]) is None

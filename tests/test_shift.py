@@ -16,8 +16,7 @@ from sfc_plugin.shifting.pipeline import ROWS, format_table, judge_context, shif
 from sfc_plugin.shifting.probe import labelled, pooled, train_probe
 from sfc_plugin.shifting.probe_attribution import attribute
 from sfc_plugin.shifting.records import FeatureInfo, JudgeContext, Labelled
-from sfc_plugin.shifting.side_effects import edit_features
-from sfc_plugin.shifting.texts import toy_text
+from sfc_plugin.shifting.side_effects import edit_features, resolve_text
 from sfc_plugin.splicing import build_submodules
 
 TABLE = (
@@ -111,7 +110,7 @@ def test_side_effects_equal_a_direct_computation(world, result):
 
     model, saes = world
     se = result["side_effects"]
-    tokens = toy_text(model).tokens
+    tokens = resolve_text(model, None).tokens
     with torch.no_grad():
         plain = model(tokens, return_type="loss").item()
     assert se["original"]["loss"] == pytest.approx(plain, rel=1e-5)

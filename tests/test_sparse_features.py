@@ -118,11 +118,11 @@ def test_project_and_weighted_rows(pair, gather, monkeypatch):
 
 
 @pytest.mark.parametrize("gather", [1, 60, 400, 5000])
-def test_token_chunks_bound_scratch(gather, monkeypatch):
+def testtoken_chunks_bound_scratch(gather, monkeypatch):
     monkeypatch.setattr(sparse, "GATHER_FLOATS", gather)
     f = SparseFeatures.from_dense(uneven(0))
     ptr = f.ptr.tolist()
-    chunks = list(f._token_chunks(D))
+    chunks = list(f.token_chunks(D))
     assert [lo for lo, _ in chunks] == [0] + [hi for _, hi in chunks[:-1]] and chunks[-1][1] == B * T
     for lo, hi in chunks:
         e = ptr[hi] - ptr[lo]

@@ -13,6 +13,7 @@ import torch
 
 import sfc_plugin
 import sfc_plugin.attribution.edges as E
+import sfc_plugin.attribution.engine as eng
 import sfc_plugin.discovery as disc
 from sfc_plugin.hf_convert import load_hf_model_dir
 from sfc_plugin.models import resolve_world
@@ -41,7 +42,7 @@ def mark(name):
 
 
 sizes = {"ctx_bytes": [], "grad_bytes": [], "edge_in": []}
-orig_sb = disc.state_bytes
+orig_sb = eng.state_bytes
 
 
 def sb(ctx):
@@ -51,8 +52,8 @@ def sb(ctx):
     return n
 
 
-disc.state_bytes = sb
-orig_ee = disc.edge_effects
+eng.state_bytes = sb
+orig_ee = eng.edge_effects
 
 
 def ee(model, subs, b, metric_fn, clean, patch, g, nodes, budget=None):
@@ -64,7 +65,7 @@ def ee(model, subs, b, metric_fn, clean, patch, g, nodes, budget=None):
     return out
 
 
-disc.edge_effects = ee
+eng.edge_effects = ee
 orig_attr = disc.attribute
 
 
@@ -106,7 +107,7 @@ def wrap(obj, name, label, every=True):
 wrap(C.AttributionContext, "gradients", "grads")
 wrap(C.AttributionContext, "effects_from_grads", "effects")
 wrap(C.AttributionContext, "_accumulate", "igpass")
-orig_prep = disc.prepare
+orig_prep = eng.prepare
 
 
 def prep(*a, **k):
@@ -116,7 +117,7 @@ def prep(*a, **k):
     return r
 
 
-disc.prepare = prep
+eng.prepare = prep
 orig_rpp = C.AttributionContext._rows_per_pass
 
 
@@ -127,7 +128,7 @@ def rpp(self, start):
 
 
 C.AttributionContext._rows_per_pass = rpp
-orig_agg = disc._aggregate
+orig_agg = eng.aggregate
 
 
 def agg(*a):
@@ -181,7 +182,7 @@ def brows(self, per_row, what, share=1.0, cap=None):
 
 
 BU.MemoryBudget.rows = brows
-orig_ctg = E._Cotangents.__init__
+orig_ctg = E.Cotangents.__init__
 
 
 def ctg(self, *a, **k):
@@ -189,7 +190,7 @@ def ctg(self, *a, **k):
     orig_ctg(self, *a, **k)
 
 
-E._Cotangents.__init__ = ctg
+E.Cotangents.__init__ = ctg
 
 
 def main():

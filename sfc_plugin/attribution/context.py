@@ -33,7 +33,8 @@ class NodeEffects:
     grads: dict[str, torch.Tensor] | None = None
 
 
-def _chunks(seq: list, size: int):
+def chunks(seq: list, size: int):
+    """``seq`` in consecutive slices of at most ``size``."""
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
 
@@ -117,7 +118,7 @@ class AttributionContext:
             groups.setdefault(self._start(s)[0], []).append(s)
         for start, subs in groups.items():
             rows = [(i, a, e) for i in range(len(subs)) for a in alphas for e in range(B)]
-            for chunk in _chunks(rows, self._rows_per_pass(start)):
+            for chunk in chunks(rows, self._rows_per_pass(start)):
                 ex = torch.tensor([e for _, _, e in chunk], device=self.batch.clean.device)
                 plan = []
                 for i, s in enumerate(subs):
@@ -171,22 +172,25 @@ class AttributionContext:
         """
         feats, errs = {}, {}
         for s in self.submodules:
-            c, p = self.clean[s.name], self.patch[s.name]
-            g = grads[s.name]
-            if isinstance(c.f, SparseFeatures):
-                delta = p.f.minus(c.f) if isinstance(p.f, SparseFeatures) else SparseFeatures.from_dense(p.f).minus(c.f)
-                vals = delta.project(g, s.W_dec) * delta.val
-                b, T, F = delta.shape
-                tok = delta.token_index()
-                if self.aggregation == "sum":
-                    index, size = torch.stack([tok // T, delta.idx]), (b, F)
-                else:
-                    index, size = torch.stack([tok // T, tok % T, delta.idx]), (b, T, F)
-                feats[s.name] = torch.sparse_coo_tensor(index, vals, size, check_invariants=False)
-            else:
-                feats[s.name] = (g @ s.W_dec.T) * (_dense(p.f) - c.f)
-            errs[s.name] = (g * (p.err - c.err)).sum(-1)
+            feats[s.name], errs[s.name] = self.submodule_effects(s, grads[s.name])
         return NodeEffects(feats, errs, grads)
+
+    def submodule_effects(self, s: Submodule, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, errors)`` of one submodule from its gradient ``g`` (see :meth:`effects_from_grads`)."""
+        c, p = self.clean[s.name], self.patch[s.name]
+        if isinstance(c.f, SparseFeatures):
+            delta = p.f.minus(c.f) if isinstance(p.f, SparseFeatures) else SparseFeatures.from_dense(p.f).minus(c.f)
+            vals = delta.project(g, s.W_dec) * delta.val
+            b, T, F = delta.shape
+            tok = delta.token_index()
+            if self.aggregation == "sum":
+                index, size = torch.stack([tok // T, delta.idx]), (b, F)
+            else:
+                index, size = torch.stack([tok // T, tok % T, delta.idx]), (b, T, F)
+            feats = torch.sparse_coo_tensor(index, vals, size, check_invariants=False)
+        else:
+            feats = (g @ s.W_dec.T) * (_dense(p.f) - c.f)
+        return feats, (g * (p.err - c.err)).sum(-1)
 
 
 # ---- activations ---------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def _sparse(f) -> SparseFeatures:
     return f if isinstance(f, SparseFeatures) else SparseFeatures.from_dense(f)
 
 
-class _Cotangents:
+class Cotangents:
     """``∇_node m · ∂node/∂x`` for the nodes of a downstream ``sub``, built a chunk of nodes at a time."""
 
     def __init__(self, sub: Submodule, grad: torch.Tensor, f: SparseFeatures, nodes: NodeSet):
@@ -100,7 +100,7 @@ def _contract(v: torch.Tensor, sub: Submodule, df: torch.Tensor, derr: torch.Ten
     return torch.cat(parts, 1)
 
 
-def _mlp_inputs(model, subs: list[Submodule], d: Submodule):
+def mlp_inputs(model, subs: list[Submodule], d: Submodule):
     """For a downstream ``blocks.l.hook_mlp_out``: the upstream submodules its MLP reads, when it reads them
     token by token (the residual entering block ``l`` is a submodule, and in a sequential block so is
     ``hook_attn_out``: every other path is cut), else None."""
@@ -117,7 +117,7 @@ def _mlp_inputs(model, subs: list[Submodule], d: Submodule):
     return None if attn is None else [prev, attn]
 
 
-def _resid_inputs(model, subs: list[Submodule], d: Submodule):
+def resid_inputs(model, subs: list[Submodule], d: Submodule):
     """For a downstream ``blocks.l.hook_resid_post``: ``[(upstream, map)]`` when every path into it is a sum of
     submodules (the residual entering block ``l``, ``hook_attn_out`` or ``attn.hook_z``, ``hook_mlp_out``), so
     it is read token by token; ``map`` takes a cotangent ``[rows, d_model]`` to the upstream's ``[rows, d_in]``
@@ -164,11 +164,11 @@ def _mlp_fn(model, layer: int):
 
 
 def _tokenwise_vjp(model, subs: list[Submodule], d: Submodule, clean: dict[str, Acts]):
-    """``(inputs, vjp)`` when ``d`` reads its upstream submodules token by token (an MLP, :func:`_mlp_inputs`, or a
-    residual, :func:`_resid_inputs`), else None. ``vjp(c, t)`` maps cotangent rows ``c`` ``[rows, d_model]`` at
+    """``(inputs, vjp)`` when ``d`` reads its upstream submodules token by token (an MLP, :func:`mlp_inputs`, or a
+    residual, :func:`resid_inputs`), else None. ``vjp(c, t)`` maps cotangent rows ``c`` ``[rows, d_model]`` at
     flat tokens ``t`` to ``{input name: [rows, d_in]}``. An MLP is linearised at its clean input, the sum of all
     its inputs, whether or not they hold circuit nodes."""
-    ins = _mlp_inputs(model, subs, d)
+    ins = mlp_inputs(model, subs, d)
     if ins is not None:
         B, T, D = clean[d.name].x.shape
         x = sum(clean[u.name].x for u in ins).reshape(B * T, D)
@@ -181,16 +181,17 @@ def _tokenwise_vjp(model, subs: list[Submodule], d: Submodule, clean: dict[str, 
             return dict.fromkeys((u.name for u in ins), v[:, 0])
 
         return ins, vjp
-    pairs = _resid_inputs(model, subs, d)
+    pairs = resid_inputs(model, subs, d)
     if pairs is None:
         return None
     return [u for u, _ in pairs], lambda c, t: {u.name: f(c) for u, f in pairs}
 
 
-def _tokenwise_edges(
-    ins: list[Submodule], vjp, cot: _Cotangents, up_delta, nodes: dict[str, NodeSet], budget, share: float = 0.5
+def tokenwise_edges(
+    ins: list[Submodule], vjp, cot: Cotangents, up_delta, nodes: dict[str, NodeSet], budget, share: float = 0.5
 ) -> dict[str, torch.Tensor]:
-    """Edges into a submodule that reads its inputs token by token (see :func:`_tokenwise_vjp`): one VJP row per
+    """Edges into a submodule that reads its inputs ``ins`` token by token (an MLP, :func:`mlp_inputs`, or a residual,
+    :func:`resid_inputs`; ``vjp(c, t)`` maps its cotangent rows to theirs): one VJP row per
     (downstream node, token) with a nonzero cotangent, instead of every token of every example for every node.
 
     ``{up: [n_down, n_up]}`` for the submodules in ``ins``."""
@@ -327,13 +328,13 @@ def edge_effects(
                 n_up = sum(u.name in paths[d.name] for u in ups)  # the others' VJPs are None: nothing allocated
                 size = budget.rows(B * budget.cotangent_row(T, max(1, n_up)), "edge cotangent", share=share, cap=chunk)
             cot = None  # the previous downstream submodule's, freed before this one's is built
-            cot = _Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
+            cot = Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
             tokenwise = _tokenwise_vjp(model, subs, d, clean)
             if tokenwise is not None and all(
                 u.name in {s.name for s in ups} or not len(nodes[u.name]) for u in tokenwise[0]
             ):
                 ins = [u for u in tokenwise[0] if len(nodes[u.name])]
-                got = _tokenwise_edges(ins, tokenwise[1], cot, up_delta, nodes, budget, share) if ins else {}
+                got = tokenwise_edges(ins, tokenwise[1], cot, up_delta, nodes, budget, share) if ins else {}
                 for u, w in got.items():  # every other upstream path into it is cut: those pairs are absent
                     result[(u, d.name)] = w
                 continue

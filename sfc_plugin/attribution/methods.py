@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .context import AttributionContext, NodeEffects, _chunks
+from .context import AttributionContext, NodeEffects, chunks
 
 
 def atp(ctx: AttributionContext) -> NodeEffects:
@@ -46,7 +46,7 @@ def exact(ctx: AttributionContext) -> NodeEffects:
             cands = [(int(j), None) for j in changed.any(0).nonzero().flatten().tolist()] + [(-1, None)]
         feat = torch.zeros((B, T, s.d_sae) if per_pos else (B, s.d_sae), dtype=df.dtype, device=df.device)
         err = torch.zeros((B, T) if per_pos else (B,), dtype=df.dtype, device=df.device)
-        for chunk in _chunks(cands, max(1, ctx.max_rows // B)):
+        for chunk in chunks(cands, max(1, ctx.max_rows // B)):
             shift = torch.zeros((len(chunk), B, T, s.W_dec.shape[1]), dtype=df.dtype, device=df.device)
             for i, (j, t) in enumerate(chunk):
                 d = derr if j < 0 else df[..., j, None] * s.W_dec[j]

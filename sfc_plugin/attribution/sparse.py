@@ -116,7 +116,7 @@ class SparseFeatures:
         out = F.embedding_bag(self.idx, W_dec, self.ptr[:-1], mode="sum", per_sample_weights=self.val)
         return (out + b_dec).view(b, t, -1)
 
-    def _token_chunks(self, d: int, cap: int | None = None):
+    def token_chunks(self, d: int, cap: int | None = None):
         """Token ranges ``(lo, hi)`` for :meth:`project` / :meth:`weighted_rows`: the chunk's distinct feature
         rows (``≤`` its entries, ``d`` floats each) and its ``[tokens, distinct features]`` products stay within
         ``GATHER_FLOATS`` floats each (a single token may exceed them)."""
@@ -146,7 +146,7 @@ class SparseFeatures:
             return out
         ptr = self.ptr.tolist()
         tok = self.token_index()
-        for lo, hi in self._token_chunks(g.shape[-1], CHUNK_ENTRIES):
+        for lo, hi in self.token_chunks(g.shape[-1], CHUNK_ENTRIES):
             s, e = ptr[lo], ptr[hi]
             if s == e:
                 continue
@@ -162,7 +162,7 @@ class SparseFeatures:
             return out
         ptr = self.ptr.tolist()
         tok = self.token_index()
-        for lo, hi in self._token_chunks(d, CHUNK_ENTRIES_STRIDED if _strided_rows(W) else CHUNK_ENTRIES):
+        for lo, hi in self.token_chunks(d, CHUNK_ENTRIES_STRIDED if _strided_rows(W) else CHUNK_ENTRIES):
             s, e = ptr[lo], ptr[hi]
             if s == e:
                 continue

@@ -2,7 +2,7 @@
 
 Pipeline (one module per stage, data flowing one way)::
 
-    corpus.py    documents: the toy world's (labelled), a text / JSON-lines file, a datasets directory
+    ../corpus.py documents: the toy world's (labelled) or any text source (sfc_plugin.corpus.documents)
     contexts.py  low-loss next-token predictions (prefix, answer)
     vectors.py   behaviour vectors: SAE-feature effects on log p(answer), stored sparse (top-k)
     grouping.py  k-means / spectral clustering on cosine similarity (scikit-learn)

@@ -7,6 +7,7 @@ import time
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..corpus import TEXT_HELP
     from .pipeline import ClusterConfig
 
     d = ClusterConfig()
@@ -21,8 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--corpus",
         default=d.corpus,
-        help="'toy' (default), a .txt (one document per line) or .jsonl "
-        "file ('text' field), or a Hugging Face datasets directory (save_to_disk)",
+        help=f"{TEXT_HELP} (default 'toy': labelled documents of the toy language)",
     )
     p.add_argument("--n-contexts", type=int, default=d.n_contexts, help=f"contexts to collect (default {d.n_contexts})")
     p.add_argument("--n-documents", type=int, default=d.n_documents, help="read at most this many documents")

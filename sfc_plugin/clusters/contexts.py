@@ -1,10 +1,11 @@
 """Contexts: prefixes of corpus windows where the model predicts the next token with low loss.
 
-A document is tokenised (BOS first when the model prepends one) and cut into windows of at most
-``window`` tokens, each starting with BOS; the loss at every position of a window is read from one
-forward pass. A context is ``window[: t + 1]`` with answer ``window[t + 1]``, kept when its loss
-(nats) is below ``max_loss`` and the prefix holds at least one token besides BOS. The first ``n``
-such contexts in document order are kept: the result depends only on the corpus and the settings.
+A document is tokenised without special tokens and cut into windows of at most ``window`` tokens
+(:func:`sfc_plugin.corpus.windows`), each starting with BOS when the model prepends one; the loss
+at every position of a window is read from one forward pass. A context is ``window[: t + 1]`` with
+answer ``window[t + 1]``, kept when its loss (nats) is below ``max_loss`` and the prefix holds at
+least one token besides BOS. The first ``n`` such contexts in document order are kept: the result
+depends only on the corpus and the settings.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
+from ..corpus import Document, windows
 from ..errors import SFCError
-from .corpus import Document
 
 
 @dataclass
@@ -33,19 +34,17 @@ class Context:
 def _windows(model, docs: Iterable[Document], window: int) -> Iterator[tuple[int, list[int], list[dict | None]]]:
     """``(doc index, tokens, categories per token)`` for every window, lazily."""
     bos = model.tokenizer.bos_token_id if model.cfg.default_prepend_bos else None
+    head: list[dict | None] = [None] * (bos is not None)
     for d, doc in enumerate(docs):
-        toks = model.to_tokens(doc.text)[0].tolist()
-        body = toks[1:] if bos is not None and toks and toks[0] == bos else toks
+        body = model.tokenizer.encode(doc.text, add_special_tokens=False)
         labels: list[dict | None] = [None] * len(body)
         if doc.categories:
             for name, values in doc.categories.items():
                 if len(values) != len(body):
                     raise SFCError(f"document {d}: {len(body)} tokens but {len(values)} {name!r} labels")
             labels = [{name: values[i] for name, values in doc.categories.items()} for i in range(len(body))]
-        step = window - (bos is not None)
-        for lo in range(0, len(body), step):
-            head = [bos] if bos is not None else []
-            yield d, head + body[lo : lo + step], [None] * len(head) + labels[lo : lo + step]
+        for lo, w in windows(body, window, bos):
+            yield d, w, head + labels[lo : lo + len(w) - len(head)]
 
 
 def _batches(items: Iterator, size: int) -> Iterator[list]:

@@ -220,11 +220,11 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
     and None on other ranks. Under torchrun call :func:`sfc_plugin.distributed.init` first."""
     import numpy as np
 
+    from ..corpus import documents
     from ..distributed import current
     from ..models import saes_by_hook
     from ..splicing import build_submodules
     from .contexts import collect_contexts, describe
-    from .corpus import load_corpus
     from .grouping import agreement, cluster, sparse_matrix, top_features
     from .vectors import columns, select_submodules
 
@@ -271,7 +271,7 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
                 tmp.unlink()
         _write_json(out / "config.json", conf)
         if not ctx_path.is_file():
-            docs = load_corpus(cfg.corpus, cfg.n_documents, cfg.seed)
+            docs = documents(cfg.corpus, cfg.n_documents, cfg.seed)
             found = collect_contexts(model, docs, cfg.n_contexts, cfg.max_loss, cfg.window, cfg.batch_size, show)
             if not found:
                 raise SFCError(f"no context of corpus {cfg.corpus!r} has loss below max_loss={cfg.max_loss}")

@@ -2,7 +2,8 @@
 
 ``effects`` (default): the linear (attribution-patching) effect of zero-ablating every SAE feature
 and error term on ``log p(answer)``, summed over positions: ``−(∇_f m)·f`` and ``−(∇_ε m)·ε`` from
-one forward and backward pass per batch (the fast node attribution, method ``atp``).
+one forward and backward pass per batch (the fast node attribution, method ``atp``; see
+:func:`sfc_plugin.attribution.engine.zero_ablation`).
 ``gradients``: the paper's alternative, the plain gradient ``∇_x log p(answer)`` at each
 submodule's output, summed over positions.
 
@@ -93,26 +94,16 @@ def behaviour_vectors(model, subs, contexts: list[dict], kind: str = "effects", 
     (columns as in :func:`columns`; fewer than ``k`` non-zero entries are padded with value 0)."""
     import torch
 
-    from ..attribution.context import AttributionContext
+    from ..attribution.engine import zero_ablation
     from ..metrics import logprob
-    from ..splicing import activations, frozen, zero_acts
 
-    device = next(model.parameters()).device
-    batch = context_batch(contexts, device)
-    valid = batch.valid.to(model.cfg.dtype)[..., None]  # padding gets no gradient anyway; be explicit
-    with frozen(model):
-        clean = activations(model, subs, batch.clean)
-        ctx = AttributionContext(model, subs, batch, logprob, clean, zero_acts(subs, clean), 1, "sum")
-        grads = {name: g * valid for name, g in ctx.gradients([0.0]).items()}
-        parts = []
-        for s in subs:  # one submodule at a time: only one [b, pos, d_sae] product is alive
-            g = grads.pop(s.name)
-            if kind == "gradients":
-                parts.append(g.sum(1))
-            else:
-                c = clean[s.name]  # zero ablation: Δf = −f, Δε = −ε
-                parts.append(-((g @ s.W_dec.T) * c.f).sum(1))
-                parts.append(-(g * c.err).sum(-1).sum(1)[:, None])
+    batch = context_batch(contexts, next(model.parameters()).device)
+    units = "features" if kind == "effects" else "gradients"
+    eff = zero_ablation(model, subs, batch, logprob, "atp", units=units)  # padding gets no gradient
+    if kind == "gradients":
+        parts = [eff.grads[s.name].sum(1) for s in subs]
+    else:
+        parts = [t for s in subs for t in (eff.features[s.name], eff.errors[s.name][:, None])]
     full = torch.cat(parts, 1).float().cpu()
     k = min(top_k, full.shape[1])
     idx = full.abs().topk(k, dim=1).indices.sort(dim=1).values

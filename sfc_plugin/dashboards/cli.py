@@ -56,6 +56,8 @@ def cmd_dashboards(args) -> int:
 
 
 def add_parser(subparsers) -> None:
+    from ..corpus import TEXT_HELP
+
     p = subparsers.add_parser(
         "dashboards",
         help="feature dashboards (top contexts, density, histogram, promoted tokens) "
@@ -67,8 +69,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--corpus",
-        help="'toy' (default: a sample of the toy language), a text file (one document per line), "
-        'a JSON-lines file ({"text": ...}) or a Hugging Face datasets directory',
+        help=f"{TEXT_HELP} (default 'toy': a sample of the toy language)",
     )
     p.add_argument("--model", help="model directory or TransformerLens name (default: the toy world)")
     p.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable)")

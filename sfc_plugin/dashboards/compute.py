@@ -56,24 +56,17 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 @torch.no_grad()
-def logit_effects(model, W_dec_rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Direct logit effect per unit activation of decoder rows ``[F, d_model]`` → ``(values, ids)`` of
-    the ``n`` most promoted and the ``n`` most suppressed tokens, each ``[F, n]``, and the effects' standard
-    deviation over the vocabulary ``[F]``; see :data:`LOGIT_NOTE`."""
-    d = W_dec_rows.to(model.W_U.dtype)
-    norm = getattr(model.cfg, "normalization_type", None)
-    if norm in ("LN", "LNPre"):
+def direct_logit_effects(model, directions: torch.Tensor) -> torch.Tensor:
+    """The direct effect on the logits per unit of residual-stream ``directions`` ``[..., d_model]`` (e.g. a
+    feature's decoder row): ``[..., d_vocab]``, centred over the vocabulary; see :data:`LOGIT_NOTE`."""
+    d = directions.to(model.W_U.dtype)
+    if getattr(model.cfg, "normalization_type", None) in ("LN", "LNPre"):
         d = d - d.mean(-1, keepdim=True)
-    ln = getattr(model, "ln_final", None)
-    w = getattr(ln, "w", None)
+    w = getattr(getattr(model, "ln_final", None), "w", None)
     if isinstance(w, torch.Tensor):
         d = d * w
     logits = d @ model.W_U
-    logits = logits - logits.mean(-1, keepdim=True)
-    n = min(n, logits.shape[-1])
-    up = logits.topk(n, dim=-1)
-    down = (-logits).topk(n, dim=-1)
-    return (up.values, up.indices), (-down.values, down.indices), logits.std(-1)
+    return logits - logits.mean(-1, keepdim=True)
 
 
 class _Job:
@@ -347,11 +340,13 @@ def _records(model, job: _Job, s: FeatureStream, corpus, settings: dict) -> dict
     window = tuple(settings["window"])
     n_tokens = corpus.n_tokens
     edges = hist_edges()
-    (up_v, up_i), (down_v, down_i), std = (
-        logit_effects(model, job.sub.W_dec[s.idx], settings["n_logits"])
-        if settings["n_logits"]
-        else ((None, None), (None, None), None)
-    )
+    up_v = up_i = down_v = down_i = std = None
+    if settings["n_logits"]:
+        logits = direct_logit_effects(model, job.sub.W_dec[s.idx])
+        n = min(settings["n_logits"], logits.shape[-1])
+        (up_v, up_i), (down_v, down_i) = logits.topk(n, dim=-1), (-logits).topk(n, dim=-1)
+        down_v = -down_v
+        std = logits.std(-1)
     tok = getattr(model, "tokenizer", None)
     chosen: list[tuple[int, int, str, int]] = []  # (feature column, row, which, band)
     bands_of: dict[int, list] = {}

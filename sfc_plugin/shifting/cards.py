@@ -24,11 +24,8 @@ def evidence_cards(features, ctx, n_top: int = 5) -> dict[str, tuple[str | None,
     texts = ctx.texts
     if texts is None:
         raise SFCError("no evidence texts for the feature cards (the judge context has no texts)")
-    mask = texts.valid.clone()
-    bos = getattr(ctx.model.tokenizer, "bos_token_id", None)
-    if bos is not None:
-        mask &= texts.clean != bos  # BOS activations say nothing about a feature
-    corpus = Corpus("SHIFT evidence texts", texts.clean.cpu(), mask.cpu())
+    bos = getattr(ctx.model.tokenizer, "bos_token_id", None)  # BOS activations say nothing about a feature
+    corpus = Corpus.from_batch(texts, "SHIFT evidence texts", bos)
     saes = {sub.hook: sub.sae for sub in ctx.submodules.values()}
     data = compute_dashboards(ctx.model, saes, [f.id for f in features], corpus, k=n_top, progress=False)
     out = {}

@@ -11,10 +11,12 @@ from pathlib import Path
 
 
 def add_side_effect_options(p: argparse.ArgumentParser) -> None:
+    from ..corpus import TEXT_HELP
+
     p.add_argument(
         "--text",
-        metavar="FILE",
-        help="text for the next-token loss, one document per line "
+        metavar="SOURCE",
+        help=f"text for the next-token loss: {TEXT_HELP} "
         "(default: the toy corpus for the toy model; for other models the training texts: sfc shift's, or for "
         "sfc edit-report those recorded in the edit)",
     )
@@ -79,12 +81,12 @@ def cmd_edit_report(args) -> int:
     import sys
 
     from ..cli import _fill_world, _load_world
+    from ..corpus import is_toy
     from ..files import strict_json, write_atomic
     from ..models import saes_by_hook
     from ..splicing import build_submodules
     from .edit import FeatureEdit, read_edit
     from .side_effects import format_side_effects, measure_side_effects
-    from .texts import is_toy
 
     prov = read_edit(args.edit).get("provenance") or {}
     world = {"model": args.model, "sae": args.sae}

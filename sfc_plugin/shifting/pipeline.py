@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from ..corpus import is_toy
 from ..errors import SFCError
 from ..fingerprints import world_provenance
 from ..models import resolve_world, saes_by_hook
@@ -22,7 +23,6 @@ from .judges import callable_judge
 from .probe import accuracy_row, labelled, pooled, train_probe
 from .probe_attribution import attribute, top_units
 from .records import USES, FeatureInfo, JudgeContext, judge_uses
-from .side_effects import is_toy
 
 ROWS = ("original", "shift", "shift_retrain", "random", "neuron_skyline", "feature_skyline", "oracle")
 SHORT_USES = {

@@ -7,9 +7,9 @@ import sys
 
 import torch
 
-from ..attribution.context import AttributionContext
-from ..plugins import lookup
-from ..splicing import Acts, Submodule, activations, frozen, zero_acts
+from ..attribution.engine import zero_ablation
+from ..attribution.methods import ig
+from ..splicing import Submodule, frozen
 from .probe import pool
 from .records import Labelled
 
@@ -35,7 +35,6 @@ def attribute(
 
     probe = copy.deepcopy(probe).to(dtype=model.cfg.dtype, device=data.y.device)
     layer = int(hook.split(".")[1])
-    method_fn = lookup("method", method, pm) if isinstance(method, str) else method
     totals: dict[str, torch.Tensor] = {}
 
     def forward(tokens, fwd_hooks, batch):
@@ -52,21 +51,19 @@ def attribute(
             sign = signs[lo : lo + len(part)].to(model.cfg.dtype)
             lo += len(part)
             metric = lambda out, b, sign=sign: out * sign.repeat(len(out) // len(sign))  # noqa: E731
-            clean = activations(model, subs, part.clean)
-            patch = (
-                {s.name: Acts(torch.zeros_like(clean[s.name].x), clean[s.name].f, clean[s.name].err) for s in subs}
-                if neurons
-                else zero_acts(subs, clean)
+            eff = zero_ablation(
+                model,
+                subs,
+                part,
+                metric,
+                ig if neurons else method,  # neurons: always integrated gradients
+                steps=steps,
+                units="neurons" if neurons else "features",
+                sum_examples=True,
+                forward=forward,
+                pm=pm,
             )
-            ctx = AttributionContext(model, subs, part, metric, clean, patch, steps, "sum", forward=forward)
-            if neurons:
-                grads = ctx.gradients([k / steps for k in range(steps)])
-                eff = {s.name: (grads[s.name] * -clean[s.name].x).sum((0, 1)) for s in subs}
-            else:
-                eff = {
-                    name: (t.sum((0, 1)) if t.dim() == 3 else t.sum(0)) for name, t in method_fn(ctx).features.items()
-                }
-            for name, t in eff.items():
+            for name, t in eff.features.items():
                 totals[name] = totals.get(name, 0) + t.detach()
     return {name: t / len(data.batch) for name, t in totals.items()}
 

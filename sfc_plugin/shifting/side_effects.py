@@ -17,28 +17,33 @@ from typing import Any
 
 import torch
 
+from ..corpus import TOY, Corpus, is_toy, load_text, toy_rows
 from ..errors import SFCError
-from .texts import Text, is_toy, read_text, texts_to_tokens, toy_text
+
+TOY_LOSS_SEQUENCES = 256
 
 
-def resolve_text(model, text) -> Text:
-    """``None``/``"toy"``: the toy corpus (toy model only); a path: a text file; a list of strings; a :class:`Text`."""
-    if isinstance(text, Text):
+def resolve_text(model, text) -> Corpus:
+    """``None``/``"toy"``: the toy corpus's evaluation stream (toy model only); a text source
+    (:data:`sfc_plugin.corpus.TEXT_HELP`); a list of strings; a :class:`~sfc_plugin.corpus.Corpus`."""
+    if isinstance(text, Corpus):
         return text
-    if text is None or (isinstance(text, str) and text == "toy"):
+    if text is None or (isinstance(text, str) and text == TOY):
         if not is_toy(model):
             raise SFCError(
                 "the next-token loss needs a text for this model (--text FILE): the toy corpus fits only the toy model"
             )
-        return toy_text(model)
-    if isinstance(text, (str, Path)):
-        return texts_to_tokens(model, read_text(text), str(text))
-    return texts_to_tokens(model, [str(t) for t in text], "(texts)")
+        name = f"toy corpus (eval stream, {TOY_LOSS_SEQUENCES} sequences)"
+        return toy_rows(model, TOY_LOSS_SEQUENCES, model.cfg.n_ctx, name, stream="eval", what="text")
+    out = load_text(text, model, "text")
+    if not out.mask[:, 1:].any():
+        raise SFCError(f"text {out.name!r} has no token to predict")
+    return out
 
 
 @torch.no_grad()
-def next_token_loss(model, text: Text, fwd_hooks=(), batch_size: int = 64) -> float:
-    """Mean cross-entropy of each counted token given the tokens before it."""
+def next_token_loss(model, text: Corpus, fwd_hooks=(), batch_size: int = 64) -> float:
+    """Mean cross-entropy of each counted token after the first of its row, given the tokens before it."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for lo in range(0, len(text.tokens), batch_size):
@@ -160,7 +165,7 @@ def measure_side_effects(
     original = measure([])
     out = {
         "text": text.name,
-        "n_tokens": text.n_tokens,
+        "n_tokens": int(text.mask[:, 1:].sum()),
         "circuit": circ_name,
         "agreement_prompts": {name: len(_prompts(recs)) for name, recs in tasks.items()},
         "original": original,
