@@ -41,11 +41,11 @@ def test_in_process_plugin_example(tmp_path):
     assert float(lines[2].rsplit(" ", 1)[1]) < 0  # patching the number lowers log p(clean answer)
 
 
-def test_readme_in_process_registration_runs_as_written(tmp_path):
-    """The README's in-process registration block, run as a script exactly as printed there."""
-    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
-    start = readme.index("```python", readme.index("Without packaging anything"))
-    block = readme[start + len("```python") : readme.index("```", start + 3)]
+def test_docs_in_process_registration_runs_as_written(tmp_path):
+    """The in-process registration block of docs/plugins.md, run as a script exactly as printed there."""
+    page = (EXAMPLES.parent / "docs" / "plugins.md").read_text(encoding="utf-8")
+    start = page.index("```python", page.index("Without packaging anything"))
+    block = page[start + len("```python") : page.index("```", start + 3)]
     assert "get_plugin_manager().register(" in block and "NodeEffects" in block
     script = tmp_path / "readme_block.py"
     script.write_text(block + "\nprint(len(circuit.nodes), len(circuit.edges), circuit.method, circuit.metric)\n")
