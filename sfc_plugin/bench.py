@@ -129,7 +129,7 @@ def calibrated_sae(hook: str, acts: torch.Tensor, d_sae: int, l0: float, seed: i
 
 
 def _calibrated_subs(model, hooks: list[str], d_sae: int, l0: float, seed: int, n_tokens: int):
-    from .splicing import build_submodules
+    from .world import World
 
     g = torch.Generator().manual_seed(seed + 1)
     tokens = torch.randint(0, model.cfg.d_vocab, (max(1, 128 // n_tokens), n_tokens), generator=g)
@@ -138,7 +138,7 @@ def _calibrated_subs(model, hooks: list[str], d_sae: int, l0: float, seed: int, 
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
     saes = {h: calibrated_sae(h, cache[h], d_sae, l0, seed + i) for i, h in enumerate(hooks)}
     del cache
-    return build_submodules(model, saes)
+    return World.load(model, saes).submodules
 
 
 def pythia_workload(
@@ -238,17 +238,17 @@ def gemma_workload(
 
 
 def toy_workload(n_examples: int = 100, device: str = "cpu") -> Workload:
-    from . import toy
     from .data import load_dataset, tokenize
     from .metrics import logit_diff
-    from .splicing import build_submodules
+    from .world import World
 
-    model, saes = toy.load(device=device)
+    world = World.load(device=device)
+    model = world.model
     records = load_dataset("toy/sva-rc", "train")[:n_examples]
     return Workload(
         "toy",
         model,
-        build_submodules(model, saes),
+        world.submodules,
         tokenize(model, records, next(model.parameters()).device),
         logit_diff,
         0.1,

@@ -18,11 +18,10 @@ from .budget import MemoryBudget
 from .circuit import Circuit, Edge, Node, node_id
 from .data import pair_fingerprint, resolve_records, tokenize
 from .errors import SFCError
-from .fingerprints import world_provenance
 from .metrics import resolve_metric
-from .models import resolve_world
 from .plugins import lookup
-from .splicing import Submodule, activations, build_submodules
+from .splicing import Submodule, activations
+from .world import world_args
 
 
 def _versions() -> dict[str, str]:
@@ -92,8 +91,8 @@ def _prompt_info(model, subs, full, nodes: list[Node]) -> dict[str, Any]:
 
 def discover(
     model,
-    saes,
-    data,
+    saes=None,
+    data=None,
     *,
     metric: str | Callable | None = None,
     method: str | Callable = "ig",
@@ -115,10 +114,11 @@ def discover(
 ) -> Circuit:
     """Discover the sparse feature circuit of ``model`` for the behaviour in ``data``.
 
-    ``model`` is a HookedTransformer, a TransformerLens name or a model directory; ``saes`` is
-    ``{hook_name: SAE}`` or a sequence of SAELens SAEs or SAE specs; ``data`` a sequence of pair records,
-    a JSON-lines path or a registered dataset name. Nodes are SAE features and error terms whose
-    mean indirect effect (clean → patch; zero ablation without patch prompts) has magnitude above
+    ``discover(world, data)`` with a :class:`~sfc_plugin.world.World`, or ``discover(model, saes, data)``:
+    ``model`` a HookedTransformer, a TransformerLens name or a model directory, ``saes`` ``{hook_name: SAE}``
+    or a sequence of SAELens SAEs or SAE specs (loaded with :meth:`World.load <sfc_plugin.world.World.load>`,
+    ``device`` and ``dtype``). ``data``: a sequence of pair records, a JSON-lines path or a registered dataset
+    name. Nodes are SAE features and error terms whose mean indirect effect (clean → patch; zero ablation without patch prompts) has magnitude above
     ``node_threshold``; edges between them above ``edge_threshold``. With ``distributed`` (under
     torchrun, after :func:`sfc_plugin.distributed.init`) each rank takes every world-th batch and the
     effect sums are all-reduced: every rank returns the same circuit as one process would. Words outside
@@ -137,9 +137,8 @@ def discover(
     method_fn, method_name = (
         (method, getattr(method, "__name__", "custom")) if callable(method) else (lookup("method", method, pm), method)
     )
-    model_spec = model
-    model, saes = resolve_world(model, saes, device=device, dtype=dtype)
-    subs = build_submodules(model, saes)
+    world, data = world_args(model, saes, data, device=device, dtype=dtype)
+    model, subs = world.model, world.submodules
     records = resolve_records(data, n_examples, pm)
     dev = next(model.parameters()).device
     budget = MemoryBudget.resolve(max_memory, model, dev)
@@ -184,7 +183,7 @@ def discover(
                 circuit_edges.append(Edge(ids[u][j], down[i], float(w[i, j])))
     circuit_edges.sort(key=lambda e: (e.target, e.source))
     prov = {
-        **world_provenance(model, subs, model_spec),  # model, SAEs, their sources and fingerprints
+        **world.provenance(),  # model, SAEs, their sources and fingerprints
         "block": "parallel" if getattr(model.cfg, "parallel_attn_mlp", False) else "sequential",
         "dataset": str(data) if isinstance(data, str) else "(in memory)",
         "n_examples": n,

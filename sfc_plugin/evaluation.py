@@ -19,9 +19,9 @@ from .circuit import Circuit
 from .data import resolve_records, tokenize
 from .errors import SFCError
 from .metrics import resolve_metric
-from .models import resolve_world
 from .plugins import lookup
-from .splicing import Submodule, build_submodules
+from .splicing import Submodule
+from .world import world_args
 
 
 def _effect_maps(circuit: Circuit, subs: list[Submodule], width: int):
@@ -62,9 +62,9 @@ def _thresholds(circuit: Circuit, maps, n: int) -> list[float]:
 
 def evaluate(
     model,
-    saes,
-    circuit: Circuit,
-    data,
+    saes=None,
+    circuit: Circuit | None = None,
+    data=None,
     *,
     ablation: str | Callable = "mean",
     thresholds=None,
@@ -85,6 +85,8 @@ def evaluate(
     """Faithfulness ``(m(C) − m(∅)) / (m(M) − m(∅))`` and completeness ``(m(M∖C) − m(∅)) / (m(M) − m(∅))``.
 
     Both are None (JSON ``null``) when ablating everything leaves the metric unchanged (``m(M) = m(∅)``).
+    ``evaluate(world, circuit, data)`` with a :class:`~sfc_plugin.world.World`, or ``evaluate(model, saes,
+    circuit, data)`` (model and SAEs as for :func:`~sfc_plugin.discover`, loaded with ``device`` and ``dtype``).
 
     Returns the ``faithfulness.json`` structure: the circuit's own point and one point per node
     threshold (log-spaced over the circuit's effects by default). ``start_layer``: submodules below
@@ -106,9 +108,11 @@ def evaluate(
     start_layer = check.integer(start_layer, "start_layer", minimum=0)
     batch_size = check.integer(batch_size, "batch_size", minimum=1, optional=True)
     n_examples = check.integer(n_examples, "n_examples", minimum=1, optional=True)
-    model, saes = resolve_world(model, saes, device=device, dtype=dtype)
-    fingerprint_record = check_fingerprints(circuit.provenance, model, saes, force, "force=True (--force)")
-    subs = build_submodules(model, saes)
+    world, circuit, data = world_args(model, saes, circuit, data, device=device, dtype=dtype)
+    if circuit is None:
+        raise SFCError("evaluate needs a circuit")
+    model, subs = world.model, world.submodules
+    fingerprint_record = check_fingerprints(circuit.provenance, model, world.saes, force, "force=True (--force)")
     missing = {n.submodule for n in circuit.nodes if n.kind != "metric"} - {s.name for s in subs}
     if missing:
         raise SFCError(f"circuit has nodes in submodule {sorted(missing)[0]!r} but no SAE was given for it")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SFCError
+from .hook_points import hook_width, sae_hook
 
 
 def save_model(model, path: str | Path) -> Path:
@@ -205,12 +206,15 @@ def load_sae_spec(spec: str, device: str | None = None) -> list:
     return out
 
 
-def saes_by_hook(saes: Mapping[str, Any] | Iterable[Any], device: str | None = None, dtype=None) -> dict[str, Any]:
+def saes_by_hook(
+    saes: Mapping[str, Any] | Iterable[Any], device: str | None = None, dtype=None, *, checked: bool = False
+) -> dict[str, Any]:
     """``{hook_name: SAE}`` from a mapping or a sequence of SAEs (hook from ``cfg.metadata.hook_name``).
 
     Sequence items may also be SAE specs for :func:`load_sae_spec` (a directory saved by SAELens, a
     directory of them, ``release:sae_id`` or ``release:*``); SAEs loaded from specs are cast to ``dtype``
-    when given (one copy of their weights, in the model's dtype). SAE objects are used as they are.
+    when given (one copy of their weights, in the model's dtype). SAE objects are used as they are, their
+    weights checked finite unless ``checked`` (they were, as they loaded: :func:`load_sae_dir`).
     """
     from . import validation as check
 
@@ -220,11 +224,12 @@ def saes_by_hook(saes: Mapping[str, Any] | Iterable[Any], device: str | None = N
                 raise SFCError(f"SAE mapping keys must be hook names, got {hook!r}")
             if not hasattr(sae, "cfg") or not hasattr(sae, "state_dict"):
                 raise SFCError(f"SAE for hook {hook!r} is a {type(sae).__name__}, not an SAELens SAE")
-            check.sae_weights(sae, f"SAE at hook {hook!r}")
+            if not checked:
+                check.sae_weights(sae, f"SAE at hook {hook!r}")
         return dict(saes)
     if isinstance(saes, (str, Path)):
         saes = [saes]
-    loaded, checked = [], set()  # SAEs loaded from a directory were checked there, naming their path
+    loaded, loaded_from_dirs = [], set()  # SAEs loaded from a directory were checked there, naming their path
     for item in saes:
         if isinstance(item, (str, Path)):
             for sae in load_sae_spec(str(item), device):
@@ -232,19 +237,19 @@ def saes_by_hook(saes: Mapping[str, Any] | Iterable[Any], device: str | None = N
                     sae.to(dtype=dtype)
                 loaded.append(sae)
                 if Path(item).exists():
-                    checked.add(id(sae))
+                    loaded_from_dirs.add(id(sae))
         else:
             loaded.append(item)
     out: dict[str, Any] = {}
     for sae in loaded:
         if not hasattr(sae, "cfg") or not hasattr(sae, "state_dict"):
             raise SFCError(f"{type(sae).__name__} {sae!r} is not an SAELens SAE nor an SAE spec"[:300])
-        hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
+        hook = sae_hook(sae)
         if not hook:
             raise SFCError(f"SAE {type(sae).__name__} has no cfg.metadata.hook_name; pass saes as {{hook_name: sae}}")
         if hook in out:
             raise SFCError(f"two SAEs for hook {hook!r}: {sae_label(out[hook])} and {sae_label(sae)}")
-        if id(sae) not in checked:
+        if id(sae) not in loaded_from_dirs and not checked:
             check.sae_weights(sae, f"SAE at hook {hook!r}")
         out[hook] = sae
     return out
@@ -297,8 +302,6 @@ def model_processing(saes: Mapping[str, Any]) -> dict:
 def check_compatible(model, saes: Mapping[str, Any]) -> None:
     """Every SAE fits the model: its hook exists, its ``d_in`` is the hook's width, its model name matches
     (when both are TransformerLens names), and all SAEs name one model."""
-    from .splicing import is_hook_z
-
     cfg = model.cfg
     names: dict[str, str] = {}  # official (or given) model name -> first SAE naming it
     for hook, sae in saes.items():
@@ -314,7 +317,7 @@ def check_compatible(model, saes: Mapping[str, Any]) -> None:
         label = sae_label(sae, hook)
         if hook not in model.hook_dict:
             raise SFCError(f"{label}: hook {hook!r} is not in the model ({cfg.n_layers} layers)")
-        width, what = (cfg.n_heads * cfg.d_head, "n_heads * d_head") if is_hook_z(hook) else (cfg.d_model, "d_model")
+        width, what = hook_width(cfg, hook)
         if sae.cfg.d_in != width:
             raise SFCError(f"{label}: d_in={sae.cfg.d_in} but the model's {what} at {hook!r} is {width}")
         sae_model = _meta(sae, "model_name")
@@ -328,20 +331,21 @@ def _is_bridge(model) -> bool:
 
 
 def resolve_world(
-    model, saes, *, device: str | None = None, dtype=None, processing: dict | None = None
+    model, saes, *, device: str | None = None, dtype=None, processing: dict | None = None, checked: bool = False
 ) -> tuple[Any, dict[str, Any]]:
     """``(HookedTransformer, {hook: SAE})`` from specs or objects, checked against each other.
 
     SAEs are loaded first, so a model given by name or directory is loaded the way they were trained
     (their ``model_from_pretrained_kwargs``; none: no processing, the Hugging Face activations).
-    ``processing`` overrides that choice (presets whose SAEs disagree say which to follow).
+    ``processing`` overrides that choice (presets whose SAEs disagree say which to follow). ``checked``:
+    the SAE objects' weights were checked finite already. :meth:`sfc_plugin.World.load` builds on this.
     """
     if _is_bridge(model):
         raise SFCError(
             "TransformerBridge models are not supported: pass a HookedTransformer "
             "(HookedTransformer.from_pretrained_no_processing(name)) or the model's name or directory"
         )
-    by_hook = saes_by_hook(saes, device, resolve_dtype(dtype))
+    by_hook = saes_by_hook(saes, device, resolve_dtype(dtype), checked=checked)
     if not by_hook:
         raise SFCError("no SAEs given")
     if isinstance(model, (str, Path)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import SFCError
+from .hook_points import submodule_name
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,6 @@ class Preset:
 
     def submodules(self) -> dict[str, str]:
         """``{submodule: hook}`` in circuit order."""
-        from .splicing import submodule_name
-
         return {submodule_name(hook)[0]: hook for _, hook in self.saes}
 
 

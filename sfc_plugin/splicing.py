@@ -9,41 +9,17 @@ by the tests that check the algebra).
 from __future__ import annotations
 
 import contextlib
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from . import validation as check
 from .errors import SFCError
+from .hook_points import hook_shape, hook_width, is_hook_z, sae_hook, submodule_key, submodule_name
 
 SUPPORTED_ARCHITECTURES = {"standard", "topk", "jumprelu", "gated"}
-_LAYER_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_attn_out|hook_mlp_out|hook_resid_post|attn\.hook_z)$")
-_KIND = {"hook_attn_out": "attn", "hook_mlp_out": "mlp", "hook_resid_post": "resid", "attn.hook_z": "attn"}
-
-
-def is_hook_z(hook: str) -> bool:
-    """Attention SAEs at ``blocks.<l>.attn.hook_z`` read the heads' outputs before ``W_O`` (``[.., n_heads, d_head]``)."""
-    return hook.endswith(".attn.hook_z")
-
-
-def submodule_name(hook: str) -> tuple[str, int]:
-    """``(name, layer)`` for a supported hook: ``embed`` (layer -1), ``attn_<l>`` (``hook_attn_out`` or
-    ``attn.hook_z``), ``mlp_<l>``, ``resid_<l>``."""
-    if hook in ("hook_embed", "blocks.0.hook_resid_pre"):
-        return "embed", -1
-    match = _LAYER_HOOK.match(hook)
-    if not match:
-        raise SFCError(
-            f"unsupported hook {hook!r}: SAEs must sit at hook_embed, blocks.0.hook_resid_pre or "
-            "blocks.<l>.hook_attn_out / hook_mlp_out / hook_resid_post / attn.hook_z"
-        )
-    layer = int(match.group(1))
-    return f"{_KIND[match.group(2)]}_{layer}", layer
-
-
-def _order(sub: Submodule) -> tuple[int, int]:
-    return sub.layer, {"embed": 0, "attn": 1, "mlp": 2, "resid": 3}[sub.name.split("_")[0]]
 
 
 @dataclass
@@ -141,21 +117,22 @@ def _affine_maps(hook: str, sae, dtype, device) -> tuple[torch.Tensor, torch.Ten
     return cast(W_enc), cast(W_dec), cast(b_dec)
 
 
-def build_submodules(model, saes: dict[str, Any]) -> list[Submodule]:
-    """Validated submodules in model order (embedding first, then attn, mlp, resid per layer)."""
+def build_submodules(model, saes: dict[str, Any], *, check_shapes: bool = True) -> list[Submodule]:
+    """Validated submodules in model order (embedding first, then attn, mlp, resid per layer).
+
+    ``check_shapes=False`` skips the hook and width checks, for SAEs already checked against the model
+    (:class:`sfc_plugin.world.World` checks them once, with :func:`sfc_plugin.models.check_compatible`).
+    """
     if not saes:
         raise SFCError("no SAEs given")
     dtype, device = model.cfg.dtype, next(model.parameters()).device
     subs = []
     for hook, sae in saes.items():
-        if hook not in model.hook_dict:
+        if check_shapes and hook not in model.hook_dict:
             raise SFCError(f"unknown hook {hook!r}: the model has no such hook point")
         name, layer = submodule_name(hook)
-        hook_shape = (model.cfg.n_heads, model.cfg.d_head) if is_hook_z(hook) else None
-        d_in, what = (
-            (model.cfg.n_heads * model.cfg.d_head, "n_heads * d_head") if hook_shape else (model.cfg.d_model, "d_model")
-        )
-        if sae.cfg.d_in != d_in:
+        d_in, what = hook_width(model.cfg, hook)
+        if check_shapes and sae.cfg.d_in != d_in:
             raise SFCError(f"SAE at {hook!r} has d_in={sae.cfg.d_in} but the model's {what} is {d_in}")
         if sae.W_enc.device != device:
             sae.to(device)
@@ -166,14 +143,14 @@ def build_submodules(model, saes: dict[str, Any]) -> list[Submodule]:
                 layer,
                 sae,
                 *_affine_maps(hook, sae, dtype, device),
-                hook_shape=hook_shape,
+                hook_shape=hook_shape(model.cfg, hook),
                 ln_in=getattr(sae.cfg, "normalize_activations", "none") == "layer_norm",
             )
         )
     names = [s.name for s in subs]
     if len(set(names)) != len(names):
         raise SFCError(f"two SAEs for one submodule among hooks {sorted(saes)}")
-    return sorted(subs, key=_order)
+    return sorted(subs, key=lambda s: submodule_key(s.name))
 
 
 @dataclass
@@ -261,6 +238,21 @@ def frozen(model):
             p.requires_grad_(flag)
 
 
+def _by_hook(saes) -> dict[str, Any]:
+    """``{hook: SAE}`` from a mapping or a sequence of SAE objects (hook from ``cfg.metadata.hook_name``), their
+    weights checked finite. SAE specs (paths, ``release:sae_id``) load with :meth:`sfc_plugin.World.load`."""
+    items = saes.items() if isinstance(saes, Mapping) else [(sae_hook(sae), sae) for sae in saes]
+    out = {}
+    for hook, sae in items:
+        if not isinstance(hook, str) or not hasattr(sae, "cfg") or not hasattr(sae, "encode"):
+            raise SFCError(
+                f"splice needs {{hook_name: SAE}} or SAELens SAEs with cfg.metadata.hook_name, got {sae!r}"[:300]
+            )
+        check.sae_weights(sae, f"SAE at hook {hook!r}")
+        out[hook] = sae
+    return out
+
+
 @dataclass
 class SpliceState:
     """What a spliced forward pass exposes: per hook, the features and error tensors used in it."""
@@ -277,9 +269,7 @@ def splice(model, saes: dict[str, Any]):
     unchanged and gradients reaching upstream activations are the model's own. ``f`` and ``ε`` keep
     their gradients (``state.features[hook].grad`` after a backward pass). Yields a :class:`SpliceState`.
     """
-    from .models import saes_by_hook
-
-    saes = saes_by_hook(saes)
+    saes = _by_hook(getattr(saes, "saes", saes))  # a World, {hook: SAE} or SAE objects
     state = SpliceState({}, {})
 
     def hook_fn(act, hook):

@@ -975,9 +975,9 @@ def _write_edit(world, tmp):
 
 
 def _write_clusters(world, tmp):
-    from sfc_plugin.clusters.pipeline import _write_json
+    from sfc_plugin.clusters.pipeline import write_json
 
-    _write_json(tmp / "clusters.json", {"clusters": [{"score": NAN}]})
+    write_json(tmp / "clusters.json", {"clusters": [{"score": NAN}]})
 
 
 WRITERS = [  # (JSON file, its writer given a NaN-bearing object, how the NaN must appear)

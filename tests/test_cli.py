@@ -209,20 +209,20 @@ def test_evaluate_defaults_match_discover(tmp_path, capsys):
 
 
 def test_config_tables_per_command(files, capsys):
-    from sfc_plugin.cli import _load_config
+    from sfc_plugin.config import load_config
 
     cfg = files / "run.toml"
     cfg.write_text("method = 'atp'\nmodel = 'm'\nbatch-size = 4\n[evaluate]\nablation = 'zero'\n")
-    assert _load_config(str(cfg), "discover") == {"method": "atp", "model": "m", "batch_size": 4}
-    assert _load_config(str(cfg), "evaluate") == {"ablation": "zero"}
+    assert load_config(str(cfg), "discover") == {"method": "atp", "model": "m", "batch_size": 4}
+    assert load_config(str(cfg), "evaluate") == {"ablation": "zero"}
     cfg.write_text("method = 'atp'\nmodel = 'm'\nbatch-size = 4\nsplit = 'train'\n")
-    assert _load_config(str(cfg), "evaluate") == {"model": "m", "batch_size": 4}  # shared keys of a discover config
+    assert load_config(str(cfg), "evaluate") == {"model": "m", "batch_size": 4}  # shared keys of a discover config
     cfg.write_text("[evaluate]\nmethod = 'atp'\n")
     with pytest.raises(sfc_plugin.SFCError, match="unknown key 'method' in \\[evaluate\\]"):
-        _load_config(str(cfg), "evaluate")
+        load_config(str(cfg), "evaluate")
     cfg.write_text("colour = 'red'\n")
     with pytest.raises(sfc_plugin.SFCError, match="unknown key 'colour'"):
-        _load_config(str(cfg), "evaluate")
+        load_config(str(cfg), "evaluate")
 
 
 def test_shift_command_with_a_decisions_file_and_edit_report(tmp_path, capsys):

@@ -177,10 +177,11 @@ def _sfc(capsys, *argv):
 
 
 def test_shift_defaults_and_config(tmp_path):
-    from sfc_plugin.cli import _settings, build_parser
+    from sfc_plugin.cli import build_parser
+    from sfc_plugin.commands.options import settings
 
     parse = build_parser().parse_args
-    s = _settings(parse(["shift"]), "shift")
+    s = settings(parse(["shift"]), "shift")
     assert (s["data"], s["n_train"], s["n_eval"], s["top_k"], s["steps"], s["batch_size"], s["allow_overlap"]) == (
         "toy/bios",
         None,
@@ -192,21 +193,21 @@ def test_shift_defaults_and_config(tmp_path):
     )  # whole splits: see the README on why not discover's 40
     cfg = tmp_path / "run.toml"
     cfg.write_text("method = 'atp'\nmodel = 'm'\npreset = 'p'\nbatch-size = 4\nn_examples = 40\n")  # a discover config
-    s = _settings(parse(["shift", "--config", str(cfg), "--batch-size", "2"]), "shift")
+    s = settings(parse(["shift", "--config", str(cfg), "--batch-size", "2"]), "shift")
     assert (s["model"], s["preset"], s["batch_size"], s["n_train"]) == ("m", "p", 2, None)  # shared keys only
     cfg.write_text("model = 'm'\n[shift]\nn_train = 48\ntop-k = 7\n")
-    s = _settings(parse(["shift", "--config", str(cfg)]), "shift")
+    s = settings(parse(["shift", "--config", str(cfg)]), "shift")
     assert (s["model"], s["n_train"], s["top_k"]) == (None, 48, 7)  # a [shift] table is the whole story
 
 
 def test_overlapping_splits_are_refused(bios):
-    from sfc_plugin.cli import _check_shift_overlap
+    from sfc_plugin.commands.shift import check_overlap
 
     train, val, test = bios["train"][:20], bios["val"][:20], bios["test"][:20]
-    _check_shift_overlap(train, {"val": val, "test": test}, "toy/bios")  # held out: accepted
+    check_overlap(train, {"val": val, "test": test}, "toy/bios")  # held out: accepted
     relabelled = dict(train[3], gender="other")  # the same text under other labels is the same example
     with pytest.raises(sfc_plugin.SFCError) as err:
-        _check_shift_overlap(train, {"val": val, "test": test[:5] + [relabelled]}, "toy/bios")
+        check_overlap(train, {"val": val, "test": test[:5] + [relabelled]}, "toy/bios")
     assert str(err.value) == (
         "1 of the 6 test examples of toy/bios are training examples (SHIFT finds its features "
         "and trains its probe on those): give held-out splits or pass --allow-overlap"
@@ -219,8 +220,8 @@ def test_cli_shift_records_provenance_and_edit_report_reuses_it(world, tmp_path,
 
     from safetensors.torch import load_file, save_file
 
+    from sfc_plugin.commands.edit_report import recorded_text
     from sfc_plugin.fingerprints import model_fingerprint, sae_fingerprint
-    from sfc_plugin.shifting.cli import _recorded_text
 
     model, saes = world
     cfg = tmp_path / "run.toml"
@@ -239,7 +240,7 @@ def test_cli_shift_records_provenance_and_edit_report_reuses_it(world, tmp_path,
     )
     assert prov["model_fingerprint"] == model_fingerprint(model)  # as discover records them in circuit.json
     assert {s["hook"]: s["fingerprint"] for s in prov["saes"]} == {h: sae_fingerprint(sae) for h, sae in saes.items()}
-    assert _recorded_text(prov) == [r["text"] for r in sfc_plugin.load_dataset("toy/bios", "train")[:48]]
+    assert recorded_text(prov) == [r["text"] for r in sfc_plugin.load_dataset("toy/bios", "train")[:48]]
 
     report = ["edit-report", tmp_path / "s" / "edit.json", "--circuit", "none", "--agreement-data", "toy/sva-simple"]
     code, out, err = _sfc(capsys, *report, "-o", tmp_path / "r")  # no --model/--sae: the edit's world

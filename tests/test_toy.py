@@ -21,7 +21,7 @@ def world():
 
 
 def _parser():
-    from sfc_plugin.toy.cli import add_parser
+    from sfc_plugin.commands.toy import add_parser
 
     parser = argparse.ArgumentParser(prog="sfc")
     add_parser(parser.add_subparsers(dest="command", required=True))

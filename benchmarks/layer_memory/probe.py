@@ -15,6 +15,7 @@ import sfc_plugin
 import sfc_plugin.attribution.edges as E
 import sfc_plugin.attribution.engine as eng
 import sfc_plugin.discovery as disc
+import sfc_plugin.splicing
 from sfc_plugin.hf_convert import load_hf_model_dir
 from sfc_plugin.models import resolve_world
 
@@ -136,7 +137,7 @@ def agg(*a):
     return r
 
 
-orig_bs = disc.build_submodules
+orig_bs = sfc_plugin.splicing.build_submodules  # World.load builds the submodules
 
 
 def bs(*a, **k):
@@ -146,7 +147,7 @@ def bs(*a, **k):
     return r
 
 
-disc.build_submodules = bs
+sfc_plugin.splicing.build_submodules = bs
 orig_tok = disc.tokenize
 
 

@@ -21,74 +21,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..config import ClusterConfig
 from ..errors import SFCError
+from ..world import world_args
 
 SCHEMA = "sfc-clusters/1"
 
 
-@dataclass
-class ClusterConfig:
-    """Every setting that changes the results (``config.json``)."""
-
-    corpus: str = "toy"
-    n_contexts: int = 2000
-    n_documents: int = 100000
-    max_loss: float = 0.5
-    window: int = 64
-    vectors: str = "effects"
-    top_k: int = 64
-    submodules: list[str] | None = None
-    k: int = 8
-    algorithm: str = "kmeans"
-    seed: int = 0
-    shard_size: int = 256
-    batch_size: int = 32
-    method: str = "ig"
-    steps: int = 10
-    node_threshold: float = 0.1
-    edge_threshold: float = 0.01
-    circuit_examples: int = 64
-    edges: bool = True
-    n_examples_shown: int = 8
-    model: str = "toy"
-    saes: list = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def validate(self) -> None:
-        """Raise :class:`SFCError` naming the first bad setting."""
-        from .grouping import ALGORITHMS
-        from .vectors import KINDS
-
-        for name in (
-            "n_contexts",
-            "n_documents",
-            "top_k",
-            "k",
-            "shard_size",
-            "batch_size",
-            "steps",
-            "circuit_examples",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise SFCError(f"{name} must be a positive integer, got {value!r}")
-        if not self.max_loss > 0:
-            raise SFCError(f"max_loss must be positive, got {self.max_loss!r}")
-        if self.window < 2:
-            raise SFCError(f"window must be at least 2 tokens, got {self.window!r}")
-        if self.algorithm not in ALGORITHMS:
-            raise SFCError(f"unknown clustering algorithm {self.algorithm!r} (known: {', '.join(ALGORITHMS)})")
-        if self.vectors not in KINDS:
-            raise SFCError(f"unknown behaviour vector kind {self.vectors!r} (known: {', '.join(KINDS)})")
-
-
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     from ..files import strict_json, write_atomic
 
     write_atomic(path, strict_json(data, indent=1, ensure_ascii=False) + "\n")
@@ -175,7 +118,7 @@ def _records(contexts: list[dict]) -> list[dict]:
     ]
 
 
-def _circuit(model, saes, cid: int, members: list[dict], cfg: ClusterConfig, out: Path) -> None:
+def _circuit(world, cid: int, members: list[dict], cfg: ClusterConfig, out: Path) -> None:
     from ..discovery import discover
     from ..export.render import dot_binary, render_file
     from ..files import strict_json, write_atomic
@@ -183,8 +126,7 @@ def _circuit(model, saes, cid: int, members: list[dict], cfg: ClusterConfig, out
     d = out / "clusters" / str(cid)
     write_atomic(d / "contexts.jsonl", "".join(strict_json(c, ensure_ascii=False) + "\n" for c in members))
     circuit = discover(
-        model,
-        saes,
+        world,
         _records(_examples(members, cfg.circuit_examples)),
         metric="logprob",
         method=cfg.method,
@@ -215,19 +157,24 @@ def _viewer():
     return build_site
 
 
-def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = None, progress: bool = True) -> dict:
+def find_clusters(
+    model, saes=None, out: str | Path | None = None, config: ClusterConfig | None = None, progress: bool = True
+) -> dict:
     """Run (or resume) the whole pipeline in ``out``; returns the summary (``clusters.json``) on rank 0
-    and None on other ranks. Under torchrun call :func:`sfc_plugin.distributed.init` first."""
+    and None on other ranks. ``find_clusters(world, out, config)`` with a :class:`~sfc_plugin.world.World`,
+    or ``find_clusters(model, saes, out, config)``. Under torchrun call :func:`sfc_plugin.distributed.init` first."""
     import numpy as np
 
     from ..corpus import documents
     from ..distributed import current
-    from ..models import saes_by_hook
-    from ..splicing import build_submodules
     from .contexts import collect_contexts, describe
     from .grouping import agreement, cluster, sparse_matrix, top_features
     from .vectors import columns, select_submodules
 
+    world, out, config = world_args(model, saes, out, config)
+    if out is None:
+        raise SFCError("find_clusters needs an output directory")
+    model = world.model
     cfg = config or ClusterConfig()
     cfg.validate()
     group = current()
@@ -236,8 +183,7 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
     out = Path(out)
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    saes = saes_by_hook(saes)
-    subs = build_submodules(model, saes)
+    subs = world.submodules
     cfg.saes = [[s.hook, s.d_sae] for s in subs]
     conf = cfg.to_json()
     _check_config(out, conf)
@@ -269,13 +215,13 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
         for tmp in out.rglob(".*"):  # temporary files of atomic writes cut short by a killed run
             if tmp.is_file():
                 tmp.unlink()
-        _write_json(out / "config.json", conf)
+        write_json(out / "config.json", conf)
         if not ctx_path.is_file():
             docs = documents(cfg.corpus, cfg.n_documents, cfg.seed)
             found = collect_contexts(model, docs, cfg.n_contexts, cfg.max_loss, cfg.window, cfg.batch_size, show)
             if not found:
                 raise SFCError(f"no context of corpus {cfg.corpus!r} has loss below max_loss={cfg.max_loss}")
-            _write_json(ctx_path, [{**c.to_dict(), **describe(model, c)} for c in found])
+            write_json(ctx_path, [{**c.to_dict(), **describe(model, c)} for c in found])
 
     on_main(find_contexts)
     contexts = json.loads(ctx_path.read_text(encoding="utf-8"))
@@ -295,7 +241,7 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
         if not assign_path.is_file():
             idx, val = _load_vectors(out, len(contexts), cfg.shard_size)
             labels = cluster(sparse_matrix(idx, val, cols.size), min(cfg.k, len(contexts)), cfg.algorithm, cfg.seed)
-            _write_json(assign_path, labels.tolist())
+            write_json(assign_path, labels.tolist())
 
     on_main(group_contexts)
     labels = np.array(json.loads(assign_path.read_text(encoding="utf-8")), dtype=np.int64)
@@ -308,7 +254,7 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
     mine = list(range(n_clusters)) if group is None else group.mine(range(n_clusters))
     todo = [c for c in mine if not (out / "clusters" / str(c) / "circuit.json").is_file()]
     for c in _progress(todo, len(todo), "circuits", show):
-        _circuit(model, saes, c, members[c], cfg, out)
+        _circuit(world, c, members[c], cfg, out)
     sync()
     timing["circuits"] = time.perf_counter() - t3
     if not main:
@@ -356,11 +302,11 @@ def find_clusters(model, saes, out: str | Path, config: ClusterConfig | None = N
         summary["agreement"] = {
             name: agreement(labels, [ctx["categories"][name] for ctx in contexts]) for name in names
         }
-    _write_json(out / "clusters.json", summary)
+    write_json(out / "clusters.json", summary)
     write_index(out, summary)
     timing["summary"] = time.perf_counter() - t3 - timing["circuits"]
     timing["total"] = time.perf_counter() - t0
-    _write_json(
+    write_json(
         out / "timing.json",
         {
             "processes": 1 if group is None else group.world,

@@ -1,7 +1,7 @@
 """Feature dashboards: what each SAE feature responds to and what it writes, computed locally.
 
     from sfc_plugin import dashboards
-    data = dashboards.compute_dashboards(model, saes, ["resid_2/173", "attn_1/5"], corpus=None)  # toy corpus
+    data = dashboards.compute_dashboards(World.load(), ["resid_2/173", "attn_1/5"])  # the toy world and corpus
     print(dashboards.feature_card(data["features"]["resid_2/173"]))
     dashboards.write_dashboards(data, "dash/")           # dash/dashboards.json (sfc-dashboards/1)
 
@@ -31,8 +31,9 @@ __all__ = [
 ]
 
 
-def compute_dashboards(model, saes, ids, corpus=None, **kw) -> dict:
-    """``sfc-dashboards/1`` data for feature ids ``"<submodule>/<feature>"``: see
+def compute_dashboards(model, saes=None, ids=None, corpus=None, **kw) -> dict:
+    """``sfc-dashboards/1`` data for feature ids ``"<submodule>/<feature>"`` (``compute_dashboards(world, ids,
+    corpus)`` or ``compute_dashboards(model, saes, ids, corpus)``): see
     :func:`sfc_plugin.dashboards.compute.compute_dashboards` for the options."""
     from .compute import compute_dashboards as compute
 
@@ -44,9 +45,13 @@ def feature_ids(circuit) -> list[str]:
     return list(dict.fromkeys(n.id.split("@", 1)[0] for n in circuit.nodes if n.kind == "feature"))
 
 
-def circuit_dashboards(circuit, model, saes, corpus=None, **kw) -> dict:
-    """:func:`compute_dashboards` for every feature node of ``circuit``."""
+def circuit_dashboards(circuit, model, saes=None, corpus=None, **kw) -> dict:
+    """:func:`compute_dashboards` for every feature node of ``circuit`` (``circuit_dashboards(circuit, world,
+    corpus)`` or ``circuit_dashboards(circuit, model, saes, corpus)``)."""
+    from ..world import world_args
+
     ids = feature_ids(circuit)
     if not ids:
         raise SFCError("the circuit has no feature nodes")
-    return compute_dashboards(model, saes, ids, corpus, **kw)
+    world, corpus = world_args(model, saes, corpus)
+    return compute_dashboards(world, ids, corpus, **kw)

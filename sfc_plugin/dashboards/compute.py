@@ -90,8 +90,8 @@ def _progress(total: int, initial: int, enabled: bool):
 
 def compute_dashboards(
     model,
-    saes,
-    ids: Iterable[str],
+    saes=None,
+    ids: Iterable[str] | None = None,
     corpus=None,
     *,
     k: int = 20,
@@ -108,7 +108,8 @@ def compute_dashboards(
     checkpoint_every: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """``sfc-dashboards/1`` data for feature ids ``"<submodule>/<feature>"`` of ``saes`` on ``model``.
+    """``sfc-dashboards/1`` data for feature ids ``"<submodule>/<feature>"`` of ``saes`` on ``model``
+    (``compute_dashboards(world, ids, corpus)`` with a :class:`~sfc_plugin.world.World`).
 
     One streaming pass over ``corpus`` (see :func:`sfc_plugin.corpus.load_corpus`; default the toy
     world's) computes, for every requested feature at once: the ``k`` top-activating contexts with
@@ -119,9 +120,10 @@ def compute_dashboards(
     interrupted pass resumes (a checkpoint every ``checkpoint_seconds`` or ``checkpoint_every`` batches).
     """
     from ..corpus import load_corpus
-    from ..models import saes_by_hook
-    from ..splicing import build_submodules
+    from ..world import world_args
 
+    world, ids, corpus = world_args(model, saes, ids, corpus)
+    model = world.model
     for name, value, low in (
         ("k", k, 1),
         ("n_samples", n_samples, 0),
@@ -132,10 +134,10 @@ def compute_dashboards(
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise SFCError(f"{name} must be an integer of at least {low}, got {value!r}")
-    ids = list(dict.fromkeys(normalise_id(i) for i in ids))  # "resid_2/0023" is feature 23, as in circuits
+    ids = list(dict.fromkeys(normalise_id(i) for i in ids or []))  # "resid_2/0023" is feature 23, as in circuits
     if not ids:
         raise SFCError("no feature ids to compute dashboards for")
-    subs = {s.name: s for s in build_submodules(model, saes_by_hook(saes))}
+    subs = world.by_name
     wanted: dict[str, list[int]] = {}
     for fid in ids:
         name, feat = parse_id(fid)

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import SFCError
+from ..world import World
 from .card import feature_card
 from .records import FILENAME, load_dashboards
 
@@ -61,26 +62,36 @@ def auto_label(record: dict, n_tokens: int = 2, n_logits: int = 2, standout: flo
     return label
 
 
-def _dashboards_for(circuit, dashboards, model, saes, corpus, cache_dir, progress) -> dict:
+def _dashboards_for(circuit, dashboards, world, corpus, cache_dir, progress) -> dict:
     if dashboards is not None:
         return load_dashboards(dashboards) if isinstance(dashboards, (str, Path)) else dashboards
-    if model is None or saes is None:
+    if world is None:
         raise SFCError(
             "label provider 'auto' needs dashboards= (an 'sfc dashboards' directory or file) "
-            "or model= and saes= to compute them"
+            "or world= (or model= and saes=) to compute them"
         )
     from . import circuit_dashboards
 
-    return circuit_dashboards(circuit, model, saes, corpus, cache_dir=cache_dir, progress=progress)
+    return circuit_dashboards(circuit, world, corpus=corpus, cache_dir=cache_dir, progress=progress)
 
 
 def auto(
-    circuit, dashboards=None, model=None, saes=None, corpus=None, cache_dir=None, progress: bool = False, **_kw
+    circuit,
+    dashboards=None,
+    model=None,
+    saes=None,
+    corpus=None,
+    cache_dir=None,
+    progress: bool = False,
+    world=None,
+    **_kw,
 ) -> dict:
     """Labels and text-card tooltips for the circuit's features from their dashboards
-    (``dashboards``: data, a file or a directory; else computed from ``model``, ``saes``, ``corpus``).
-    Features without a dashboard are left unlabelled."""
-    data = _dashboards_for(circuit, dashboards, model, saes, corpus, cache_dir, progress)
+    (``dashboards``: data, a file or a directory; else computed from ``world`` (or ``model`` and ``saes``)
+    over ``corpus``). Features without a dashboard are left unlabelled."""
+    if world is None and dashboards is None and model is not None and saes is not None:
+        world = World.load(model, saes)
+    data = _dashboards_for(circuit, dashboards, world, corpus, cache_dir, progress)
     records = data["features"]
     out = {}
     for n in circuit.nodes:
@@ -106,11 +117,9 @@ def default_dashboards(circuit_path: str | Path, circuit, dashboards: str | Path
             "labels 'auto' need dashboards: run 'sfc dashboards CIRCUIT --model ... --sae ... -o DIR' "
             "and pass --dashboards DIR"
         )
-    from .. import toy
     from . import circuit_dashboards, write_dashboards
 
-    model, saes = toy.load()
-    data = circuit_dashboards(circuit, model, saes, cache_dir=here / "cache", progress=progress)
+    data = circuit_dashboards(circuit, World.load(), cache_dir=here / "cache", progress=progress)
     write_dashboards(data, here)
     return data
 

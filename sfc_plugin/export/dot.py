@@ -25,12 +25,11 @@ import re
 import textwrap
 
 from ..errors import SFCError
+from ..hook_points import KIND_ORDER, parse_submodule
 from ..validation import safe_url
 
 POS_RGB, NEG_RGB = (0, 114, 178), (213, 94, 0)  # edge colours: Okabe–Ito blue and vermillion
 POS_FILL, NEG_FILL = (0, 114, 178), (213, 94, 0)  # full-strength node fills
-_KIND_ORDER = {"embed": 0, "attn": 1, "mlp": 2, "resid": 3}
-_SUBMODULE = re.compile(r"^(embed|attn|mlp|resid)(?:_(-?\d+))?$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -47,11 +46,11 @@ def text(value) -> str:
 
 def row_key(submodule: str | None) -> tuple:
     """Sort key of a submodule row: embedding, then attn/mlp/resid per layer; unknown names last."""
-    m = _SUBMODULE.match(submodule or "")
-    if not m:
+    parsed = parse_submodule(submodule or "")
+    if parsed is None:
         return (1, 0, 0, submodule or "")
-    layer = -1 if m.group(1) == "embed" else int(m.group(2) or 0)
-    return (0, layer, _KIND_ORDER[m.group(1)], "")
+    kind, layer = parsed
+    return (0, layer, KIND_ORDER[kind], "")
 
 
 def node_sort_key(node) -> tuple:

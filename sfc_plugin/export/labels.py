@@ -91,13 +91,16 @@ def _top_contexts(model, saes: dict, wanted: dict, texts: list[str], k: int, wid
     }
 
 
-def summary(circuit, model=None, saes=None, texts=None, k: int = 5, context: int = 4, **_kw) -> dict:
-    """Label each feature with the tokens it fires on most over ``texts`` (contexts in the tooltip)."""
-    if model is None or saes is None or not texts:
-        raise SFCError("label provider 'summary' needs model=, saes= and texts= (use it from Python)")
-    from ..models import saes_by_hook
+def summary(circuit, model=None, saes=None, texts=None, k: int = 5, context: int = 4, world=None, **_kw) -> dict:
+    """Label each feature with the tokens it fires on most over ``texts`` (contexts in the tooltip), with the
+    model and SAEs of ``world`` (or ``model`` and ``saes``)."""
+    if (world is None and (model is None or saes is None)) or not texts:
+        raise SFCError("label provider 'summary' needs model= and saes= (or world=) and texts= (use it from Python)")
+    if world is None:
+        from ..world import world_args
 
-    by_hook = saes_by_hook(saes)
+        (world,) = world_args(model, saes)
+    model, by_hook = world.model, world.saes
     texts = [texts] if isinstance(texts, str) else list(texts)
     wanted: dict[str, set] = {}
     for n in circuit.nodes:

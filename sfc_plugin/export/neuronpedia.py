@@ -33,11 +33,11 @@ positions, so one column holds them (the viewer's x axis still shows the whole p
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
+from ..hook_points import parse_submodule
+
 NEURONPEDIA = "https://www.neuronpedia.org"
-_SUB = re.compile(r"^(embed|attn|mlp|resid)(?:_(-?\d+))?$")
 _KIND_SLOT = {"attn": 1, "mlp": 2, "resid": 3}
 _ERROR_FEATURE = {"mlp": -1, "attn": -2, "resid": -3, "embed": -4}
 
@@ -62,10 +62,10 @@ def cantor(x: int, y: int) -> int:
 
 
 def _kind_layer(node) -> tuple[str, int]:
-    m = _SUB.match(node.submodule or "")
-    if not m:  # a plugin's submodule name: placed by its layer, typed as a residual submodule
+    parsed = parse_submodule(node.submodule or "")
+    if parsed is None:  # a plugin's submodule name: placed by its layer, typed as a residual submodule
         return "resid", int(node.layer if node.layer is not None else 0)
-    return m.group(1), -1 if m.group(1) == "embed" else int(m.group(2) or 0)
+    return parsed
 
 
 def _slot(kind: str, layer: int) -> int:

@@ -18,6 +18,7 @@ def evidence_cards(features, ctx, n_top: int = 5) -> dict[str, tuple[str | None,
     from ..corpus import Corpus
     from ..dashboards import compute_dashboards, feature_card
     from ..dashboards.labels import auto_label
+    from ..world import World
 
     if not features:
         return {}
@@ -26,8 +27,9 @@ def evidence_cards(features, ctx, n_top: int = 5) -> dict[str, tuple[str | None,
         raise SFCError("no evidence texts for the feature cards (the judge context has no texts)")
     bos = getattr(ctx.model.tokenizer, "bos_token_id", None)  # BOS activations say nothing about a feature
     corpus = Corpus.from_batch(texts, "SHIFT evidence texts", bos)
-    saes = {sub.hook: sub.sae for sub in ctx.submodules.values()}
-    data = compute_dashboards(ctx.model, saes, [f.id for f in features], corpus, k=n_top, progress=False)
+    subs = list(ctx.submodules.values())  # checked when the run's World was loaded: wrapped, not loaded again
+    world = World(ctx.model, {s.hook: s.sae for s in subs}, subs)
+    data = compute_dashboards(world, [f.id for f in features], corpus, k=n_top, progress=False)
     out = {}
     for f in features:
         rec = data["features"][f.id]

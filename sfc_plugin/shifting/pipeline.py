@@ -13,10 +13,9 @@ from collections.abc import Callable
 
 from ..corpus import is_toy
 from ..errors import SFCError
-from ..fingerprints import world_provenance
-from ..models import resolve_world, saes_by_hook
 from ..plugins import lookup
-from ..splicing import Submodule, build_submodules
+from ..splicing import Submodule
+from ..world import world_args
 from .concept import shipped as shipped_concepts
 from .edit import FeatureEdit
 from .judges import callable_judge
@@ -73,10 +72,10 @@ def _decide(judge_fn, name, infos, ctx) -> dict:
 
 def shift(
     model,
-    saes,
-    train: list[dict],
-    test: list[dict],
-    val: list[dict],
+    saes=None,
+    train: list[dict] | None = None,
+    test: list[dict] | None = None,
+    val: list[dict] | None = None,
     *,
     layer: int | None = None,
     judge: str | Callable = "concept",
@@ -101,6 +100,8 @@ def shift(
     """Run SHIFT and the paper's comparison rows: the ``shift.json`` structure (see :func:`public`) with
     the :class:`FeatureEdit` under ``"edit"`` and the probes under ``"probe"``/``"retrained_probe"``.
 
+    ``shift(world, train, test, val)`` with a :class:`~sfc_plugin.world.World`, or ``shift(model, saes, train,
+    test, val)`` (model and SAEs as for :func:`~sfc_plugin.discover`, loaded with ``device`` and ``dtype``).
     ``train`` is ambiguous (intended and spurious attributes agree), ``val`` and ``test`` balanced;
     records are ``{"text", intended, spurious}``. ``judge`` decides which candidate features to ablate
     (default ``concept``: label-free, from each feature's evidence and ``judge_options["concept"]``);
@@ -114,11 +115,12 @@ def shift(
     SAEs with their fingerprints as ``discover`` does, the example counts, and what ``provenance`` adds (the
     CLI: dataset, splits, model source).
     """
-    model_spec = model
-    model, saes = resolve_world(model, saes, device=device, dtype=dtype)
-    subs_all = build_submodules(model, saes)
+    world, train, test, val = world_args(model, saes, train, test, val, device=device, dtype=dtype)
+    if train is None or test is None or val is None:
+        raise SFCError("shift needs train, test and val records")
+    model, subs_all = world.model, world.submodules
     prov = {
-        **world_provenance(model, subs_all, model_spec),
+        **world.provenance(),
         "dataset": "(in memory)",
         "n_examples": {"train": len(train), "val": len(val), "test": len(test)},
     }
@@ -231,7 +233,7 @@ def shift(
         where = dict(side_effects) if isinstance(side_effects, dict) else {}
         if where.get("text") is None and not is_toy(model):
             where["text"] = [r["text"] for r in train]  # no other text given: the training texts
-        result["side_effects"] = measure_side_effects(model, edits, saes=saes_by_hook(saes), **where)
+        result["side_effects"] = measure_side_effects(model, edits, saes=world.saes, **where)
     return result
 
 

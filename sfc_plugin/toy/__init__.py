@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SFCError
+from ..hook_points import standard_hooks
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CONDITIONS = ("simple", "nounpp", "rc", "within_rc")
@@ -40,10 +41,7 @@ __all__ = ["ARTIFACTS", "CONDITIONS", "load", "load_model", "load_saes", "build"
 def hook_names(n_layers: int = 3) -> list[str]:
     """The toy SAEs' hooks in circuit order: ``blocks.0.hook_resid_pre`` (the embedding), then per
     layer ``hook_attn_out``, ``hook_mlp_out``, ``hook_resid_post``."""
-    hooks = ["blocks.0.hook_resid_pre"]
-    for layer in range(n_layers):
-        hooks += [f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out", f"blocks.{layer}.hook_resid_post"]
-    return hooks
+    return standard_hooks(n_layers)
 
 
 def _root(path: str | Path | None) -> Path:

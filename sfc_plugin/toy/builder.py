@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import hook_names
+from ..hook_points import standard_hooks as hook_names
 from . import language as L
 
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>", "<unk>")

@@ -49,8 +49,8 @@ def label_options(pairs: list[str] | None) -> dict:
 
 def _labels(circuit, spec: str, options: dict, circuit_path=None, dashboards=None):
     """``--labels``: an annotation file (JSON lines), or the name of a label provider, given ``options``."""
+    from ..export import apply_labels
     from ..plugins import registry
-    from . import apply_labels
 
     if Path(spec).is_file():
         return apply_labels(circuit, "annotations", path=spec, **options)
@@ -73,10 +73,10 @@ def _labels(circuit, spec: str, options: dict, circuit_path=None, dashboards=Non
     )
 
 
-def cmd_export(args) -> int:
+def run(args) -> int:
     from ..circuit import Circuit
+    from ..export import EXTENSIONS
     from ..plugins import lookup
-    from . import EXTENSIONS
 
     fmt = _format(args)
     exporter = lookup("exporter", fmt)  # unknown format: SFCError before any work
@@ -163,4 +163,4 @@ def add_parser(subparsers) -> None:
         choices=["layout", "index"],
         help="order within a row: cut crossings (layout, default) or by feature index",
     )
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=run)

@@ -1,13 +1,12 @@
-"""``sfc edit-report EDIT.json``: what a saved edit costs elsewhere; options shared with ``sfc shift``.
-
-The main CLI calls :func:`add_parser` with its argparse sub-parsers; bad input raises
-:class:`sfc_plugin.errors.SFCError` (exit 2 in the main CLI).
-"""
+"""``sfc edit-report EDIT.json``: what a saved edit costs elsewhere; the side-effect options shared with ``sfc shift``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from . import options as opt
 
 
 def add_side_effect_options(p: argparse.ArgumentParser) -> None:
@@ -36,6 +35,7 @@ def add_side_effect_options(p: argparse.ArgumentParser) -> None:
 
 
 def side_effect_options(args) -> dict:
+    """The side-effect options as keyword arguments of :func:`~sfc_plugin.shifting.side_effects.measure_side_effects`."""
     circuit = args.circuit
     return {
         "text": args.text,
@@ -53,18 +53,22 @@ def add_parser(subparsers) -> None:
         "model, SAEs and data recorded in the edit are used unless given here.",
     )
     p.add_argument("edit", help="edit.json written by sfc shift (or FeatureEdit.to_json)")
-    p.add_argument("--model", help="model directory or TransformerLens name (default: the edit's, else the toy world)")
-    p.add_argument("--sae", action="append", help="SAE directory or release:sae_id (repeatable; default: the edit's)")
+    opt.add_world_options(
+        p,
+        model="model directory or TransformerLens name (default: the edit's, else the toy world)",
+        sae="SAELens SAE directory, directory of SAE directories, release:sae_id or release:* "
+        "(repeatable; default: the edit's)",
+    )
     add_side_effect_options(p)
-    p.add_argument("--device", help="torch device")
     p.add_argument(
         "--force", action="store_true", help="use SAEs or a model other than the edit's (recorded in edit-report.json)"
     )
     p.add_argument("-o", "--out", default="sfc-out", help="output directory for edit-report.json (default ./sfc-out)")
-    p.set_defaults(func=cmd_edit_report)
+    opt.add_config_option(p, "edit-report")
+    p.set_defaults(func=run)
 
 
-def _recorded_text(prov: dict):
+def recorded_text(prov: dict):
     """The training texts of the SHIFT run an edit came from (``None`` when it records no dataset)."""
     from ..data import load_dataset
 
@@ -77,31 +81,23 @@ def _recorded_text(prov: dict):
     return [str(r.get("text", "")) for r in records]
 
 
-def cmd_edit_report(args) -> int:
-    import sys
-
-    from ..cli import _fill_world, _load_world
+def run(args) -> int:
     from ..corpus import is_toy
     from ..files import strict_json, write_atomic
-    from ..models import saes_by_hook
-    from ..splicing import build_submodules
-    from .edit import FeatureEdit, read_edit
-    from .side_effects import format_side_effects, measure_side_effects
+    from ..shifting.edit import FeatureEdit, read_edit
+    from ..shifting.side_effects import format_side_effects, measure_side_effects
 
+    s = opt.settings(args, "edit-report")
     prov = read_edit(args.edit).get("provenance") or {}
-    world = {"model": args.model, "sae": args.sae}
     if prov:  # what the command line leaves out comes from the edit
-        world = _fill_world(world, prov, "edit")
-    (model, saes), _ = _load_world(world["model"], world["sae"], args.device)
-    saes = saes_by_hook(saes)
-    edit = FeatureEdit.from_json(
-        args.edit, {s.name: s for s in build_submodules(model, saes)}, model=model, force=args.force
-    )
+        s = opt.fill_world(s, prov, "edit")
+    world = opt.load_world(s)
+    edit = FeatureEdit.from_json(args.edit, world.by_name, model=world.model, force=args.force)
     options = side_effect_options(args)
-    if options["text"] is None and not is_toy(model):
-        options["text"] = _recorded_text(prov)  # the edit's own training texts
+    if options["text"] is None and not is_toy(world.model):
+        options["text"] = recorded_text(prov)  # the edit's own training texts
     name = Path(args.edit).stem
-    report = measure_side_effects(model, {name: edit}, saes=saes, **options)
+    report = measure_side_effects(world.model, {name: edit}, saes=world.saes, **options)
     report["edit_file"] = str(args.edit)
     report["provenance_check"] = edit.provenance_check
     status = edit.provenance_check["status"]

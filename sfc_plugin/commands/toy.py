@@ -1,13 +1,8 @@
-"""``sfc toy``: show the toy world's quality report, or rebuild it from a seed.
-
-The main CLI calls :func:`add_parser` with its argparse sub-parsers; every sub-command sets
-``func(args) -> int``. Bad input raises :class:`sfc_plugin.errors.SFCError` (exit 2 in the main CLI).
-"""
+"""``sfc toy``: show the toy world's quality report, or rebuild it from a seed."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..errors import SFCError
 
@@ -58,7 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_info(args) -> int:
     from ..files import strict_json
-    from . import report
+    from ..toy import report
 
     rep = report(getattr(args, "path", None))
     if getattr(args, "json", False):
@@ -69,7 +64,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from . import DEFAULT_BUILD_DIR, build
+    from ..toy import DEFAULT_BUILD_DIR, build
 
     if args.seed < 0:
         raise SFCError(f"--seed must be non-negative, got {args.seed}")
@@ -108,18 +103,3 @@ def format_report(rep: dict) -> str:
             f"  {hook:<28}{q['d_in']:>6}{q['d_sae']:>7}{q['l0']:>8.2f}{q['fvu']:>8.3f}{q['dead_fraction']:>7.3f}"
         )
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:  # pragma: no cover - convenience for `python -m sfc_plugin.toy.cli`
-    parser = argparse.ArgumentParser(prog="sfc")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except SFCError as exc:
-        print(f"sfc: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

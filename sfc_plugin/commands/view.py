@@ -26,9 +26,9 @@ def _dashboards(args, circuit):
         return None
 
 
-def cmd_view(args) -> int:
+def run(args) -> int:
     from ..circuit import Circuit
-    from . import build_site, serve
+    from ..viewer import build_site, serve
 
     circuit = Circuit.from_json(args.circuit)
     if args.node_threshold is not None or args.edge_threshold is not None:
@@ -68,4 +68,4 @@ def add_parser(subparsers) -> None:
     p.add_argument("--serve", action="store_true", help="then serve it on http://127.0.0.1:PORT")
     p.add_argument("--port", type=int, default=8000, help="port for --serve (default 8000; 0 picks a free one)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_view)
+    p.set_defaults(func=run)

@@ -1,0 +1,84 @@
+"""Hook-name grammar: where SAEs sit, the submodule (node set) each hook becomes, and the circuit's order.
+
+Submodules are ``embed`` (``hook_embed`` or ``blocks.0.hook_resid_pre``, layer -1) and ``attn_<l>``
+(``blocks.<l>.hook_attn_out`` or ``blocks.<l>.attn.hook_z``), ``mlp_<l>`` (``hook_mlp_out``) and
+``resid_<l>`` (``hook_resid_post``); within a layer they come in the order attn, mlp, resid.
+
+A leaf module: it imports nothing from the package but :mod:`sfc_plugin.errors`, and works on names and
+duck-typed configs only, so any module may use it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import SFCError
+
+EMBED_HOOKS = ("hook_embed", "blocks.0.hook_resid_pre")
+KIND_ORDER = {"embed": 0, "attn": 1, "mlp": 2, "resid": 3}  # circuit order within a layer
+_LAYER_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_attn_out|hook_mlp_out|hook_resid_post|attn\.hook_z)$")
+_KIND = {"hook_attn_out": "attn", "hook_mlp_out": "mlp", "hook_resid_post": "resid", "attn.hook_z": "attn"}
+_SUBMODULE = re.compile(r"^(embed|attn|mlp|resid)(?:_(-?\d+))?$")
+
+
+def is_hook_z(hook: str) -> bool:
+    """Attention SAEs at ``blocks.<l>.attn.hook_z`` read the heads' outputs before ``W_O`` (``[.., n_heads, d_head]``)."""
+    return hook.endswith(".attn.hook_z")
+
+
+def submodule_name(hook: str) -> tuple[str, int]:
+    """``(name, layer)`` for a supported hook: ``embed`` (layer -1), ``attn_<l>`` (``hook_attn_out`` or
+    ``attn.hook_z``), ``mlp_<l>``, ``resid_<l>``."""
+    if hook in EMBED_HOOKS:
+        return "embed", -1
+    match = _LAYER_HOOK.match(hook)
+    if not match:
+        raise SFCError(
+            f"unsupported hook {hook!r}: SAEs must sit at hook_embed, blocks.0.hook_resid_pre or "
+            "blocks.<l>.hook_attn_out / hook_mlp_out / hook_resid_post / attn.hook_z"
+        )
+    layer = int(match.group(1))
+    return f"{_KIND[match.group(2)]}_{layer}", layer
+
+
+def parse_submodule(name: str) -> tuple[str, int] | None:
+    """``(kind, layer)`` of a submodule name (``"attn_3"`` → ``("attn", 3)``, ``"embed"`` → ``("embed", -1)``);
+    None for names outside the grammar (a plugin's)."""
+    m = _SUBMODULE.match(name or "")
+    if not m:
+        return None
+    return m.group(1), -1 if m.group(1) == "embed" else int(m.group(2) or 0)
+
+
+def submodule_key(name: str) -> tuple[int, int]:
+    """Sort key of a submodule name in circuit order: the embedding, then attn, mlp, resid per layer."""
+    parsed = parse_submodule(name)
+    if parsed is None:
+        raise SFCError(f"unknown submodule name {name!r}")
+    kind, layer = parsed
+    return layer, KIND_ORDER[kind]
+
+
+def hook_shape(cfg, hook: str) -> tuple[int, ...] | None:
+    """The trailing shape of the activation at ``hook`` when it is not ``(d_in,)``: ``(n_heads, d_head)`` at
+    ``attn.hook_z``; None elsewhere. ``cfg``: a TransformerLens config."""
+    return (cfg.n_heads, cfg.d_head) if is_hook_z(hook) else None
+
+
+def hook_width(cfg, hook: str) -> tuple[int, str]:
+    """``(width, what)``: the ``d_in`` an SAE at ``hook`` must have, and how messages name it."""
+    return (cfg.n_heads * cfg.d_head, "n_heads * d_head") if is_hook_z(hook) else (cfg.d_model, "d_model")
+
+
+def sae_hook(sae) -> str | None:
+    """The hook an SAELens SAE was trained at (``cfg.metadata.hook_name``), None when it records none."""
+    return getattr(getattr(getattr(sae, "cfg", None), "metadata", None), "hook_name", None) or None
+
+
+def standard_hooks(n_layers: int, embed: str = "blocks.0.hook_resid_pre") -> list[str]:
+    """The paper's SAE placement in circuit order: the embedding, then per layer ``hook_attn_out``,
+    ``hook_mlp_out`` and ``hook_resid_post``."""
+    hooks = [embed]
+    for layer in range(n_layers):
+        hooks += [f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out", f"blocks.{layer}.hook_resid_post"]
+    return hooks
