@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..splicing import Acts, Submodule
+from ..splicing import Acts, Submodule, read_hooks
 from .forward import run_metric
 from .sparse import GATHER_FLOATS, SparseFeatures, node_matrix
 
@@ -42,7 +42,12 @@ def _sparse(f) -> SparseFeatures:
 
 
 class Cotangents:
-    """``∇_node m · ∂node/∂x`` for the nodes of a downstream ``sub``, built a chunk of nodes at a time."""
+    """``∇_node m · ∂node/∂(activations)`` for the nodes of a downstream ``sub``, built a chunk of nodes at a time.
+
+    A chunk is ``{output: [c, B, T, width]}`` for the tensors of the edge pass's graph the nodes are functions of:
+    ``"x"`` (the activation at ``sub.hook``), ``"read"`` (a transcoder's read activation), ``"f"`` and ``"eps"``
+    (the features and error computed in the graph, for kinds whose encoder is differentiated with autograd).
+    """
 
     def __init__(self, sub: Submodule, grad: torch.Tensor, f: SparseFeatures, nodes: NodeSet):
         B, T, D = grad.shape
@@ -50,27 +55,57 @@ class Cotangents:
         # ∇_f m at the clean run's active entries (the encoder's mask): [nnz]
         gf = f.project(grad, sub.W_dec) * f.val.ne(0)
         self.coeff = node_matrix(gf, f, nodes.feat, nodes.feat_pos, T)  # [k, N]
-        self.W = sub.W_enc[:, nodes.feat].T  # [k, d]
-        self.err = None
-        if nodes.err_pos:  # ∇_ε m · (I − ∂decode(f)/∂x) = ∇_x m − Σ_active ∇_f m W_enc[:, j]
-            self.err = grad - f.weighted_rows(gf, sub.W_enc.T).view(B, T, D)
+        self.linear = sub.W_enc is not None
+        self.W = sub.W_enc[:, nodes.feat].T if self.linear else None  # [k, d_in]
+        self.err = self.err_read = None
+        if nodes.err_pos and not self.linear:  # ε is computed in the graph: its cotangent is ∇_x m
+            self.err = grad
+        elif nodes.err_pos:  # ∇_ε m · (I − ∂decode(f)/∂x): ∇_x m at x, −Σ_active ∇_f m W_enc[:, j] at the read
+            back = f.weighted_rows(gf, sub.W_enc.T).view(B, T, -1)
+            if sub.transcoder:
+                self.err, self.err_read = grad, -back
+            else:
+                self.err = grad - back
 
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def chunk(self, lo: int, hi: int) -> torch.Tensor:
-        B, T, D = self.shape
+    def _errors(self, out: torch.Tensor, lo: int, hi: int, value: torch.Tensor) -> None:
         k = self.nodes.feat.numel()
-        out = self.W.new_zeros((hi - lo, B, T, D))
-        if lo < k:
-            f_hi = min(hi, k)
-            out[: f_hi - lo] = (self.coeff[lo:f_hi, :, None] * self.W[lo:f_hi, None, :]).view(f_hi - lo, B, T, D)
         for i in range(max(lo, k), hi):
             t = self.nodes.err_pos[i - k]
             if t is None:
-                out[i - lo] = self.err
+                out[i - lo] = value
             else:
-                out[i - lo, :, t] = self.err[:, t]
+                out[i - lo, :, t] = value[:, t]
+
+    def chunk(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
+        B, T, D = self.shape
+        k = self.nodes.feat.numel()
+        f_hi = min(hi, k)
+        if not self.linear:  # one-hot ∇_f m rows on the features, ∇_x m on the error
+            out = {}
+            if lo < k:
+                rows = self.coeff.new_zeros((hi - lo, B * T, self.sub.d_sae))
+                idx = torch.arange(f_hi - lo, device=rows.device)
+                rows[idx, :, self.nodes.feat[lo:f_hi]] = self.coeff[lo:f_hi]
+                out["f"] = rows.view(hi - lo, B, T, -1)
+            if hi > k:
+                out["eps"] = self.err.new_zeros((hi - lo, B, T, D))
+                self._errors(out["eps"], lo, hi, self.err)
+            return out
+        d_in = self.W.shape[-1]
+        feat = self.W.new_zeros((hi - lo, B, T, d_in))
+        if lo < k:
+            feat[: f_hi - lo] = (self.coeff[lo:f_hi, :, None] * self.W[lo:f_hi, None, :]).view(f_hi - lo, B, T, d_in)
+        if not self.sub.transcoder:
+            self._errors(feat, lo, hi, self.err)
+            return {"x": feat}
+        out = {"read": feat}
+        if hi > k:
+            self._errors(feat, lo, hi, self.err_read)
+            out["x"] = self.err.new_zeros((hi - lo, B, T, D))
+            self._errors(out["x"], lo, hi, self.err)
         return out
 
 
@@ -105,7 +140,7 @@ def mlp_inputs(model, subs: list[Submodule], d: Submodule):
     token by token (the residual entering block ``l`` is a submodule, and in a sequential block so is
     ``hook_attn_out``: every other path is cut), else None."""
     cfg, l = model.cfg, d.layer
-    if d.hook != f"blocks.{l}.hook_mlp_out" or getattr(cfg, "attn_only", False):
+    if d.hook != f"blocks.{l}.hook_mlp_out" or getattr(cfg, "attn_only", False) or d.transcoder or d.W_enc is None:
         return None
     by_hook = {s.hook: s for s in subs}
     prev = by_hook.get("blocks.0.hook_resid_pre" if l == 0 else f"blocks.{l - 1}.hook_resid_post")
@@ -125,7 +160,7 @@ def resid_inputs(model, subs: list[Submodule], d: Submodule):
     from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
     cfg, l = model.cfg, d.layer
-    if d.hook != f"blocks.{l}.hook_resid_post":
+    if d.hook != f"blocks.{l}.hook_resid_post" or d.W_enc is None:
         return None
     by_hook = {s.hook: s for s in subs}
     prev = by_hook.get("blocks.0.hook_resid_pre" if l == 0 else f"blocks.{l - 1}.hook_resid_post")
@@ -299,7 +334,7 @@ def edge_effects(
     With ``budget``, what the circuit holds (:func:`circuit_bytes`) must fit in a quarter of it
     (SFCError otherwise, naming what would fit); the cotangent chunks take half of it less that.
     """
-    leaves, outs = {}, {}
+    leaves, outs, reads = {}, {}, {}
 
     def cut(act, hook, sub):
         outs[sub.name] = sub.flat(act)
@@ -307,14 +342,21 @@ def edge_effects(
         return sub.unflat(leaves[sub.name])
 
     hooks = [(s.hook, lambda act, hook, sub=s: cut(act, hook, sub)) for s in subs]
+    hooks += [  # a transcoder's read activation, in the graph (after the cuts: it may be a submodule's leaf)
+        (s.read_hook, lambda act, hook, sub=s: reads.__setitem__(sub.name, sub.read(act)))
+        for s in subs
+        if s.transcoder and len(nodes[s.name])
+    ]
     active = [s for s in subs if len(nodes[s.name])]
     result: dict[tuple[str, str], torch.Tensor] = {}
     B, T = batch.clean.shape
     share = 0.5
-    with torch.enable_grad():
+    with torch.enable_grad(), read_hooks(model, subs):
         m = run_metric(model, metric, batch, hooks).sum()
         if budget is not None:
-            paths = direct_paths({**outs, "y": m}, leaves)
+            paths = direct_paths({**outs, **{(n, "read"): r for n, r in reads.items()}, "y": m}, leaves)
+            for n in reads:  # a transcoder's nodes are functions of what it reads and what its MLP writes
+                paths[n] |= paths.pop((n, "read"))
             held = circuit_bytes(subs, nodes, paths, B * T, budget.shape.itemsize)
             budget.circuit(held, sum(len(ns) for ns in nodes.values()), share=0.25)
             share = 0.5 - held / budget.bytes
@@ -326,7 +368,10 @@ def edge_effects(
             size = chunk
             if budget is not None:
                 n_up = sum(u.name in paths[d.name] for u in ups)  # the others' VJPs are None: nothing allocated
-                size = budget.rows(B * budget.cotangent_row(T, max(1, n_up)), "edge cotangent", share=share, cap=chunk)
+                row = budget.cotangent_row(T, max(1, n_up))
+                if d.W_enc is None:  # one-hot feature cotangents and the encoder's backward
+                    row += 3 * T * d.d_sae * budget.shape.itemsize
+                size = budget.rows(B * row, "edge cotangent", share=share, cap=chunk)
             cot = None  # the previous downstream submodule's, freed before this one's is built
             cot = Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
             tokenwise = _tokenwise_vjp(model, subs, d, clean)
@@ -338,14 +383,18 @@ def edge_effects(
                 for u, w in got.items():  # every other upstream path into it is cut: those pairs are absent
                     result[(u, d.name)] = w
                 continue
+            graph = {"x": outs[d.name], "read": reads.get(d.name)}
+            if d.W_enc is None:  # features and error as functions in the graph, the encoder differentiated
+                f = d.features(reads.get(d.name, outs[d.name]))
+                graph.update(f=f, eps=outs[d.name] - d.decode(f))
             out: dict[str, torch.Tensor] = {}  # allocated at the first chunk with a gradient
             for lo in range(0, len(cot), size):
                 hi = min(len(cot), lo + size)
                 c = cot.chunk(lo, hi)
                 vs = torch.autograd.grad(
-                    outs[d.name],
+                    [graph[key] for key in c],
                     [leaves[u.name] for u in ups],
-                    grad_outputs=c,
+                    grad_outputs=list(c.values()),
                     is_grads_batched=True,
                     retain_graph=True,
                     allow_unused=True,
@@ -354,9 +403,10 @@ def edge_effects(
                     if v is None:  # no direct path from u (the same for every chunk)
                         continue
                     if u.name not in out:
-                        out[u.name] = c.new_zeros((len(cot), len(nodes[u.name])))
+                        out[u.name] = v.new_zeros((len(cot), len(nodes[u.name])))
                     out[u.name][lo:hi] = _contract(v, u, *up_delta[u.name], nodes[u.name])
                 del c, vs
+            del graph
             for u, w in out.items():
                 result[(u, d.name)] = w
         ups = [u for u in subs[:-1] if len(nodes[u.name])]
