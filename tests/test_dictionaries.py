@@ -312,16 +312,52 @@ def direct_edge(model, saes, subs, batch, up_name, un, down_name, dn, h=1e-5):
 
     m = logit_diff(own_run(model, batch.clean, d.read_hook, d.sae, at), batch).sum()
     gf, ge = torch.autograd.grad(m, [leaves["f"], leaves["e"]])
-    change = (node(plus[1]) - node(minus[1])) / (2 * h)
+    with torch.no_grad():
+        change = (node(plus[1]) - node(minus[1])) / (2 * h)
     if dn == "err":
         return float((change * ge).sum((1, 2)).mean())
     return float((change * gf[..., dn]).sum(1).mean())
 
 
-@pytest.mark.parametrize("parallel", [False, True])
+def gemma_like(tokenizer, seed=0):
+    """A sequential block as Gemma-2's: RMSNorm before and after attention and MLP, a gated MLP, grouped-query
+    rotary attention, soft-capped scores and logits."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(seed)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=16,
+        n_ctx=16,
+        d_head=4,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_mlp=64,
+        d_vocab=len(tokenizer),
+        act_fn="gelu_pytorch_tanh",
+        gated_mlp=True,
+        normalization_type="RMS",
+        use_normalization_before_and_after=True,
+        positional_embedding_type="rotary",
+        rotary_dim=4,
+        attn_scores_soft_cap=50.0,
+        output_logits_soft_cap=30.0,
+        dtype=torch.float64,
+        seed=seed,
+    )
+    model = HookedTransformer(cfg, tokenizer=tokenizer)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 1 / 16**0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("block", ["sequential", "parallel", "gemma"])
 @pytest.mark.parametrize("layout", ["a", "b", "c"])
-def test_mixed_circuit_edges_match_interventions_holding_the_rest_fixed(tokenizer, layout, parallel):
-    model = make_model(tokenizer, parallel=parallel)
+def test_mixed_circuit_edges_match_interventions_holding_the_rest_fixed(tokenizer, layout, block):
+    model = gemma_like(tokenizer) if block == "gemma" else make_model(tokenizer, parallel=block == "parallel")
+    parallel = block == "parallel"
     saes = mixed_dictionaries(layout)
     records = make_records(6)
     circuit = sfc_plugin.discover(

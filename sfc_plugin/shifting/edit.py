@@ -44,7 +44,8 @@ class FeatureEdit:
         return sum(map(len, self.ablate.values())) + sum(map(len, self.neurons.values()))
 
     def hooks(self) -> list[tuple[str, callable]]:
-        """TransformerLens forward hooks ``(hook_name, fn)`` that carry out the edit."""
+        """TransformerLens forward hooks ``(hook_name, fn)`` that carry out the edit (run them inside
+        :meth:`read_hooks`: a transcoder's features are read at its input hook)."""
         plan = {}
         for name in sorted(set(self.ablate) | set(self.neurons), key=list(self.submodules).index):
             sub = self.submodules[name]
@@ -86,14 +87,14 @@ class FeatureEdit:
     def applied(self, model):
         """The edit on ``model`` for the duration of a ``with`` block."""
         self.check_model(model)
-        with read_hooks(model, self._edited()), model.hooks(fwd_hooks=self.hooks()):
+        with self.read_hooks(model), model.hooks(fwd_hooks=self.hooks()):
             yield model
 
     def attach(self, model) -> None:
         """Add the edit as permanent hooks (they survive ``model.reset_hooks()``) until :meth:`detach`."""
         self.check_model(model)
         if self._flags is None:  # the read hooks' flags stay on until detach
-            self._flags = read_hooks(model, self._edited())
+            self._flags = self.read_hooks(model)
             self._flags.__enter__()
         for name, fn in self.hooks():
             point = model.hook_dict[name]
@@ -112,6 +113,11 @@ class FeatureEdit:
 
     def _edited(self) -> list[Submodule]:
         return [self.submodules[n] for n in set(self.ablate) | set(self.neurons)]
+
+    def read_hooks(self, model):
+        """A context in which :meth:`hooks` work: the model's flags for the hooks the edited transcoders read
+        (``use_hook_mlp_in``) switched on, and restored on exit (:meth:`applied` and :meth:`attach` do it)."""
+        return read_hooks(model, self._edited())
 
     def to_dict(self) -> dict:
         feats = [
