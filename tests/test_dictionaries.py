@@ -407,10 +407,11 @@ def test_ig_node_effects_of_a_transcoder_sum_to_patching_its_mlp(tokenizer):
         model, saes, records, method="ig", steps=100, node_threshold=0.0, edges=False, progress=False
     )
     batch = tokenize(model, records)
-    _, p = model.run_with_cache(batch.patch, names_filter="blocks.0.hook_mlp_out")
-    m0 = logit_diff(model(batch.clean), batch)
-    patched = model.run_with_hooks(batch.clean, fwd_hooks=[("blocks.0.hook_mlp_out", lambda a, hook: p[hook.name])])
-    want = float((logit_diff(patched, batch) - m0).mean())
+    with torch.no_grad():
+        _, p = model.run_with_cache(batch.patch, names_filter="blocks.0.hook_mlp_out")
+        m0 = logit_diff(model(batch.clean), batch)
+        patched = model.run_with_hooks(batch.clean, fwd_hooks=[("blocks.0.hook_mlp_out", lambda a, hook: p[hook.name])])
+        want = float((logit_diff(patched, batch) - m0).mean())
     total = sum(n.effect for n in circuit.nodes if n.submodule == "tc_0")
     assert abs(want) > 1e-2 and total == pytest.approx(want, rel=0.02)
 
@@ -488,3 +489,61 @@ def test_a_saved_dictionary_of_an_unregistered_architecture_is_one_line(tmp_path
     (tmp_path / "d" / "cfg.json").write_text(json.dumps({**cfg, "architecture": "crosscoder"}))
     with pytest.raises(SFCError, match="architecture 'crosscoder', which is not an architecture SAELens registers"):
         load_sae_dir(tmp_path / "d")
+
+
+def test_constant_norm_rescale_reports_features_in_the_hooks_units(tokenizer):
+    """As with ``layer_norm``: SAELens scales the input by ``c = √d_in / |x|`` and divides the reconstruction by it;
+    features are reported as ``f / c`` (their exact contribution), ``b_dec / c`` goes to the error node, and the
+    Jacobian of ``f / c`` with ``c`` held fixed is ``mask ⊙ W_enc``."""
+    model = make_model(tokenizer)
+    sae = make_dictionary("standard", "blocks.0.hook_resid_post")
+    sae.cfg.normalize_activations = "constant_norm_rescale"
+    sae._setup_activation_normalization()
+    (sub,) = build_submodules(model, {"blocks.0.hook_resid_post": sae})
+    x = torch.randn(3, 4, 16, dtype=torch.float64) * 3
+    c = 16**0.5 / x.norm(dim=-1, keepdim=True)
+    f = sub.encode(x)
+    assert torch.allclose(f, sae.encode(x) / c) and torch.equal(sub.b_dec, torch.zeros(16, dtype=torch.float64))
+    assert torch.allclose(sub.decode(f) + sae.b_dec / c, sae.decode(sae.encode(x)), atol=1e-12)
+    x0 = x[0, 0]
+    j = int((f[0, 0] != 0).nonzero()[0])
+    c0 = c[0, 0, 0]
+    sae.run_time_activation_norm_fn_in = lambda v: v * c0  # SAELens's scaling with c held at x0's
+    grad = torch.autograd.functional.jacobian(lambda v: sae.encode(v)[j] / c0, x0)
+    sae._setup_activation_normalization()
+    assert torch.allclose(grad, sub.W_enc[:, j], atol=1e-12)
+    sae2 = make_dictionary("topk", "blocks.1.hook_resid_post")
+    sae2.cfg.normalize_activations = "expected_average_only_in"  # the identity at inference, as SAELens runs it
+    circuit = sfc_plugin.discover(
+        model, {"blocks.0.hook_resid_post": sae, "blocks.1.hook_resid_post": sae2}, make_records(4), progress=False
+    )
+    assert {"resid_0", "resid_1"} <= {n.submodule for n in circuit.nodes if n.kind != "metric"}
+
+
+@pytest.mark.parametrize("block", ["sequential", "parallel", "gemma"])
+def test_tokenwise_transcoder_edges_equal_the_batched_vjp(tokenizer, block, monkeypatch):
+    """Edges into a transcoder whose inputs are submodules, per active (node, token) through its read and its MLP,
+    equal the batched VJP over every token; both read hooks, and a transcoder reading ``hook_resid_pre``."""
+    import sfc_plugin.attribution.edges as edges
+    from sfc_plugin.attribution.engine import attribute
+    from sfc_plugin.attribution.methods import ig
+
+    model = gemma_like(tokenizer) if block == "gemma" else make_model(tokenizer, parallel=block == "parallel")
+    reads = ("blocks.0.hook_mlp_in", "blocks.1.hook_resid_pre" if block == "parallel" else "blocks.1.hook_resid_mid")
+    saes = mixed_dictionaries("a", reads=reads)
+    saes["blocks.0.hook_resid_pre"] = saes.pop("hook_embed")  # the block's input is a submodule at layer 0 too
+    saes["blocks.0.hook_resid_pre"].cfg.metadata.hook_name = "blocks.0.hook_resid_pre"
+    saes["blocks.0.ln2.hook_normalized"] = saes.pop("blocks.0.hook_mlp_in")
+    saes["blocks.0.ln2.hook_normalized"].cfg.metadata.hook_name = "blocks.0.ln2.hook_normalized"
+    subs = build_submodules(model, saes)
+    batch = tokenize(model, make_records(6))
+    calls = []
+    real = edges.tokenwise_edges
+    monkeypatch.setattr(edges, "tokenwise_edges", lambda *a, **k: calls.append(a[2].sub.name) or real(*a, **k))
+    fast = attribute(model, subs, batch, logit_diff, ig, steps=2, node_threshold=0.01, batch_size=4, budget=None)
+    assert {"tc_0", "tc_1"} <= set(calls)
+    monkeypatch.setattr(edges, "mlp_inputs", lambda *a: None)
+    slow = attribute(model, subs, batch, logit_diff, ig, steps=2, batch_size=4, budget=None, nodes=fast.nodes)
+    assert fast.edges.keys() == slow.edges.keys() and ("resid_0", "tc_1") in fast.edges
+    for key, w in slow.edges.items():
+        assert (fast.edges[key] - w).abs().max() <= 1e-9 * (1 + w.abs().max()), key

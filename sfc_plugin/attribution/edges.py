@@ -79,6 +79,27 @@ class Cotangents:
             else:
                 out[i - lo, :, t] = value[:, t]
 
+    def rows(self, r: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cotangent rows of nodes ``r`` at flat tokens ``t`` (one row per pair; masked-linear kinds only):
+        ``{"x": [n, D]}``, and ``"read"`` ``[n, d_in]`` for a transcoder."""
+        B, T, D = self.shape
+        k = self.nodes.feat.numel()
+        is_feat = r < k
+        feat = self.coeff[r[is_feat], t[is_feat], None] * self.W[r[is_feat]]
+        if not self.sub.transcoder:
+            c = torch.empty((r.numel(), D), dtype=self.W.dtype, device=self.W.device)
+            c[is_feat] = feat
+            if self.err is not None:
+                c[~is_feat] = self.err.reshape(B * T, D)[t[~is_feat]]
+            return {"x": c}
+        read = self.W.new_empty((r.numel(), self.W.shape[-1]))
+        read[is_feat] = feat
+        x = self.W.new_zeros((r.numel(), D))
+        if self.err is not None:
+            read[~is_feat] = self.err_read.reshape(B * T, -1)[t[~is_feat]]
+            x[~is_feat] = self.err.reshape(B * T, D)[t[~is_feat]]
+        return {"x": x, "read": read}
+
     def chunk(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         B, T, D = self.shape
         k = self.nodes.feat.numel()
@@ -140,7 +161,9 @@ def mlp_inputs(model, subs: list[Submodule], d: Submodule):
     token by token (the residual entering block ``l`` is a submodule, and in a sequential block so is
     ``hook_attn_out``: every other path is cut), else None."""
     cfg, l = model.cfg, d.layer
-    if d.hook != f"blocks.{l}.hook_mlp_out" or getattr(cfg, "attn_only", False) or d.transcoder or d.W_enc is None:
+    if d.hook != f"blocks.{l}.hook_mlp_out" or getattr(cfg, "attn_only", False) or d.W_enc is None:
+        return None
+    if d.transcoder and _read_fn(model, d) is None:
         return None
     by_hook = {s.hook: s for s in subs}
     prev = by_hook.get("blocks.0.hook_resid_pre" if l == 0 else f"blocks.{l - 1}.hook_resid_post")
@@ -198,28 +221,55 @@ def _mlp_fn(model, layer: int):
     return lambda x: block.apply_mlp(block.ln2(x))
 
 
+def _read_fn(model, d: Submodule):
+    """A transcoder's read activation as a function of its MLP's input (the residual the MLP reads), when it is one:
+    ``hook_mlp_in`` (and ``hook_resid_mid`` in sequential blocks, ``hook_resid_pre`` in parallel ones) is that
+    input, ``ln2.hook_normalized`` its normalisation; else None."""
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    cfg, l = model.cfg, d.layer
+    if cfg.original_architecture in POST_NORM_ARCHITECTURES:
+        return None
+    parallel = getattr(cfg, "parallel_attn_mlp", False)
+    same = {f"blocks.{l}.hook_mlp_in", f"blocks.{l}.hook_resid_pre" if parallel else f"blocks.{l}.hook_resid_mid"}
+    if d.read_hook in same:
+        return lambda x: x
+    if d.read_hook == f"blocks.{l}.ln2.hook_normalized":
+        return model.blocks[l].ln2
+    return None
+
+
 def _tokenwise_vjp(model, subs: list[Submodule], d: Submodule, clean: dict[str, Acts]):
-    """``(inputs, vjp)`` when ``d`` reads its upstream submodules token by token (an MLP, :func:`mlp_inputs`, or a
-    residual, :func:`resid_inputs`), else None. ``vjp(c, t)`` maps cotangent rows ``c`` ``[rows, d_model]`` at
-    flat tokens ``t`` to ``{input name: [rows, d_in]}``. An MLP is linearised at its clean input, the sum of all
-    its inputs, whether or not they hold circuit nodes."""
+    """``(inputs, vjp)`` when ``d`` reads its upstream submodules token by token (an MLP or a transcoder,
+    :func:`mlp_inputs`, or a residual, :func:`resid_inputs`), else None. ``vjp(c, t)`` maps cotangent rows ``c``
+    (``{"x": [rows, d_model]}``, and ``"read"`` for a transcoder, as :meth:`Cotangents.rows` builds them) at flat
+    tokens ``t`` to ``{input name: [rows, d_in]}``. An MLP is linearised at its clean input, the sum of all its
+    inputs, whether or not they hold circuit nodes."""
     ins = mlp_inputs(model, subs, d)
     if ins is not None:
         B, T, D = clean[d.name].x.shape
         x = sum(clean[u.name].x for u in ins).reshape(B * T, D)
         fn = _mlp_fn(model, d.layer)
+        read = _read_fn(model, d) if d.transcoder else None
 
         def vjp(c, t):
             xr = x[t][:, None].detach().requires_grad_(True)
+            outs, cots = [], []
             with torch.enable_grad():
-                (v,) = torch.autograd.grad(fn(xr), xr, grad_outputs=c[:, None])
+                if "x" in c:
+                    outs.append(fn(xr))
+                    cots.append(c["x"][:, None])
+                if "read" in c:
+                    outs.append(read(xr))
+                    cots.append(c["read"][:, None])
+                (v,) = torch.autograd.grad(outs, xr, grad_outputs=cots)
             return dict.fromkeys((u.name for u in ins), v[:, 0])
 
         return ins, vjp
     pairs = resid_inputs(model, subs, d)
     if pairs is None:
         return None
-    return [u for u, _ in pairs], lambda c, t: {u.name: f(c) for u, f in pairs}
+    return [u for u, _ in pairs], lambda c, t: {u.name: f(c["x"]) for u, f in pairs}
 
 
 def tokenwise_edges(
@@ -241,7 +291,6 @@ def tokenwise_edges(
         err_rows.append(torch.full_like(toks, k + i))
         err_tok.append(toks)
     node_row, tok = torch.cat([node_row, *err_rows]), torch.cat([tok, *err_tok])
-    err = None if cot.err is None else cot.err.reshape(B * T, D)
     s = budget.shape if budget is not None else None
     n_up = sum(len(nodes[u.name]) for u in ins)  # each row's weights into every upstream node, and their products
     D_in = max([D] + [u.W_dec.shape[-1] for u in ins])
@@ -250,12 +299,7 @@ def tokenwise_edges(
     out = {u.name: W.new_zeros((len(ns), len(nodes[u.name]))) for u in ins}
     for lo in range(0, node_row.numel(), size):
         r, t = node_row[lo : lo + size], tok[lo : lo + size]
-        is_feat = r < k
-        c = torch.empty((r.numel(), D), dtype=W.dtype, device=W.device)
-        c[is_feat] = cot.coeff[r[is_feat], t[is_feat], None] * W[r[is_feat]]
-        if err is not None:
-            c[~is_feat] = err[t[~is_feat]]
-        vs = vjp(c, t)
+        vs = vjp(cot.rows(r, t), t)
         for u in ins:
             v = vs[u.name]
             df, derr = up_delta[u.name]
