@@ -357,6 +357,10 @@ def gemma_like(tokenizer, seed=0):
 @pytest.mark.parametrize("layout", ["a", "b", "c"])
 def test_mixed_circuit_edges_match_interventions_holding_the_rest_fixed(tokenizer, layout, block):
     model = gemma_like(tokenizer) if block == "gemma" else make_model(tokenizer, parallel=block == "parallel")
+    with torch.no_grad():  # norms with weights of their own: a transcoder reads ln2.hook_normalized before them
+        for name, p in model.named_parameters():
+            if ".ln" in name:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=p.dtype) * 0.3)
     parallel = block == "parallel"
     saes = mixed_dictionaries(layout)
     records = make_records(6)
@@ -529,6 +533,10 @@ def test_tokenwise_transcoder_edges_equal_the_batched_vjp(tokenizer, block, monk
     from sfc_plugin.attribution.methods import ig
 
     model = gemma_like(tokenizer) if block == "gemma" else make_model(tokenizer, parallel=block == "parallel")
+    with torch.no_grad():  # norms with weights and biases of their own (ln2.hook_normalized is before them)
+        for name, p in model.named_parameters():
+            if ".ln" in name:
+                p.add_(torch.randn_like(p) * 0.3)
     reads = ("blocks.0.hook_mlp_in", "blocks.1.hook_resid_pre" if block == "parallel" else "blocks.1.hook_resid_mid")
     saes = mixed_dictionaries("a", reads=reads)
     saes["blocks.0.hook_resid_pre"] = saes.pop("hook_embed")  # the block's input is a submodule at layer 0 too
