@@ -346,3 +346,14 @@ def record(result: dict[str, Any], data: str | None = None, split: str | None = 
         "m_empty": result["m_empty"],
         "curve": curve,
     }
+
+
+def attach(circuit: Circuit, result: dict[str, Any], data: str | None = None, split: str | None = None) -> Circuit:
+    """Record an :func:`evaluate` result in ``circuit`` (its ``evaluation``, written to ``circuit.json``, shown in
+    figure titles and the viewer) and refresh its warnings; returns the circuit. ``data``/``split`` say where the
+    held-out pairs came from. ``sfc discover`` does this on the dataset's held-out split."""
+    from .paths import health_warnings
+
+    circuit.evaluation = record(result, data, split)
+    circuit.warnings = health_warnings(circuit)
+    return circuit

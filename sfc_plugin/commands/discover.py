@@ -126,7 +126,7 @@ def _evaluate(args, s, world, circuit, records, data, split):
     circuit on the curve that reaches it); returns ``(circuit, note)``."""
     from ..curve import smallest_reaching
     from ..errors import SFCError
-    from ..evaluation import evaluate, record
+    from ..evaluation import attach, evaluate
     from ..paths import health_warnings
 
     started = time.perf_counter()
@@ -145,7 +145,7 @@ def _evaluate(args, s, world, circuit, records, data, split):
         if s["eval_data"] is not None or s["target_faithfulness"] is not None:
             raise
         return circuit, f"not evaluated: {exc}"
-    circuit.evaluation = record(result, data, split)
+    attach(circuit, result, data, split)
     timings = circuit.provenance.get("timings")
     if isinstance(timings, dict):
         timings["evaluation_seconds"] = round(time.perf_counter() - started, 3)
