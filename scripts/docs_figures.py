@@ -58,7 +58,7 @@ def main() -> None:
         sfc("export", out / "circuit.json", "--target-faithfulness", "0.8", "-o", Path(tmp) / "faithful.json")
         print("toy-rc-circuit:", faithfulness(Path(tmp) / "faithful.json"))
         if not args.skip_labels:
-            sfc("dashboards", out / "circuit.json", "-q")
+            sfc("dashboards", out / "circuit.json", "-q", "-o", out / "dashboards")  # next to the circuit
             print(
                 sfc(
                     "export",

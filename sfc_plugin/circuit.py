@@ -131,7 +131,9 @@ class Circuit:
         return counts
 
     def prune(self, node_threshold: float | None = None, edge_threshold: float | None = None) -> Circuit:
-        """A sub-circuit at stricter thresholds (no recomputation; thresholds can only rise)."""
+        """A sub-circuit at stricter thresholds (no recomputation; thresholds can only rise). A recorded
+        ``evaluation`` is re-stated for the new node set (the curve's point for exactly that set, else
+        ``"known": False``) and the warnings are recomputed."""
         from .validation import threshold
 
         nt = self.node_threshold if node_threshold is None else threshold(node_threshold, "node_threshold")

@@ -425,3 +425,25 @@ def test_a_wide_row_wraps_instead_of_shrinking_the_labels(tmp_path):
     assert r["console"] == [] and r["n"] == 60
     assert min(r["px"]) >= 11, min(r["px"])
     assert r["faith"] == "faithfulness not evaluated (sfc evaluate)"
+
+
+@needs_chromium
+def test_the_screenshot_script_takes_the_first_screen(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    build_site(_big_circuit(), tmp_path / "site")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "viewer_screenshot.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "site"), str(tmp_path / "shot.png"), "--no-card"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT,
+    )
+    assert done.returncode == 0, done.stderr
+    image = Image.open(tmp_path / "shot.png").convert("L")
+    assert image.size == (1400, 1000)
+    dark = sum(image.histogram()[:128])
+    assert dark > 2000  # drawn: boxes, labels and edges, not a blank page

@@ -197,8 +197,8 @@ def _title(circuit, note: str) -> str:
     from ..curve import describe
 
     head = (
-        f"{circuit.metric} ({circuit.method}, {circuit.aggregation}) · |effect| > {circuit.node_threshold:g}"
-        f" · |weight| > {circuit.edge_threshold:g}"
+        f"{circuit.metric} ({circuit.method}, {circuit.aggregation}) · |effect| > {circuit.node_threshold:.4g}"
+        f" · |weight| > {circuit.edge_threshold:.4g}"
     )
     lines = [head, describe(getattr(circuit, "evaluation", None))]
     warnings = getattr(circuit, "warnings", None) or []
