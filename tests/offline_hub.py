@@ -1,4 +1,5 @@
-"""Replicas of Hugging Face hub repositories in a local hub cache, for offline tests of the real loading paths.
+"""Replicas of Hugging Face hub repositories in a local hub cache, for offline tests of the real loading paths
+(the Gemma 3 family's, and the cache writer itself, are in :mod:`sfc_plugin.replica`).
 
 ``HF_HOME/hub/models--ORG--NAME/{refs/main, blobs/<sha256>, snapshots/<commit>/<path> -> blobs}``, the
 layout ``huggingface_hub`` reads with ``HF_HUB_OFFLINE=1``. Repo ids and paths come from SAELens's
@@ -8,119 +9,29 @@ layout ``huggingface_hub`` reads with ``HF_HUB_OFFLINE=1``. Repo ids and paths c
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-# the paper's subject–verb agreement data format (JSON lines), with words of our own
-NOUNS = [("author", "authors"), ("pilot", "pilots"), ("doctor", "doctors"), ("farmer", "farmers")]
-OTHERS = ["guards", "senators", "teachers"]
-
-
-def sva_records() -> list[dict]:
-    """Within-RC style pairs: "The author that the guards" → " like" / " likes"."""
-    out = []
-    for sg, pl in NOUNS:
-        for other in OTHERS:
-            out.append(
-                {
-                    "clean_prefix": f"The {sg} that the {other}",
-                    "patch_prefix": f"The {pl} that the {other}",
-                    "clean_answer": " is",
-                    "patch_answer": " are",
-                    "case": "singular_plural",
-                }
-            )
-            out.append(
-                {
-                    "clean_prefix": f"The {pl} that the {other}",
-                    "patch_prefix": f"The {sg} that the {other}",
-                    "clean_answer": " are",
-                    "patch_answer": " is",
-                    "case": "plural_plural",
-                }
-            )
-    return out
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def word_tokenizer(out_dir: Path, bos: str, extra: list[str] = ()):
-    """A word-level fast tokenizer over the data's words, saved with ``save_pretrained`` (file layout of the
-    hub's ``tokenizer.json`` + ``tokenizer_config.json``; the real BPE vocabularies are not reproducible here)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = sorted(
-        {
-            w
-            for r in sva_records()
-            for k in ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")
-            for w in r[k].split()
-        }
-        | set(extra)
-    )
-    vocab = {w: i for i, w in enumerate([bos, "<unk>", "<pad>"] + words)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=bos, unk_token="<unk>", pad_token="<pad>"
-    )
-    fast.save_pretrained(str(out_dir))
-    return out_dir
-
-
-class HubCache:
-    """Writes files into ``HF_HOME/hub`` as ``huggingface_hub`` stores downloads."""
-
-    def __init__(self, hf_home: Path):
-        self.hf_home = Path(hf_home)
-        self.hub = self.hf_home / "hub"
-
-    def put(self, repo_id: str, filename: str, source: Path) -> Path:
-        repo = self.hub / ("models--" + repo_id.replace("/", "--"))
-        commit = hashlib.sha1(repo_id.encode()).hexdigest()
-        (repo / "refs").mkdir(parents=True, exist_ok=True)
-        (repo / "refs" / "main").write_text(commit)
-        digest = hashlib.sha256()
-        with open(source, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 24), b""):
-                digest.update(block)
-        blob = repo / "blobs" / digest.hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        if blob.exists():
-            source.unlink()
-        else:
-            os.replace(source, blob)  # staging files move into the cache
-        link = repo / "snapshots" / commit / filename
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(os.path.relpath(blob, link.parent))
-        return link
-
-    def put_dir(self, repo_id: str, directory: Path, prefix: str = "") -> None:
-        for f in sorted(directory.rglob("*")):
-            if f.is_file():
-                self.put(repo_id, prefix + f.relative_to(directory).as_posix(), f)
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "HF_HOME": str(self.hf_home),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-
+# the shared pieces live in the package (``sfc bench`` builds its full-size replicas with them); the Gemma 3,
+# Gemma Scope 2, Qwen3 and Gemma-2 transcoder replicas are there too
+from sfc_plugin.replica import (  # noqa: E402,F401
+    GEMMA3_270M_CONFIG,
+    NOUNS,
+    OTHERS,
+    QWEN3_0_6B_CONFIG,
+    HubCache,
+    gemma3_hub,
+    gemma_scope_2,
+    gemma_scope_transcoders,
+    mwhanna_transcoders,
+    small_qwen3,
+    sva_records,
+    word_tokenizer,
+    write_jsonl,
+)
 
 # pythia-70m-deduped's config.json as the hub serves it
 PYTHIA_70M_CONFIG = {
