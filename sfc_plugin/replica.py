@@ -503,6 +503,8 @@ def gemma3_hub(
     (``d_sae``: a width other than the ids' own, for tests), calibrated on the model as the presets load it."""
     from .hf_convert import load_hf_model_dir
 
+    if config is None and size != "270m":
+        raise ValueError(f"gemma3_hub({size!r}): give the model's config (only 270m's is stored here)")
     cache = HubCache(hf_home)
     stage = Path(hf_home) / "stage"
     repo = {"270m": "google/gemma-3-270m"}.get(size, f"google/gemma-3-{size}-pt")
