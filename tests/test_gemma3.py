@@ -345,3 +345,25 @@ def test_qwen3_transcoder_preset_discovers_offline(qwen3_hub, tmp_path):
     assert len(kept) > 10 and any(
         e["source"].startswith("tc_") and e["target"].startswith("tc_") for e in circuit["edges"]
     )
+
+
+def test_bench_runs_the_whole_preset_on_the_replica(hub, tmp_path):
+    """``sfc bench --workload gemma-3-270m`` on a replica already built (here the test's, 64 features wide): the
+    load phase and ours only (no baseline at full size)."""
+    (hub["root"] / "gemma-3-270m.done").write_text("the test's replica\n")
+    env = {k: v for k, v in hub["env"].items() if k not in ("HF_HOME", "HF_HUB_OFFLINE")}  # bench sets them
+    args = ["bench", "--workload", "gemma-3-270m", "--replica", hub["root"], "--n-pairs", 2, "--n-tokens", 5]
+    done = sfc(env, *args, "--steps", 2, "--n-nodes", 30, "-q", "-o", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "bench.json").read_text())["workloads"]
+    assert [r["phase"] for r in rows] == ["load", "nodes", "edges", "total"]
+    assert all(r["name"] == "gemma-3-270m" and r["baseline_s"] is None for r in rows)
+    assert "54 dictionaries (3,456 features), 2 pairs x 5 tokens" in rows[0]["description"]
+    assert rows[0]["ours_peak_gb"] > 1 and rows[1]["n_nodes"] >= 10
+
+
+def test_replica_workloads_run_on_their_own(capsys):
+    from sfc_plugin.cli import main
+
+    assert main(["bench", "--workload", "gemma-3-270m", "--workload", "toy"]) == 2
+    assert "run the gemma-3-270m workloads on their own" in capsys.readouterr().err

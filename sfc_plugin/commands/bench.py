@@ -116,7 +116,11 @@ def _on_replica(args) -> int:
     done = root / "gemma-3-270m.done"
     if not done.exists():
         print(f"building the replica hub in {root} (once; about 7 GB)", file=sys.stderr)
-        replica.gemma3_hub(root / "hf", progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
+        build = "import sys; from pathlib import Path; from sfc_plugin.replica import gemma3_hub; "
+        build += "gemma3_hub(Path(sys.argv[1]), progress=None if sys.argv[2] == 'q' else print)"
+        # in a process of its own, so its memory (the model, the activations it calibrates on) is not held here
+        if subprocess.run([sys.executable, "-c", build, str(root / "hf"), "q" if args.quiet else "-"]).returncode:
+            raise SFCError(f"building the replica hub in {str(root)!r} failed (see above)")
         done.write_text("google/gemma-3-270m, google/gemma-scope-2-270m-pt (width_16k_l0_big)\n")
     env = {**replica.HubCache(root / "hf").env(), CHILD: "1"}
     return subprocess.run([sys.executable, "-m", "sfc_plugin.cli", *_argv(args)], env=env).returncode
