@@ -365,7 +365,11 @@ def reshape_hook_z(sae, hook: str):
     SAEs with ``reshape_activations="hook_z"``. SAELens 6.54's ``gemma_3`` loader leaves Gemma Scope 2's
     attention SAEs (trained on ``o_proj``'s input: the same numbers, heads concatenated) at ``"none"``, so they
     cannot encode TransformerLens's ``hook_z`` as loaded; this turns SAELens's own reshaping on for them."""
-    if hook.endswith("attn.hook_z") and getattr(sae.cfg, "reshape_activations", None) == "none":
+    if (
+        isinstance(hook, str)
+        and hook.endswith("attn.hook_z")
+        and getattr(sae.cfg, "reshape_activations", None) == "none"
+    ):
         sae.cfg.reshape_activations = "hook_z"
         sae.turn_on_forward_pass_hook_z_reshaping()
     return sae
@@ -446,7 +450,7 @@ def add_read_hooks(model, saes: Mapping[str, Any]) -> None:
     the same way, with SAELens's own function) when a dictionary in ``saes`` reads it. Idempotent."""
     from .dictionaries import read_hook_of
 
-    if not any(read_hook_of(sae, hook).endswith(".mlp.hook_in") for hook, sae in saes.items()):
+    if not any(isinstance(h, str) and read_hook_of(sae, h).endswith(".mlp.hook_in") for h, sae in saes.items()):
         return
     mlps = [b.mlp for b in getattr(model, "blocks", []) if hasattr(b, "mlp") and not hasattr(b.mlp, "hook_in")]
     if mlps:
