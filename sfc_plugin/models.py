@@ -462,10 +462,10 @@ def add_read_hooks(model, saes: Mapping[str, Any]) -> None:
 
 
 def share_tied_embedding(model):
-    """``model`` with its unembedding a view of its embedding where they are equal (tied embeddings: Gemma, Qwen3):
-    TransformerLens loads ``W_U`` as a copy of ``W_Eᵀ``, a second 671 MB at Gemma 3's 262,144 × 640 vocabulary
-    in float32 (2.4 GB for Gemma-2-2B). The engine and TransformerLens read ``W_U`` through matrix products,
-    which take the transposed view as it is."""
+    """``model`` with its unembedding a view of its embedding where the two are equal (tied embeddings, e.g. Qwen3:
+    TransformerLens loads ``W_U`` as a copy of ``W_Eᵀ``). The engine and TransformerLens read ``W_U`` through
+    matrix products, which take the transposed view as it is. Not Gemma: TransformerLens folds Gemma's √d_model
+    embedding scale into ``W_E``, so its ``W_U`` differs and stays a copy."""
     import torch
 
     W_E, W_U = model.embed.W_E, getattr(getattr(model, "unembed", None), "W_U", None)
