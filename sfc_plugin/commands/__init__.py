@@ -13,6 +13,7 @@ import warnings
 
 from ..errors import SFCError
 from . import (
+    annotate,
     bench,
     clusters,
     dashboards,
@@ -28,7 +29,21 @@ from . import (
 )
 
 # in the order `sfc --help` lists them
-COMMANDS = (discover, evaluate, shift, presets, bench, plugins, toy, export, clusters, edit_report, dashboards, view)
+COMMANDS = (
+    discover,
+    evaluate,
+    shift,
+    presets,
+    bench,
+    plugins,
+    toy,
+    export,
+    clusters,
+    edit_report,
+    dashboards,
+    view,
+    annotate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
