@@ -92,7 +92,9 @@ def test_merge_unites_histories_and_reports_conflicts():
 
     merged, _ = A.merge([("team", [p, acc]), ("dave", [p, rival])], prefer="dave", merger="erin")
     head = A.latest(merged)["resid_1/2"]
-    assert head["label"] == "singular object" and "chose this label from dave" in head["note"] and "erin" in head["note"]
+    assert (
+        head["label"] == "singular object" and "chose this label from dave" in head["note"] and "erin" in head["note"]
+    )
 
     rejected = A.review_record([rival], "resid_1/2", "rejected", "bob", created="2025-01-05T00:00:00Z")
     merged, conflicts = A.merge([("team", [p, acc]), ("dave", [p, rival, rejected])])
@@ -110,7 +112,12 @@ def test_label_provider_shows_accepted_and_refuses_another_sae(tmp_path):
     labels = {n.id: n.label for n in out.nodes}
     assert labels["resid_1/2"] == "plural subject" and labels["mlp_1/7"] is None  # proposed: hidden by default
     info = out.provenance["node_info"]["resid_1/2"]
-    assert (info["status"], info["author"], info["reviewer"], info["source"]) == ("accepted", "alice", "bob", "annotations")
+    assert (info["status"], info["author"], info["reviewer"], info["source"]) == (
+        "accepted",
+        "alice",
+        "bob",
+        "annotations",
+    )
     assert out.provenance["labels"]["provider"] == "annotations"
     shown = apply_labels(circuit, "annotations", path=str(path), status="accepted,proposed")
     assert {n.id: n.label for n in shown.nodes}["mlp_1/7"] == "verb form"
@@ -145,7 +152,9 @@ def test_cli_round_trip_add_review_merge_export(tmp_path, capsys, monkeypatch):
     _circuit().to_json(cpath)
     base = ["annotate", "add", str(team)]
     assert main(base + ["resid_1/2", "plural subject", "--author", "alice", "--circuit", str(cpath)]) == 0
-    assert main(base + ["mlp_1/7", "verb", "--author", "carol", "--circuit", str(cpath), "--evidence", "context:4"]) == 0
+    assert (
+        main(base + ["mlp_1/7", "verb", "--author", "carol", "--circuit", str(cpath), "--evidence", "context:4"]) == 0
+    )
     assert main(["annotate", "review", str(team), "resid_1/2", "--accept", "--reviewer", "alice"]) == 2
     assert "needs a second person" in capsys.readouterr().err
     assert main(["annotate", "review", str(team), "resid_1/2", "--accept", "--reviewer", "bob", "--note", "ok"]) == 0
@@ -164,7 +173,11 @@ def test_cli_round_trip_add_review_merge_export(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["annotate", "list", str(merged)]) == 0
     listing = capsys.readouterr().out
-    assert "✓ resid_1/2" in listing and "✗ mlp_1/7" in listing and "2 features: 1 accepted, 0 proposed, 1 rejected" in listing
+    assert (
+        "✓ resid_1/2" in listing
+        and "✗ mlp_1/7" in listing
+        and "2 features: 1 accepted, 0 proposed, 1 rejected" in listing
+    )
     assert main(["annotate", "list", str(merged), "--history", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 4
 
@@ -186,3 +199,42 @@ def test_cli_round_trip_add_review_merge_export(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert "another SAE" in err and "--force" in err and len(err.splitlines()) == 1
     assert main(["export", str(cpath), "--format", "dot", "--labels", str(wrong), "--force", "-o", str(fig)]) == 0
+
+
+def test_shift_file_judge_reads_accepted_annotations_and_records_who_decided(tmp_path, capsys):
+    """SHIFT's ``file`` judge with an annotations file: accepted records with ``decision: ablate`` are ablated,
+    a proposed one is not, and shift.json names the annotation (author, status) that decided each feature."""
+    from sfc_plugin.shifting.judges import read_decisions
+    from sfc_plugin.world import World
+
+    fps = A.sae_fingerprints(World.load().provenance())
+    path = tmp_path / "shift.jsonl"
+    a = A.make_record("resid_2/179", fps["resid_2"], "profession: nurse", "alice", decision="ablate")
+    b = A.make_record("resid_2/162", fps["resid_2"], "gendered pronoun", "carol", decision="ablate")
+    A.write_annotations(path, [a, b, A.review_record([a], "resid_2/179", "accepted", "bob", note="gender, not job")])
+    assert read_decisions(path) == {"resid_2/179": "ablate"}  # only the accepted decision
+    args = ["shift", "--judge", "file", "--decisions", str(path), "--n-train", "64", "--n-eval", "64", "--steps", "2"]
+    args += ["--top-k", "200", "--compare-judge", "none", "--no-side-effects", "-q", "-o", str(tmp_path / "shift")]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "shift" / "shift.json").read_text())
+    features = {f["id"]: f for f in report["features"]}
+    assert (
+        {i for i, f in features.items() if f["decision"] == "ablate"}
+        == {"resid_2/179"}
+        == {f["id"] for f in json.loads((tmp_path / "shift" / "edit.json").read_text())["features"]}
+    )
+    decided = features["resid_2/179"]
+    assert decided["judge"] == f"annotations:{path}"
+    assert "'profession: nurse' by alice, accepted by bob" in decided["note"]
+    if "resid_2/162" in features:
+        assert features["resid_2/162"]["decision"] == "keep" and "proposed" in features["resid_2/162"]["note"]
+    assert all(f["judge"].startswith("annotations:") for f in features.values())
+
+    wrong = tmp_path / "wrong.jsonl"
+    A.write_annotations(
+        wrong, [A.make_record("resid_2/179", OTHER, "x", "alice", status="accepted", reviewer="bob", decision="ablate")]
+    )
+    args[args.index(str(path))] = str(wrong)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "annotated on another SAE" in err and len(err.splitlines()) == 1

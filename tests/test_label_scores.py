@@ -15,7 +15,9 @@ def test_summary_is_the_activation_weighted_auroc():
     rule = {"tokens": ["a"], "after": None}
     # 10 firing tokens (4 predicted, carrying 60% of the activation), 90 silent (9 predicted)
     s = summary(4, 6, 9, 81, n_contexts=5, mass_hit=6.0, mass=10.0, rule=rule)
-    assert s["auroc"] == pytest.approx((1 + 0.6 - 0.1) / 2) and s["recall"] == 0.4 and s["precision"] == round(4 / 13, 4)
+    assert (
+        s["auroc"] == pytest.approx((1 + 0.6 - 0.1) / 2) and s["recall"] == 0.4 and s["precision"] == round(4 / 13, 4)
+    )
     assert s["low"] is False and s["rule"] == "fires on 'a'"
     assert summary(0, 10, 0, 90, 5, 0.0, 10.0, rule)["auroc"] == 0.5  # predicts nothing: chance
     assert summary(0, 5, 0, 90, 5, 0.0, 1.0, rule)["low"] is None  # too few firings to flag
@@ -46,9 +48,10 @@ def test_auto_labels_carry_held_out_scores_and_a_wrong_label_scores_near_chance(
     made_from = top | {c["context"] for b in rec["quantiles"] for c in b["contexts"]}
     kw = {"n_contexts": 384, "exclude": made_from}
     # the nouns it fires on in its dashboard contexts: a label naming the class
-    nouns = sorted({clean(c["tokens"][c["position"]]) for b in rec["quantiles"] for c in b["contexts"]} | {
-        clean(c["tokens"][c["position"]]) for c in rec["top"]
-    })
+    nouns = sorted(
+        {clean(c["tokens"][c["position"]]) for b in rec["quantiles"] for c in b["contexts"]}
+        | {clean(c["tokens"][c["position"]]) for c in rec["top"]}
+    )
     right = label_score(world, feature=FEATURE, rule={"tokens": nouns}, **kw)
     wrong = label_score(world, feature=FEATURE, rule={"tokens": ["near"]}, **kw)  # a preposition
     after = label_score(world, feature=FEATURE, rule={"tokens": [], "after": "near"}, **kw)

@@ -558,7 +558,15 @@ def test_view_refuses_annotations_of_another_sae(annotated_site, tmp_path, capsy
 
     wrong = tmp_path / "wrong.jsonl"
     A.write_annotations(wrong, [A.make_record("mlp_1/7", "0" * 64, "verb", "alice")])
-    args = ["view", str(annotated_site / "c.json"), "--no-dashboards", "-o", str(tmp_path / "s"), "--labels", str(wrong)]
+    args = [
+        "view",
+        str(annotated_site / "c.json"),
+        "--no-dashboards",
+        "-o",
+        str(tmp_path / "s"),
+        "--labels",
+        str(wrong),
+    ]
     assert main(args + ["--label-option", "status=all"]) == 2
     assert "annotated on another SAE" in capsys.readouterr().err
     assert main(args + ["--label-option", "status=all", "--force"]) == 0
