@@ -17,6 +17,7 @@ from . import (
     bench,
     clusters,
     dashboards,
+    diff,
     discover,
     edit_report,
     evaluate,
@@ -41,6 +42,7 @@ COMMANDS = (
     clusters,
     edit_report,
     dashboards,
+    diff,
     view,
     annotate,
 )
