@@ -11,9 +11,13 @@ fingerprint) a feature means the same thing in both, so nodes and edges compare 
 - ``only_a`` / ``only_b``: the nodes in one circuit only, strongest first.
 
 Circuits aggregated differently (``sum`` and ``none``) compare at the feature level: positions are summed away.
-With other SAEs or another model, feature indices mean different things: ``comparable`` says so and only sizes,
-per-submodule counts, total effects and held-out faithfulness are compared (matching features across SAEs by
-their decoder directions is not done here).
+With other SAEs or another model, feature indices mean different things. Given both sides' decoders
+(``decoders=({submodule: W_dec}, {submodule: W_dec})``; ``sfc diff`` loads them from the circuits' recorded
+specs) of the same model width, each feature node of A is matched to the feature of B's SAE at the same
+submodule whose decoder direction is closest (cosine ≥ ``min_cosine``, default 0.7), and A's matched nodes take
+their partners' ids; error nodes match by submodule; ``matching`` reports how many matched and their cosines.
+Without decoders (or with other widths) ``comparable`` says why and only sizes, per-submodule counts, total
+effects and held-out faithfulness are compared.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from .errors import SFCError
 
 SCHEMA = "sfc-diff/1"
 SIZES = (5, 10, 20, 50, 100, 200, 500, 1000)
+MIN_COSINE = 0.7
 
 
 def _fingerprints(circuit) -> dict[str, str]:
@@ -123,16 +128,87 @@ def comparability(a, b) -> tuple[bool, str]:
     return True, f"same SAEs for all {len(subs)} submodules (by fingerprint)"
 
 
-def compare(a, b, names: tuple[str, str] = ("A", "B"), n_only: int = 50) -> dict:
+def match_features(a, decoders: tuple[dict, dict], min_cosine: float = MIN_COSINE) -> tuple[dict[str, str], dict]:
+    """``({A feature id: B feature id}, report)``: each feature node of ``a`` matched to the feature of B's SAE at
+    the same submodule with the closest decoder direction (cosine at least ``min_cosine``)."""
+    import torch
+
+    da, db = decoders
+    wanted: dict[str, list[int]] = {}
+    for n in a.nodes:
+        if n.kind == "feature":
+            wanted.setdefault(n.submodule, []).append(n.feature)
+    mapping, cosines, unmatched = {}, [], []
+    for sub, feats in wanted.items():
+        if sub not in da or sub not in db:
+            unmatched += [f"{sub}/{f}" for f in feats]
+            continue
+        wa = torch.as_tensor(da[sub]).detach().float()
+        wb = torch.as_tensor(db[sub]).detach().float()
+        if wa.shape[-1] != wb.shape[-1]:
+            raise SFCError(
+                f"{sub}: decoder widths differ ({wa.shape[-1]} vs {wb.shape[-1]}): features cannot be matched"
+            )
+        idx = torch.tensor(sorted(set(feats)))
+        sims = torch.nn.functional.normalize(wa[idx], dim=-1) @ torch.nn.functional.normalize(wb, dim=-1).T
+        best, arg = sims.max(dim=-1)
+        for f, c, j in zip(idx.tolist(), best.tolist(), arg.tolist()):
+            if c >= min_cosine:
+                mapping[f"{sub}/{f}"] = f"{sub}/{j}"
+                cosines.append(c)
+            else:
+                unmatched.append(f"{sub}/{f}")
+    report = {
+        "method": f"decoder-direction cosine >= {min_cosine:g}, same submodule",
+        "matched": len(mapping),
+        "unmatched": len(unmatched),
+        "median_cosine": round(sorted(cosines)[len(cosines) // 2], 4) if cosines else None,
+        "unmatched_ids": sorted(unmatched)[:50],
+    }
+    return mapping, report
+
+
+def _renamed(values: dict, mapping: dict[str, str], pairs: bool = False) -> dict:
+    def name(i: str) -> str:  # an unmatched feature keeps A's id, marked so it never meets a B id by chance
+        base, _, pos = i.partition("@")
+        feature = "/" in base and not base.endswith("/err")  # not the metric, not an error node
+        base = mapping.get(base) or (f"A:{base}" if feature else base)
+        return base + (f"@{pos}" if pos else "")
+
+    out: dict = {}
+    for k, v in values.items():
+        key = (name(k[0]), name(k[1])) if pairs else name(k)
+        out[key] = out.get(key, 0.0) + v
+    return out
+
+
+def compare(
+    a,
+    b,
+    names: tuple[str, str] = ("A", "B"),
+    n_only: int = 50,
+    decoders: tuple[dict, dict] | None = None,
+    min_cosine: float = MIN_COSINE,
+) -> dict:
     """``sfc-diff/1``: the comparison of circuits ``a`` and ``b`` (see the module docstring)."""
     ok, why = comparability(a, b)
     out = {"schema": SCHEMA, "a": {"name": names[0], **_summary(a)}, "b": {"name": names[1], **_summary(b)}}
     out["comparable"] = {"by_id": ok, "why": why}
-    if not ok:
+    mapping = None
+    if not ok and decoders is not None:
+        try:
+            mapping, out["matching"] = match_features(a, decoders, min_cosine)
+        except SFCError as exc:
+            out["comparable"]["why"] += f"; {exc}"
+            return out
+        out["comparable"]["by_decoder"] = True
+    if not ok and mapping is None:
         return out
     strip = a.aggregation != b.aggregation
     ea, eb = _effects(a, strip), _effects(b, strip)
     wa, wb = _weights(a, strip), _weights(b, strip)
+    if mapping is not None:
+        ea, wa = _renamed(ea, mapping), _renamed(wa, mapping, pairs=True)
     shared = sorted(set(ea) & set(eb), key=lambda i: -max(abs(ea[i]), abs(eb[i])))
     rank = spearman([ea[i] for i in shared], [eb[i] for i in shared])
 
@@ -175,7 +251,14 @@ def lines(d: dict) -> list[str]:
         f"B: {b['name']} ({b['nodes']} nodes, {b['edges']} edges)",
         f"comparable by id: {'yes' if d['comparable']['by_id'] else 'no'} ({d['comparable']['why']})",
     ]
-    if not d["comparable"]["by_id"]:
+    m = d.get("matching")
+    if m:
+        out.append(
+            f"features matched by {m['method']}: {m['matched']} of A's, {m['unmatched']} unmatched"
+            + ("" if m["median_cosine"] is None else f", median cosine {m['median_cosine']:.3f}")
+            + " (A's matched features take B's ids below)"
+        )
+    if "nodes" not in d:
         for key in ("total_effect", "faithfulness"):
             out.append(f"{key}: {a[key]} vs {b[key]}")
         return out
@@ -209,8 +292,8 @@ def figure(d: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not d["comparable"]["by_id"]:
-        raise SFCError("no figure: the circuits are not comparable by id")
+    if "nodes" not in d:
+        raise SFCError("no figure: the circuits' features cannot be matched")
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
     for key, style in (("nodes", "o-"), ("edges", "s--")):
         pts = d[key]["matched"]

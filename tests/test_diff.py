@@ -90,3 +90,50 @@ def test_cli_diff_with_itself_and_the_documented_rc_nounpp_figures(toy_circuits,
         assert text in out and text in page, text
     assert 0.5 < n["jaccard"] < 1.0 and d["rank_correlation"] > 0.8
     assert main(["diff", str(rc), str(tmp_path / "none.json"), "-o", str(tmp_path / "x")]) == 2
+
+
+def test_other_saes_match_features_by_decoder_direction():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(32, 16, generator=gen)
+    perm = torch.randperm(32, generator=gen)  # B's feature j is A's feature perm[j]
+    wb = w[perm] + 0.05 * torch.randn(32, 16, generator=gen)
+    inv = {int(p): j for j, p in enumerate(perm.tolist())}
+    a = _circuit({"r/1": 3.0, "r/2": -2.0, "r/3": 1.0, "r/err": 0.5}, [("r/1", "y", 1.0), ("r/2", "r/1", 0.3)])
+    b = _circuit(
+        {f"r/{inv[1]}": 2.5, f"r/{inv[2]}": -1.5, f"r/{inv[3]}": 0.8, "r/err": 0.4},
+        [(f"r/{inv[1]}", "y", 1.0), (f"r/{inv[2]}", f"r/{inv[1]}", 0.2)],
+        fp="b" * 64,
+    )
+    d = compare(a, b, decoders=({"r": w}, {"r": wb}))
+    assert d["comparable"]["by_decoder"] and d["matching"]["matched"] == 3 and d["matching"]["median_cosine"] > 0.99
+    assert d["nodes"]["jaccard"] == 1.0 and d["edges"]["jaccard"] == 1.0 and d["rank_correlation"] == 1.0
+    unrelated = compare(a, b, decoders=({"r": w}, {"r": torch.randn(32, 16, generator=gen)}), min_cosine=0.9)
+    assert unrelated["matching"]["matched"] == 0 and unrelated["nodes"]["shared"] == 1  # only the error node
+    assert [x["id"] for x in unrelated["only_a"]][:3] == ["A:r/1", "A:r/2", "A:r/3"]  # never taken for B's ids
+    wide = compare(a, b, decoders=({"r": w}, {"r": torch.randn(32, 8)}))
+    assert "decoder widths differ (16 vs 8)" in wide["comparable"]["why"] and "nodes" not in wide
+
+
+def test_cli_diff_loads_the_recorded_saes_to_match_features(toy_circuits, tmp_path, capsys):
+    rc = json.loads((toy_circuits / "rc.json").read_text())
+    for s in rc["provenance"]["saes"]:  # as if found with other SAEs: the toy SAEs are loaded for both sides
+        if s["submodule"] == "resid_1":
+            s["fingerprint"]["sha256"] = "0" * 64
+    (tmp_path / "other.json").write_text(json.dumps(rc))
+    assert main(["diff", str(toy_circuits / "rc.json"), str(tmp_path / "other.json"), "-o", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "comparable by id: no (different SAEs for resid_1" in out and "median cosine 1.000" in out
+    d = json.loads((tmp_path / "d" / "diff.json").read_text())
+    assert d["matching"]["unmatched"] == 0 and d["nodes"]["jaccard"] == 1.0 and (tmp_path / "d" / "diff.png").exists()
+    args = [
+        "diff",
+        str(toy_circuits / "rc.json"),
+        str(tmp_path / "other.json"),
+        "--no-match",
+        "-o",
+        str(tmp_path / "n"),
+    ]
+    assert main(args) == 0 and not (tmp_path / "n" / "diff.png").exists()
+    assert "nodes" not in json.loads((tmp_path / "n" / "diff.json").read_text())
