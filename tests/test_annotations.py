@@ -99,6 +99,10 @@ def test_merge_unites_histories_and_reports_conflicts():
     rejected = A.review_record([rival], "resid_1/2", "rejected", "bob", created="2025-01-05T00:00:00Z")
     merged, conflicts = A.merge([("team", [p, acc]), ("dave", [p, rival, rejected])])
     assert conflicts == [] and A.latest(merged)["resid_1/2"] == acc  # a rejected label does not conflict
+    refused = A.review_record([p], "resid_1/2", "rejected", "dave", note="fires on objects too")
+    merged, conflicts = A.merge([("team", [p, acc]), ("dave", [p, refused])])  # reviewers disagree
+    assert merged == [] and "(accepted, alice, reviewer bob; team)" in conflicts[0].line()
+    assert "(rejected, alice, reviewer dave; dave)" in conflicts[0].line()
     with pytest.raises(SFCError, match="--prefer 'nobody' is not one of the inputs"):
         A.merge([("team", [p])], prefer="nobody")
 

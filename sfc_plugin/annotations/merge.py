@@ -2,7 +2,8 @@
 
 Each input's current record of a feature is its *head*. A head that another input's history already holds
 was seen and superseded there (that input reviewed or relabelled it), so it drops out. When the heads left
-name different labels and more than one of them is not rejected, the feature is a *conflict*: :func:`merge`
+name different labels and more than one of them is not rejected, or one input accepted a label that another
+rejected, the feature is a *conflict*: :func:`merge`
 reports it and writes nothing for it until someone decides (``prefer=`` an input, whose head then wins and
 the choice is recorded as a new record with a note). Otherwise the merged history is every distinct record
 in time order, with each feature's winning head last (the latest non-rejected head; else the latest head).
@@ -76,7 +77,10 @@ def merge(
             distinct.setdefault(_key(r), (s, r))
         live = list(distinct.values())
         standing = {r["label"] for _, r in live if r["status"] != "rejected"}
-        if len(standing) > 1:
+        disputed = any(  # one reviewer accepted a label another rejected
+            {"accepted", "rejected"} <= {r["status"] for _, r in live if r["label"] == label} for label in standing
+        )
+        if len(standing) > 1 or disputed:
             chosen = next((r for s, r in live if s == prefer), None)
             if chosen is None:
                 conflicts.append(Conflict(fid, live))
