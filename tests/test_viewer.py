@@ -514,6 +514,10 @@ def test_feature_card_proposes_reviews_and_downloads_annotations(annotated_site,
         card = document.getElementById('card');
         result.afterReview = card.querySelector('.label').textContent;
         result.nodeText = document.querySelector('.node[data-id="resid_1/2"] text.sub').textContent;
+        card = open('attn_0/5');
+        type(card.querySelector('input.reviewer'), 'eve');
+        click(card.querySelector('button.reject'));
+        result.rejected = document.getElementById('card').querySelector('.label').textContent;
         var captured = {}, RealBlob = window.Blob, createURL = URL.createObjectURL;
         window.Blob = function (parts, opts) { captured.text = parts.join(''); return new RealBlob(parts, opts); };
         URL.createObjectURL = function (blob) { var u = createURL(blob); captured.url = u; captured.type = blob.type; captured.size = blob.size; return u; };
@@ -537,7 +541,10 @@ def test_feature_card_proposes_reviews_and_downloads_annotations(annotated_site,
     assert d["size"] == len(d["text"].encode("utf-8"))  # the blob is this text
     path.write_text(d["text"], encoding="utf-8")
     records = A.read_annotations(path)  # valid sfc-annotations/1
-    assert len(records) == 5 and records[:3] == A.read_annotations(annotated_site / "team.jsonl")
+    assert r["rejected"] == "✗ subject noun"
+    assert len(records) == 6 and records[:3] == A.read_annotations(annotated_site / "team.jsonl")
+    gone = A.latest(records)["attn_0/5"]
+    assert (gone["status"], gone["author"], gone["reviewer"]) == ("rejected", "carol", "eve")
     new = A.latest(records)["resid_1/2"]
     assert (new["status"], new["author"], new["reviewer"], new["note"]) == (
         "accepted",
