@@ -242,3 +242,29 @@ def test_shift_file_judge_reads_accepted_annotations_and_records_who_decided(tmp
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "annotated on another SAE" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["add", "{f}", "resid_1", "x", "--author", "a", "--sae-fingerprint", FP1], "feature 'resid_1' is not"),
+        (["add", "{f}", "resid_1/2", "x", "--author", "a", "--sae-fingerprint", "abc"], "64 lowercase hex"),
+        (["add", "{f}", "resid_1/2", " ", "--author", "a", "--sae-fingerprint", FP1], "'label' must be a non-empty"),
+        (["review", "{missing}", "resid_1/2", "--accept", "--reviewer", "b"], "does not exist"),
+        (["review", "{f}", "resid_1/2", "--reviewer", "b"], "give --accept or --reject"),
+        (["review", "{f}", "mlp_1/7", "--reject", "--reviewer", "b"], "no annotation of 'mlp_1/7'"),
+        (["list", "{f}", "--status", "maybe"], "status='maybe'"),
+        (["merge", "{f}", "{f}", "-o", "{f}", "--prefer", "other.jsonl"], "--prefer 'other.jsonl' is not one of"),
+        (["list", "{bad}"], "line 1: not JSON"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
+    f, bad = tmp_path / "a.jsonl", tmp_path / "bad.jsonl"
+    A.write_annotations(f, [A.make_record("resid_1/2", FP1, "plural subject", "alice")])
+    bad.write_text("{oops\n")
+    names = {"{f}": str(f), "{missing}": str(tmp_path / "none.jsonl"), "{bad}": str(bad)}
+    before = f.read_text()
+    assert main(["annotate", *[names.get(a, a) for a in args]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert f.read_text() == before  # nothing written
