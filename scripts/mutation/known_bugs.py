@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch import make_scratch, run_pytest  # noqa: E402
+from scratch import REPO, make_scratch, run_pytest  # noqa: E402
+
+BEGIN, END = "<!-- known-bugs:begin -->", "<!-- known-bugs:end -->"
 
 
 @dataclass
@@ -184,6 +186,7 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="run the whole suite for every bug")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per pytest run")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
+    parser.add_argument("--write-docs", action="store_true", help="put the table into docs/testing.md")
     args = parser.parse_args(argv)
     bugs = [b for b in BUGS if not args.names or b.name in args.names]
     if not bugs:
@@ -218,10 +221,29 @@ def main(argv=None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
         else:
             print(f"scratch copy kept at {scratch}")
-    print("\n| bug | file | result | first failing test |\n|---|---|---|---|")
+    table = ["| bug | file | result | first failing test |", "|---|---|---|---|"]
     for bug, verdict, _, failed in rows:
-        print(f"| `{bug.name}`: {bug.what} | `{bug.file}` | {verdict} | `{failed or '-'}` |")
+        what = bug.what.replace("|", "\\|")
+        table.append(f"| `{bug.name}`: {what} | `{bug.file}` | {verdict} | `{failed or '-'}` |")
+    print("\n" + "\n".join(table))
+    if args.write_docs:
+        write_docs(table, control.seconds, sum(r[2] for r in rows), args.full)
     return 0 if ok else 1
+
+
+def write_docs(table: list[str], control_s: float, bugs_s: float, full: bool) -> None:
+    import subprocess
+
+    docs = REPO / "docs" / "testing.md"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    head = (
+        f"Last run at commit `{commit.stdout.strip()}` ({'whole suite' if full else 'each bug against its own test files'}):"
+        f" control {control_s:.0f} s, the bugs {bugs_s:.0f} s, niced on the shared 2-core machine."
+    )
+    block = "\n".join([BEGIN, head, "", *table, END])
+    text = docs.read_text(encoding="utf-8")
+    text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    docs.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

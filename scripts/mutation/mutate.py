@@ -89,10 +89,11 @@ class Mutant:
     original: str  # the source segment replaced
     replacement: str
     line_text: str  # the first original line, stripped (the key equivalence notes use)
+    scope: tuple[int, int] | None = None  # lines of the enclosing function's body (None: module level)
 
     @property
     def key(self) -> str:
-        raw = f"{self.file}|{self.line_text}|{self.operator}|{self.original}|{self.replacement}"
+        raw = f"{self.file}|{self.line_text}|{self.col}|{self.operator}|{self.original}|{self.replacement}"
         return hashlib.sha1(raw.encode()).hexdigest()[:10]
 
 
@@ -105,14 +106,15 @@ class _Collector(ast.NodeVisitor):
 
     def __init__(self, source: str):
         self.source = source
-        self.sites: list[tuple[str, ast.AST, str]] = []
+        self.sites: list[tuple[str, ast.AST, str, tuple[int, int] | None]] = []
         self._skip = 0
+        self._scope: list[tuple[int, int]] = []
 
     def _add(self, op: str, node: ast.AST, new_node_or_src) -> None:
         if self._skip:
             return
         src = new_node_or_src if isinstance(new_node_or_src, str) else ast.unparse(new_node_or_src)
-        self.sites.append((op, node, src))
+        self.sites.append((op, node, src, self._scope[-1] if self._scope else None))
 
     def _skipped(self, node) -> None:
         self._skip += 1
@@ -134,10 +136,13 @@ class _Collector(ast.NodeVisitor):
         return
 
     def visit_FunctionDef(self, node):
+        # defaults run at import, before any test: the tests that run the function's body are the ones to run
+        self._scope.append((node.body[0].lineno, node.body[-1].end_lineno))
         for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
             self.visit(d)
         for stmt in node.body:
             self.visit(stmt)
+        self._scope.pop()
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -238,17 +243,14 @@ def collect(rel: str) -> list[Mutant]:
     col = _Collector(source)
     col.visit(tree)
     out = []
-    for op, node, src in col.sites:
+    for op, node, src, scope in col.sites:
         if getattr(node, "_docstring", False) or not hasattr(node, "lineno"):
             continue
         original = _segment(lines, node)
         if not original or original == src:
             continue
-        out.append(
-            Mutant(
-                rel, node.lineno, node.end_lineno, node.col_offset, op, original, src, lines[node.lineno - 1].strip()
-            )
-        )
+        line_text = lines[node.lineno - 1].strip()
+        out.append(Mutant(rel, node.lineno, node.end_lineno, node.col_offset, op, original, src, line_text, scope))
     return out
 
 
@@ -353,9 +355,17 @@ def load_map() -> dict:
 
 
 def covering(cov: dict, m: Mutant) -> list[str]:
-    """Tests that executed any line of the mutant, fastest first."""
+    """Tests that executed any line of the mutant, fastest first. Lines that run only at import (default arguments,
+    module constants) belong to no test: then the tests that run the enclosing function's body, or any line of the
+    module for module-level code."""
     by_line = cov["lines"].get(m.file, {})
-    tests = {t for ln in range(m.line, m.end_line + 1) for t in by_line.get(str(ln), [])}
+
+    def tests_of(lines) -> set[str]:
+        return {t for ln in lines for t in by_line.get(str(ln), [])}
+
+    tests = tests_of(range(m.line, m.end_line + 1))
+    if not tests and str(m.line) in by_line:  # executed, but outside any test
+        tests = tests_of(range(m.scope[0], m.scope[1] + 1)) if m.scope else tests_of(int(k) for k in by_line)
     return sorted(tests, key=lambda t: (cov["durations"].get(t, 60.0), t))
 
 
@@ -419,29 +429,44 @@ def run_one(scratch: Path, m: Mutant, cov: dict, budget: float) -> dict:
 
 
 def run_all(args) -> None:
+    import queue
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     cov = load_map()
     mutants = sample(args.n, args.seed)
     if args.only:
         mutants = [m for m in mutants if any(m.file.endswith(o) for o in args.only)]
     done = {} if args.rerun else _results()
     todo = [m for m in mutants if m.key not in done or (args.retry_survivors and done[m.key]["status"] == "survived")]
-    print(f"{len(mutants)} mutants sampled, {len(todo)} to run", flush=True)
-    scratch = make_scratch()
+    print(f"{len(mutants)} mutants sampled, {len(todo)} to run with {args.jobs} job(s)", flush=True)
     STATE.mkdir(exist_ok=True)
-    t_all = time.perf_counter()
+    scratches: queue.Queue = queue.Queue()
+    for _ in range(max(1, args.jobs)):
+        scratches.put(make_scratch())
+    lock, count, t_all = threading.Lock(), [0], time.perf_counter()
+
+    def one(m: Mutant) -> None:
+        scratch = scratches.get()
+        try:
+            r = run_one(scratch, m, cov, args.budget)
+        finally:
+            scratches.put(scratch)
+        with lock, (STATE / "results.jsonl").open("a") as out:
+            out.write(json.dumps(r) + "\n")
+            count[0] += 1
+            print(
+                f"[{count[0]}/{len(todo)}] {r['status']:9s} {m.file}:{m.line} {m.operator}: "
+                f"{m.original[:50]!r} -> {m.replacement[:50]!r} ({r.get('seconds', 0)}s)",
+                flush=True,
+            )
+
     try:
-        with (STATE / "results.jsonl").open("a") as out:
-            for i, m in enumerate(todo, 1):
-                r = run_one(scratch, m, cov, args.budget)
-                out.write(json.dumps(r) + "\n")
-                out.flush()
-                print(
-                    f"[{i}/{len(todo)}] {r['status']:9s} {m.file}:{m.line} {m.operator}: "
-                    f"{m.original[:50]!r} -> {m.replacement[:50]!r} ({r.get('seconds', 0)}s)",
-                    flush=True,
-                )
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(one, todo))
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        while not scratches.empty():
+            shutil.rmtree(scratches.get(), ignore_errors=True)
     print(f"ran {len(todo)} mutants in {time.perf_counter() - t_all:.0f}s")
 
 
@@ -566,6 +591,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=26)
     parser.add_argument("--budget", type=float, default=45.0, help="seconds of measured test time in the fast phase")
     parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=1, help="mutants run at once, each in its own scratch copy")
     parser.add_argument("--only", nargs="*", help="run only mutants of these files (suffixes)")
     parser.add_argument("--rerun", action="store_true", help="ignore earlier results")
     parser.add_argument("--retry-survivors", action="store_true", help="run earlier survivors again (after new tests)")
