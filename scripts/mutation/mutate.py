@@ -8,8 +8,8 @@
 ``map`` runs the whole suite once under coverage.py with one context per test. ``run`` writes each mutant into a
 scratch copy of the repository (never the working tree) and runs, under ``nice`` and a time limit, first the
 fastest tests that execute the mutated lines (up to ``--budget`` seconds of their measured time), then, for a
-mutant that survives those, every test that executes its lines. A mutant is killed when a test fails, errors or
-hangs. Mutants are sampled (seeded) from every operator at every site, so the figures estimate the whole space.
+mutant that survives those, more of them (up to ``--full-budget`` seconds). A mutant is killed when a test fails,
+errors or hangs. Mutants are sampled (seeded) from every operator at every site, so the figures estimate the whole space.
 Survivors judged equivalent (no test could tell them apart) are listed, with the reason, in ``equivalent.toml``
 next to this script, matched by file, line text and mutation, so the list survives unrelated edits.
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from scratch import REPO, make_scratch, run_pytest  # noqa: E402
+from scratch import REPO, kill_active, make_scratch, run_pytest  # noqa: E402
 
 STATE = REPO / ".mutation"
 DOCS = REPO / "docs" / "testing.md"
@@ -384,7 +384,18 @@ def _results() -> dict[str, dict]:
     return out
 
 
-def run_one(scratch: Path, m: Mutant, cov: dict, budget: float) -> dict:
+def _within(tests: list[str], dur: dict, budget: float) -> list[str]:
+    """The fastest tests that fit in ``budget`` seconds of measured time (at least one)."""
+    out, spent = [], 0.0
+    for t in tests:
+        if out and spent + dur.get(t, 60.0) > budget:
+            break
+        out.append(t)
+        spent += dur.get(t, 60.0)
+    return out
+
+
+def run_one(scratch: Path, m: Mutant, cov: dict, budget: float, full_budget: float) -> dict:
     source = (scratch / m.file).read_text(encoding="utf-8")
     text = apply(source, m)
     result = {"key": m.key, **asdict(m)}
@@ -394,13 +405,8 @@ def run_one(scratch: Path, m: Mutant, cov: dict, budget: float) -> dict:
     if not tests:
         return {**result, "status": "survived", "phase": "no-coverage", "tests": 0, "seconds": 0.0}
     dur = cov["durations"]
-    first, spent = [], 0.0
-    for t in tests:
-        if first and spent + dur.get(t, 60.0) > budget:
-            break
-        first.append(t)
-        spent += dur.get(t, 60.0)
-    phases = [("fast", first)] + ([("all", tests)] if len(first) < len(tests) else [])
+    first, second = _within(tests, dur, budget), _within(tests, dur, full_budget)
+    phases = [("fast", first)] + ([("wide", second)] if len(second) > len(first) else [])
     (scratch / m.file).write_text(text, encoding="utf-8")
     t0 = time.perf_counter()
     try:
@@ -421,7 +427,8 @@ def run_one(scratch: Path, m: Mutant, cov: dict, budget: float) -> dict:
             **result,
             "status": "survived",
             "phase": phase,
-            "tests": len(tests),
+            "tests": len(chosen),
+            "covering": len(tests),
             "seconds": round(time.perf_counter() - t0, 1),
         }
     finally:
@@ -445,11 +452,15 @@ def run_all(args) -> None:
     for _ in range(max(1, args.jobs)):
         scratches.put(make_scratch())
     lock, count, t_all = threading.Lock(), [0], time.perf_counter()
+    import signal
+
+    signal.signal(signal.SIGTERM, kill_active)
+    signal.signal(signal.SIGINT, kill_active)
 
     def one(m: Mutant) -> None:
         scratch = scratches.get()
         try:
-            r = run_one(scratch, m, cov, args.budget)
+            r = run_one(scratch, m, cov, args.budget, args.full_budget)
         finally:
             scratches.put(scratch)
         with lock, (STATE / "results.jsonl").open("a") as out:
@@ -590,6 +601,9 @@ def main(argv=None) -> None:
     parser.add_argument("-n", type=int, default=300, help="mutants to sample (default 300)")
     parser.add_argument("--seed", type=int, default=26)
     parser.add_argument("--budget", type=float, default=45.0, help="seconds of measured test time in the fast phase")
+    parser.add_argument(
+        "--full-budget", type=float, default=60.0, help="seconds of measured test time for a fast-phase survivor"
+    )
     parser.add_argument("--nice", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once, each in its own scratch copy")
     parser.add_argument("--only", nargs="*", help="run only mutants of these files (suffixes)")

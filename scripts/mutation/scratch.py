@@ -19,6 +19,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 NICE = int(os.environ.get("SFC_MUTATION_NICE", "10"))
+ACTIVE: set[int] = set()  # process groups of the pytest runs in flight (killed by :func:`kill_active`)
+SCRATCHES: list[Path] = []  # scratch copies made by this process (removed by :func:`kill_active`)
+
+
+def kill_active(*_args) -> None:
+    """Kill every pytest run in flight (and its children); used as a SIGTERM/SIGINT handler, then exits."""
+    for pgid in list(ACTIVE):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for path in SCRATCHES:
+        shutil.rmtree(path, ignore_errors=True)
+    os._exit(130)
 
 
 def repo_files(repo: Path = REPO) -> list[str]:
@@ -34,6 +48,7 @@ def repo_files(repo: Path = REPO) -> list[str]:
 def make_scratch(prefix: str = "sfc-mutation-", repo: Path = REPO) -> Path:
     """A copy of the repository's files (no .git, no virtualenv) in a new temporary directory."""
     dest = Path(tempfile.mkdtemp(prefix=prefix))
+    SCRATCHES.append(dest)
     for rel in repo_files(repo):
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -59,12 +74,15 @@ def run_pytest(scratch: Path, tests: list[str], timeout: float, first_failure: b
     proc = subprocess.Popen(
         cmd, cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
+    ACTIVE.add(proc.pid)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         return Run("timeout", time.perf_counter() - t0, out.decode("utf-8", "replace")[-3000:])
+    finally:
+        ACTIVE.discard(proc.pid)
     text = out.decode("utf-8", "replace")
     failed = next((ln.split()[1] for ln in text.splitlines() if ln.startswith("FAILED ")), None)
     status = {0: "passed", 1: "failed"}.get(proc.returncode, "error")

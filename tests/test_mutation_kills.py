@@ -1,0 +1,185 @@
+"""Behaviours no test pinned until a mutant changed them and the suite stayed green (docs/testing.md lists the
+mutation run). Each test names the contract it holds; none reads the code it checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import all_hooks, make_model, make_records, make_saes
+
+from sfc_plugin.attribution.context import AttributionContext, NodeEffects, prepare
+from sfc_plugin.attribution.engine import zero_ablation
+from sfc_plugin.data import tokenize
+from sfc_plugin.metrics import logit_diff, logprob
+from sfc_plugin.splicing import activations, build_submodules
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    return model, subs
+
+
+def clean_only(n):
+    return [{"clean_prefix": r["clean_prefix"], "clean_answer": r["clean_answer"]} for r in make_records(n)]
+
+
+def test_zero_ablation_sums_a_plugin_methods_per_position_effects_over_positions(tiny):
+    model, subs = tiny
+    batch = tokenize(model, clean_only(3))
+    B, T = batch.clean.shape
+
+    def per_position(ctx):  # effect = position index + 1, per example, position and feature
+        pos = torch.arange(1, T + 1, dtype=torch.float64)
+        feats = {s.name: pos[None, :, None].expand(B, T, s.d_sae).clone() for s in ctx.submodules}
+        return NodeEffects(feats, {s.name: pos[None, :].expand(B, T).clone() for s in ctx.submodules})
+
+    def summed(ctx):  # already summed over positions: left as it is
+        return NodeEffects(
+            {s.name: torch.full((B, s.d_sae), 2.0, dtype=torch.float64) for s in ctx.submodules},
+            {s.name: torch.full((B,), 3.0, dtype=torch.float64) for s in ctx.submodules},
+        )
+
+    eff = zero_ablation(model, subs, batch, logprob, per_position)
+    want = T * (T + 1) / 2
+    for s in subs:
+        assert eff.features[s.name].shape == (B, s.d_sae) and eff.errors[s.name].shape == (B,)
+        assert torch.all(eff.features[s.name] == want) and torch.all(eff.errors[s.name] == want)
+    total = zero_ablation(model, subs, batch, logprob, summed, sum_examples=True)
+    for s in subs:
+        assert torch.all(total.features[s.name] == 2.0 * B) and float(total.errors[s.name]) == 3.0 * B
+
+
+def test_zero_ablation_ig_defaults_to_ten_steps(tiny):
+    model, subs = tiny
+    batch = tokenize(model, clean_only(2))
+    default = zero_ablation(model, subs, batch, logprob, "ig")
+    ten = zero_ablation(model, subs, batch, logprob, "ig", steps=10)
+    nine = zero_ablation(model, subs, batch, logprob, "ig", steps=9)
+    for s in subs:
+        assert torch.equal(default.features[s.name], ten.features[s.name])
+    assert not torch.allclose(default.features["resid_1"], nine.features["resid_1"])
+
+
+def test_submodules_past_what_a_custom_forward_reads_have_zero_effect(tiny):
+    """A forward that stops at block 0 (as SHIFT's probe does) never reaches later submodules: their effects are 0,
+    and the gradient pass does not fail on them."""
+    model, subs = tiny
+    batch = tokenize(model, clean_only(3))
+
+    def forward(tokens, fwd_hooks, b):
+        seen = {}
+        hooks = fwd_hooks + [("blocks.0.hook_resid_post", lambda act, hook: seen.setdefault("x", act))]
+        model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=1)
+        return seen["x"][torch.arange(len(tokens)), b.last].sum(-1)
+
+    for method in ("atp", "ig"):
+        eff = zero_ablation(model, subs, batch, lambda out, b: out, method, steps=2, forward=forward)
+        for s in subs:
+            late = s.layer >= 1
+            assert bool(eff.features[s.name].abs().max() == 0) == late, (method, s.name)
+            assert bool(eff.errors[s.name].abs().max() == 0) == late, (method, s.name)
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "none"])
+def test_sparse_per_example_effects_equal_the_dense_computation(tiny, aggregation):
+    """A method's per-example effects from a prepared (sparse) context are those of dense activations: what a plugin
+    method that reads effects per example relies on, though the engine only ever sums them."""
+    model, subs = tiny
+    records = [r for r in make_records(8) if len(r["clean_prefix"].split()) == 6][:3]
+    batch = tokenize(model, records)
+    ctx = prepare(model, subs, batch, logit_diff, aggregation=aggregation)
+    g = ctx.gradients([0.0])
+    dense = AttributionContext(
+        model, subs, batch, logit_diff, activations(model, subs, batch.clean), activations(model, subs, batch.patch)
+    )
+    dense.aggregation = aggregation
+    sparse_eff, dense_eff = ctx.effects_from_grads(g), dense.effects_from_grads(g)
+    for s in subs:
+        got = sparse_eff.features[s.name].to_dense()
+        want = dense_eff.features[s.name]
+        want = want.sum(1) if aggregation == "sum" else want
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-10), s.name
+        assert torch.allclose(sparse_eff.errors[s.name], dense_eff.errors[s.name], atol=1e-10)
+    assert float(want.abs().max()) > 1e-3
+
+
+def test_prepare_defaults_to_ten_ig_steps(tiny):
+    model, subs = tiny
+    batch = tokenize(model, make_records(2))
+    assert prepare(model, subs, batch, logit_diff).steps == 10
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "none"])
+def test_exact_patches_a_feature_at_every_position_or_at_one(tokenizer, aggregation):
+    """``exact`` upstream of nonlinearities: with ``sum`` a feature is patched at all positions at once, with
+    ``none`` at one position; both against a hand-written hook."""
+    import sfc_plugin
+
+    model = make_model(tokenizer)
+    hook = "blocks.0.hook_resid_post"
+    saes = make_saes([hook])
+    records = [r for r in make_records(8) if len(r["clean_prefix"].split()) == 6][:3]
+    circuit = sfc_plugin.discover(
+        model, saes, records, method="exact", aggregation=aggregation, node_threshold=0.0, edges=False, progress=False
+    )
+    batch = tokenize(model, records)
+    _, c = model.run_with_cache(batch.clean)
+    _, p = model.run_with_cache(batch.patch)
+    sae = saes[hook]
+    m0 = logit_diff(model(batch.clean), batch)
+    nodes = sorted((n for n in circuit.nodes if n.kind == "feature"), key=lambda n: -abs(n.effect))[:3]
+    assert nodes
+    for n in nodes:
+        shift = (sae.encode(p[hook]) - sae.encode(c[hook]))[..., n.feature, None] * sae.W_dec[n.feature]
+        if n.position is not None:
+            keep = torch.zeros(shift.shape[1], dtype=torch.bool)
+            keep[n.position] = True
+            shift = shift * keep[None, :, None]
+        m = logit_diff(model.run_with_hooks(batch.clean, fwd_hooks=[(hook, lambda act, hook: act + shift)]), batch)
+        assert n.effect == pytest.approx((m - m0).mean().item(), abs=1e-9), n.id
+    err = next(n for n in circuit.nodes if n.kind == "error")
+    assert (err.position is not None) == (aggregation == "none")
+
+
+def test_resid_edges_without_an_attention_sae_take_the_path_through_attention(tokenizer):
+    """SAEs at resid_0, mlp_1 and resid_1 but none on attention: resid_0 → resid_1 also runs through attention
+    (no submodule there), so it is not the closed-form sum; it must still match a direct intervention."""
+    from test_attribution import atp_world, direct_edge, parse
+
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post"]
+    model, circuit, batch, c, p, subs = atp_world(tokenizer, hooks)
+    group = [e for e in circuit.edges if e.source.startswith("resid_0/") and e.target.startswith("resid_1/")]
+    picks = sorted(group, key=lambda e: -abs(e.weight))[:2] + [e for e in group if e.source == "resid_0/err"][:1]
+    for e in picks:
+        (up, un), (down, dn) = parse(e.source), parse(e.target)
+        want = direct_edge(model, subs, batch, c, p, up, down, un, dn)
+        assert e.weight == pytest.approx(want, rel=1e-4, abs=1e-7), (e.source, e.target)
+    assert max(abs(e.weight) for e in picks) > 1e-3
+
+
+def test_edge_effects_without_a_budget_equal_those_with_one(tiny):
+    from sfc_plugin.attribution.edges import edge_effects
+    from sfc_plugin.attribution.engine import select_nodes
+    from sfc_plugin.budget import MemoryBudget
+
+    model, subs = tiny
+    batch = tokenize(model, make_records(4))
+    clean, patch = activations(model, subs, batch.clean), activations(model, subs, batch.patch)
+    ctx = AttributionContext(model, subs, batch, logit_diff, clean, patch)
+    grads = ctx.gradients([0.0])
+    eff = ctx.effects_from_grads(grads)
+    nodes = select_nodes(
+        subs,
+        {k: v.sum((0, 1)) for k, v in eff.features.items()},
+        {k: v.sum((0, 1)) for k, v in eff.errors.items()},
+        0.05,
+    )
+    plain = edge_effects(model, subs, batch, logit_diff, clean, patch, grads, nodes)
+    budgeted = edge_effects(
+        model, subs, batch, logit_diff, clean, patch, grads, nodes, budget=MemoryBudget.resolve("1GB", model)
+    )
+    assert plain.keys() == budgeted.keys() and len(plain) > 5
+    for k in plain:
+        assert torch.allclose(plain[k], budgeted[k], atol=1e-10), k
