@@ -141,6 +141,14 @@ def test_exact_patches_a_feature_at_every_position_or_at_one(tokenizer, aggregat
         assert n.effect == pytest.approx((m - m0).mean().item(), abs=1e-9), n.id
     err = next(n for n in circuit.nodes if n.kind == "error")
     assert (err.position is not None) == (aggregation == "none")
+    # every feature that changes somewhere is a candidate (per position with ``none``): all of them are there
+    changed = (sae.encode(p[hook]) != sae.encode(c[hook])).any(0)  # [pos, F]
+    want = (
+        {f"resid_0/{j}@{t}" for t, j in changed.nonzero().tolist()}
+        if aggregation == "none"
+        else {f"resid_0/{j}" for j in changed.any(0).nonzero().flatten().tolist()}
+    )
+    assert {n.id for n in circuit.nodes if n.kind == "feature"} == want
 
 
 def test_resid_edges_without_an_attention_sae_take_the_path_through_attention(tokenizer):
@@ -183,3 +191,54 @@ def test_edge_effects_without_a_budget_equal_those_with_one(tiny):
     assert plain.keys() == budgeted.keys() and len(plain) > 5
     for k in plain:
         assert torch.allclose(plain[k], budgeted[k], atol=1e-10), k
+
+
+def test_a_submodule_made_without_ln_in_does_not_scale_features(tokenizer):
+    """``Submodule``'s documented default: ``ln_in=False``, features are the SAE's own."""
+    from sfc_plugin.splicing import Submodule
+
+    sae = make_saes(["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"]
+    sub = Submodule("resid_0", "blocks.0.hook_resid_post", 0, sae, sae.W_enc, sae.W_dec, sae.b_dec)
+    x = torch.randn(2, 3, 16, dtype=torch.float64) * 3
+    assert not sub.ln_in and torch.equal(sub.encode(x), sae.encode(x))
+
+
+def test_splice_on_a_frozen_model_gives_error_terms_their_gradients(tokenizer):
+    """With every parameter frozen nothing upstream requires grad: the splice makes ``f`` and ``ε`` leaves, and
+    their gradients are ``W_dec ∇_x m`` and ``∇_x m``."""
+    from sfc_plugin import splice
+
+    model = make_model(tokenizer)
+    saes = make_saes(["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"])
+    batch = tokenize(model, make_records(4))
+    want = {}
+    for hook in saes:
+        leaf = {}
+
+        def add(act, hook):
+            leaf["x"] = torch.zeros_like(act, requires_grad=True)
+            return act + leaf["x"]
+
+        logits = model.run_with_hooks(batch.clean, fwd_hooks=[(hook, add)])
+        want[hook] = torch.autograd.grad(logit_diff(logits, batch).sum(), leaf["x"])[0]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with splice(model, saes) as state:
+        logit_diff(model(batch.clean), batch).sum().backward()
+    for hook, sae in saes.items():
+        err, f = state.errors[hook], state.features[hook]
+        assert err.grad is not None and torch.allclose(err.grad, want[hook], atol=1e-10), hook
+        assert torch.allclose(f.grad, want[hook] @ sae.W_dec.T, atol=1e-10), hook
+
+
+def test_splice_refuses_an_sae_with_non_finite_weights(tokenizer):
+    from sfc_plugin import splice
+    from sfc_plugin.errors import SFCError
+
+    model = make_model(tokenizer)
+    saes = make_saes(["blocks.0.hook_resid_post"])
+    with torch.no_grad():
+        saes["blocks.0.hook_resid_post"].W_dec[3, 1] = float("nan")
+    with pytest.raises(SFCError, match=r"blocks\.0\.hook_resid_post.*W_dec"):
+        with splice(model, saes):
+            pass

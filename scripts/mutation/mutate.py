@@ -502,6 +502,7 @@ def _is_equivalent(r: dict, notes: list[dict]) -> dict | None:
             and n["line"] == r["line_text"]
             and n.get("original", r["original"]) == r["original"]
             and n.get("replacement", r["replacement"]) == r["replacement"]
+            and n.get("col", r["col"]) == r["col"]
         ):
             return n
     return None
