@@ -242,3 +242,178 @@ def test_splice_refuses_an_sae_with_non_finite_weights(tokenizer):
     with pytest.raises(SFCError, match=r"blocks\.0\.hook_resid_post.*W_dec"):
         with splice(model, saes):
             pass
+
+
+# --- discover's circuit record and evaluate's options ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def discovered(tokenizer):
+    import sfc_plugin
+
+    model, saes = make_model(tokenizer), make_saes(all_hooks(2))
+    records = [r for r in make_records(12) if len(r["clean_prefix"].split()) == 6][:4]
+    kw = dict(method="atp", node_threshold=0.0, edges=False, progress=False)
+    return model, saes, records, sfc_plugin.discover(model, saes, records, aggregation="none", **kw), kw
+
+
+def test_the_metric_node_carries_the_total_effect(discovered, tokenizer):
+    import sfc_plugin
+
+    model, saes, records, circuit, kw = discovered
+    batch = tokenize(model, records)
+    want = (logit_diff(model(batch.patch), batch) - logit_diff(model(batch.clean), batch)).mean().item()
+    assert (
+        circuit.node("y").effect == pytest.approx(want, abs=1e-10) and circuit.total_effect == circuit.node("y").effect
+    )
+    zero = sfc_plugin.discover(model, saes, clean_only(2), **kw)
+    assert zero.node("y").effect is None and zero.total_effect is None
+
+
+def test_token_labels_are_recorded_for_per_position_circuits_only(discovered):
+    import sfc_plugin
+
+    model, saes, records, circuit, kw = discovered
+    ids = tokenize(model, records[:1]).clean[0].tolist()
+    assert circuit.provenance["tokens"] == [model.tokenizer.decode([t]) for t in ids]
+    assert "tokens" not in sfc_plugin.discover(model, saes, records, **kw).provenance
+
+
+def test_evaluate_a_per_position_circuit_against_a_hand_written_hook(discovered):
+    """Kept (feature, position) nodes of mlp_1 and resid_1 (layer 1 reaches the metric only at the last position);
+    everything else in layer 1 mean-ablated per position, against a hook that does so by hand."""
+    import dataclasses
+
+    from sfc_plugin.evaluation import evaluate
+
+    model, saes, records, circuit, _ = discovered
+    keep = []
+    for sub in ("mlp_1", "resid_1"):
+        body = [n for n in circuit.nodes if n.submodule == sub and n.kind == "feature"]
+        keep += sorted(body, key=lambda n: -abs(n.effect))[:3]
+    small = dataclasses.replace(circuit, nodes=[circuit.nodes[0], *keep])
+    res = evaluate(model, saes, small, records, thresholds=[0.0], start_layer=1, progress=False)
+    batch = tokenize(model, records)
+    _, cache = model.run_with_cache(batch.patch)
+    layer1 = {
+        "blocks.1.hook_attn_out": "attn_1",
+        "blocks.1.hook_mlp_out": "mlp_1",
+        "blocks.1.hook_resid_post": "resid_1",
+    }
+    means, kept = {}, {}
+    for h in layer1:
+        f = saes[h].encode(cache[h])
+        means[h] = (f.mean(0), (cache[h] - saes[h].decode(f)).mean(0))  # per position: the prompts have one length
+        kept[h] = torch.zeros_like(means[h][0], dtype=torch.bool)  # [pos, F]
+        for n in keep:
+            if n.submodule == layer1[h]:
+                kept[h][n.position, n.feature] = True
+
+    def hook(act, hook):
+        sae, (mf, me) = saes[hook.name], means[hook.name]
+        return sae.decode(torch.where(kept[hook.name], sae.encode(act), mf)) + me
+
+    m_c = logit_diff(model.run_with_hooks(batch.clean, fwd_hooks=[(h, hook) for h in layer1]), batch).mean().item()
+    m_full = logit_diff(model(batch.clean), batch).mean().item()
+    want = (m_c - res["m_empty"]) / (m_full - res["m_empty"])
+    assert res["points"][0]["n_nodes"] == len(keep) == 6
+    assert res["points"][0]["faithfulness"] == pytest.approx(want, abs=1e-9) and abs(want) > 1e-3
+
+
+def test_default_thresholds_are_log_spaced_over_the_circuits_effects(discovered):
+    import math
+
+    from sfc_plugin.evaluation import evaluate
+
+    model, saes, records, circuit, _ = discovered
+    small = circuit.prune(0.01)
+    res = evaluate(model, saes, small, records, n_thresholds=5, progress=False)
+    effects = [abs(n.effect) for n in small.nodes if n.kind != "metric"]
+    lo, hi = max(0.01, min(effects) * 0.999, 1e-6), max(effects)
+    want = [lo * (hi / lo) ** (i / 4) for i in range(5)]
+    got = [p["node_threshold"] for p in res["points"]]
+    assert got == pytest.approx(sorted(set(want) | {0.01}), rel=1e-12)
+    assert math.isclose(got[-1], hi) and res["points"][-1]["n_nodes"] == 0
+
+
+def test_evaluate_refuses_other_saes_unless_forced(discovered):
+    from sfc_plugin.errors import SFCError
+    from sfc_plugin.evaluation import evaluate
+
+    model, saes, records, circuit, _ = discovered
+    other = {h: make_saes([h], d_in=16)[h] for h in saes}  # same shapes, other weights
+    for sae in other.values():
+        with torch.no_grad():
+            sae.W_dec.mul_(1.5)
+    with pytest.raises(SFCError, match="force"):
+        evaluate(model, other, circuit, records, thresholds=[1.0], progress=False)
+    forced = evaluate(model, other, circuit, records, thresholds=[1.0], force=True, progress=False)
+    assert forced["provenance_check"]["status"] == "forced"
+
+
+def test_evaluate_uses_the_circuits_metric_by_default(discovered):
+    import dataclasses
+
+    from sfc_plugin.evaluation import evaluate
+
+    model, saes, records, circuit, _ = discovered
+    as_logprob = dataclasses.replace(circuit, metric="logprob")
+    res = evaluate(model, saes, as_logprob, records, thresholds=[1.0], progress=False)
+    batch = tokenize(model, records)
+    assert res["m_full"] == pytest.approx(logprob(model(batch.clean), batch).mean().item(), abs=1e-10)
+
+
+def test_evaluate_refuses_a_metric_that_is_not_finite_under_ablation(discovered):
+    from sfc_plugin.errors import SFCError
+    from sfc_plugin.evaluation import evaluate
+    from sfc_plugin.plugins import lookup
+
+    model, saes, records, circuit, _ = discovered
+
+    def poisoned(model, subs, batch):  # mean ablation with one SAE's mean error made infinite
+        out = lookup("ablation", "mean")(model, subs, batch)
+        out["resid_1"].err = torch.full_like(out["resid_1"].err, float("inf"))
+        return out
+
+    with pytest.raises(SFCError, match="not finite"):
+        evaluate(model, saes, circuit, records, ablation=poisoned, thresholds=[1.0], progress=False)
+
+
+def test_the_text_table_ends_with_the_circuits_own_point(discovered):
+    from sfc_plugin.evaluation import evaluate, format_table
+
+    model, saes, records, circuit, _ = discovered
+    res = evaluate(model, saes, circuit.prune(0.05), records, thresholds=[0.05, 0.2], progress=False)
+    last = format_table(res).splitlines()[-1]
+    c = res["circuit"]
+    assert last.startswith(f"circuit: {c['n_nodes']} nodes, faithfulness {c['faithfulness']:.3f}")
+    assert f"completeness {c['completeness']:.3f}" in last and f"{len(records)} examples" in last
+
+
+def test_the_faithfulness_figure_draws_both_curves(discovered, tmp_path):
+    """Both curves are drawn: the figure holds pixels of matplotlib's first two line colours (C0 and C1)."""
+    import matplotlib.image
+
+    from sfc_plugin.evaluation import evaluate, write_report
+
+    model, saes, records, circuit, _ = discovered
+    res = evaluate(model, saes, circuit.prune(0.01), records, n_thresholds=5, progress=False)
+    write_report(res, tmp_path)
+    img = torch.tensor(matplotlib.image.imread(tmp_path / "faithfulness.png"))[..., :3]
+    for rgb in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)):
+        near = ((img - torch.tensor(rgb) / 255).abs().max(-1).values < 0.02).sum()
+        assert int(near) > 200, rgb
+
+
+def test_mean_ablation_over_more_examples_than_one_chunk(tiny):
+    """72 examples (the means accumulate over chunks of 64): the same means as the 12 distinct examples alone."""
+    from sfc_plugin.plugins import lookup
+
+    model, subs = tiny
+    distinct = [r for r in make_records(24) if r["clean_answer"] == " is"]
+    mean = lookup("ablation", "mean")
+    many = mean(model, subs, tokenize(model, distinct * 6))
+    few = mean(model, subs, tokenize(model, distinct))
+    for s in subs:
+        assert torch.allclose(many[s.name].f, few[s.name].f, atol=1e-10), s.name
+        assert torch.allclose(many[s.name].err, few[s.name].err, atol=1e-10), s.name
