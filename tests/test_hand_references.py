@@ -73,9 +73,19 @@ def test_mean_ablation_is_the_mean_of_the_patch_run(tokenizer, same_length):
     assert (want_clean - (got_f[0] if same_length else got_f[0, 0])).abs().max() > 1e-3
 
 
+def several_lengths() -> list[dict]:
+    """One-way pairs of four token lengths (partners must come from the same length)."""
+    nouns = ["the cat", "the big cat", "the big old cat", "a cat", "a old cat", "the old big cat", "a dog near the cat"]
+    return [
+        {"clean_prefix": n, "patch_prefix": n.replace("cat", "cats", 1).replace("dog", "dogs", 1)}
+        | {"clean_answer": " is", "patch_answer": " are"}
+        for n in nouns
+    ]
+
+
 def test_resample_ablation_gives_each_example_a_patch_run_of_its_own_length(tokenizer):
     model, saes = make_model(tokenizer), make_saes(all_hooks(2))
-    records = one_way(8)
+    records = several_lengths()
     batch = tokenize(model, records)
     hook = "blocks.0.hook_resid_post"
     got = lookup("ablation", "resample")(model, build_submodules(model, saes), batch)["resid_0"]
@@ -91,7 +101,7 @@ def test_resample_ablation_gives_each_example_a_patch_run_of_its_own_length(toke
         assert matches, f"example {i}: its ablation values are no patch run of its length"
         partners.append(matches[0])
     assert sorted(partners) == list(range(len(records)))  # a permutation of the patch runs
-    assert len(set(int(x) for x in batch.last)) > 1  # several lengths: partners are drawn within each
+    assert len(set(int(x) for x in batch.last)) >= 3  # partners are drawn within each length, of several
 
 
 def test_evaluate_ablates_to_the_patch_mean(tokenizer):

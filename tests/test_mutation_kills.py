@@ -417,3 +417,110 @@ def test_mean_ablation_over_more_examples_than_one_chunk(tiny):
     for s in subs:
         assert torch.allclose(many[s.name].f, few[s.name].f, atol=1e-10), s.name
         assert torch.allclose(many[s.name].err, few[s.name].err, atol=1e-10), s.name
+
+
+# --- circuit files, the SHIFT table, edits ---------------------------------------------------------------------------
+
+
+def test_circuit_from_dict_refuses_bad_tops_naming_them():
+    from sfc_plugin.circuit import Circuit
+    from sfc_plugin.errors import SFCError
+
+    with pytest.raises(SFCError, match=r"not an sfc-circuit/1 circuit \(schema 'list'\)"):
+        Circuit.from_dict([])
+    with pytest.raises(SFCError, match=r"\(schema 'sfc-circuit/9'\)"):
+        Circuit.from_dict({"schema": "sfc-circuit/9"})
+    good = {
+        "schema": "sfc-circuit/1",
+        "nodes": [],
+        "edges": [],
+        "metric": "m",
+        "method": "atp",
+        "aggregation": "sum",
+        "node_threshold": 0.1,
+        "edge_threshold": 0.01,
+    }
+    assert Circuit.from_dict(good).steps is None and Circuit.from_dict({**good, "steps": 1}).steps == 1
+    with pytest.raises(SFCError, match="'steps' must be a positive integer"):
+        Circuit.from_dict({**good, "steps": 0})
+    with pytest.raises(SFCError, match="negative threshold -0.1"):
+        Circuit.from_dict({**good, "node_threshold": -0.1})
+    with pytest.raises(SFCError, match="negative threshold -0.5"):
+        Circuit.from_dict({**good, "edge_threshold": -0.5})
+
+
+def test_accuracy_rows_from_hand_counted_predictions():
+    """Eight examples in four (intended, spurious) groups; the probe's logit is given per example."""
+    from sfc_plugin.shifting.probe import accuracy_row
+    from sfc_plugin.shifting.records import Labelled
+
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1], dtype=torch.float32)
+    z = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1], dtype=torch.float32)
+    logit = torch.tensor([-1.0, -2.0, 3.0, -1.0, 2.0, -1.0, 1.0, 1.0])
+    # predictions 0,0,1,0 | 1,0,1,1: groups (0,0) 2/2, (0,1) 1/2, (1,0) 1/2, (1,1) 2/2
+    probe = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        probe.weight.fill_(1.0)
+        probe.bias.zero_()
+    row = accuracy_row("x", probe, logit[:, None], Labelled(None, y, z))
+    assert row == {"name": "x", "profession_acc": 6 / 8, "gender_acc": 6 / 8, "worst_group_acc": 0.5}
+    only_two = accuracy_row("x", probe, logit[:4, None], Labelled(None, y[:4], z[:4]))
+    assert only_two["worst_group_acc"] == 0.5 and only_two["profession_acc"] == 3 / 4
+
+
+@pytest.fixture
+def edit_world(tokenizer):
+    from sfc_plugin.shifting.edit import FeatureEdit
+
+    model = make_model(tokenizer)
+    subs = {s.name: s for s in build_submodules(model, make_saes(["blocks.0.hook_resid_post"]))}
+    return model, subs, FeatureEdit(subs, ablate={"resid_0": [1, 4, 9]})
+
+
+def test_an_edit_attaches_and_detaches_again_and_again(edit_world, tokenizer):
+    model, _, edit = edit_world
+    tokens = tokenize(model, make_records(2)).clean
+    plain = model(tokens)
+    with edit.applied(model):
+        edited = model(tokens)
+    assert (edited - plain).abs().max() > 1e-6
+    for _ in range(2):
+        edit.attach(model)
+        assert torch.allclose(model(tokens), edited, atol=1e-12)
+        edit.detach(model)
+        assert torch.equal(model(tokens), plain)
+    edit.detach(model)  # nothing attached: nothing to remove
+    assert torch.equal(model(tokens), plain)
+
+
+def test_an_edit_recording_only_the_model_is_checked_on_first_use(edit_world, tmp_path):
+    from sfc_plugin.fingerprints import model_fingerprint
+    from sfc_plugin.shifting.edit import FeatureEdit
+
+    model, subs, edit = edit_world
+    edit.provenance = {"model_fingerprint": model_fingerprint(model)}
+    edit.to_json(tmp_path / "e.json")
+    loaded = FeatureEdit.from_json(tmp_path / "e.json", subs)
+    assert loaded.provenance_check == {"status": "match"}
+    edit.provenance = {}
+    edit.to_json(tmp_path / "bare.json")
+    bare = FeatureEdit.from_json(tmp_path / "bare.json", subs)
+    assert bare.provenance_check["status"].startswith("unchecked")
+
+
+def test_a_misconfigured_judge_fails_before_any_attribution(monkeypatch):
+    import sfc_plugin
+    from sfc_plugin import toy
+    from sfc_plugin.errors import SFCError
+    from sfc_plugin.shifting import pipeline
+
+    model, saes = toy.load()
+    bios = {s: sfc_plugin.load_dataset("toy/bios", s)[:8] for s in ("train", "val", "test")}
+
+    def broken(features, context):
+        raise SFCError("judge misconfigured")
+
+    broken.uses = ()
+    monkeypatch.setattr(pipeline, "attribute", lambda *a, **k: pytest.fail("attribution ran before the judge check"))
+    with pytest.raises(SFCError, match="judge misconfigured"):
+        pipeline.shift(model, saes, bios["train"], bios["test"], bios["val"], judge=broken, progress=False)

@@ -76,6 +76,7 @@ BIN_SWAP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.
 REDUCTIONS = {"sum": "mean", "mean": "sum", "max": "min", "min": "max", "amax": "amin", "amin": "amax"}
 # keyword arguments that only size batches, chunks or memory shares: results are invariant to them by design
 # (tests check that invariance), so mutating their constants gives equivalent mutants
+SIGNATURE_TESTS = {"tests/test_house.py"}  # tests that read default arguments from signatures
 SIZING_KEYWORDS = {"share", "cap", "chunk", "size", "tokens_per_chunk", "max_rows", "timeout"}
 
 
@@ -90,6 +91,7 @@ class Mutant:
     replacement: str
     line_text: str  # the first original line, stripped (the key equivalence notes use)
     scope: tuple[int, int] | None = None  # lines of the enclosing function's body (None: module level)
+    default: bool = False  # a default argument's value (read by signature-comparing tests, not only by calls)
 
     @property
     def key(self) -> str:
@@ -106,15 +108,16 @@ class _Collector(ast.NodeVisitor):
 
     def __init__(self, source: str):
         self.source = source
-        self.sites: list[tuple[str, ast.AST, str, tuple[int, int] | None]] = []
+        self.sites: list[tuple[str, ast.AST, str, tuple[int, int] | None, bool]] = []
         self._skip = 0
         self._scope: list[tuple[int, int]] = []
+        self._default = False
 
     def _add(self, op: str, node: ast.AST, new_node_or_src) -> None:
         if self._skip:
             return
         src = new_node_or_src if isinstance(new_node_or_src, str) else ast.unparse(new_node_or_src)
-        self.sites.append((op, node, src, self._scope[-1] if self._scope else None))
+        self.sites.append((op, node, src, self._scope[-1] if self._scope else None, self._default))
 
     def _skipped(self, node) -> None:
         self._skip += 1
@@ -138,8 +141,10 @@ class _Collector(ast.NodeVisitor):
     def visit_FunctionDef(self, node):
         # defaults run at import, before any test: the tests that run the function's body are the ones to run
         self._scope.append((node.body[0].lineno, node.body[-1].end_lineno))
+        self._default = True
         for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
             self.visit(d)
+        self._default = False
         for stmt in node.body:
             self.visit(stmt)
         self._scope.pop()
@@ -243,14 +248,16 @@ def collect(rel: str) -> list[Mutant]:
     col = _Collector(source)
     col.visit(tree)
     out = []
-    for op, node, src, scope in col.sites:
+    for op, node, src, scope, default in col.sites:
         if getattr(node, "_docstring", False) or not hasattr(node, "lineno"):
             continue
         original = _segment(lines, node)
         if not original or original == src:
             continue
         line_text = lines[node.lineno - 1].strip()
-        out.append(Mutant(rel, node.lineno, node.end_lineno, node.col_offset, op, original, src, line_text, scope))
+        out.append(
+            Mutant(rel, node.lineno, node.end_lineno, node.col_offset, op, original, src, line_text, scope, default)
+        )
     return out
 
 
@@ -366,6 +373,8 @@ def covering(cov: dict, m: Mutant) -> list[str]:
     tests = tests_of(range(m.line, m.end_line + 1))
     if not tests and str(m.line) in by_line:  # executed, but outside any test
         tests = tests_of(range(m.scope[0], m.scope[1] + 1)) if m.scope else tests_of(int(k) for k in by_line)
+    if m.default:  # defaults are also compared between pipelines and configs, by signature, running no line
+        tests |= {t for t in cov["durations"] if t.split("::")[0] in SIGNATURE_TESTS}
     return sorted(tests, key=lambda t: (cov["durations"].get(t, 60.0), t))
 
 
@@ -395,7 +404,7 @@ def _within(tests: list[str], dur: dict, budget: float) -> list[str]:
     return out
 
 
-def run_one(scratch: Path, m: Mutant, cov: dict, budget: float, full_budget: float) -> dict:
+def run_one(scratch: Path, m: Mutant, cov: dict, budget: float, full_budget: float, final: bool = False) -> dict:
     source = (scratch / m.file).read_text(encoding="utf-8")
     text = apply(source, m)
     result = {"key": m.key, **asdict(m)}
@@ -407,6 +416,8 @@ def run_one(scratch: Path, m: Mutant, cov: dict, budget: float, full_budget: flo
     dur = cov["durations"]
     first, second = _within(tests, dur, budget), _within(tests, dur, full_budget)
     phases = [("fast", first)] + ([("wide", second)] if len(second) > len(first) else [])
+    if final:  # every covering test, in one run
+        phases = [("all", tests)]
     (scratch / m.file).write_text(text, encoding="utf-8")
     t0 = time.perf_counter()
     try:
@@ -445,7 +456,8 @@ def run_all(args) -> None:
     if args.only:
         mutants = [m for m in mutants if any(m.file.endswith(o) for o in args.only)]
     done = {} if args.rerun else _results()
-    todo = [m for m in mutants if m.key not in done or (args.retry_survivors and done[m.key]["status"] == "survived")]
+    again = args.retry_survivors or args.final
+    todo = [m for m in mutants if m.key not in done or (again and done[m.key]["status"] == "survived")]
     print(f"{len(mutants)} mutants sampled, {len(todo)} to run with {args.jobs} job(s)", flush=True)
     STATE.mkdir(exist_ok=True)
     scratches: queue.Queue = queue.Queue()
@@ -460,7 +472,7 @@ def run_all(args) -> None:
     def one(m: Mutant) -> None:
         scratch = scratches.get()
         try:
-            r = run_one(scratch, m, cov, args.budget, args.full_budget)
+            r = run_one(scratch, m, cov, args.budget, args.full_budget, args.final)
         finally:
             scratches.put(scratch)
         with lock, (STATE / "results.jsonl").open("a") as out:
@@ -610,6 +622,7 @@ def main(argv=None) -> None:
     parser.add_argument("--only", nargs="*", help="run only mutants of these files (suffixes)")
     parser.add_argument("--rerun", action="store_true", help="ignore earlier results")
     parser.add_argument("--retry-survivors", action="store_true", help="run earlier survivors again (after new tests)")
+    parser.add_argument("--final", action="store_true", help="run earlier survivors against every covering test")
     args = parser.parse_args(argv)
     os.environ["SFC_MUTATION_NICE"] = str(args.nice)
     {"map": build_map, "list": list_mutants, "run": run_all, "report": report}[args.command](args)
