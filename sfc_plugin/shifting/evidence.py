@@ -14,7 +14,7 @@ import torch
 from ..corpus import TOY, TOY_CONTEXTS, Corpus, is_toy, load_text, toy_rows
 from ..dashboards.compute import direct_logit_effects
 from ..errors import SFCError
-from ..splicing import Submodule
+from ..splicing import Submodule, features_of
 
 
 def evidence_texts(model, spec=None, fallback=None) -> tuple[Corpus, str]:
@@ -88,24 +88,24 @@ def feature_evidence(
             cols = mask.any(0).nonzero()
             cut = int(cols[-1]) + 1 if len(cols) else 1  # padding trimmed to the batch's longest row
             tokens, mask = texts.tokens[lo : lo + batch_size, :cut].to(device), mask[:, :cut].to(device)
-            _, cache = model.run_with_cache(tokens, names_filter=sub.hook)
             valid = mask & (tokens != bos)  # BOS activations are no evidence
-            acts = sub.encode(sub.flat(cache[sub.hook]))[..., idx] * valid[..., None]  # [b, pos, k]
-            fired = fired + (acts > 0).sum((0, 1))
+            acts = features_of(model, sub, tokens)[..., idx] * valid[..., None]  # [b, pos, k]
+            fired = fired + (acts != 0).sum((0, 1))  # AbsTopK features fire negative too
             counted += int(valid.sum())
             flat = acts.reshape(-1, len(feats))
-            v, i = flat.topk(min(n_top, flat.shape[0]), dim=0)  # [n, k]
+            i = flat.abs().topk(min(n_top, flat.shape[0]), dim=0).indices  # [n, k]: strongest either sign
+            v = flat.gather(0, i)
             pos = acts.shape[1]
             vals.append(v)
             where.append(torch.stack([lo + i // pos, i % pos], -1))  # [n, k, 2]
         logits = direct_logit_effects(model, sub.W_dec[idx])
         promoted = logits.topk(min(n_promoted, logits.shape[-1]), dim=-1).indices.tolist()
         vals, where = torch.cat(vals), torch.cat(where)
-        best = vals.topk(min(n_top, vals.shape[0]), dim=0)
+        best = vals.abs().topk(min(n_top, vals.shape[0]), dim=0).indices
         for j, f in enumerate(feats):
             top = []
-            for v, r in zip(best.values[:, j].tolist(), best.indices[:, j].tolist()):
-                if v <= 0:
+            for v, r in zip(vals.gather(0, best)[:, j].tolist(), best[:, j].tolist()):
+                if v == 0:
                     break
                 b, t = where[r, j].tolist()
                 ids = texts.tokens[b, max(0, t - width) : t + 1].tolist()

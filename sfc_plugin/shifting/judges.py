@@ -102,6 +102,8 @@ def labelled_judge(features, ctx):
     These labels disambiguate the two attributes, which SHIFT is meant to do without."""
     import torch
 
+    from ..splicing import features_of
+
     if ctx.val is None:
         raise SFCError("judge 'labelled' needs the labelled validation data")
     by_sub: dict[str, list] = {}
@@ -114,8 +116,7 @@ def labelled_judge(features, ctx):
             idx = torch.tensor([f.feature for f in feats], device=sub.W_dec.device)
             acts = []
             for part, _, _ in ctx.val.split(64):
-                _, cache = ctx.model.run_with_cache(part.clean, names_filter=sub.hook)
-                a = sub.encode(sub.flat(cache[sub.hook]))[..., idx] * part.valid[..., None]
+                a = features_of(ctx.model, sub, part.clean)[..., idx] * part.valid[..., None]
                 acts.append(a.sum(1) / part.valid.sum(1, keepdim=True))
             acts = torch.cat(acts).double()
             for j, f in enumerate(feats):

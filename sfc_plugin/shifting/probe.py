@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -37,7 +38,8 @@ def pooled(model, data: Labelled, hook: str, edit=None, batch_size: int = 64) ->
     for part, _, _ in data.split(batch_size):
         seen = {}
         hooks = (edit.hooks() if edit else []) + [(hook, lambda act, hook: seen.setdefault("x", act))]
-        model.run_with_hooks(part.clean, fwd_hooks=hooks, stop_at_layer=int(hook.split(".")[1]) + 1)
+        with edit.read_hooks(model) if edit else contextlib.nullcontext():
+            model.run_with_hooks(part.clean, fwd_hooks=hooks, stop_at_layer=int(hook.split(".")[1]) + 1)
         out.append(pool(seen["x"], part).float())
     return torch.cat(out)
 

@@ -12,6 +12,7 @@ For the edited model against the original (the edit's hooks on and off):
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,8 @@ def measure_side_effects(
         "edits": {},
     }
     for name, edit in edits.items():
-        got = measure(edit.hooks())
+        with edit.read_hooks(model) if hasattr(edit, "read_hooks") else contextlib.nullcontext():
+            got = measure(edit.hooks())
         feats = edit_features(edit)
         row = {
             "n_features": len(feats),
