@@ -330,10 +330,15 @@ def test_default_thresholds_are_log_spaced_over_the_circuits_effects(discovered)
     res = evaluate(model, saes, small, records, n_thresholds=5, progress=False)
     effects = [abs(n.effect) for n in small.nodes if n.kind != "metric"]
     lo, hi = max(0.01, min(effects) * 0.999, 1e-6), max(effects)
-    want = [lo * (hi / lo) ** (i / 4) for i in range(5)]
-    got = [p["node_threshold"] for p in res["points"]]
-    assert got == pytest.approx(sorted(set(want) | {0.01}), rel=1e-12)
-    assert math.isclose(got[-1], hi) and res["points"][-1]["n_nodes"] == 0
+    tried = sorted({lo * (hi / lo) ** (i / 4) for i in range(5)} | {0.01})  # log-spaced, and the circuit's own
+    lowest = {}  # one point per node set, at the lowest threshold giving it
+    for t in tried:
+        lowest.setdefault(sum(e > t for e in effects), t)
+    want = sorted((t, n) for n, t in lowest.items())
+    got = [(p["node_threshold"], p["n_nodes"]) for p in res["points"]]
+    assert [n for _, n in got] == [n for _, n in want] and len(got) >= 4
+    assert [t for t, _ in got] == pytest.approx([t for t, _ in want], rel=1e-12)
+    assert math.isclose(got[-1][0], hi) and got[-1][1] == 0
 
 
 def test_evaluate_refuses_other_saes_unless_forced(discovered):

@@ -144,8 +144,8 @@ BUGS = [
         "sfc_plugin/shifting/edit.py",
         [
             (
-                "x = x - sub.encode(x)[..., feats] @ sub.W_dec[feats]",
-                "x = x - sub.sae.encode(x)[..., feats] @ sub.W_dec[feats]",
+                "x = x - sub.encode(read)[..., feats] @ sub.W_dec[feats]",
+                "x = x - sub.sae.encode(read)[..., feats] @ sub.W_dec[feats]",
             )
         ],
         ["tests/test_hand_references.py"],

@@ -47,8 +47,15 @@ MODULES = [
     "sfc_plugin/attribution/sparse.py",
     "sfc_plugin/attribution/forward.py",
     "sfc_plugin/splicing.py",
+    "sfc_plugin/dictionaries/__init__.py",  # the dictionary kinds splicing builds node sets from
+    "sfc_plugin/dictionaries/base.py",
+    "sfc_plugin/dictionaries/sae.py",
+    "sfc_plugin/dictionaries/transcoder.py",
+    "sfc_plugin/dictionaries/temporal.py",
+    "sfc_plugin/dictionaries/matching_pursuit.py",
     "sfc_plugin/discovery.py",
     "sfc_plugin/evaluation.py",
+    "sfc_plugin/curve.py",  # evaluation's curve and its standard errors
     "sfc_plugin/ablations.py",
     "sfc_plugin/circuit.py",
     "sfc_plugin/shifting/probe.py",
@@ -56,6 +63,7 @@ MODULES = [
     "sfc_plugin/shifting/pipeline.py",
     "sfc_plugin/export/dot.py",
     "sfc_plugin/export/neuronpedia.py",
+    "sfc_plugin/paths.py",  # figures' paths to the metric
     "sfc_plugin/files.py",
     "sfc_plugin/fingerprints.py",
 ]
