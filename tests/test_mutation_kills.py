@@ -473,6 +473,30 @@ def test_accuracy_rows_from_hand_counted_predictions():
     assert only_two["worst_group_acc"] == 0.5 and only_two["profession_acc"] == 3 / 4
 
 
+def test_edges_are_drawn_in_the_documented_colours():
+    """docs/viewers.md: Okabe–Ito blue (#0072B2) for positive weights, vermillion (#D55E00) for negative, dashed;
+    the strongest edges opaque."""
+    import pydot
+
+    from sfc_plugin.circuit import Circuit, Edge, Node
+
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, 1.0),
+        Node("resid_0/3", "resid_0", "blocks.0.hook_resid_post", 0, "feature", 3, None, 0.5),
+        Node("resid_0/4", "resid_0", "blocks.0.hook_resid_post", 0, "feature", 4, None, -0.5),
+    ]
+    edges = [Edge("resid_0/3", "y", 0.8), Edge("resid_0/4", "y", -0.8)]
+    dot = Circuit(nodes, edges, 1.0, "logit_diff", "atp", 10, "sum", 0.1, 0.01, {}).to_dot()
+    graph = pydot.graph_from_dot_data(dot)[0]
+    drawn = {
+        (e.get_source().strip('"'), e.get_attributes().get("style")): e.get("color").strip('"').lower()
+        for g in [graph, *graph.get_subgraphs()]
+        for e in g.get_edges()
+        if e.get("style") != "invis"  # the layout's row edges
+    }
+    assert drawn == {("resid_0/3", None): "#0072b2ff", ("resid_0/4", "dashed"): "#d55e00ff"}
+
+
 @pytest.fixture
 def edit_world(tokenizer):
     from sfc_plugin.shifting.edit import FeatureEdit

@@ -362,6 +362,14 @@ def build_map(args) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _head() -> str:
+    """The commit the scratch copies are made from (``+`` when the working tree differs from it)."""
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    return head + ("+" if dirty.stdout.strip() else "")
+
+
 def load_map() -> dict:
     path = STATE / "map.json"
     if not path.exists():
@@ -412,10 +420,20 @@ def _within(tests: list[str], dur: dict, budget: float) -> list[str]:
     return out
 
 
-def run_one(scratch: Path, m: Mutant, cov: dict, budget: float, full_budget: float, final: bool = False) -> dict:
+def run_one(
+    scratch: Path,
+    m: Mutant,
+    cov: dict,
+    budget: float,
+    full_budget: float,
+    final: bool = False,
+    named: list[str] | None = None,
+    commit: str = "",
+) -> dict:
+    """Run one mutant: ``named`` tests first (those written for an earlier survivor), then the covering tests."""
     source = (scratch / m.file).read_text(encoding="utf-8")
     text = apply(source, m)
-    result = {"key": m.key, **asdict(m)}
+    result = {"key": m.key, **asdict(m), "commit": commit}
     if text is None:
         return {**result, "status": "not-applicable"}
     tests = covering(cov, m)
@@ -426,11 +444,13 @@ def run_one(scratch: Path, m: Mutant, cov: dict, budget: float, full_budget: flo
     phases = [("fast", first)] + ([("wide", second)] if len(second) > len(first) else [])
     if final:  # every covering test, in one run
         phases = [("all", tests)]
+    if named:
+        phases = [("named", named)] + phases
     (scratch / m.file).write_text(text, encoding="utf-8")
     t0 = time.perf_counter()
     try:
         for phase, chosen in phases:
-            limit = 90 + 4 * sum(dur.get(t, 60.0) for t in chosen)
+            limit = 90 + 4 * sum(dur.get(t, 60.0 if "::" in t else 600.0) for t in chosen)
             run = run_pytest(scratch, chosen, limit)
             if run.status != "passed":
                 return {
@@ -460,12 +480,26 @@ def run_all(args) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     cov = load_map()
+    moved = subprocess.run(
+        ["git", "-C", str(REPO), "diff", "--name-only", cov["commit"], "--", *MODULES, "tests"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if moved:  # the map is by line number: tests chosen for changed files may be the wrong ones
+        print(f"warning: {len(moved)} files changed since the coverage map ({cov['commit'][:10]}): run `map` again")
     mutants = sample(args.n, args.seed)
     if args.only:
         mutants = [m for m in mutants if any(m.file.endswith(o) for o in args.only)]
     done = {} if args.rerun else _results()
     again = args.retry_survivors or args.final
     todo = [m for m in mutants if m.key not in done or (again and done[m.key]["status"] == "survived")]
+    if again:  # earlier survivors, recorded for mutants outside today's sample too (the sample moves with the code)
+        current = {mu.key: mu for f in MODULES for mu in collect(f)}
+        extra = [current[k] for k, r in done.items() if r["status"] == "survived" and k in current]
+        extra = [mu for mu in extra if not args.only or any(mu.file.endswith(o) for o in args.only)]
+        todo += [mu for mu in extra if mu.key not in {t.key for t in todo}]
+    answers = load_survivors()
+    commit = _head()
     print(f"{len(mutants)} mutants sampled, {len(todo)} to run with {args.jobs} job(s)", flush=True)
     STATE.mkdir(exist_ok=True)
     scratches: queue.Queue = queue.Queue()
@@ -480,7 +514,9 @@ def run_all(args) -> None:
     def one(m: Mutant) -> None:
         scratch = scratches.get()
         try:
-            r = run_one(scratch, m, cov, args.budget, args.full_budget, args.final)
+            note = _is_equivalent(asdict(m), answers) if again else None
+            named = [note["test"]] if note and note.get("test") else None
+            r = run_one(scratch, m, cov, args.budget, args.full_budget, args.final, named, commit)
         finally:
             scratches.put(scratch)
         with lock, (STATE / "results.jsonl").open("a") as out:
@@ -504,18 +540,29 @@ def run_all(args) -> None:
 # ---- report ----------------------------------------------------------------------------------------------------
 
 
-def load_equivalent() -> list[dict]:
-    path = HERE / "equivalent.toml"
+def _notes(name: str, table: str) -> list[dict]:
+    path = HERE / name
     if not path.exists():
         return []
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
-    return tomllib.loads(path.read_text(encoding="utf-8")).get("equivalent", [])
+    return tomllib.loads(path.read_text(encoding="utf-8")).get(table, [])
+
+
+def load_equivalent() -> list[dict]:
+    """Survivors argued equivalent, with the reason (``equivalent.toml``)."""
+    return _notes("equivalent.toml", "equivalent")
+
+
+def load_survivors() -> list[dict]:
+    """Survivors answered by a test written for them (``test``) or still open (``open``, why) (``survivors.toml``)."""
+    return _notes("survivors.toml", "survivor")
 
 
 def _is_equivalent(r: dict, notes: list[dict]) -> dict | None:
+    """The note in ``notes`` that matches result or mutant ``r`` (file, line text, original, replacement, column)."""
     for n in notes:
         if (
             n["file"] == r["file"]
@@ -535,54 +582,74 @@ def _md(s: str, width: int = 70) -> str:
 
 
 def report(args) -> None:
-    cov = load_map()
+    """Figures over every recorded mutant whose code is unchanged (the sample moves with the code: results of
+    mutants whose line has changed since are stale and left out), survivors with their answers, into the docs."""
     mutants = sample(args.n, args.seed)
     results = _results()
-    notes = load_equivalent()
-    rows = [results[m.key] for m in mutants if m.key in results]
-    missing = len(mutants) - len(rows)
+    notes, answers = load_equivalent(), load_survivors()
+    current = {mu.key for f in MODULES for mu in collect(f)}
+    rows = [r for k, r in results.items() if k in current and r["status"] != "not-applicable"]
+    stale = sum(1 for k in results if k not in current)
     per = defaultdict(Counter)
     survivors, equivalent = [], []
     for r in rows:
-        if r["status"] == "not-applicable":
-            continue
-        per[r["file"]]["mutants"] += 1
+        c = per[r["file"]]
+        c["mutants"] += 1
         if r["status"] == "killed":
-            per[r["file"]]["killed"] += 1
+            c["killed"] += 1
         elif (note := _is_equivalent(r, notes)) is not None:
-            per[r["file"]]["equivalent"] += 1
+            c["equivalent"] += 1
             equivalent.append((r, note))
         else:
-            per[r["file"]]["survived"] += 1
-            survivors.append(r)
+            answer = _is_equivalent(r, answers) or {}
+            c["tested" if answer.get("test") else "open"] += 1
+            survivors.append((r, answer))
     tot = sum(per.values(), Counter())
-    ratio = tot["killed"] / max(1, tot["mutants"] - tot["equivalent"])
+    live = tot["mutants"] - tot["equivalent"]
+    commits = sorted({r.get("commit") or "not recorded" for r in rows})
+    unrun = Counter(m.file for m in mutants if m.file not in per)
     seconds = sum(r.get("seconds", 0.0) for r in rows)
     lines = [
         BEGIN,
-        f"Sample: {tot['mutants']} mutants (seed {args.seed}, `-n {args.n}`) over {len(per)} modules, at commit "
-        f"`{cov['commit'][:10]}` of the coverage map; {missing} not yet run.",
+        f"Report of {time.strftime('%Y-%m-%d', time.gmtime())}. "
+        f"Recorded: {tot['mutants']} mutants (seeded samples, seed {args.seed}) over {len(per)} modules, run against "
+        f"the suite at {', '.join(f'`{c}`' for c in commits)}; {stale} recorded mutants whose line has changed "
+        f"since are left out. Test time: {seconds / 60:.0f} min (niced, on the 2-core development machine shared "
+        "with other jobs).",
         "",
-        f"**Killed {tot['killed']} of {tot['mutants'] - tot['equivalent']} non-equivalent mutants ({ratio:.1%})**; "
-        f"{tot['equivalent']} equivalent, {tot['survived']} surviving. Test time for the run: {seconds / 60:.0f} min "
-        "(niced, on the 2-core development machine shared with other jobs).",
+        f"**Killed {tot['killed']} of {live} non-equivalent mutants ({tot['killed'] / max(1, live):.1%})**; "
+        f"{tot['equivalent']} equivalent; {tot['tested'] + tot['open']} survived: {tot['tested']} of them have a "
+        f"test written since (not yet re-run: `mutate.py run --retry-survivors` runs each against its test first), "
+        f"{tot['open']} are open. If each of those tests kills its mutant: {tot['killed'] + tot['tested']} of "
+        f"{live} ({(tot['killed'] + tot['tested']) / max(1, live):.1%}), not measured until the retry.",
         "",
-        "| module | mutants | killed | equivalent | survived | killed / non-equivalent |",
+    ]
+    if unrun:
+        lines += [
+            "Not yet run (their share of the current sample): "
+            + ", ".join(f"`{f.removeprefix('sfc_plugin/')}` ({n})" for f, n in sorted(unrun.items()))
+            + ".",
+            "",
+        ]
+    lines += [
+        "| module | mutants | killed | equivalent | survived: test since / open | killed / non-equivalent |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for f in sorted(per):
         c = per[f]
         lines.append(
             f"| `{f.removeprefix('sfc_plugin/')}` | {c['mutants']} | {c['killed']} | {c['equivalent']} | "
-            f"{c['survived']} | {c['killed'] / max(1, c['mutants'] - c['equivalent']):.0%} |"
+            f"{c['tested']} / {c['open']} | {c['killed'] / max(1, c['mutants'] - c['equivalent']):.0%} |"
         )
     lines += ["", "### Surviving mutants", ""]
     if survivors:
-        lines += ["| where | operator | original | mutant |", "|---|---|---|---|"]
-        for r in sorted(survivors, key=lambda r: (r["file"], r["line"])):
+        lines += ["| where | operator | original | mutant | answer |", "|---|---|---|---|---|"]
+        for r, answer in sorted(survivors, key=lambda x: (x[0]["file"], x[0]["line"])):
+            what = f"test since: `{answer['test'].split('::')[-1]}`" if answer.get("test") else None
+            what = what or ("open: " + " ".join(answer["open"].split()) if answer.get("open") else "open")
             lines.append(
-                f"| `{r['file'].removeprefix('sfc_plugin/')}:{r['line']}` | {r['operator']} | {_md(r['original'])} | "
-                f"{_md(r['replacement'])} |"
+                f"| `{r['file'].removeprefix('sfc_plugin/')}:{r['line']}` | {r['operator']} | {_md(r['original'], 40)} | "
+                f"{_md(r['replacement'], 40)} | {what} |"
             )
     else:
         lines.append("None.")
