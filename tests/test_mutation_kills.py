@@ -473,6 +473,7 @@ def test_accuracy_rows_from_hand_counted_predictions():
     assert only_two["worst_group_acc"] == 0.5 and only_two["profession_acc"] == 3 / 4
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:pydot")
 def test_edges_are_drawn_in_the_documented_colours():
     """docs/viewers.md: Okabe–Ito blue (#0072B2) for positive weights, vermillion (#D55E00) for negative, dashed;
     the strongest edges opaque."""
