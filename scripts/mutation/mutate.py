@@ -437,12 +437,12 @@ def run_one(
     if text is None:
         return {**result, "status": "not-applicable"}
     tests = covering(cov, m)
-    if not tests:
+    if not tests and not named:
         return {**result, "status": "survived", "phase": "no-coverage", "tests": 0, "seconds": 0.0}
     dur = cov["durations"]
     first, second = _within(tests, dur, budget), _within(tests, dur, full_budget)
-    phases = [("fast", first)] + ([("wide", second)] if len(second) > len(first) else [])
-    if final:  # every covering test, in one run
+    phases = [("fast", first)] + ([("wide", second)] if len(second) > len(first) else []) if tests else []
+    if final and tests:  # every covering test, in one run
         phases = [("all", tests)]
     if named:
         phases = [("named", named)] + phases
@@ -492,12 +492,15 @@ def run_all(args) -> None:
         mutants = [m for m in mutants if any(m.file.endswith(o) for o in args.only)]
     done = {} if args.rerun else _results()
     again = args.retry_survivors or args.final
-    todo = [m for m in mutants if m.key not in done or (again and done[m.key]["status"] == "survived")]
-    if again:  # earlier survivors, recorded for mutants outside today's sample too (the sample moves with the code)
+    if again:  # earlier survivors only, also those outside today's sample (the sample moves with the code)
         current = {mu.key: mu for f in MODULES for mu in collect(f)}
-        extra = [current[k] for k, r in done.items() if r["status"] == "survived" and k in current]
-        extra = [mu for mu in extra if not args.only or any(mu.file.endswith(o) for o in args.only)]
-        todo += [mu for mu in extra if mu.key not in {t.key for t in todo}]
+        todo = [current[k] for k, r in done.items() if r["status"] == "survived" and k in current]
+        todo = [mu for mu in todo if not args.only or any(mu.file.endswith(o) for o in args.only)]
+        if not args.final:  # survivors argued equivalent are not retried
+            notes = load_equivalent()
+            todo = [mu for mu in todo if _is_equivalent(asdict(mu), notes) is None]
+    else:
+        todo = [m for m in mutants if m.key not in done]
     answers = load_survivors()
     commit = _head()
     print(f"{len(mutants)} mutants sampled, {len(todo)} to run with {args.jobs} job(s)", flush=True)
@@ -505,6 +508,13 @@ def run_all(args) -> None:
     scratches: queue.Queue = queue.Queue()
     for _ in range(max(1, args.jobs)):
         scratches.put(make_scratch())
+    named_all = sorted({n["test"] for n in answers if n.get("test")}) if again else []
+    if named_all:  # a named test that fails without any mutant would count every mutant it answers as killed
+        control = run_pytest(scratches.queue[0], named_all, 90 + 600 * len(named_all))
+        if control.status != "passed":
+            while not scratches.empty():
+                shutil.rmtree(scratches.get(), ignore_errors=True)
+            sys.exit(f"the survivors' tests fail on the unmutated code ({control.failed}):\n{control.tail}")
     lock, count, t_all = threading.Lock(), [0], time.perf_counter()
     import signal
 
@@ -696,7 +706,11 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once, each in its own scratch copy")
     parser.add_argument("--only", nargs="*", help="run only mutants of these files (suffixes)")
     parser.add_argument("--rerun", action="store_true", help="ignore earlier results")
-    parser.add_argument("--retry-survivors", action="store_true", help="run earlier survivors again (after new tests)")
+    parser.add_argument(
+        "--retry-survivors",
+        action="store_true",
+        help="run only earlier survivors again, each against the test survivors.toml names first (after new tests)",
+    )
     parser.add_argument("--final", action="store_true", help="run earlier survivors against every covering test")
     args = parser.parse_args(argv)
     os.environ["SFC_MUTATION_NICE"] = str(args.nice)
