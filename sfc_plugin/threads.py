@@ -9,7 +9,8 @@ on 2 cores with one other busy process the toy node phase ran 6.9× slower with 
 2. ``OMP_NUM_THREADS`` in the environment (torch reads it itself; we leave it alone);
 3. otherwise the usable cores — CPU affinity (``sched_getaffinity``) capped by a cgroup CPU quota
    (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) — minus the cores the rest of the
-   machine keeps busy (the 1-minute load average, when the load counts every core), at least one.
+   machine keeps busy (measured from ``/proc/stat`` over 0.2 s while we sleep; the 1-minute load average where
+   that file is missing), when the machine has no more cores than we may use; at least one.
 
 CUDA work is not affected: the policy sets torch's CPU intra-op threads only.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
@@ -50,29 +52,45 @@ def usable_cores(root: Path = CGROUP) -> int:
     return max(1, cores)
 
 
-def busy_elsewhere(cores: int) -> int:
-    """Cores kept busy by other processes: the 1-minute load average, rounded, when the machine has no more
-    cores than this process may use (a load average is machine-wide; on a bigger machine it says nothing about
-    our share)."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0
+def _cpu_times(stat: Path) -> tuple[int, int]:
+    """``(busy, total)`` jiffies of all cores from ``/proc/stat``'s first line."""
+    fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def busy_elsewhere(cores: int, window: float = 0.2, stat: Path = Path("/proc/stat")) -> int:
+    """Cores kept busy by other processes, rounded: measured over ``window`` seconds from ``/proc/stat`` while this
+    process sleeps (else the 1-minute load average). Machine-wide figures say nothing about our share on a machine
+    with more cores than this process may use: there, 0."""
     if (os.cpu_count() or cores) > cores:
         return 0
-    return int(load + 0.5)
+    try:
+        b0, t0 = _cpu_times(stat)
+        time.sleep(window)
+        b1, t1 = _cpu_times(stat)
+        busy = (b1 - b0) / max(t1 - t0, 1) * (os.cpu_count() or cores)
+    except (OSError, ValueError, IndexError):
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0
+    return int(busy + 0.5)
 
 
-def choose(requested: int | None = None, *, environ=os.environ, root: Path = CGROUP) -> tuple[int | None, str]:
+def choose(
+    requested: int | None = None, *, environ=os.environ, root: Path = CGROUP, stat: Path = Path("/proc/stat")
+) -> tuple[int | None, str]:
     """``(threads, why)``: the count to set (None: leave torch as it is) and a one-line reason."""
     if requested is not None:
         return requested, f"--threads {requested}"
     if environ.get("OMP_NUM_THREADS"):
         return None, f"OMP_NUM_THREADS={environ['OMP_NUM_THREADS']}"
     cores = usable_cores(root)
-    busy = min(busy_elsewhere(cores), cores - 1)
+    busy = min(busy_elsewhere(cores, stat=stat), cores - 1)
     why = f"{cores} usable core{'s' * (cores != 1)}"
-    return cores - busy, why + (f", {busy} busy elsewhere (load average)" if busy else "")
+    return cores - busy, why + (f", {busy} busy elsewhere" if busy else "")
 
 
 def apply(requested: int | None = None) -> str:

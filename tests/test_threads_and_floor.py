@@ -15,14 +15,33 @@ from sfc_plugin.metrics import logit_diff
 from sfc_plugin.splicing import build_submodules
 
 
+class Stat:
+    """A ``/proc/stat`` whose counters advance between reads as if ``load`` cores of ``cpus`` were busy."""
+
+    def __init__(self, path, cpus: int, load: float):
+        self.path, self.cpus, self.load, self.t = path, cpus, load, 0
+        self.write()
+
+    def write(self):
+        total = 1000 * self.cpus * self.t
+        busy = int(1000 * self.load * self.t)
+        user, idle = busy, total - busy  # user nice system idle iowait irq softirq steal
+        self.path.write_text(f"cpu  {user} 0 0 {idle} 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n")
+        self.t += 1
+
+
 @pytest.fixture
-def machine(monkeypatch):
-    """A machine of ``cpus`` cores of which this process may use ``allowed``, at ``load``."""
+def machine(monkeypatch, tmp_path):
+    """A machine of ``cpus`` cores of which this process may use ``allowed``, ``load`` of them busy; returns the
+    fake ``/proc/stat``."""
 
     def set_(cpus: int, allowed: int, load: float):
         monkeypatch.setattr(threads.os, "cpu_count", lambda: cpus)
         monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(allowed)))
         monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
+        stat = Stat(tmp_path / "stat", cpus, load)
+        monkeypatch.setattr(threads.time, "sleep", lambda s: stat.write())
+        return stat.path
 
     return set_
 
@@ -58,10 +77,19 @@ def test_cgroup_v1_quota_and_no_cgroup(tmp_path, machine):
     ],
 )
 def test_threads_are_the_usable_cores_less_the_busy_ones(tmp_path, machine, cpus, allowed, load, expected):
-    machine(cpus, allowed, load)
-    n, why = threads.choose(environ={}, root=tmp_path)
+    stat = machine(cpus, allowed, load)
+    n, why = threads.choose(environ={}, root=tmp_path, stat=stat)
     assert n == expected
     assert f"{allowed} usable core" in why and (("busy elsewhere" in why) == (expected < allowed))
+
+
+def test_busy_cores_from_the_load_average_without_proc_stat(tmp_path, machine):
+    machine(2, 2, 1.4)
+    assert threads.busy_elsewhere(2, stat=tmp_path / "missing") == 1
+    assert threads.choose(environ={}, root=tmp_path, stat=tmp_path / "missing") == (
+        1,
+        "2 usable cores, 1 busy elsewhere",
+    )
 
 
 def test_explicit_threads_and_omp_num_threads_win(tmp_path, machine):
