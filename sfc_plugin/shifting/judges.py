@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..annotations.records import is_annotations_file
 from ..errors import SFCError
 from ..plugins import hookimpl
 from .records import Decision
@@ -20,8 +21,12 @@ CHOICES = ("ablate", "keep")
 
 def read_decisions(path: str | Path) -> dict[str, str]:
     """``{feature id: "ablate" | "keep"}`` from JSON (a mapping, a list of ``{id, decision}``, or a
-    ``shift.json`` with ``features``) or CSV with columns ``id,decision``."""
+    ``shift.json`` with ``features``), CSV with columns ``id,decision``, or an ``sfc-annotations/1`` file."""
     path = Path(path)
+    if is_annotations_file(path):  # accepted sfc-annotations/1 records with a decision
+        from ..annotations.decisions import file_decisions
+
+        return file_decisions(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -63,6 +68,13 @@ def file_judge(features, ctx):
 
         write_template(path, features, evidence_cards(features, ctx))
         raise SFCError(f'wrote a decisions template to {str(path)!r}: set "decision" to ablate or keep, then rerun')
+    if is_annotations_file(path):  # sfc-annotations/1: accepted records decide, and shift.json names them
+        from ..annotations.decisions import annotation_decisions
+        from ..fingerprints import sae_fingerprint
+
+        fps = {f.submodule: sae_fingerprint(ctx.submodules[f.submodule].sae)["sha256"] for f in features}
+        table = annotation_decisions(path, [f.id for f in features], fps)
+        return [Decision(f.id, table[f.id][0], f"annotations:{path}", table[f.id][1]) for f in features]
     table = read_decisions(path)
     return [
         Decision(f.id, table.get(f.id, "keep"), f"file:{path}" if f.id in table else f"file:{path} (not listed: keep)")
