@@ -16,6 +16,19 @@ from ..plugins import hookimpl
 from .records import Decision
 
 CHOICES = ("ablate", "keep")
+DECISIONS = Path(__file__).resolve().parent / "decisions"  # shipped decision files, by name
+
+
+def shipped_decisions() -> list[str]:
+    """Names of the shipped decisions files (``marks2024-gemma-2-2b``: the authors' 43 Gemma-2-2B features)."""
+    return sorted(p.stem for p in DECISIONS.glob("*.json"))
+
+
+def decisions_path(spec: str | Path | None) -> str | Path | None:
+    """A decisions file: ``spec`` itself, or the shipped file of that name when no such path exists."""
+    if spec and not Path(spec).exists() and str(spec) in shipped_decisions():
+        return DECISIONS / f"{spec}.json"
+    return spec
 
 
 def read_decisions(path: str | Path) -> dict[str, str]:
@@ -52,8 +65,9 @@ def read_decisions(path: str | Path) -> dict[str, str]:
 
 
 def file_judge(features, ctx):
-    """Decisions from ``ctx.options["decisions"]`` (JSON/CSV); features it does not list are kept."""
-    path = ctx.options.get("decisions")
+    """Decisions from ``ctx.options["decisions"]`` (JSON/CSV, or a shipped name: :func:`shipped_decisions`);
+    features it does not list are kept."""
+    path = decisions_path(ctx.options.get("decisions"))
     if not path:
         raise SFCError("judge 'file' needs a decisions file (--decisions FILE)")
     if not Path(path).exists():  # write a template with every candidate's evidence card to fill in
@@ -68,6 +82,15 @@ def file_judge(features, ctx):
         Decision(f.id, table.get(f.id, "keep"), f"file:{path}" if f.id in table else f"file:{path} (not listed: keep)")
         for f in features
     ]
+
+
+def file_candidates(ctx) -> list[str]:
+    """The features a decisions file marks ``ablate``: SHIFT adds them to the candidates when attribution did
+    not rank them (so a file of someone else's selection, e.g. the authors', is applied in full)."""
+    path = decisions_path(ctx.options.get("decisions"))
+    if not path or not Path(path).exists():
+        return []
+    return [fid for fid, d in read_decisions(path).items() if d == "ablate"]
 
 
 def interactive_judge(features, ctx):
@@ -102,20 +125,28 @@ def labelled_judge(features, ctx):
     These labels disambiguate the two attributes, which SHIFT is meant to do without."""
     import torch
 
+    from .encoding import encode_some
+
     if ctx.val is None:
         raise SFCError("judge 'labelled' needs the labelled validation data")
     by_sub: dict[str, list] = {}
     for f in features:
         by_sub.setdefault(f.submodule, []).append(f)
     scores = {}
+    model = ctx.model
+    size = 64
+    if ctx.budget is not None:
+        per_row = ctx.budget.forward_row(ctx.val.batch.clean.shape[1], model.cfg.n_layers, 0, grad=False)
+        size = ctx.budget.rows(per_row, "labelled-judge", share=0.5, cap=size)
     with torch.no_grad():
         for name, feats in by_sub.items():
             sub = ctx.submodules[name]
             idx = torch.tensor([f.feature for f in feats], device=sub.W_dec.device)
+            stop = min(max(sub.layer, 0) + 1, model.cfg.n_layers)
             acts = []
-            for part, _, _ in ctx.val.split(64):
-                _, cache = ctx.model.run_with_cache(part.clean, names_filter=sub.hook)
-                a = sub.encode(sub.flat(cache[sub.hook]))[..., idx] * part.valid[..., None]
+            for part, _, _ in ctx.val.split(size):
+                _, cache = model.run_with_cache(part.clean, names_filter=sub.hook, stop_at_layer=stop)
+                a = encode_some(sub, sub.flat(cache[sub.hook]), idx) * part.valid[..., None]
                 acts.append(a.sum(1) / part.valid.sum(1, keepdim=True))
             acts = torch.cat(acts).double()
             for j, f in enumerate(feats):
@@ -189,6 +220,7 @@ def concept_judge(features, ctx):
         texts,
         n_top=int(ctx.options.get("n_top", 20)),
         n_promoted=int(ctx.options.get("n_promoted", 10)),
+        budget=ctx.budget,
     )
     out = []
     for f in features:
@@ -214,6 +246,7 @@ def _snippet(tokens: list[str], before: int = 3) -> str:
 
 
 file_judge.uses = ("human_review",)
+file_judge.candidates = file_candidates
 interactive_judge.uses = ("human_review",)
 labelled_judge.uses = ("balanced_labels",)
 concept_judge.uses = ("concept_description", "unlabelled_text")
