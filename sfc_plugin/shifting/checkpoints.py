@@ -80,7 +80,7 @@ class Checkpoints:
 
         st, js = self._paths(kind, key, partial)
         write_atomic(st, save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}))
-        write_atomic(js, json.dumps(meta, sort_keys=True) + "\n")
+        write_atomic(js, json.dumps(meta) + "\n")
 
     def get(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
         """A finished result ``(tensors, meta)``, or None."""
