@@ -134,23 +134,25 @@ def labelled_judge(features, ctx):
         by_sub.setdefault(f.submodule, []).append(f)
     scores = {}
     model = ctx.model
+    subs = {name: ctx.submodules[name] for name in by_sub}
+    idx = {n: torch.tensor([f.feature for f in by_sub[n]], device=s.W_dec.device) for n, s in subs.items()}
+    stop = min(max(max(s.layer for s in subs.values()), 0) + 1, model.cfg.n_layers) if subs else 1
+    hooks = {s.hook for s in subs.values()}
     size = 64
     if ctx.budget is not None:
-        per_row = ctx.budget.forward_row(ctx.val.batch.clean.shape[1], model.cfg.n_layers, 0, grad=False)
+        per_row = ctx.budget.forward_row(ctx.val.batch.clean.shape[1], stop, 0, grad=False)
         size = ctx.budget.rows(per_row, "labelled-judge", share=0.5, cap=size)
+    acts = {n: [] for n in subs}
     with torch.no_grad():
+        for part, _, _ in ctx.val.split(size) if subs else ():  # one pass for every submodule
+            _, cache = model.run_with_cache(part.clean, names_filter=lambda h: h in hooks, stop_at_layer=stop)
+            for name, sub in subs.items():
+                a = encode_some(sub, sub.flat(cache[sub.hook]), idx[name]) * part.valid[..., None]
+                acts[name].append(a.sum(1) / part.valid.sum(1, keepdim=True))
         for name, feats in by_sub.items():
-            sub = ctx.submodules[name]
-            idx = torch.tensor([f.feature for f in feats], device=sub.W_dec.device)
-            stop = min(max(sub.layer, 0) + 1, model.cfg.n_layers)
-            acts = []
-            for part, _, _ in ctx.val.split(size):
-                _, cache = model.run_with_cache(part.clean, names_filter=sub.hook, stop_at_layer=stop)
-                a = encode_some(sub, sub.flat(cache[sub.hook]), idx) * part.valid[..., None]
-                acts.append(a.sum(1) / part.valid.sum(1, keepdim=True))
-            acts = torch.cat(acts).double()
+            a = torch.cat(acts[name]).double()
             for j, f in enumerate(feats):
-                scores[f.id] = (_corr(acts[:, j], ctx.val.y), _corr(acts[:, j], ctx.val.z))
+                scores[f.id] = (_corr(a[:, j], ctx.val.y), _corr(a[:, j], ctx.val.z))
     min_r = float(ctx.options.get("min_r", 0.1))
     return [
         Decision(
