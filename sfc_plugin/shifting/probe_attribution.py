@@ -91,7 +91,8 @@ def attribute(
     probe = copy.deepcopy(probe).to(dtype=model.cfg.dtype, device=data.y.device)
     layer = int(hook.split(".")[1])
     method_fn = lookup("method", method, pm) if isinstance(method, str) else method
-    method_fn = ig if neurons else method_fn  # neurons: always integrated gradients
+    if neurons and method_fn not in (atp, ig):
+        method_fn = ig  # neurons need a gradient method: integrated gradients unless atp was asked for
     fast = method_fn in (atp, ig)
     size = min(batch_size, attribution_rows(model, subs, data.batch.clean.shape[1], budget, batch_size))
     tokens_per_chunk = (
