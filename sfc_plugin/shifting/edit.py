@@ -22,6 +22,7 @@ import torch
 
 from ..errors import SFCError
 from ..splicing import Submodule
+from .encoding import encode_some
 
 SCHEMA = "sfc-edit/1"
 
@@ -52,8 +53,8 @@ class FeatureEdit:
 
             def fn(act, hook, sub=sub, feats=feats, dims=dims):
                 x = sub.flat(act)
-                if feats.numel():
-                    x = x - sub.encode(x)[..., feats] @ sub.W_dec[feats]
+                if feats.numel():  # only the ablated features are encoded (where the SAE allows: encode_some)
+                    x = x - encode_some(sub, x, feats) @ sub.W_dec[feats]
                 if dims.numel():
                     x = x.index_fill(-1, dims, 0.0)
                 return sub.unflat(x)
