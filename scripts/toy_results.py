@@ -34,7 +34,7 @@ def main() -> None:
     model, saes = toy.load()
     out = {}
     rows = []
-    if args.only_shift:
+    if args.only_shift or args.skip_shift:  # keep the part not rerun
         out = json.loads((DOCS / "toy_results.json").read_text())
     for cond in () if args.only_shift else toy.CONDITIONS:
         train = sfc_plugin.load_dataset(f"toy/sva-{cond}", "train")[:40]
@@ -49,11 +49,12 @@ def main() -> None:
             model, saes, circuit.prune(0.1), test, thresholds=[0.1], include_errors=False, progress=False
         )
         own = sfc_plugin.evaluate(model, saes, circuit.prune(0.1), test, thresholds=[0.1], progress=False)
-        write_report(res, DOCS / f"faithfulness-{cond}", title=f"toy/sva-{cond}: mean ablation")
+        write_report(res, DOCS / f"faithfulness-{cond}", title=f"toy/sva-{cond}: mean ablation", overwrite=True)
         row = {
             "condition": cond,
             "nodes_at_0.1": own["circuit"]["n_nodes"],
             "faithfulness_at_0.1": own["circuit"]["faithfulness"],
+            "faithfulness_se_at_0.1": own["circuit"]["faithfulness_se"],
             "completeness_at_0.1": own["circuit"]["completeness"],
             "features_only_faithfulness_at_0.1": feats["circuit"]["faithfulness"],
             "nodes_for_faithfulness_0.8": nodes_for(res["points"]),
@@ -65,12 +66,13 @@ def main() -> None:
         print(json.dumps(row), file=sys.stderr)
     if not args.only_shift:
         out["evaluation"] = rows
-        print("| condition | nodes (τ=0.1) | faithfulness | completeness | features only | nodes for F≥0.8 |")
-        print("|---|---|---|---|---|---|")
+        print("| condition | nodes (τ=0.1) | faithfulness | completeness | features only | nodes for F≥0.8 | points |")
+        print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['condition']} | {r['nodes_at_0.1']} | {r['faithfulness_at_0.1']:.2f} | {r['completeness_at_0.1']:.2f} | "
-            f"{r['features_only_faithfulness_at_0.1']:.2f} | {r['nodes_for_faithfulness_0.8']} |"
+            f"| {r['condition']} | {r['nodes_at_0.1']} | {r['faithfulness_at_0.1']:.2f} ± {r['faithfulness_se_at_0.1']:.2f} | "
+            f"{r['completeness_at_0.1']:.2f} | {r['features_only_faithfulness_at_0.1']:.2f} | "
+            f"{r['nodes_for_faithfulness_0.8']} | {r['n_points']} |"
         )
     if not args.skip_shift:
         from sfc_plugin.shifting import format_table, public

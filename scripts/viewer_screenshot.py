@@ -1,10 +1,10 @@
 """Screenshot of `sfc view` on a circuit with one node's card open (the README's picture).
 
-    python scripts/viewer_screenshot.py SITE_DIR OUT.png [--node resid_2/173] [--node-slider 40]
+    python scripts/viewer_screenshot.py SITE_DIR OUT.png [--node resid_2/173] [--node-slider 40] [--no-card]
 
 SITE_DIR is what `sfc view CIRCUIT -o SITE_DIR` wrote; needs Debian's `chromium` (headless).
-The page is loaded from file:// with a few lines appended that move the node slider, hover and click
-the node, exactly as a user would.
+The page is loaded from file:// with a few lines appended that move the node slider (when given; else the
+page's first screen stays), hover and click the node, exactly as a user would.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ def main() -> int:
     ap.add_argument("site")
     ap.add_argument("out")
     ap.add_argument("--node", default="resid_2/173")
-    ap.add_argument("--node-slider", type=int, default=40)
-    ap.add_argument("--size", default="1600,1000")
+    ap.add_argument("--node-slider", type=int, default=None, help="slider position 0-100 (default: the first screen)")
+    ap.add_argument("--no-card", action="store_true", help="open no card: the graph alone")
+    ap.add_argument("--size", default="1400,1000")
     args = ap.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
@@ -40,15 +41,22 @@ def main() -> int:
             )
         )
         node = json.dumps(args.node)
-        (site / "shot.js").write_text(
-            f"var s = document.getElementById('node-slider'); s.value = {int(args.node_slider)};\n"
+        slider = (
+            ""
+            if args.node_slider is None
+            else f"var s = document.getElementById('node-slider'); s.value = {int(args.node_slider)};\n"
             "s.dispatchEvent(new Event('input', {bubbles: true}));\n"
-            f"var g = document.querySelector('.node[data-id=' + JSON.stringify({node}) + ']');\n"
+        )
+        card = (
+            ""
+            if args.no_card
+            else f"var g = document.querySelector('.node[data-id=' + JSON.stringify({node}) + ']');\n"
             "g.dispatchEvent(new MouseEvent('click', {bubbles: true}));\n"
             "window.dispatchEvent(new Event('resize'));\n"
             "g = document.querySelector('.node[data-id=' + JSON.stringify(" + node + ") + ']');\n"
             "g.dispatchEvent(new MouseEvent('mouseenter'));\n"
         )
+        (site / "shot.js").write_text(slider + card)
         subprocess.run(
             [
                 chromium,

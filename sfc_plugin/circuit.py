@@ -114,6 +114,8 @@ class Circuit:
     node_threshold: float
     edge_threshold: float
     provenance: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None  # held-out faithfulness (sfc discover), see sfc_plugin.curve
+    warnings: list[str] = field(default_factory=list)
 
     def node(self, node_id: str) -> Node:
         for n in self.nodes:
@@ -129,7 +131,9 @@ class Circuit:
         return counts
 
     def prune(self, node_threshold: float | None = None, edge_threshold: float | None = None) -> Circuit:
-        """A sub-circuit at stricter thresholds (no recomputation; thresholds can only rise)."""
+        """A sub-circuit at stricter thresholds (no recomputation; thresholds can only rise). A recorded
+        ``evaluation`` is re-stated for the new node set (the curve's point for exactly that set, else
+        ``"known": False``) and the warnings are recomputed."""
         from .validation import threshold
 
         nt = self.node_threshold if node_threshold is None else threshold(node_threshold, "node_threshold")
@@ -141,7 +145,7 @@ class Circuit:
         nodes = [n for n in self.nodes if n.kind == "metric" or abs(n.effect) > nt]
         keep = {n.id for n in nodes}
         edges = [e for e in self.edges if e.source in keep and e.target in keep and abs(e.weight) > et]
-        return Circuit(
+        out = Circuit(
             nodes,
             edges,
             self.total_effect,
@@ -153,6 +157,14 @@ class Circuit:
             et,
             dict(self.provenance),
         )
+        if self.evaluation is not None:  # the curve's point for the new node set, when there is one
+            from .curve import at_threshold
+
+            out.evaluation = at_threshold(self.evaluation, sum(n.kind != "metric" for n in nodes), nt)
+        from .paths import health_warnings
+
+        out.warnings = health_warnings(out)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,6 +179,8 @@ class Circuit:
             "node_threshold": self.node_threshold,
             "edge_threshold": self.edge_threshold,
             "provenance": self.provenance,
+            **({"evaluation": self.evaluation} if self.evaluation is not None else {}),
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -217,6 +231,14 @@ class Circuit:
         prov = data.get("provenance") or {}
         if not isinstance(prov, dict):
             raise SFCError(f"{source}: corrupt circuit: 'provenance' must be an object, got {type(prov).__name__}")
+        evaluation = data.get("evaluation")
+        if evaluation is not None:
+            from .curve import check
+
+            evaluation = check(evaluation, source)
+        warnings = data.get("warnings") or []
+        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+            raise SFCError(f"{source}: corrupt circuit: 'warnings' must be a list of strings, got {warnings!r}"[:300])
         return cls(
             nodes,
             edges,
@@ -228,6 +250,8 @@ class Circuit:
             thresholds[0],
             thresholds[1],
             dict(prov),
+            evaluation,
+            list(warnings),
         )
 
     @classmethod
@@ -265,12 +289,18 @@ class Circuit:
             f"|effect| > {self.node_threshold:g}>"
         )
 
-    def summary(self) -> str:
-        """A few lines: nodes per submodule, edges, total effect."""
+    def summary(self, warnings: bool = True) -> str:
+        """A few lines: nodes per submodule, edges, total effect; the held-out faithfulness when recorded, and
+        the circuit's warnings (unless ``warnings=False``)."""
         per = self.nodes_per_submodule()
         lines = [
             f"nodes: {sum(per.values())} ({', '.join(f'{k} {v}' for k, v in per.items()) or 'none'})",
             f"edges: {len(self.edges)}",
             f"total effect m(patch) - m(clean): {'n/a (zero ablation)' if self.total_effect is None else f'{self.total_effect:.4f}'}",
         ]
+        if self.evaluation is not None:
+            from .curve import describe
+
+            lines.append(describe(self.evaluation))
+        lines += [f"warning: {w}" for w in self.warnings] if warnings else []
         return "\n".join(lines)

@@ -84,6 +84,31 @@ class DiscoverConfig(WorldConfig):
     )
     n_examples: int | None = setting(40, "use the first N examples (default {default})", check="positive")
     edges: bool = setting(True, "nodes only", check="bool", flags=("--no-edges",), action="store_const", const=False)
+    evaluate: bool = setting(
+        True,
+        "do not evaluate the circuit on held-out pairs (default: faithfulness and completeness under mean ablation "
+        "on the dataset's held-out split, recorded in circuit.json)",
+        check="bool",
+        flags=("--no-evaluate",),
+        action="store_const",
+        const=False,
+    )
+    eval_data: str | None = setting(
+        None,
+        "held-out pairs to evaluate on: a JSON-lines file or dataset name (default: --data's held-out split; "
+        "needed when --data is a file)",
+        check="string",
+    )
+    eval_split: str = setting("test", "held-out split of a named dataset (default {default})", check="string")
+    n_eval: int | None = setting(
+        40, "evaluate on the first N held-out pairs (default {default}, as sfc evaluate)", check="positive"
+    )
+    target_faithfulness: float | None = setting(
+        None,
+        "write the smallest circuit on the held-out faithfulness curve whose faithfulness is at least this "
+        "(e.g. 0.8); exits 2 naming the best found when none is",
+        check="threshold",
+    )
     out: str = setting("sfc-out", "output directory (default ./{default})", check="string", flags=("-o", "--out"))
 
     def pipeline_kwargs(self) -> dict[str, Any]:

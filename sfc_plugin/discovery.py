@@ -19,6 +19,7 @@ from .circuit import Circuit, Edge, Node, node_id
 from .data import pair_fingerprint, resolve_records, tokenize
 from .errors import SFCError
 from .metrics import resolve_metric
+from .paths import health_warnings
 from .plugins import lookup
 from .splicing import Submodule, activations
 from .world import world_args
@@ -195,13 +196,14 @@ def discover(
         prov["tokens"] = [model.tokenizer.decode([t]) for t in full.clean[0, : int(full.last[0]) + 1].tolist()]
     prov["n_layers"] = int(model.cfg.n_layers)
     prov["pair_hashes"] = [pair_fingerprint(r) for r in records]  # lets evaluation refuse these pairs
+    prov["metric_inputs"] = _metric_inputs(subs[-1].name, res)  # what the kept nodes' share is measured against
     prov["prompt"] = _prompt_info(model, subs, full, circuit_nodes)
     prov.update(provenance or {})
     if "timings" not in prov:  # the only field that varies between runs (a caller may pass None for none)
         prov["timings"] = {"seconds": round(time.perf_counter() - started, 3)}
     if prov["timings"] is None:
         del prov["timings"]
-    return Circuit(
+    circuit = Circuit(
         circuit_nodes,
         circuit_edges,
         None if full.patch is None else total / n,
@@ -213,3 +215,13 @@ def discover(
         float(edge_threshold),
         prov,
     )
+    circuit.warnings = health_warnings(circuit)
+    return circuit
+
+
+def _metric_inputs(last: str, res) -> dict[str, Any]:
+    """The submodule whose nodes feed the metric directly and the sum of the effects of *all* its nodes (kept or
+    not): the share of it that a circuit's nodes carry says how much of the behaviour the circuit reaches."""
+    feats = res.features[last]
+    total = float((feats.coalesce().values() if feats.is_sparse else feats).sum()) + float(res.errors[last].sum())
+    return {"submodule": last, "effect": total}

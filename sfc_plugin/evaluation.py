@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .circuit import Circuit
+from .curve import POINT_KEYS
 from .data import resolve_records, tokenize
 from .errors import SFCError
 from .metrics import resolve_metric
@@ -88,8 +89,10 @@ def evaluate(
     ``evaluate(world, circuit, data)`` with a :class:`~sfc_plugin.world.World`, or ``evaluate(model, saes,
     circuit, data)`` (model and SAEs as for :func:`~sfc_plugin.discover`, loaded with ``device`` and ``dtype``).
 
-    Returns the ``faithfulness.json`` structure: the circuit's own point and one point per node
-    threshold (log-spaced over the circuit's effects by default). ``start_layer``: submodules below
+    Returns the ``faithfulness.json`` structure: the circuit's own point and one point per node set (thresholds
+    log-spaced over the circuit's effects by default; thresholds that keep the same nodes are evaluated once, at
+    the lowest), each with ``faithfulness_se`` and ``completeness_se``, one standard error across examples
+    (:func:`ratio_se`). ``start_layer``: submodules below
     it are never ablated. ``include_errors=False``: error terms are ablated everywhere but in ``M``.
     SAEs or a model other than those the circuit was found with (by the fingerprints in its provenance)
     are refused unless ``force``; the result's ``provenance_check`` says which. ``max_memory`` (e.g.
@@ -144,9 +147,12 @@ def evaluate(
     with torch.no_grad():
         abl = ablate_fn(model, subs, full)
 
-        def run(keep: Callable[[Submodule, int], tuple[torch.Tensor, torch.Tensor]] | None) -> float:
-            """Mean metric with nodes outside ``keep`` ablated (``None``: the unmodified model)."""
-            total, lo = 0.0, 0
+        def run(
+            keep: Callable[[Submodule, int], tuple[torch.Tensor, torch.Tensor]] | None,
+        ) -> tuple[float, torch.Tensor]:
+            """Mean metric with nodes outside ``keep`` ablated (``None``: the unmodified model), and its value per
+            example (float64, for standard errors)."""
+            total, lo, values = 0.0, 0, []
             for b in batches:
                 hooks = []
                 for s in subs if keep is not None else []:
@@ -165,9 +171,11 @@ def evaluate(
                         return s.unflat(s.decode(torch.where(kf, f, af)) + torch.where(ke[..., None], err, ae))
 
                     hooks.append((s.hook, hook))
-                total += float(run_metric(model, metric_fn, b, hooks).sum())
+                m = run_metric(model, metric_fn, b, hooks)
+                total += float(m.sum())
+                values.append(m.detach().to("cpu", torch.float64).reshape(-1))
                 lo += len(b)
-            return total / len(full)
+            return total / len(full), torch.cat(values)
 
         def in_circuit(t: float, complement: bool = False):
             def keep(s: Submodule, T: int):
@@ -183,30 +191,40 @@ def evaluate(
 
             return keep
 
-        m_full = run(None)
-        m_empty = run(in_circuit(math.inf))
+        m_full, v_full = run(None)
+        m_empty, v_empty = run(in_circuit(math.inf))
         denom = m_full - m_empty
         if not (math.isfinite(m_full) and math.isfinite(m_empty)):
             raise SFCError(
                 f"the metric is not finite (model {m_full!r}, everything ablated {m_empty!r}); check the data and SAEs"
             )
 
-        def point(t: float) -> dict[str, float]:
-            n_nodes = sum(int((f > t).sum() + (e > t).sum()) for f, e in maps.values())
-            return {
-                "node_threshold": t,
-                "n_nodes": n_nodes,
-                "faithfulness": (run(in_circuit(t)) - m_empty) / denom if denom else None,
-                "completeness": (run(in_circuit(t, complement=True)) - m_empty) / denom if denom else None,
-            }
+        def n_nodes(t: float) -> int:
+            return sum(int((f > t).sum() + (e > t).sum()) for f, e in maps.values())
 
-        curve = [point(t) for t in tqdm(points, desc="thresholds", file=sys.stderr, disable=not progress, leave=False)]
-        own = next((p for p in curve if p["node_threshold"] == circuit.node_threshold), None) or point(
-            circuit.node_threshold
-        )
+        def point(t: float) -> dict[str, float]:
+            out: dict[str, Any] = {"node_threshold": t, "n_nodes": n_nodes(t)}
+            for name, complement in (("faithfulness", False), ("completeness", True)):
+                m, v = run(in_circuit(t, complement))
+                out[name] = (m - m_empty) / denom if denom else None
+                out[name + "_se"] = ratio_se(v - v_empty, v_full - v_empty) if denom else None
+            return out
+
+        unique = {}  # one threshold per node set (the sets are nested: one per node count), the lowest
+        for t in points:
+            unique.setdefault(n_nodes(t), t)
+        thresholds_run = sorted(unique.values())
+        curve = [
+            point(t)
+            for t in tqdm(thresholds_run, desc="thresholds", file=sys.stderr, disable=not progress, leave=False)
+        ]
+        own_n = n_nodes(circuit.node_threshold)
+        own = next((p for p in curve if p["n_nodes"] == own_n), None) or point(circuit.node_threshold)
     return {
         "ablation": ablation if isinstance(ablation, str) else getattr(ablation, "__name__", "custom"),
-        "circuit": {k: own[k] for k in ("n_nodes", "faithfulness", "completeness")},
+        "circuit": {
+            k: own[k] for k in ("n_nodes", "faithfulness", "completeness", "faithfulness_se", "completeness_se")
+        },
         "points": curve,
         "m_full": m_full,
         "m_empty": m_empty,
@@ -217,56 +235,125 @@ def evaluate(
     }
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def ratio_se(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Standard error across examples of ``mean(a) / mean(b)`` (the delta method for a ratio of means):
+    ``sd(a − R·b) / (√n · |mean(b)|)`` with ``R = mean(a) / mean(b)``; None for fewer than two examples."""
+    n = int(a.numel())
+    mb = float(b.mean())
+    if n < 2 or mb == 0:
+        return None
+    r = float(a.mean()) / mb
+    return float((a - r * b).std(unbiased=True)) / (math.sqrt(n) * abs(mb))
+
+
+def _fmt(value, se=None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" ±{se:.3f}" if se is not None else "")
+
+
+COLUMNS = ["node_threshold", "n_nodes", "faithfulness", "faithfulness_se", "completeness", "completeness_se"]
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The curve as a text table."""
-    rows = [f"{'threshold':>10} {'nodes':>6} {'faithfulness':>12} {'completeness':>12}"]
+    """The curve as a text table (± one standard error across examples)."""
+    rows = [f"{'threshold':>10} {'nodes':>6} {'faithfulness':>14} {'completeness':>14}"]
     for p in result["points"]:
-        rows.append(
-            f"{p['node_threshold']:>10.4g} {p['n_nodes']:>6d} {_fmt(p['faithfulness']):>12} {_fmt(p['completeness']):>12}"
-        )
+        f, c = _fmt(p["faithfulness"], p.get("faithfulness_se")), _fmt(p["completeness"], p.get("completeness_se"))
+        rows.append(f"{p['node_threshold']:>10.4g} {p['n_nodes']:>6d} {f:>14} {c:>14}")
     c = result["circuit"]
     rows.append(
-        f"circuit: {c['n_nodes']} nodes, faithfulness {_fmt(c['faithfulness'])}, completeness {_fmt(c['completeness'])} "
-        f"({result['ablation']} ablation, {result['n_examples']} examples)"
+        f"circuit: {c['n_nodes']} nodes, faithfulness {_fmt(c['faithfulness'], c.get('faithfulness_se'))}, "
+        f"completeness {_fmt(c['completeness'], c.get('completeness_se'))} "
+        f"({result['ablation']} ablation, {result['n_examples']} examples; ± one standard error across examples)"
     )
     return "\n".join(rows)
 
 
 def write_report(result: dict[str, Any], out_dir, title: str | None = None, overwrite: bool = False) -> list:
-    """``faithfulness.json``, ``faithfulness.csv`` and ``faithfulness.png`` (log x axis) in ``out_dir``, as one set."""
+    """``faithfulness.json``, ``faithfulness.csv`` and ``faithfulness.png`` (log x axis, error bars of one standard
+    error across examples) in ``out_dir``, as one set."""
     import csv
     import io
 
     from .files import strict_json, write_set
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["node_threshold", "n_nodes", "faithfulness", "completeness"])
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(result["points"])
     files = {"faithfulness.json": strict_json(result, indent=1) + "\n", "faithfulness.csv": buf.getvalue()}
+    files["faithfulness.png"] = curve_figure(result["points"], title or f"{result['ablation']} ablation")
+    return write_set(out_dir, files, overwrite=overwrite)
+
+
+def curve_figure(points: list[dict], title: str, mark: dict | None = None) -> bytes:
+    """PNG of faithfulness and completeness against nodes (log x), ± one standard error; ``mark``: a point to
+    ring (the circuit's own)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [p for p in result["points"] if p["n_nodes"] > 0]
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    ax.plot([p["n_nodes"] for p in pts], [p["faithfulness"] for p in pts], "o-", label="faithfulness")
-    ax.plot([p["n_nodes"] for p in pts], [p["completeness"] for p in pts], "s--", label="completeness")
+    for key, style, label in (("faithfulness", "o-", "faithfulness"), ("completeness", "s--", "completeness")):
+        pts = [p for p in points if p["n_nodes"] > 0 and p.get(key) is not None]
+        se = [p.get(key + "_se") or 0.0 for p in pts]
+        ax.errorbar(
+            [p["n_nodes"] for p in pts], [p[key] for p in pts], yerr=se, fmt=style, capsize=2, ms=4, label=label
+        )
+    if mark and mark.get("faithfulness") is not None and mark.get("n_nodes"):
+        ax.plot([mark["n_nodes"]], [mark["faithfulness"]], "o", ms=11, mfc="none", mec="black", label="this circuit")
     ax.set_xscale("log")
     ax.set_xlabel("nodes in circuit")
     ax.set_ylabel("fraction of the model's metric")
     ax.axhline(1.0, color="grey", lw=0.5)
     ax.axhline(0.0, color="grey", lw=0.5)
-    ax.set_title(title or f"{result['ablation']} ablation", parse_math=False)  # a data name's "$" stays text
-    ax.legend()
+    ax.set_title(title, parse_math=False, fontsize=10)  # a data name's "$" stays text
+    ax.legend(fontsize=8)
+    fig.text(0.99, 0.01, "bars: ±1 standard error across examples", ha="right", va="bottom", fontsize=6, color="grey")
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png", metadata={"Software": None})  # no version stamp: byte-identical figures
     plt.close(fig)
-    files["faithfulness.png"] = png.getvalue()
-    return write_set(out_dir, files, overwrite=overwrite)
+    return png.getvalue()
+
+
+def record(result: dict[str, Any], data: str | None = None, split: str | None = None) -> dict[str, Any]:
+    """What ``circuit.json``'s ``evaluation`` holds for an :func:`evaluate` result: the circuit's own point
+    (faithfulness, completeness, their standard errors, nodes, threshold), where the pairs came from, the
+    settings and the curve (see :mod:`sfc_plugin.curve`)."""
+    own = result["circuit"]
+    curve = [{k: p.get(k) for k in POINT_KEYS} for p in result["points"]]
+    own_point = next((p for p in curve if p["n_nodes"] == own["n_nodes"]), None)
+    return {
+        "faithfulness": own["faithfulness"],
+        "completeness": own["completeness"],
+        "faithfulness_se": own.get("faithfulness_se"),
+        "completeness_se": own.get("completeness_se"),
+        "n_nodes": own["n_nodes"],
+        "node_threshold": own_point["node_threshold"] if own_point else None,
+        "known": True,
+        "n_pairs": result["n_examples"],
+        "data": data,
+        "split": split,
+        "ablation": result["ablation"],
+        "start_layer": result["start_layer"],
+        "include_errors": result["include_errors"],
+        "m_full": result["m_full"],
+        "m_empty": result["m_empty"],
+        "curve": curve,
+    }
+
+
+def attach(circuit: Circuit, result: dict[str, Any], data: str | None = None, split: str | None = None) -> Circuit:
+    """Record an :func:`evaluate` result in ``circuit`` (its ``evaluation``, written to ``circuit.json``, shown in
+    figure titles and the viewer) and refresh its warnings; returns the circuit. ``data``/``split`` say where the
+    held-out pairs came from. ``sfc discover`` does this on the dataset's held-out split."""
+    from .paths import health_warnings
+
+    circuit.evaluation = record(result, data, split)
+    circuit.warnings = health_warnings(circuit)
+    return circuit

@@ -179,32 +179,72 @@ def test_index_order_pins_features_by_index():
         circuit_to_dot(small(), order="random")
 
 
-def test_max_edges_keeps_the_strongest():
+def _bottleneck(node: str, edges: list, sink: str = "y") -> float:
+    """The widest path's width from ``node`` to ``sink``, found independently of :mod:`sfc_plugin.paths`: the
+    largest edge weight w such that ``sink`` is reachable over edges with |weight| >= w (0 when unreachable)."""
+    for w in sorted({abs(e.weight) for e in edges}, reverse=True):
+        seen, stack = {node}, [node]
+        while stack:
+            u = stack.pop()
+            for e in edges:
+                if e.source == u and abs(e.weight) >= w and e.target not in seen:
+                    seen.add(e.target)
+                    stack.append(e.target)
+        if sink in seen:
+            return w
+    return 0.0
+
+
+def test_max_edges_keeps_each_nodes_strongest_path_to_the_metric():
     c = synthetic(60, 400)
+    by_key = {(e.source, e.target): e for e in c.edges}
     edge_key = lambda e: (unq(e.get_source()), unq(e.get_destination()))  # noqa: E731
-    # a budget of at least one edge per node: every node keeps its strongest edge, the rest are the strongest
-    g = parse(circuit_to_dot(c, max_edges=50))
-    shown = {edge_key(e) for e in all_edges(g) if e.get("style") != "invis"}
-    assert len(shown) == 50 and f"strongest 50 of {len(c.edges)} edges, at least one per node" in unq(
-        graph_attrs(g)["label"]
-    )
-    ranked = sorted(c.edges, key=lambda e: -abs(e.weight))
-    best = {}
-    for e in ranked:
-        best.setdefault(e.source, (e.source, e.target))
-        best.setdefault(e.target, (e.source, e.target))
-    per_node = set(best.values())
-    rest = [(e.source, e.target) for e in ranked if (e.source, e.target) not in per_node][: 50 - len(per_node)]
-    assert shown == per_node | set(rest)
-    # a smaller budget: plainly the strongest
+    text = circuit_to_dot(c, max_edges=120)
+    g = parse(text)
+    shown = [by_key[edge_key(e)] for e in all_edges(g) if e.get("style") != "invis"]
+    label = unq(graph_attrs(g)["label"])
+    assert len(shown) == 120 and f"120 of {len(c.edges)} edges: each node's strongest path to y" in label
+    legend = next(line for line in text.splitlines() if line.strip().startswith('"legend"'))
+    assert f"edges: 120 of {len(c.edges)} shown:" in legend and "each node's strongest path to y" in legend
+    for n in c.nodes:  # every node that reaches y keeps a path in the figure as wide as its widest in the circuit
+        if n.kind != "metric":
+            assert _bottleneck(n.id, shown) == pytest.approx(_bottleneck(n.id, c.edges)), n.id
+    rest = sorted(c.edges, key=lambda e: -abs(e.weight))
+    assert rest[0] in shown  # then the strongest
+    # a budget below the paths: whole paths of the strongest nodes first, never more edges than asked
     g = parse(circuit_to_dot(c, max_edges=10))
-    shown = [e for e in all_edges(g) if e.get("style") != "invis"]
-    assert {edge_key(e) for e in shown} == {(e.source, e.target) for e in ranked[:10]}
-    assert circuit_to_dot(c) == c.to_dot() and "strongest" not in c.to_dot()  # DOT text keeps every edge
+    shown = [by_key[edge_key(e)] for e in all_edges(g) if e.get("style") != "invis"]
+    strongest = max((n for n in c.nodes if n.kind != "metric"), key=lambda n: abs(n.effect))
+    assert len(shown) == 10 and _bottleneck(strongest.id, shown) == pytest.approx(_bottleneck(strongest.id, c.edges))
+    assert circuit_to_dot(c) == c.to_dot() and "strongest path" not in c.to_dot()  # DOT text keeps every edge
     g = parse(circuit_to_dot(c, max_edges="auto"))
     auto = [e for e in all_edges(g) if e.get("style") != "invis"]
-    shown = [n for n in all_nodes(g) if "/" in n or n == "y"]  # nodes without edges are left out
-    assert len(auto) == min(len(c.edges), max(150, 3 * len(shown)))
+    nodes = [n for n in all_nodes(g) if "/" in n or n == "y"]  # nodes without edges are left out
+    assert len(auto) == min(len(c.edges), max(150, 3 * len(nodes)))
+
+
+def test_per_position_figures_keep_the_cross_position_path():
+    """The paper's per-position picture: number read at the subject, moved by attention to the last token. The
+    cross-position edge is far weaker than the edges within positions but is the only way to the metric."""
+    nodes = [Node("y", None, None, None, "metric", None, None, 1.0)]
+    edges = []
+
+    def node(sub, f, pos, effect):
+        layer = -1 if sub == "embed" else int(sub.split("_")[1])
+        nodes.append(Node(f"{sub}/{f}@{pos}", sub, "h", layer, "feature", f, pos, effect))
+        return nodes[-1].id
+
+    subject = [node("embed", f, 2, 2.0 + f / 10) for f in range(6)]
+    resid0 = [node("resid_0", f, 2, 2.0) for f in range(6)]
+    edges += [Edge(u, d, 1.0 + (i + j) / 100) for i, u in enumerate(subject) for j, d in enumerate(resid0)]
+    attn = node("attn_1", 7, 6, 0.5)
+    out = node("resid_1", 3, 6, 0.6)
+    edges += [Edge(resid0[0], attn, 0.03), Edge(attn, out, 0.4), Edge(out, "y", 0.6)]
+    c = Circuit(nodes, edges, 1.0, "logit_diff", "ig", 10, "none", 0.1, 0.01, {"tokens": list("abcdefg")})
+    g = parse(circuit_to_dot(c, max_edges=len(nodes)))  # a budget of one edge per node: far below the 36 strong ones
+    shown = {(unq(e.get_source()), unq(e.get_destination())) for e in all_edges(g) if e.get("style") != "invis"}
+    assert (resid0[0], attn) in shown and (attn, out) in shown and (out, "y") in shown
+    assert all(any(s == u for s, _ in shown) for u in subject)  # every subject feature keeps its way up
 
 
 def test_row_key_orders_submodules():

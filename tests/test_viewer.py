@@ -206,9 +206,14 @@ def test_sliders_prune_live(site, site_circuit):
         result.before = count();
         var s = document.getElementById('node-slider');
         s.value = 60; s.dispatchEvent(new Event('input', {bubbles: true}));
+        result.withPaths = count();
+        var paths = document.getElementById('paths');
+        paths.checked = false; paths.dispatchEvent(new Event('change', {bubbles: true}));
         result.after = count();
+        result.above = +document.getElementById('counts').getAttribute('data-above');
         result.drawn = document.querySelectorAll('#nodes .node:not(.metric)').length;
         result.threshold = document.getElementById('node-t').textContent;
+        paths.checked = true; paths.dispatchEvent(new Event('change', {bubbles: true}));
         s.value = 0; s.dispatchEvent(new Event('input', {bubbles: true}));
         result.back = count();
         result.edgesBefore = edges();
@@ -220,7 +225,8 @@ def test_sliders_prune_live(site, site_circuit):
     assert r["console"] == []
     n = len(site_circuit.nodes) - 1
     assert r["before"] == n == r["back"]
-    assert 0 < r["after"] < n and r["drawn"] == r["after"]
+    assert 0 < r["after"] < n and r["drawn"] == r["after"] == r["above"]
+    assert r["after"] < r["withPaths"] <= n  # "paths to y" (on by default) adds the shown nodes' paths to y
     t = float(r["threshold"])
     assert r["after"] == sum(1 for x in site_circuit.nodes if x.kind != "metric" and abs(x.effect) >= t * 0.999) or r[
         "after"
@@ -320,3 +326,124 @@ def test_cli_view_writes_a_site(site_circuit, site, tmp_path, capsys):
     assert (
         main(["view", str(tmp_path / "c.json"), "--dashboards", str(tmp_path / "nope"), "-o", str(tmp_path / "x")]) == 2
     )
+
+
+def _big_circuit(n_per_row=30, seed=0):
+    """A layered circuit of 301 nodes over the toy world's ten rows (effects spread over two decades), every
+    node wired upwards, the last row into y, and a recorded held-out curve."""
+    import random
+
+    rng = random.Random(seed)
+    subs = ["embed"] + [f"{k}_{l}" for l in range(3) for k in ("attn", "mlp", "resid")]
+    rows = [[_node(f"{s}/{f}", rng.choice([-1, 1]) * 10 ** rng.uniform(-1, 1)) for f in range(n_per_row)] for s in subs]
+    edges = []
+    for lower, upper in zip(rows, rows[1:]):
+        for n in lower:
+            for d in rng.sample(upper, 3):
+                edges.append(Edge(n.id, d.id, rng.choice([-1, 1]) * 10 ** rng.uniform(-2, 0.5)))
+    edges += [Edge(n.id, "y", n.effect) for n in rows[-1]]
+    nodes = [_node("y", 3.0)] + [n for r in rows for n in r]
+    c = Circuit(nodes, edges, 3.0, "logit_diff", "ig", 10, "sum", 0.01, 0.005, {"dataset": "test/pairs"})
+    c.evaluation = {
+        "faithfulness": 0.91,
+        "faithfulness_se": 0.01,
+        "completeness": 0.02,
+        "n_nodes": len(nodes) - 1,
+        "node_threshold": 0.01,
+        "known": True,
+        "n_pairs": 40,
+        "data": "test/pairs",
+        "split": "test",
+        "ablation": "mean",
+        "curve": [{"node_threshold": 0.01, "n_nodes": len(nodes) - 1, "faithfulness": 0.91, "completeness": 0.02}],
+    }
+    return c
+
+
+@needs_chromium
+def test_the_first_screen_is_readable(tmp_path):
+    """At 1400×1000 a 300-node circuit opens on at most 60 nodes, the strongest, each with a drawn path to the
+    metric; node labels render at 11 px or more; the header states the held-out faithfulness."""
+    from sfc_plugin.paths import widest_paths
+
+    c = _big_circuit()
+    build_site(c, tmp_path / "site")
+    r = run_page(
+        tmp_path / "site",
+        """
+        var gs = Array.from(document.querySelectorAll('#nodes .node:not(.metric)'));
+        result.drawn = gs.map(function (g) { return g.getAttribute('data-id'); });
+        result.edges = Array.from(document.querySelectorAll('#edges .edge')).map(function (p) {
+          return [p.getAttribute('data-source'), p.getAttribute('data-target')]; });
+        result.px = Array.from(document.querySelectorAll('#nodes .node text')).map(function (t) {
+          return parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a; });
+        result.box = Array.from(document.querySelectorAll('#nodes .node')).map(function (g) {
+          var b = g.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; });
+        result.view = document.getElementById('graph').getBoundingClientRect().toJSON();
+        result.faith = document.getElementById('faith').textContent;
+        result.counts = document.getElementById('counts').textContent;
+        result.threshold = +document.getElementById('node-t').textContent;
+        var s = document.getElementById('node-slider');
+        s.value = 0; s.dispatchEvent(new Event('input', {bubbles: true}));
+        result.all = document.querySelectorAll('#nodes .node:not(.metric)').length;
+        """,
+        size=(1400, 1000),
+    )
+    assert r["console"] == []
+    n = len(c.nodes) - 1
+    assert 40 <= len(r["drawn"]) <= 60 and r["all"] == n  # the rest is behind the slider
+    above = {x.id for x in c.nodes if x.kind != "metric" and abs(x.effect) >= r["threshold"] * 1.01}
+    assert len(above) >= 10 and above <= set(r["drawn"])  # the strongest, then the nodes on their paths
+    drawn_edges = [Edge(s, t, 1.0) for s, t in r["edges"]]
+    reach = widest_paths(r["drawn"] + ["y"], drawn_edges)
+    full = widest_paths([x.id for x in c.nodes], c.edges)
+    assert all(i in reach for i in r["drawn"] if i in full)  # every drawn node's path to y is drawn too
+    assert min(r["px"]) >= 11, min(r["px"])  # legible labels
+    view = r["view"]
+    assert all(b[0] >= view["left"] - 1 and b[2] <= view["right"] + 1 for b in r["box"])  # nothing off screen
+    assert r["faith"].startswith("held-out faithfulness 0.910 ± 0.010 with all 300 nodes")
+    assert f"of {n} nodes" in r["counts"]
+
+
+@needs_chromium
+def test_a_wide_row_wraps_instead_of_shrinking_the_labels(tmp_path):
+    nodes = [_node("y", 3.0)] + [_node(f"resid_1/{f}", 1 + f / 100) for f in range(100)]
+    c = Circuit(
+        nodes, [Edge(n.id, "y", n.effect) for n in nodes[1:]], 3.0, "logit_diff", "ig", 10, "sum", 0.01, 0.005, {}
+    )
+    build_site(c, tmp_path / "site")
+    r = run_page(
+        tmp_path / "site",
+        """
+        result.n = document.querySelectorAll('#nodes .node:not(.metric)').length;
+        result.px = Array.from(document.querySelectorAll('#nodes .node text')).map(function (t) {
+          return parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a; });
+        result.faith = document.getElementById('faith').textContent;
+        """,
+        size=(1400, 1000),
+    )
+    assert r["console"] == [] and r["n"] == 60
+    assert min(r["px"]) >= 11, min(r["px"])
+    assert r["faith"] == "faithfulness not evaluated (sfc evaluate)"
+
+
+@needs_chromium
+def test_the_screenshot_script_takes_the_first_screen(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    build_site(_big_circuit(), tmp_path / "site")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "viewer_screenshot.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "site"), str(tmp_path / "shot.png"), "--no-card"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_LIMIT,
+    )
+    assert done.returncode == 0, done.stderr
+    image = Image.open(tmp_path / "shot.png").convert("L")
+    assert image.size == (1400, 1000)
+    dark = sum(image.histogram()[:128])
+    assert dark > 2000  # drawn: boxes, labels and edges, not a blank page

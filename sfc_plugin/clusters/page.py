@@ -3,7 +3,8 @@
 Each cluster shows its size, the answers it predicts, example contexts, its top features and links
 to its circuit in the viewer (``clusters/<k>/view/``, ``sfc view``'s site, when the viewer is
 installed), its figure (``clusters/<k>/circuit.svg`` when Graphviz was installed), its
-``circuit.json`` and its contexts. All data-derived text is HTML-escaped.
+``circuit.json`` and its contexts; a circuit with warnings (no path from any node to the metric, kept nodes
+carrying under 10% of the effect reaching it) is marked. All data-derived text is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ h1{font-size:1.4em} .meta{color:#555}
 table{border-collapse:collapse;width:100%} td,th{border-top:1px solid #ddd;padding:.5em;vertical-align:top;text-align:left}
 th{background:#f4f4f4} .ctx{font-family:ui-monospace,monospace;font-size:.9em;margin:.15em 0}
 .ans{background:#ffe9a8;font-weight:bold} .feat{font-family:ui-monospace,monospace;font-size:.85em}
-.pos{color:#1a5fb4} .neg{color:#c01c28}
+.pos{color:#1a5fb4} .neg{color:#c01c28} .warn{color:#a33a00;font-weight:bold;margin:.3em 0}
 """
 
 
@@ -31,6 +32,18 @@ def _feature(f: dict) -> str:
 
 def _context(c: dict) -> str:
     return f'<div class="ctx">{escape(c["prefix"])}<span class="ans">{escape(c["answer_text"])}</span></div>'
+
+
+def _warnings(c: dict) -> str:
+    """The mark of a circuit with warnings (e.g. no path to the metric): a sign, the first warning, all on hover."""
+    warnings = [str(w) for w in c.get("warnings") or []]
+    if not warnings:
+        return ""
+    return (
+        f'<div class="warn" title="{escape(chr(10).join(warnings))}">&#9888; {escape(warnings[0])}'
+        + (f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else "")
+        + "</div>"
+    )
 
 
 def render_index(summary: dict, figures: set[int], views: set[int] = frozenset()) -> str:
@@ -57,7 +70,7 @@ def render_index(summary: dict, figures: set[int], views: set[int] = frozenset()
             f'<tr id="cluster-{cid}"><td><b>{cid}</b></td><td>{int(c["size"])}</td>'
             f"<td>{answers}{cats}</td><td>{''.join(_context(x) for x in c['contexts'])}</td>"
             f"<td>{''.join(_feature(f) for f in c['top_features'][:6])}</td>"
-            f"<td>{int(c['n_nodes'])} nodes, {int(c['n_edges'])} edges<br>{'<br>'.join(links)}</td></tr>"
+            f"<td>{int(c['n_nodes'])} nodes, {int(c['n_edges'])} edges{_warnings(c)}<br>{'<br>'.join(links)}</td></tr>"
         )
     agree = "".join(
         f"<div>agreement with the corpus's {escape(name)!s} labels: adjusted Rand index "

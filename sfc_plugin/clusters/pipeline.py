@@ -284,6 +284,8 @@ def find_clusters(
             "n_nodes": sum(1 for n in circuit.nodes if n.kind != "metric"),
             "n_edges": len(circuit.edges),
         }
+        if circuit.warnings:  # e.g. no path from any node to the metric: marked on the page
+            entry["warnings"] = list(circuit.warnings)
         cats = {name: _counts(ctx["categories"][name] for ctx in members[c]) for name in _category_names(contexts)}
         if cats:
             entry["categories"] = cats
@@ -352,7 +354,9 @@ def format_summary(summary: dict, seconds: float | None = None) -> str:
     for c in summary["clusters"][:10]:
         answers = ", ".join(f"{a!r}×{n}" for a, n in list(c["answers"].items())[:3])
         feats = ", ".join(f["id"] for f in c["top_features"][:3])
+        mark = "  ⚠ " + c["warnings"][0] if c.get("warnings") else ""
         lines.append(
             f"  cluster {c['id']:>3}  size {c['size']:>5}  circuit {c['n_nodes']:>4} nodes  answers {answers}  top {feats}"
+            + mark
         )
     return "\n".join(lines)

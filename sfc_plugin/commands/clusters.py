@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from . import options as opt
@@ -45,6 +46,9 @@ def run(args) -> int:
                 + ("" if group is None else f"\n{group.world} processes ({group.backend})")
             )
             print(f"wrote {args.out}/clusters.json, {args.out}/index.html and {args.out}/clusters/<k>/circuit.json")
+            for c in summary["clusters"]:
+                for warning in c.get("warnings", []):
+                    print(f"sfc: warning: cluster {c['id']}: {warning}", file=sys.stderr)
     finally:
         distributed.shutdown()
     return 0

@@ -73,6 +73,28 @@ def _labels(circuit, spec: str, options: dict, circuit_path=None, dashboards=Non
     )
 
 
+def target_threshold(circuit, target: float, node_threshold: float | None) -> float:
+    """``--target-faithfulness``: the node threshold of the smallest circuit on the recorded held-out curve whose
+    faithfulness reaches ``target`` (printed with its size and faithfulness)."""
+    from ..curve import smallest_reaching
+    from ..validation import threshold
+
+    threshold(target, "--target-faithfulness")
+    if node_threshold is not None:
+        raise SFCError("give --node-threshold or --target-faithfulness, not both")
+    if circuit.evaluation is None:
+        raise SFCError(
+            "--target-faithfulness: the circuit records no held-out evaluation (circuits from sfc discover do, "
+            "unless --no-evaluate)"
+        )
+    point = smallest_reaching(circuit.evaluation, target)
+    print(
+        f"target faithfulness {target:g}: node threshold {point['node_threshold']:.4g}, {point['n_nodes']} nodes, "
+        f"faithfulness {point['faithfulness']:.3f} (the smallest circuit on the recorded curve that reaches it)"
+    )
+    return point["node_threshold"]
+
+
 def run(args) -> int:
     from ..circuit import Circuit
     from ..export import EXTENSIONS
@@ -84,8 +106,11 @@ def run(args) -> int:
     if label_opts and not args.labels:
         raise SFCError("--label-option needs --labels NAME")
     circuit = Circuit.from_json(args.circuit)
-    if args.node_threshold is not None or args.edge_threshold is not None:
-        circuit = circuit.prune(args.node_threshold, args.edge_threshold)
+    node_threshold = args.node_threshold
+    if args.target_faithfulness is not None:
+        node_threshold = target_threshold(circuit, args.target_faithfulness, args.node_threshold)
+    if node_threshold is not None or args.edge_threshold is not None:
+        circuit = circuit.prune(node_threshold, args.edge_threshold)
     if args.labels:
         circuit = _labels(circuit, args.labels, label_opts, args.circuit, args.dashboards)
     out = Path(args.out) if args.out else Path(args.circuit).with_suffix(EXTENSIONS.get(fmt, f".{fmt}"))
@@ -127,6 +152,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--out", help="output file (default: the circuit path with the format's suffix)")
     p.add_argument("--node-threshold", type=float, help="keep nodes with |effect| above this (at least the circuit's)")
     p.add_argument("--edge-threshold", type=float, help="keep edges with |weight| above this (at least the circuit's)")
+    p.add_argument(
+        "--target-faithfulness",
+        type=float,
+        metavar="F",
+        help="prune to the smallest circuit on the recorded held-out curve whose faithfulness is at least F "
+        "(exits 2 naming the best when none is)",
+    )
     p.add_argument(
         "--labels",
         help='feature labels: a JSON-lines annotation file ({"Name", "Annotation"}) '

@@ -155,8 +155,9 @@ def _edge_stmts(circuit) -> list[str]:
     return out
 
 
-def _legend_label(circuit) -> str:
-    """An HTML-like table: node kinds, fill scale, edge sign and the weight scale (numbers only: nothing to escape)."""
+def _legend_label(circuit, edges_caption: str = "") -> str:
+    """An HTML-like table: node kinds, fill scale, edge sign, the weight scale and how the edges were chosen
+    (numbers and fixed words only: nothing to escape)."""
     scale = max((abs(n.effect) for n in circuit.nodes if n.kind != "metric" and n.effect is not None), default=0.0)
     wmax = max((abs(e.weight) for e in circuit.edges), default=0.0)
     pos, neg = rgb(POS_RGB), rgb(NEG_RGB)
@@ -174,6 +175,8 @@ def _legend_label(circuit) -> str:
         steps = [0.1, 0.5, 1.0]
         cells = "  ".join(f'<font point-size="{6 + 6 * r:.0f}">━</font> {r * wmax:.2g}' for r in steps)
         rows.append(f'<tr><td align="left">|weight|</td><td colspan="3" align="left">{cells}</td></tr>')
+    if isinstance(edges_caption, str) and edges_caption:
+        rows.append(f'<tr><td align="left" colspan="4">{edges_caption}</td></tr>')
     return (
         '<<table border="1" color="#bbbbbb" cellborder="0" cellspacing="1" cellpadding="2">'
         + "".join(rows)
@@ -181,19 +184,27 @@ def _legend_label(circuit) -> str:
     )
 
 
-def _legend_stmt(circuit, extra: str = "") -> str:
+def _legend_stmt(circuit, extra: str = "", edges_caption: str | bool = "") -> str:
     return (
-        f'{quote("legend")} [label={_legend_label(circuit)}, shape=plaintext, style="", fontsize=9, '
+        f'{quote("legend")} [label={_legend_label(circuit, edges_caption)}, shape=plaintext, style="", fontsize=9, '
         f'fillcolor="white"{extra}];'
     )
 
 
 def _title(circuit, note: str) -> str:
+    """Metric and thresholds; the circuit's held-out faithfulness (or that it is not known); its first warning;
+    what the figure leaves out."""
+    from ..curve import describe
+
     head = (
-        f"{circuit.metric} ({circuit.method}, {circuit.aggregation}) · |effect| > {circuit.node_threshold:g}"
-        f" · |weight| > {circuit.edge_threshold:g}"
+        f"{circuit.metric} ({circuit.method}, {circuit.aggregation}) · |effect| > {circuit.node_threshold:.4g}"
+        f" · |weight| > {circuit.edge_threshold:.4g}"
     )
-    return head + (f"\n{note}" if note else "")
+    lines = [head, describe(getattr(circuit, "evaluation", None))]
+    warnings = getattr(circuit, "warnings", None) or []
+    if warnings:
+        lines.append("⚠ " + warnings[0] + (f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else ""))
+    return "\n".join(lines + ([note] if note else []))
 
 
 def _header(circuit, layout: str | None, note: str = "") -> list[str]:
@@ -290,7 +301,7 @@ def _ranked(circuit, order: str, note: str, hidden: dict, wrap: int | None, lege
         )
         lines += [f"    {_metric_stmt(n, circuit)}" for n in metric]
         if legend:
-            lines.append(f"    {_legend_stmt(circuit)}")
+            lines.append(f"    {_legend_stmt(circuit, edges_caption=legend)}")
         chain = ["row:y"] + [n.id for n in metric] + (["legend"] if legend else [])
         lines.append(f"    {' -> '.join(quote(x) for x in chain)} [style=invis];")
         lines.append("  }")
@@ -371,7 +382,7 @@ def _grid(circuit, note: str, hidden: dict, wrap: int | None, legend: bool) -> l
     for n in (n for n in circuit.nodes if n.kind == "metric"):
         lines.append("  " + _metric_stmt(n, circuit, f", pos={pin(last_left + last_w / 2, top)}"))
     if legend:
-        lines.append("  " + _legend_stmt(circuit, f", pos={pin(70, top + 25)}"))  # top left, above the rows
+        lines.append("  " + _legend_stmt(circuit, f", pos={pin(70, top + 25)}", legend))  # top left, above the rows
     for p in positions:
         left, w = col_x[p]
         lines.append(
@@ -379,6 +390,51 @@ def _grid(circuit, note: str, hidden: dict, wrap: int | None, legend: bool) -> l
             f"pos={pin(left + w / 2, -row_h * 0.75)}];"
         )
     return lines + _edge_stmts(circuit) + ["}"]
+
+
+EDGE_RULE = "each node's strongest path to y, then the strongest"
+
+
+def choose_edges(view, edges: list, limit: int) -> tuple[list, int]:
+    """At most ``limit`` of ``edges``: each shown node's strongest (widest) path to the metric, strongest nodes
+    first and whole paths only, so the mechanism stays connected (positions kept: attention's cross-position
+    edges too); then each node still without an edge gets its strongest; then the strongest others. Returns the
+    edges (strongest first) and how many shown nodes have no path to ``y`` among the shown nodes."""
+    from ..paths import path_to_metric, widest_paths
+
+    ranked = sorted(edges, key=lambda e: (-abs(e.weight), e.source, e.target))
+    best = widest_paths([n.id for n in view.nodes], edges)
+    chosen: dict[int, object] = {}
+    body = sorted((n for n in view.nodes if n.kind != "metric"), key=_strength)
+    stranded = 0
+    for n in body:
+        path = [e for e in path_to_metric(n.id, best) if id(e) not in chosen]
+        stranded += n.id not in best
+        if len(chosen) + len(path) <= limit:
+            chosen.update((id(e), e) for e in path)
+    touched = {x for e in chosen.values() for x in (e.source, e.target)}
+    for e in ranked:  # nodes still without an edge: their strongest
+        if len(chosen) >= limit:
+            break
+        if e.source not in touched or e.target not in touched:
+            chosen[id(e)] = e
+            touched |= {e.source, e.target}
+    for e in ranked:
+        if len(chosen) >= limit:
+            break
+        chosen.setdefault(id(e), e)
+    return [e for e in ranked if id(e) in chosen], stranded
+
+
+def edges_caption(circuit, view) -> str:
+    """The legend's line on the edges: all above the edge threshold, or how the figure chose among them."""
+    shown = {n.id for n in view.nodes}
+    among = sum(1 for e in circuit.edges if e.source in shown and e.target in shown)
+    if not view.edges:
+        return ""
+    if len(view.edges) < among:
+        return f'edges: {len(view.edges)} of {among} shown:<br align="left"/>{EDGE_RULE}<br align="left"/>'
+    return f"edges: all with |weight| &gt; {circuit.edge_threshold:g}"
 
 
 def auto_max_edges(circuit) -> int:
@@ -435,23 +491,10 @@ def figure_view(
     view = dataclasses.replace(circuit, nodes=[n for n in circuit.nodes if n.id in shown], edges=edges)
     limit = auto_max_edges(view) if max_edges == "auto" else max_edges
     if limit is not None and 0 <= int(limit) < len(edges):
-        ranked = sorted(edges, key=lambda e: (-abs(e.weight), e.source, e.target))
-        best: dict[str, object] = {}  # each shown node's strongest edge, so no shown node loses all its edges
-        for e in ranked:
-            best.setdefault(e.source, e)
-            best.setdefault(e.target, e)
-        chosen = {id(e) for e in best.values()}
-        per_node = len(chosen) <= int(limit)
-        if not per_node:  # an explicit budget below one edge per node: the strongest, plainly
-            chosen = set()
-        for e in ranked:
-            if len(chosen) >= int(limit):
-                break
-            chosen.add(id(e))
-        kept_edges = [e for e in ranked if id(e) in chosen]
-        notes.append(
-            f"strongest {len(kept_edges)} of {len(edges)} edges" + (", at least one per node" if per_node else "")
-        )
+        kept_edges, stranded = choose_edges(view, edges, int(limit))
+        notes.append(f"{len(kept_edges)} of {len(edges)} edges: {EDGE_RULE}")
+        if stranded:
+            notes.append(f"{stranded} shown node{'s' if stranded > 1 else ''} without a path to y")
         view = dataclasses.replace(view, edges=kept_edges)
     return view, hidden, " · ".join(notes)
 
@@ -476,6 +519,8 @@ def circuit_to_dot(
     if wrap is not None and int(wrap) < 1:
         raise SFCError(f"wrap must be at least 1 node per line, got {wrap!r}")
     view, hidden, note = figure_view(circuit, max_nodes_per_row, keep_isolated, max_edges)
+    if legend:  # the legend's last row: how the edges were chosen (a string: the legend is drawn)
+        legend = edges_caption(circuit, view) or True
     positional = view.aggregation == "none" or any(n.position is not None for n in view.nodes)
     wrap = int(wrap) if wrap else None
     body = _grid(view, note, hidden, wrap, legend) if positional else _ranked(view, order, note, hidden, wrap, legend)

@@ -5,7 +5,10 @@ no third-party library) and ``data.js``, which sets ``window.SFC_VIEW`` to the c
 dashboards and labels. The page lays the circuit out like the paper's figures (one row per
 submodule and layer, embedding at the bottom, the metric on top; features are boxes, error terms
 triangles; edge colour and width by signed weight) and offers pan/zoom, hover paths, a card per
-node, threshold sliders that prune live and search by id or label. Data reaches the page only
+node, threshold sliders that prune live and search by id or label. It opens on at most 60 nodes, the
+strongest with each one's strongest path to the metric (``paths to y``, on by default, keeps those paths at
+any threshold), and its header states the circuit's held-out faithfulness and, from the recorded curve, that
+of the nodes above the slider. Data reaches the page only
 through ``textContent``/``setAttribute``, so no data-derived string is ever read as markup.
 """
 
@@ -20,7 +23,8 @@ __all__ = ["build_site", "site_data", "serve", "ASSETS"]
 
 
 def site_data(circuit, dashboards: dict | None = None, title: str | None = None) -> dict:
-    """What ``data.js`` holds: nodes (with their row), edges, thresholds and the features' dashboards.
+    """What ``data.js`` holds: nodes (with their row), edges, thresholds, the recorded held-out evaluation and
+    warnings, and the features' dashboards.
 
     Nodes without a label get the ``auto`` label when their dashboard is there."""
     from ..export.dot import row_key
@@ -63,6 +67,8 @@ def site_data(circuit, dashboards: dict | None = None, title: str | None = None)
         "rows": rows,
         "nodes": nodes,
         "edges": [{"source": e.source, "target": e.target, "weight": e.weight} for e in circuit.edges],
+        "evaluation": circuit.evaluation,  # held-out faithfulness and its curve (the header), or None
+        "warnings": list(circuit.warnings),
         "dashboards": {k: v for k, v in records.items() if k in wanted},
         "corpus": (dashboards or {}).get("corpus"),
     }

@@ -4,7 +4,10 @@
   "use strict";
   var D = window.SFC_VIEW;
   var SVGNS = "http://www.w3.org/2000/svg";
-  var W = 96, H = 30, GAP = 12, ROW = 92;  /* ROW: row spacing, stretched to the window in rowSpacing() */
+  var LABELS = D.nodes.some(function (n) { return !!n.label; });
+  /* box size: room for the 13px index and, when there are labels, an 11px label line; ROW: row spacing,
+     stretched to the window in rowSpacing() */
+  var W = LABELS ? 120 : 68, H = LABELS ? 36 : 28, GAP = 12, ROW = 92;
   /* the figures' colours (sfc_plugin/export/dot.py): Okabe-Ito blue and vermillion, readable with the common
      colour-vision deficiencies; negative edges are also dashed, so greyscale keeps the sign */
   var POS = [0, 114, 178], NEG = [213, 94, 0], POSF = POS, NEGF = NEG;
@@ -40,11 +43,77 @@
   edges.forEach(function (e) { wMax = Math.max(wMax, Math.abs(e.weight)); });
   effMax = effMax || 1; wMax = wMax || 1;
   var nodeLo = Math.max(D.node_threshold, effMax * 1e-4), edgeLo = Math.max(D.edge_threshold, wMax * 1e-4);
-  var state = { nodeT: D.node_threshold, edgeT: D.edge_threshold, selected: null, query: "" };
+  var state = { nodeT: D.node_threshold, edgeT: D.edge_threshold, selected: null, query: "", paths: true };
+  var FIRST_NODES = 60, FIRST_EDGES_PER_NODE = 3;  /* the first screen: at most this many nodes, ~3 edges each */
 
   function sliderValue(s, lo, hi, floor) { return s <= 0 ? floor : lo * Math.pow(hi / lo, s / 100); }
-  function visibleNode(n) { return n.kind === "metric" || Math.abs(n.effect) >= state.nodeT; }
-  function visibleEdge(e, vis) { return vis[e.source] && vis[e.target] && Math.abs(e.weight) >= state.edgeT; }
+  function sliderPosition(t, lo, hi) { return t <= lo ? 0 : Math.min(100, Math.round(100 * Math.log(t / lo) / Math.log(hi / lo))); }
+  function aboveNode(n) { return n.kind === "metric" || Math.abs(n.effect) >= state.nodeT; }
+  function visibleEdge(e, vis) { return vis[e.source] && vis[e.target] && (Math.abs(e.weight) >= state.edgeT || e.pinned); }
+
+  /* ---------- each node's strongest path to the metric (widest: its weakest edge as strong as possible) ---------- */
+  var next = widestPaths();
+  function widestPaths() {
+    var indeg = {}, order = [], ready = [], width = {}, out = {};
+    nodes.forEach(function (n) { indeg[n.id] = n.ins.length; if (!n.ins.length) ready.push(n.id); });
+    while (ready.length) {
+      var id = ready.pop();
+      order.push(id);
+      byId[id].outs.forEach(function (e) { if (--indeg[e.target] === 0) ready.push(e.target); });
+    }
+    nodes.forEach(function (n) { if (n.kind === "metric") width[n.id] = Infinity; });
+    for (var i = order.length - 1; i >= 0; i--) {
+      var n = byId[order[i]];
+      if (n.kind === "metric") continue;
+      n.outs.forEach(function (e) {
+        if (width[e.target] === undefined) return;
+        var w = Math.min(Math.abs(e.weight), width[e.target]);
+        var cur = out[n.id];
+        if (!cur || w > width[n.id] || (w === width[n.id] && Math.abs(e.weight) > Math.abs(cur.weight))) { width[n.id] = w; out[n.id] = e; }
+      });
+    }
+    return out;
+  }
+  function pathOf(id) {
+    var path = [], seen = {};
+    while (next[id] && !seen[id]) { seen[id] = true; path.push(next[id]); id = next[id].target; }
+    return path;
+  }
+  /* what is drawn: the nodes above the threshold and, with "paths to y" on, the nodes and edges of their paths */
+  function visibleNodes() {
+    var vis = {};
+    edges.forEach(function (e) { e.pinned = false; });
+    nodes.forEach(function (n) { vis[n.id] = aboveNode(n); });
+    if (state.paths) {
+      nodes.forEach(function (n) {
+        if (n.kind === "metric" || !vis[n.id]) return;
+        pathOf(n.id).forEach(function (e) { vis[e.target] = true; e.pinned = true; });
+      });
+      nodes.forEach(function (n) { if (vis[n.id] && n.kind !== "metric" && !aboveNode(n)) vis[n.id] = "path"; });
+    }
+    return vis;
+  }
+  /* the first screen: the strongest nodes with their paths, at most FIRST_NODES, ~3 edges per node */
+  function firstView() {
+    var body = nodes.filter(function (n) { return n.kind !== "metric"; });
+    if (body.length <= FIRST_NODES) return;
+    body.sort(function (a, b) { return Math.abs(b.effect) - Math.abs(a.effect) || (a.id < b.id ? -1 : 1); });
+    var seen = {}, count = 0, t = null;
+    for (var k = 0; k < body.length; k++) {
+      var add = [body[k].id].concat(pathOf(body[k].id).map(function (e) { return e.target; }))
+        .filter(function (id) { return !seen[id] && byId[id].kind !== "metric"; });
+      if (count + add.length > FIRST_NODES) break;
+      add.forEach(function (id) { seen[id] = true; });
+      count += add.length;
+      t = Math.abs(body[k].effect);
+    }
+    if (t === null) return;
+    state.nodeT = t;
+    var vis = visibleNodes(), among = edges.filter(function (e) { return vis[e.source] && vis[e.target]; })
+      .map(function (e) { return Math.abs(e.weight); }).sort(function (a, b) { return b - a; });
+    var budget = FIRST_EDGES_PER_NODE * count;
+    if (among.length > budget) state.edgeT = Math.max(D.edge_threshold, among[budget - 1]);
+  }
 
   /* ---------- layout: one row per submodule (embedding at the bottom, y on top), barycentre order ---------- */
   function layout(vis) {
@@ -75,17 +144,59 @@
     }
     var idx = rows.map(function (_, i) { return i; });
     for (var it = 0; it < 3; it++) { sweep(idx.slice(1), up); sweep(idx.slice(0, -1).reverse(), down); }
-    ROW = rowSpacing(rows);
-    rows.forEach(function (r, i) { r.forEach(function (n) { n.y = (rows.length - 1 - i) * ROW; }); });
-    return { rows: rows, edges: ve };
+    var lines = rows.map(function (r) { return Math.max(1, Math.ceil(r.length / perLine())); });
+    ROW = rowSpacing(rows, lines);
+    var rowY = [], y = 0;  /* from the top: the metric row first; a wrapped row takes its extra lines below it */
+    for (var i = rows.length - 1; i >= 0; i--) {
+      rowY[i] = y;
+      rows[i].forEach(function (n) { n.y = y + n.line * LINE; });
+      y += ROW + (lines[i] - 1) * LINE;
+    }
+    return { rows: rows, edges: ve, rowY: rowY };
   }
-  function rowSpacing(rows) {  /* spread rows so the drawing's shape follows the window's */
-    var widest = Math.max.apply(null, rows.map(function (r) { return r.length; }).concat([1])) * (W + GAP);
+  /* rows wider than the window wrap onto further lines, so labels stay legible at the fitted zoom */
+  var LINE = H + 14;
+  function perLine() {
+    var box = document.getElementById("graph").getBoundingClientRect();
+    return Math.max(6, Math.floor(((box.width || 1400) - 180) / (W + GAP)));
+  }
+  function rowSpacing(rows, lines) {  /* spread rows so the drawing's shape follows the window's */
+    var widest = Math.max.apply(null, rows.map(function (r) { return Math.min(r.length, perLine()); }).concat([1])) * (W + GAP);
+    var extra = lines.reduce(function (a, l) { return a + (l - 1) * LINE; }, 0);
     var box = document.getElementById("graph").getBoundingClientRect();
     var aspect = box.width > 0 ? box.height / box.width : 0.6;
-    return Math.max(80, Math.min(240, widest * aspect / Math.max(1, rows.length - 1)));
+    return Math.max(80, Math.min(240, (widest * aspect - extra) / Math.max(1, rows.length - 1)));
   }
-  function place(r) { r.forEach(function (n, k) { n.x = (k - (r.length - 1) / 2) * (W + GAP); }); }
+  function place(r) {
+    var m = perLine(), n = r.length;
+    r.forEach(function (node, k) {
+      var line = Math.floor(k / m), count = Math.min(m, n - line * m);
+      node.line = line;
+      node.x = (k - line * m - (count - 1) / 2) * (W + GAP);
+    });
+  }
+
+  /* ---------- faithfulness: the circuit's, and the recorded curve's at the slider's threshold ---------- */
+  var EV = D.evaluation;
+  function f3(x, se) { return (x >= 0 ? "" : "\u2212") + Math.abs(x).toFixed(3) + (se !== null && se !== undefined ? " \u00b1 " + se.toFixed(3) : ""); }
+  function circuitFaithfulness() {
+    if (!EV) return "faithfulness not evaluated (sfc evaluate)";
+    if (EV.known === false || EV.faithfulness === null || EV.faithfulness === undefined) return "faithfulness not known at this circuit's threshold";
+    return "held-out faithfulness " + f3(EV.faithfulness, EV.faithfulness_se) + " with all " + EV.n_nodes +
+      " nodes (|effect| > " + fmt(EV.node_threshold === null ? D.node_threshold : EV.node_threshold, 2) + ")";
+  }
+  function viewFaithfulness(above) {
+    if (!EV || !EV.curve || above === nodes.length - 1) return "";
+    var same = null, near = null;
+    EV.curve.forEach(function (p) {
+      if (p.faithfulness === null || p.faithfulness === undefined) return;
+      if (p.n_nodes === above) same = p;
+      if (!near || Math.abs(p.n_nodes - above) < Math.abs(near.n_nodes - above)) near = p;
+    });
+    if (same) return "the " + above + " nodes above the slider: faithfulness " + f3(same.faithfulness, same.faithfulness_se);
+    return "the " + above + " nodes above the slider: faithfulness not on the curve" +
+      (near ? " (nearest: " + f3(near.faithfulness) + " with " + near.n_nodes + " nodes)" : "");
+  }
 
   /* ---------- drawing ---------- */
   var G = $("graph"), VP = $("viewport"), gRows = $("rows"), gEdges = $("edges"), gNodes = $("nodes");
@@ -93,14 +204,13 @@
   function shortLabel(s, n) { s = String(s); return s.length > n ? s.slice(0, n - 1) + "\u2026" : s; }
 
   function render() {
-    var vis = {};
-    nodes.forEach(function (n) { vis[n.id] = visibleNode(n); });
+    var vis = visibleNodes();
     current = layout(vis);
     [gRows, gEdges, gNodes].forEach(function (g) { while (g.firstChild) g.removeChild(g.firstChild); });
     var minX = 0, maxX = 0;
     current.rows.forEach(function (r) { r.forEach(function (n) { minX = Math.min(minX, n.x); maxX = Math.max(maxX, n.x); }); });
     current.rows.forEach(function (r, i) {
-      var y = (current.rows.length - 1 - i) * ROW;
+      var y = current.rowY[i];
       svg("line", { "class": "row-line", x1: minX - W, x2: maxX + W, y1: y, y2: y }, gRows);
       var t = svg("text", { "class": "row-label", x: minX - W / 2 - 20, y: y }, gRows);
       t.textContent = D.rows[i] === "y" ? "metric" : D.rows[i];
@@ -117,12 +227,22 @@
       svg("title", {}, p).textContent = e.source + " \u2192 " + e.target + ": " + signed(e.weight);
     });
     current.rows.forEach(function (r) { r.forEach(drawNode); });
-    $("counts").textContent = current.rows.reduce(function (a, r) { return a + r.filter(function (n) { return n.kind !== "metric"; }).length; }, 0) +
-      " nodes \u00b7 " + current.edges.length + " edges";
+    var shown = 0, onPaths = 0, above = 0;
+    nodes.forEach(function (n) {
+      if (n.kind === "metric") return;
+      if (vis[n.id]) shown++;
+      if (vis[n.id] === "path") onPaths++;
+      if (aboveNode(n)) above++;
+    });
+    var total = nodes.length - 1;
+    $("counts").textContent = (shown < total ? shown + " of " + total : shown) + " nodes" +
+      (onPaths ? " (" + onPaths + " on paths to y)" : "") + " \u00b7 " + current.edges.length + " edges";
     $("counts").setAttribute("data-nodes", String(gNodes.querySelectorAll(".node:not(.metric)").length));
     $("counts").setAttribute("data-edges", String(current.edges.length));
+    $("counts").setAttribute("data-above", String(above));
     $("node-t").textContent = fmt(state.nodeT, 2);
     $("edge-t").textContent = fmt(state.edgeT, 2);
+    $("view-faith").textContent = viewFaithfulness(above);
     applySearch();
     if (state.selected && !vis[state.selected]) closeCard();
     markSelected();
@@ -139,8 +259,8 @@
       svg("text", { y: 4 }, g).textContent = "y";
     } else {
       svg("rect", { "class": "shape", x: -W / 2, y: -H / 2, width: W, height: H, rx: 3, fill: f }, g);
-      svg("text", { y: n.label ? -2 : 4 }, g).textContent = String(n.feature) + (n.position !== null ? " @" + n.position : "");
-      if (n.label) svg("text", { "class": "sub", y: 10 }, g).textContent = shortLabel(n.label, 18);
+      svg("text", { y: n.label ? -3 : 5 }, g).textContent = String(n.feature) + (n.position !== null ? " @" + n.position : "");
+      if (n.label) svg("text", { "class": "sub", y: 12 }, g).textContent = shortLabel(n.label, 18);
     }
     svg("title", {}, g).textContent = n.id + (n.label ? "\n" + n.label : "") + (n.effect !== null ? "\neffect " + signed(n.effect) : "");
     g.addEventListener("mouseenter", function () { focus(n.id); });
@@ -256,8 +376,7 @@
     } else if (n.kind === "feature") {
       html("div", "note", "no dashboard for this feature (run sfc dashboards and sfc view --dashboards DIR)", card);
     }
-    var vis = {};
-    nodes.forEach(function (m) { vis[m.id] = visibleNode(m); });
+    var vis = visibleNodes();
     edgeList("strongest incoming edges", n.ins.filter(function (e) { return visibleEdge(e, vis); }), function (e) { return e.source; }, card);
     edgeList("strongest outgoing edges", n.outs.filter(function (e) { return visibleEdge(e, vis); }), function (e) { return e.target; }, card);
     markSelected();
@@ -286,6 +405,7 @@
   var effHi = Math.max(effMax, nodeLo), wHi = Math.max(wMax, edgeLo);
   $("node-slider").addEventListener("input", function (ev) { state.nodeT = sliderValue(+ev.target.value, nodeLo, effHi, D.node_threshold); render(); });
   $("edge-slider").addEventListener("input", function (ev) { state.edgeT = sliderValue(+ev.target.value, edgeLo, wHi, D.edge_threshold); render(); });
+  $("paths").addEventListener("change", function (ev) { state.paths = ev.target.checked; render(); fit(); });
 
   /* ---------- pan and zoom ---------- */
   var view = { x: 0, y: 0, k: 1 };
@@ -323,7 +443,16 @@
 
   $("title").textContent = D.title;
   document.title = D.title;
+  $("faith").textContent = circuitFaithfulness();
+  if (D.warnings && D.warnings.length) {
+    $("warn").hidden = false;
+    $("warn").textContent = "\u26a0 " + D.warnings[0];
+    $("warn").title = D.warnings.join("\n");
+  }
+  firstView();
+  $("node-slider").value = String(state.nodeT > D.node_threshold ? sliderPosition(state.nodeT, nodeLo, effHi) : 0);
+  $("edge-slider").value = String(state.edgeT > D.edge_threshold ? sliderPosition(state.edgeT, edgeLo, wHi) : 0);
   render();
   fit();
-  window.SFC_VIEWER = { render: render, openCard: openCard, state: state };
+  window.SFC_VIEWER = { render: render, openCard: openCard, state: state, pathOf: pathOf };
 })();
