@@ -1,8 +1,9 @@
 """Faithfulness and completeness of a circuit under mean / zero / resample ablation (paper §3.2).
 
 ``m(C)`` runs the model with every node outside ``C`` ablated, in one forward pass: at each
-submodule the (already modified) activation is re-encoded, features and error terms outside the
-circuit are replaced by their ablation values, and ``decode(f) + ε`` continues downstream.
+submodule the (already modified) activation is re-encoded (a transcoder's from its read hook), features and
+error terms outside the circuit are replaced by their ablation values, and ``decode(f) + ε`` continues
+downstream (a transcoder's ``decode(f) + ε`` replaces its MLP's output).
 Node effects come from the circuit, so a threshold sweep never recomputes attribution.
 """
 
@@ -21,7 +22,7 @@ from .data import resolve_records, tokenize
 from .errors import SFCError
 from .metrics import resolve_metric
 from .plugins import lookup
-from .splicing import Submodule
+from .splicing import Submodule, node_hooks, read_hooks
 from .world import world_args
 
 
@@ -154,7 +155,7 @@ def evaluate(
             example (float64, for standard errors)."""
             total, lo, values = 0.0, 0, []
             for b in batches:
-                hooks = []
+                ablate = {}
                 for s in subs if keep is not None else []:
                     if s.layer < start_layer:
                         continue
@@ -163,15 +164,17 @@ def evaluate(
                     af = a.f[lo : lo + len(b)] if a.f.shape[0] == len(full) else a.f
                     ae = a.err[lo : lo + len(b)] if a.err.shape[0] == len(full) else a.err
                     T = b.clean.shape[1]
+                    ablate[s.name] = (kf, ke, af[:, :T], ae[:, :T])
 
-                    def hook(act, hook, s=s, kf=kf, ke=ke, af=af[:, :T], ae=ae[:, :T]):
-                        x = s.flat(act)
-                        f = s.encode(x)
-                        err = x - s.decode(f)
-                        return s.unflat(s.decode(torch.where(kf, f, af)) + torch.where(ke[..., None], err, ae))
+                def spliced(s, read, x):
+                    kf, ke, af, ae = ablate[s.name]
+                    f = s.encode(read)
+                    err = x - s.decode(f)
+                    return s.decode(torch.where(kf, f, af)) + torch.where(ke[..., None], err, ae)
 
-                    hooks.append((s.hook, hook))
-                m = run_metric(model, metric_fn, b, hooks)
+                hooks = node_hooks([s for s in subs if s.name in ablate], spliced)
+                with read_hooks(model, subs):
+                    m = run_metric(model, metric_fn, b, hooks)
                 total += float(m.sum())
                 values.append(m.detach().to("cpu", torch.float64).reshape(-1))
                 lo += len(b)

@@ -66,19 +66,22 @@ def model_fingerprint(model) -> dict[str, Any]:
 
 
 def sae_info(sub) -> dict[str, Any]:
-    """How a result records one SAE (a :class:`~sfc_plugin.splicing.Submodule`'s): submodule, hook, width,
-    architecture, spec (release and id, or path) and fingerprint."""
+    """How a result records one dictionary (a :class:`~sfc_plugin.splicing.Submodule`'s): submodule, hook (SAELens's
+    ``hook_name``: a transcoder's input), ``hook_out`` for a transcoder (the hook it writes), width, architecture,
+    spec (release and id, or path) and fingerprint."""
     from .models import sae_label
 
     meta = getattr(sub.sae.cfg, "metadata", None)
     info = {
         "submodule": sub.name,
-        "hook": sub.hook,
+        "hook": sub.read_hook,
         "d_sae": sub.d_sae,
         "architecture": sub.sae.cfg.architecture(),
-        "spec": sae_label(sub.sae, sub.hook),
+        "spec": sae_label(sub.sae, sub.read_hook),
         "fingerprint": sae_fingerprint(sub.sae),
     }
+    if sub.transcoder:
+        info["hook_out"] = sub.hook
     info.update(getattr(sub.sae, "sfc_spec", None) or {})
     for key in ("release", "sae_id", "neuronpedia_id", "model_name"):
         value = getattr(meta, key, None) if meta is not None else None

@@ -1,8 +1,10 @@
-"""Hook-name grammar: where SAEs sit, the submodule (node set) each hook becomes, and the circuit's order.
+"""Hook-name grammar: where dictionaries sit, the submodule (node set) each becomes, and the circuit's order.
 
 Submodules are ``embed`` (``hook_embed`` or ``blocks.0.hook_resid_pre``, layer -1) and ``attn_<l>``
 (``blocks.<l>.hook_attn_out`` or ``blocks.<l>.attn.hook_z``), ``mlp_<l>`` (``hook_mlp_out``) and
-``resid_<l>`` (``hook_resid_post``); within a layer they come in the order attn, mlp, resid.
+``resid_<l>`` (``hook_resid_post``); within a layer they come in the order attn, mlp, resid. A transcoder that
+replaces MLP ``l`` (reads ``blocks.<l>.hook_mlp_in``, ``ln2.hook_normalized``, ``hook_resid_mid`` or
+``hook_resid_pre``; writes ``blocks.<l>.hook_mlp_out``) is the submodule ``tc_<l>``, in the MLP's place.
 
 A leaf module: it imports nothing from the package but :mod:`sfc_plugin.errors`, and works on names and
 duck-typed configs only, so any module may use it.
@@ -15,10 +17,12 @@ import re
 from .errors import SFCError
 
 EMBED_HOOKS = ("hook_embed", "blocks.0.hook_resid_pre")
-KIND_ORDER = {"embed": 0, "attn": 1, "mlp": 2, "resid": 3}  # circuit order within a layer
+KIND_ORDER = {"embed": 0, "attn": 1, "mlp": 2, "tc": 2, "resid": 3}  # circuit order within a layer
 _LAYER_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_attn_out|hook_mlp_out|hook_resid_post|attn\.hook_z)$")
 _KIND = {"hook_attn_out": "attn", "hook_mlp_out": "mlp", "hook_resid_post": "resid", "attn.hook_z": "attn"}
-_SUBMODULE = re.compile(r"^(embed|attn|mlp|resid)(?:_(-?\d+))?$")
+_SUBMODULE = re.compile(r"^(embed|attn|mlp|tc|resid)(?:_(-?\d+))?$")
+_READ_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_mlp_in|ln2\.hook_normalized|hook_resid_mid|hook_resid_pre)$")
+READ_HOOKS = ("hook_mlp_in", "ln2.hook_normalized", "hook_resid_mid", "hook_resid_pre")  # a transcoder's input
 
 
 def is_hook_z(hook: str) -> bool:
@@ -41,9 +45,37 @@ def submodule_name(hook: str) -> tuple[str, int]:
     return f"{_KIND[match.group(2)]}_{layer}", layer
 
 
+def transcoder_name(read_hook: str, write_hook: str) -> tuple[str, int]:
+    """``("tc_<l>", l)`` for a transcoder that replaces MLP ``l``: it writes ``blocks.<l>.hook_mlp_out`` and reads
+    one of :data:`READ_HOOKS` of the same block."""
+    out = re.match(r"^blocks\.(\d+)\.hook_mlp_out$", write_hook or "")
+    if not out:
+        raise SFCError(
+            f"unsupported transcoder output hook {write_hook!r}: a transcoder must write blocks.<l>.hook_mlp_out"
+        )
+    layer = int(out.group(1))
+    inp = _READ_HOOK.match(read_hook or "")
+    if not inp or int(inp.group(1)) != layer:
+        raise SFCError(
+            f"unsupported transcoder input hook {read_hook!r} for {write_hook!r}: it must read blocks.{layer}."
+            f"{{{', '.join(READ_HOOKS)}}}"
+        )
+    return f"tc_{layer}", layer
+
+
+def hook_flags(hook: str) -> dict[str, bool]:
+    """TransformerLens config flags that must be on for ``hook`` to fire (``hook_mlp_in``: ``use_hook_mlp_in``)."""
+    return {"use_hook_mlp_in": True} if hook.endswith(".hook_mlp_in") else {}
+
+
+def sae_hook_out(sae) -> str | None:
+    """The hook a transcoder writes (``cfg.metadata.hook_name_out``), None for an SAE."""
+    return getattr(getattr(getattr(sae, "cfg", None), "metadata", None), "hook_name_out", None) or None
+
+
 def parse_submodule(name: str) -> tuple[str, int] | None:
-    """``(kind, layer)`` of a submodule name (``"attn_3"`` → ``("attn", 3)``, ``"embed"`` → ``("embed", -1)``);
-    None for names outside the grammar (a plugin's)."""
+    """``(kind, layer)`` of a submodule name (``"attn_3"`` → ``("attn", 3)``, ``"tc_1"`` → ``("tc", 1)``,
+    ``"embed"`` → ``("embed", -1)``); None for names outside the grammar (a plugin's)."""
     m = _SUBMODULE.match(name or "")
     if not m:
         return None

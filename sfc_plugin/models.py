@@ -9,13 +9,15 @@ Model directory layout written by :func:`save_model` (used by the shipped toy wo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import SFCError
-from .hook_points import hook_width, sae_hook
+from .hook_points import sae_hook
 
 
 def save_model(model, path: str | Path) -> Path:
@@ -164,6 +166,15 @@ def load_sae_dir(path: str | Path, device: str | None = None):
     if not isinstance(cfg, dict):
         raise SFCError(f"SAE config {str(path / 'cfg.json')!r} must be a JSON object, got {type(cfg).__name__}")
     check.safetensors_file(path / "sae_weights.safetensors", "SAE weights")
+    arch = cfg.get("architecture")
+    if arch is not None:
+        from sae_lens.registry import SAE_CLASS_REGISTRY
+
+        if arch not in SAE_CLASS_REGISTRY:
+            raise SFCError(
+                f"SAE {str(path)!r} has architecture {arch!r}, which is not an architecture SAELens registers "
+                f"(registered: {', '.join(sorted(SAE_CLASS_REGISTRY))})"[:400]
+            )
     try:
         sae = SAE.load_from_disk(str(path), device=device or "cpu")
     except Exception as exc:  # noqa: BLE001 - any way SAELens fails on a bad directory is one line naming it
@@ -171,6 +182,35 @@ def load_sae_dir(path: str | Path, device: str | None = None):
     check.sae_weights(sae, f"SAE {str(path)!r}")
     check.sae_works(sae, f"SAE {str(path)!r}")
     return sae
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
+    """``{tensor: shape}`` from a safetensors file's header (8-byte little-endian length, then JSON)."""
+    with open(path, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+    return {name: info["shape"] for name, info in header.items() if name != "__metadata__"}
+
+
+@contextlib.contextmanager
+def cached_tensor_shapes():
+    """SAELens reads some files' tensor shapes with HTTP range requests (Gemma Scope 2, the ``mntss`` CLTs), which
+    fails offline even when the file is in the Hugging Face cache: inside this block it reads the cached file's
+    header instead, when there is one (else it asks the hub as before)."""
+    from huggingface_hub import try_to_load_from_cache
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+
+    original = loaders.get_safetensors_tensor_shapes
+
+    def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+        cached = try_to_load_from_cache(repo_id, filename)
+        return safetensors_shapes(cached) if isinstance(cached, str) else original(repo_id, filename)
+
+    loaders.get_safetensors_tensor_shapes = shapes
+    try:
+        yield
+    finally:
+        loaders.get_safetensors_tensor_shapes = original
 
 
 def load_sae_spec(spec: str, device: str | None = None) -> list:
@@ -198,7 +238,9 @@ def load_sae_spec(spec: str, device: str | None = None) -> list:
     out = []
     for i in ids:
         try:
-            sae = SAE.from_pretrained(release, i, device=device or "cpu")
+            with cached_tensor_shapes(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="This loads the CLT layer as a single layer transcoder")
+                sae = SAE.from_pretrained(release, i, device=device or "cpu")
         except Exception as exc:  # noqa: BLE001
             raise SFCError(f"cannot load SAE {release}:{i} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
         sae.sfc_spec = {"release": release, "sae_id": i}
@@ -300,8 +342,11 @@ def model_processing(saes: Mapping[str, Any]) -> dict:
 
 
 def check_compatible(model, saes: Mapping[str, Any]) -> None:
-    """Every SAE fits the model: its hook exists, its ``d_in`` is the hook's width, its model name matches
+    """Every SAE fits the model: its hook (a transcoder's input and output hooks) exists with the SAE's ``d_in``
+    (``d_out``) as its width, its model name matches
     (when both are TransformerLens names), and all SAEs name one model."""
+    from .dictionaries import check_hooks
+
     cfg = model.cfg
     names: dict[str, str] = {}  # official (or given) model name -> first SAE naming it
     for hook, sae in saes.items():
@@ -315,11 +360,7 @@ def check_compatible(model, saes: Mapping[str, Any]) -> None:
     model_official = _official_name(getattr(cfg, "model_name", None))
     for hook, sae in saes.items():
         label = sae_label(sae, hook)
-        if hook not in model.hook_dict:
-            raise SFCError(f"{label}: hook {hook!r} is not in the model ({cfg.n_layers} layers)")
-        width, what = hook_width(cfg, hook)
-        if sae.cfg.d_in != width:
-            raise SFCError(f"{label}: d_in={sae.cfg.d_in} but the model's {what} at {hook!r} is {width}")
+        check_hooks(model, hook, sae, label)
         sae_model = _meta(sae, "model_name")
         official = _official_name(sae_model)
         if official and model_official and official != model_official:

@@ -257,16 +257,19 @@ def sae_works(sae, where: str) -> None:
     d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
     if d_in < 1 or d_sae < 1:
         raise SFCError(f"{where}: d_in and d_sae must be positive, got {d_in} and {d_sae}")
-    shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in)}
+    d_out = getattr(sae.cfg, "d_out", None) or d_in  # a transcoder's output width
+    shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_out)}
     for name, shape in shapes.items():
         w = getattr(sae, name, None)
         if w is not None and tuple(w.shape) != shape:
             raise SFCError(f"{where}: {name} has shape {tuple(w.shape)}, its config says {shape}")
+    sequence = sae.cfg.architecture() == "temporal"  # its encoder reads a whole sequence [batch, pos, d_in]
     try:
         with torch.no_grad():
-            x = torch.zeros(1, d_in, dtype=sae.W_dec.dtype, device=sae.W_dec.device)
+            x = torch.zeros((1, 1, d_in) if sequence else (1, d_in), dtype=sae.W_dec.dtype, device=sae.W_dec.device)
             out = sae.decode(sae.encode(x))
+            out = out[0] if sequence else out
     except Exception as exc:  # noqa: BLE001 - whatever a bad config makes SAELens do
         raise SFCError(f"{where} fails on a test input ({type(exc).__name__}: {exc})".splitlines()[0][:300]) from None
-    if tuple(out.shape) != (1, d_in) or not bool(torch.isfinite(out).all()):
+    if tuple(out.shape) != (1, d_out) or not bool(torch.isfinite(out).all()):
         raise SFCError(f"{where} gives a non-finite or misshapen output on a test input")

@@ -135,3 +135,79 @@ def tokenizer(tmp_path_factory):
 def world(tokenizer):
     model = make_model(tokenizer)
     return model, make_saes(all_hooks(2)), make_records(6)
+
+
+SAE_KINDS = ("standard", "gated", "topk", "abstopk", "jumprelu", "temporal", "matching_pursuit")
+TRANSCODER_KINDS = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder")
+
+
+def make_dictionary(kind, hook, d_in=16, d_sae=32, seed=0, hook_out=None, d_out=None):
+    """A dictionary of any SAELens architecture with seeded random weights (float64): one of :data:`SAE_KINDS`
+    at ``hook``, or one of :data:`TRANSCODER_KINDS` reading ``hook`` and writing ``hook_out``."""
+    import sae_lens as sl
+
+    g = torch.Generator().manual_seed(seed)
+    common = dict(d_in=d_in, d_sae=d_sae, dtype="float64")
+    if kind in TRANSCODER_KINDS:
+        cls = {
+            "transcoder": (sl.Transcoder, sl.TranscoderConfig),
+            "skip_transcoder": (sl.SkipTranscoder, sl.SkipTranscoderConfig),
+            "jumprelu_transcoder": (sl.JumpReLUTranscoder, sl.JumpReLUTranscoderConfig),
+            "jumprelu_skip_transcoder": (sl.JumpReLUSkipTranscoder, sl.JumpReLUSkipTranscoderConfig),
+        }[kind]
+        sae = cls[0](cls[1](**common, d_out=d_out or d_in, apply_b_dec_to_input=False))
+    else:
+        common["reshape_activations"] = "hook_z" if hook.endswith("attn.hook_z") else "none"
+        sae = {
+            "standard": lambda: sl.StandardSAE(sl.StandardSAEConfig(**common)),
+            "gated": lambda: sl.GatedSAE(sl.GatedSAEConfig(**common)),
+            "topk": lambda: sl.TopKSAE(sl.TopKSAEConfig(k=6, **common)),
+            "abstopk": lambda: sl.AbsTopKSAE(sl.AbsTopKSAEConfig(k=6, **common)),
+            "jumprelu": lambda: sl.JumpReLUSAE(sl.JumpReLUSAEConfig(**common)),
+            "matching_pursuit": lambda: sl.MatchingPursuitSAE(
+                sl.MatchingPursuitSAEConfig(max_iterations=5, residual_threshold=0.0, **common)
+            ),
+            "temporal": lambda: sl.TemporalSAE(
+                sl.TemporalSAEConfig(n_heads=2, bottleneck_factor=8, kval_topk=6, **common)
+            ),
+        }[kind]()
+    with torch.no_grad():
+        for name, p in sae.named_parameters():
+            if name == "threshold":
+                p.fill_(0.05)
+            elif name == "W_dec" and kind == "matching_pursuit":  # unit-norm atoms, as SAELens trains them
+                p.copy_(torch.nn.functional.normalize(torch.randn(p.shape, generator=g, dtype=p.dtype), dim=-1))
+            elif name == "W_skip":
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.2)
+            else:
+                scale = 0.3 if name.startswith(("attn_layers", "r_mag")) else 0.4 if p.dim() > 1 else 0.1
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+    sae.cfg.metadata.hook_name = hook
+    if hook_out is not None:
+        sae.cfg.metadata.hook_name_out = hook_out
+    return sae
+
+
+# the 2-layer model has five SAE places besides its MLPs (which hold transcoders): the seven SAE kinds take turns
+SAE_PLACES = (
+    "hook_embed",
+    "blocks.0.hook_attn_out",
+    "blocks.0.hook_resid_post",
+    "blocks.1.hook_attn_out",
+    "blocks.1.hook_resid_post",
+)
+LAYOUTS = {
+    "a": ("standard", "gated", "topk", "abstopk", "jumprelu"),
+    "b": ("jumprelu", "matching_pursuit", "temporal", "gated", "abstopk"),
+    "c": ("topk", "temporal", "matching_pursuit", "standard", "matching_pursuit"),
+}
+# transcoders at both MLPs: layer 0 reads hook_mlp_in (TransformerLens must switch it on), layer 1 ln2's output
+TRANSCODER_READS = ("blocks.0.hook_mlp_in", "blocks.1.ln2.hook_normalized")
+
+
+def mixed_dictionaries(layout="a", transcoder="jumprelu_skip_transcoder", reads=TRANSCODER_READS):
+    """``{hook_name: dictionary}``: the layout's SAE kinds at :data:`SAE_PLACES` and a transcoder at each MLP."""
+    out = {h: make_dictionary(k, h, seed=i) for i, (k, h) in enumerate(zip(LAYOUTS[layout], SAE_PLACES))}
+    for layer, read in enumerate(reads):
+        out[read] = make_dictionary(transcoder, read, seed=10 + layer, hook_out=f"blocks.{layer}.hook_mlp_out")
+    return out

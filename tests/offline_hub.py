@@ -410,6 +410,45 @@ def gpt2_sae_releases(cache: HubCache, work: Path, scales: dict[str, float], d_s
             )
 
 
+# the config.yaml fields circuit-tracer writes for a cross-layer transcoder, and SAELens's mntss loader reads
+CLT_CONFIG = {
+    "model_kind": "cross_layer_transcoder",
+    "model_name": "google/gemma-2-2b",
+    "feature_input_hook": "hook_resid_mid",
+    "feature_output_hook": "hook_mlp_out",
+    "scan": "gemma-2-2b-clt-hp",
+}
+
+
+def mntss_clt_release(cache: HubCache, work: Path, n_layers: int, d_model: int, d_sae: int, seed: int = 0) -> dict:
+    """``mntss-gemma-2-2b-2.5m-clt-as-per-layer``'s repository as circuit-tracer saves a CLT: ``config.yaml``, and per
+    layer ``i`` ``W_enc_i.safetensors`` (``W_enc_i`` ``[d_sae, d_model]``, ``b_enc_i``, ``b_dec_i``) and
+    ``W_dec_i.safetensors`` (``W_dec_i`` ``[d_sae, n_layers − i, d_model]``: its writes to layers ``i..``). Returns the
+    tensors written, by file."""
+    import yaml
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+    from safetensors.torch import save_file
+
+    repo = get_pretrained_saes_directory()["mntss-gemma-2-2b-2.5m-clt-as-per-layer"].repo_id
+    gen = torch.Generator().manual_seed(seed)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.yaml").write_text(yaml.safe_dump(CLT_CONFIG))
+    cache.put(repo, "config.yaml", work / "config.yaml")
+    written = {}
+    for i in range(n_layers):
+        enc = {
+            f"W_enc_{i}": torch.randn(d_sae, d_model, generator=gen) * 0.3,
+            f"b_enc_{i}": torch.randn(d_sae, generator=gen) * 0.1 - 0.3,
+            f"b_dec_{i}": torch.randn(d_model, generator=gen) * 0.1,
+        }
+        dec = {f"W_dec_{i}": torch.randn(d_sae, n_layers - i, d_model, generator=gen) * 0.3}
+        for name, tensors in ((f"W_enc_{i}.safetensors", enc), (f"W_dec_{i}.safetensors", dec)):
+            save_file(tensors, str(work / name))
+            cache.put(repo, name, work / name)
+            written[name] = tensors
+    return written
+
+
 # ---------------------------------------------------------------------------------------------
 # LabHC/bias_in_bios: the true schema (hard_text string, profession int64, gender int64), split names and
 # hub file layout (data/<split>-00000-of-00001-<16 hex>.parquet, as on the hub's main branch), synthetic texts

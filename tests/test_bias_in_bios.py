@@ -11,6 +11,7 @@ import random
 import offline_hub as hub
 import pytest
 import torch
+from conftest import SAE_KINDS, TRANSCODER_KINDS, make_dictionary
 
 import sfc_plugin
 from sfc_plugin.bias_in_bios import PROFESSIONS, build_splits, split_of
@@ -254,26 +255,29 @@ def test_accuracy_counts_balanced_rows_and_every_group_for_the_worst():
     assert row["worst_group_acc"] == pytest.approx(2 / 4)  # group (0, 1) in full: rows 1, 4, 5, 6
 
 
-@pytest.mark.parametrize("kind", ["standard", "jumprelu"])
+@pytest.mark.parametrize("kind", SAE_KINDS + TRANSCODER_KINDS)
 def test_encode_some_equals_the_full_encode(kind):
-    from sae_lens import SAE
-
-    from sfc_plugin.shifting.encoding import encode_some
+    """Every dictionary kind: the chosen features of the node set's own encode (the separable kinds, SAEs and
+    transcoders, by their encoder columns only; the others through the full encode)."""
+    from sfc_plugin.dictionaries import KINDS
+    from sfc_plugin.shifting.encoding import SEPARABLE, encode_some, separable
     from sfc_plugin.splicing import Submodule
 
-    torch.manual_seed(0)
-    cfg = {"d_in": 16, "d_sae": 64, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True}
-    cls = {"standard": "StandardSAE", "jumprelu": "JumpReLUSAE"}[kind]
-    import sae_lens
-
-    sae = getattr(sae_lens, cls)(getattr(sae_lens, cls + "Config")(**cfg))
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.copy_(torch.randn_like(p) * 0.5 + (0.3 if p.dim() == 1 else 0))
-    assert isinstance(sae, SAE)
-    sub = Submodule("resid_0", "blocks.0.hook_resid_post", 0, sae, sae.W_enc, sae.W_dec, sae.b_dec)
-    x = torch.randn(3, 5, 16)
+    tc = kind in TRANSCODER_KINDS
+    sae = make_dictionary(kind, "blocks.0.hook_mlp_in" if tc else "blocks.0.hook_resid_post", 16, 64, seed=3, d_out=12)
+    sae = sae.to(torch.float32)
+    if getattr(sae, "b_enc", None) is not None:
+        with torch.no_grad():
+            sae.b_enc.add_(0.2)  # some features on, some off
+    maps = KINDS[kind].maps(sae)
+    hook = "blocks.0.hook_mlp_out" if tc else "blocks.0.hook_resid_post"
+    sub = Submodule(
+        "tc_0" if tc else "resid_0", hook, 0, sae, maps.W_enc, maps.W_dec, maps.b_dec, kind=KINDS[kind],
+        read_hook="blocks.0.hook_mlp_in" if tc else "", W_skip=maps.W_skip,
+    )  # fmt: skip
+    assert separable(sub) == (kind in SEPARABLE) and sub.transcoder == tc
+    read = torch.randn(3, 5, 16)
     feats = torch.tensor([3, 17, 40, 63])
-    full = sub.encode(x)[..., feats]
-    assert (full > 0).any() and (full == 0).any()
-    torch.testing.assert_close(encode_some(sub, x, feats), full, rtol=1e-5, atol=1e-6)
+    full = sub.encode(read)[..., feats]
+    assert (full != 0).any() and (full == 0).any() if kind in SEPARABLE else True
+    torch.testing.assert_close(encode_some(sub, read, feats), full, rtol=1e-5, atol=1e-6)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data import Batch
-from ..splicing import Acts, Submodule
+from ..splicing import Acts, Submodule, read_hooks
 from .forward import collect, metric_positions, run_metric, start_of
 from .sparse import SparseFeatures
 
@@ -194,13 +194,19 @@ class AttributionContext:
 
 
 # ---- activations ---------------------------------------------------------------------------------
-def encode(sub: Submodule, x: torch.Tensor, tokens_per_chunk: int) -> Acts:
-    """``Acts`` with sparse features; the dense encoder output exists for one chunk of tokens at a time."""
-    flat = x.reshape(-1, x.shape[-1])
-    parts = [
-        SparseFeatures.from_dense(sub.encode(flat[lo : lo + tokens_per_chunk])[None])
-        for lo in range(0, flat.shape[0], tokens_per_chunk)
-    ]
+def encode(sub: Submodule, x: torch.Tensor, tokens_per_chunk: int, read: torch.Tensor | None = None) -> Acts:
+    """``Acts`` with sparse features of ``read`` (default ``x``); the dense encoder output exists for one chunk of
+    tokens at a time (whole sequences for kinds that are not token-wise)."""
+    read = x if read is None else read
+    if sub.tokenwise:
+        flat = read.reshape(-1, read.shape[-1])
+        parts = [
+            SparseFeatures.from_dense(sub.encode(flat[lo : lo + tokens_per_chunk])[None])
+            for lo in range(0, flat.shape[0], tokens_per_chunk)
+        ]
+    else:
+        step = max(1, tokens_per_chunk // read.shape[1])
+        parts = [SparseFeatures.from_dense(sub.encode(read[lo : lo + step])) for lo in range(0, read.shape[0], step)]
     shape = (*x.shape[:-1], sub.d_sae)
     f = parts[0] if len(parts) == 1 else SparseFeatures.cat_tokens(parts, shape)
     f = SparseFeatures(f.idx, f.val, f.ptr, shape)
@@ -224,15 +230,20 @@ def prepare(
     model, subs: list[Submodule], batch: Batch, metric, steps: int = 10, aggregation: str = "sum", budget=None
 ) -> AttributionContext:
     """Clean and patch activations of ``batch`` (one pass each), sparse features, cached residuals, metric values."""
-    hooks = [s.hook for s in subs]
+    hooks = list(dict.fromkeys([s.hook for s in subs] + [s.read_hook for s in subs]))
     layers = sorted({start_of(s.hook, model.cfg)[0] for s in subs} - {None})
     tokens_per_chunk = (
         budget.rows(budget.encode_row(max(s.d_sae for s in subs)), "SAE encoding", share=0.25) if budget else 4096
     )
 
     def run(tokens):
-        acts, resid, value = collect(model, hooks, layers, batch, tokens, metric)
-        return {s.name: encode(s, s.flat(acts[s.hook]), tokens_per_chunk) for s in subs}, resid, value
+        with read_hooks(model, subs):
+            acts, resid, value = collect(model, hooks, layers, batch, tokens, metric)
+        return (
+            {s.name: encode(s, s.flat(acts[s.hook]), tokens_per_chunk, s.read(acts[s.read_hook])) for s in subs},
+            resid,
+            value,
+        )
 
     clean, resid, m_clean = run(batch.clean)
     if batch.patch is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..splicing import Acts, Submodule
+from ..splicing import Acts, Submodule, read_hooks
 from .forward import run_metric
 from .sparse import GATHER_FLOATS, SparseFeatures, node_matrix
 
@@ -42,7 +42,12 @@ def _sparse(f) -> SparseFeatures:
 
 
 class Cotangents:
-    """``∇_node m · ∂node/∂x`` for the nodes of a downstream ``sub``, built a chunk of nodes at a time."""
+    """``∇_node m · ∂node/∂(activations)`` for the nodes of a downstream ``sub``, built a chunk of nodes at a time.
+
+    A chunk is ``{output: [c, B, T, width]}`` for the tensors of the edge pass's graph the nodes are functions of:
+    ``"x"`` (the activation at ``sub.hook``), ``"read"`` (a transcoder's read activation), ``"f"`` and ``"eps"``
+    (the features and error computed in the graph, for kinds whose encoder is differentiated with autograd).
+    """
 
     def __init__(self, sub: Submodule, grad: torch.Tensor, f: SparseFeatures, nodes: NodeSet):
         B, T, D = grad.shape
@@ -50,27 +55,78 @@ class Cotangents:
         # ∇_f m at the clean run's active entries (the encoder's mask): [nnz]
         gf = f.project(grad, sub.W_dec) * f.val.ne(0)
         self.coeff = node_matrix(gf, f, nodes.feat, nodes.feat_pos, T)  # [k, N]
-        self.W = sub.W_enc[:, nodes.feat].T  # [k, d]
-        self.err = None
-        if nodes.err_pos:  # ∇_ε m · (I − ∂decode(f)/∂x) = ∇_x m − Σ_active ∇_f m W_enc[:, j]
-            self.err = grad - f.weighted_rows(gf, sub.W_enc.T).view(B, T, D)
+        self.linear = sub.W_enc is not None
+        self.W = sub.W_enc[:, nodes.feat].T if self.linear else None  # [k, d_in]
+        self.err = self.err_read = None
+        if nodes.err_pos and not self.linear:  # ε is computed in the graph: its cotangent is ∇_x m
+            self.err = grad
+        elif nodes.err_pos:  # ∇_ε m · (I − ∂decode(f)/∂x): ∇_x m at x, −Σ_active ∇_f m W_enc[:, j] at the read
+            back = f.weighted_rows(gf, sub.W_enc.T).view(B, T, -1)
+            if sub.transcoder:
+                self.err, self.err_read = grad, -back
+            else:
+                self.err = grad - back
 
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def chunk(self, lo: int, hi: int) -> torch.Tensor:
-        B, T, D = self.shape
+    def _errors(self, out: torch.Tensor, lo: int, hi: int, value: torch.Tensor) -> None:
         k = self.nodes.feat.numel()
-        out = self.W.new_zeros((hi - lo, B, T, D))
-        if lo < k:
-            f_hi = min(hi, k)
-            out[: f_hi - lo] = (self.coeff[lo:f_hi, :, None] * self.W[lo:f_hi, None, :]).view(f_hi - lo, B, T, D)
         for i in range(max(lo, k), hi):
             t = self.nodes.err_pos[i - k]
             if t is None:
-                out[i - lo] = self.err
+                out[i - lo] = value
             else:
-                out[i - lo, :, t] = self.err[:, t]
+                out[i - lo, :, t] = value[:, t]
+
+    def rows(self, r: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cotangent rows of nodes ``r`` at flat tokens ``t`` (one row per pair; masked-linear kinds only):
+        ``{"x": [n, D]}``, and ``"read"`` ``[n, d_in]`` for a transcoder."""
+        B, T, D = self.shape
+        k = self.nodes.feat.numel()
+        is_feat = r < k
+        feat = self.coeff[r[is_feat], t[is_feat], None] * self.W[r[is_feat]]
+        if not self.sub.transcoder:
+            c = torch.empty((r.numel(), D), dtype=self.W.dtype, device=self.W.device)
+            c[is_feat] = feat
+            if self.err is not None:
+                c[~is_feat] = self.err.reshape(B * T, D)[t[~is_feat]]
+            return {"x": c}
+        read = self.W.new_empty((r.numel(), self.W.shape[-1]))
+        read[is_feat] = feat
+        x = self.W.new_zeros((r.numel(), D))
+        if self.err is not None:
+            read[~is_feat] = self.err_read.reshape(B * T, -1)[t[~is_feat]]
+            x[~is_feat] = self.err.reshape(B * T, D)[t[~is_feat]]
+        return {"x": x, "read": read}
+
+    def chunk(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
+        B, T, D = self.shape
+        k = self.nodes.feat.numel()
+        f_hi = min(hi, k)
+        if not self.linear:  # one-hot ∇_f m rows on the features, ∇_x m on the error
+            out = {}
+            if lo < k:
+                rows = self.coeff.new_zeros((hi - lo, B * T, self.sub.d_sae))
+                idx = torch.arange(f_hi - lo, device=rows.device)
+                rows[idx, :, self.nodes.feat[lo:f_hi]] = self.coeff[lo:f_hi]
+                out["f"] = rows.view(hi - lo, B, T, -1)
+            if hi > k:
+                out["eps"] = self.err.new_zeros((hi - lo, B, T, D))
+                self._errors(out["eps"], lo, hi, self.err)
+            return out
+        d_in = self.W.shape[-1]
+        feat = self.W.new_zeros((hi - lo, B, T, d_in))
+        if lo < k:
+            feat[: f_hi - lo] = (self.coeff[lo:f_hi, :, None] * self.W[lo:f_hi, None, :]).view(f_hi - lo, B, T, d_in)
+        if not self.sub.transcoder:
+            self._errors(feat, lo, hi, self.err)
+            return {"x": feat}
+        out = {"read": feat}
+        if hi > k:
+            self._errors(feat, lo, hi, self.err_read)
+            out["x"] = self.err.new_zeros((hi - lo, B, T, D))
+            self._errors(out["x"], lo, hi, self.err)
         return out
 
 
@@ -105,7 +161,9 @@ def mlp_inputs(model, subs: list[Submodule], d: Submodule):
     token by token (the residual entering block ``l`` is a submodule, and in a sequential block so is
     ``hook_attn_out``: every other path is cut), else None."""
     cfg, l = model.cfg, d.layer
-    if d.hook != f"blocks.{l}.hook_mlp_out" or getattr(cfg, "attn_only", False):
+    if d.hook != f"blocks.{l}.hook_mlp_out" or getattr(cfg, "attn_only", False) or d.W_enc is None:
+        return None
+    if d.transcoder and _read_fn(model, d) is None:
         return None
     by_hook = {s.hook: s for s in subs}
     prev = by_hook.get("blocks.0.hook_resid_pre" if l == 0 else f"blocks.{l - 1}.hook_resid_post")
@@ -125,7 +183,7 @@ def resid_inputs(model, subs: list[Submodule], d: Submodule):
     from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
     cfg, l = model.cfg, d.layer
-    if d.hook != f"blocks.{l}.hook_resid_post":
+    if d.hook != f"blocks.{l}.hook_resid_post" or d.W_enc is None:
         return None
     by_hook = {s.hook: s for s in subs}
     prev = by_hook.get("blocks.0.hook_resid_pre" if l == 0 else f"blocks.{l - 1}.hook_resid_post")
@@ -163,28 +221,66 @@ def _mlp_fn(model, layer: int):
     return lambda x: block.apply_mlp(block.ln2(x))
 
 
+def _read_fn(model, d: Submodule):
+    """A transcoder's read activation as a function of its MLP's input (the residual the MLP reads), when it is one:
+    ``hook_mlp_in`` (and ``hook_resid_mid`` in sequential blocks, ``hook_resid_pre`` in parallel ones) is that
+    input, ``ln2.hook_normalized`` its normalisation (before the norm's weight and bias); else None."""
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    cfg, l = model.cfg, d.layer
+    if cfg.original_architecture in POST_NORM_ARCHITECTURES:
+        return None
+    parallel = getattr(cfg, "parallel_attn_mlp", False)
+    same = {f"blocks.{l}.hook_mlp_in", f"blocks.{l}.hook_resid_pre" if parallel else f"blocks.{l}.hook_resid_mid"}
+    if d.read_hook in same:
+        return lambda x: x
+    if d.read_hook != f"blocks.{l}.ln2.hook_normalized":
+        return None
+    ln = model.blocks[l].ln2  # hook_normalized is inside it, before the weight and bias
+
+    def normalized(x):
+        got = {}
+        handle = ln.hook_normalized.register_forward_hook(lambda module, args, out: got.__setitem__("x", out))
+        try:
+            ln(x)
+        finally:
+            handle.remove()
+        return got["x"]
+
+    return normalized
+
+
 def _tokenwise_vjp(model, subs: list[Submodule], d: Submodule, clean: dict[str, Acts]):
-    """``(inputs, vjp)`` when ``d`` reads its upstream submodules token by token (an MLP, :func:`mlp_inputs`, or a
-    residual, :func:`resid_inputs`), else None. ``vjp(c, t)`` maps cotangent rows ``c`` ``[rows, d_model]`` at
-    flat tokens ``t`` to ``{input name: [rows, d_in]}``. An MLP is linearised at its clean input, the sum of all
-    its inputs, whether or not they hold circuit nodes."""
+    """``(inputs, vjp)`` when ``d`` reads its upstream submodules token by token (an MLP or a transcoder,
+    :func:`mlp_inputs`, or a residual, :func:`resid_inputs`), else None. ``vjp(c, t)`` maps cotangent rows ``c``
+    (``{"x": [rows, d_model]}``, and ``"read"`` for a transcoder, as :meth:`Cotangents.rows` builds them) at flat
+    tokens ``t`` to ``{input name: [rows, d_in]}``. An MLP is linearised at its clean input, the sum of all its
+    inputs, whether or not they hold circuit nodes."""
     ins = mlp_inputs(model, subs, d)
     if ins is not None:
         B, T, D = clean[d.name].x.shape
         x = sum(clean[u.name].x for u in ins).reshape(B * T, D)
         fn = _mlp_fn(model, d.layer)
+        read = _read_fn(model, d) if d.transcoder else None
 
         def vjp(c, t):
             xr = x[t][:, None].detach().requires_grad_(True)
+            outs, cots = [], []
             with torch.enable_grad():
-                (v,) = torch.autograd.grad(fn(xr), xr, grad_outputs=c[:, None])
+                if "x" in c:
+                    outs.append(fn(xr))
+                    cots.append(c["x"][:, None])
+                if "read" in c:
+                    outs.append(read(xr))
+                    cots.append(c["read"][:, None])
+                (v,) = torch.autograd.grad(outs, xr, grad_outputs=cots)
             return dict.fromkeys((u.name for u in ins), v[:, 0])
 
         return ins, vjp
     pairs = resid_inputs(model, subs, d)
     if pairs is None:
         return None
-    return [u for u, _ in pairs], lambda c, t: {u.name: f(c) for u, f in pairs}
+    return [u for u, _ in pairs], lambda c, t: {u.name: f(c["x"]) for u, f in pairs}
 
 
 def tokenwise_edges(
@@ -206,7 +302,6 @@ def tokenwise_edges(
         err_rows.append(torch.full_like(toks, k + i))
         err_tok.append(toks)
     node_row, tok = torch.cat([node_row, *err_rows]), torch.cat([tok, *err_tok])
-    err = None if cot.err is None else cot.err.reshape(B * T, D)
     s = budget.shape if budget is not None else None
     n_up = sum(len(nodes[u.name]) for u in ins)  # each row's weights into every upstream node, and their products
     D_in = max([D] + [u.W_dec.shape[-1] for u in ins])
@@ -215,12 +310,7 @@ def tokenwise_edges(
     out = {u.name: W.new_zeros((len(ns), len(nodes[u.name]))) for u in ins}
     for lo in range(0, node_row.numel(), size):
         r, t = node_row[lo : lo + size], tok[lo : lo + size]
-        is_feat = r < k
-        c = torch.empty((r.numel(), D), dtype=W.dtype, device=W.device)
-        c[is_feat] = cot.coeff[r[is_feat], t[is_feat], None] * W[r[is_feat]]
-        if err is not None:
-            c[~is_feat] = err[t[~is_feat]]
-        vs = vjp(c, t)
+        vs = vjp(cot.rows(r, t), t)
         for u in ins:
             v = vs[u.name]
             df, derr = up_delta[u.name]
@@ -299,7 +389,7 @@ def edge_effects(
     With ``budget``, what the circuit holds (:func:`circuit_bytes`) must fit in a quarter of it
     (SFCError otherwise, naming what would fit); the cotangent chunks take half of it less that.
     """
-    leaves, outs = {}, {}
+    leaves, outs, reads = {}, {}, {}
 
     def cut(act, hook, sub):
         outs[sub.name] = sub.flat(act)
@@ -307,14 +397,21 @@ def edge_effects(
         return sub.unflat(leaves[sub.name])
 
     hooks = [(s.hook, lambda act, hook, sub=s: cut(act, hook, sub)) for s in subs]
+    hooks += [  # a transcoder's read activation, in the graph (after the cuts: it may be a submodule's leaf)
+        (s.read_hook, lambda act, hook, sub=s: reads.__setitem__(sub.name, sub.read(act)))
+        for s in subs
+        if s.transcoder and len(nodes[s.name])
+    ]
     active = [s for s in subs if len(nodes[s.name])]
     result: dict[tuple[str, str], torch.Tensor] = {}
     B, T = batch.clean.shape
     share = 0.5
-    with torch.enable_grad():
+    with torch.enable_grad(), read_hooks(model, subs):
         m = run_metric(model, metric, batch, hooks).sum()
         if budget is not None:
-            paths = direct_paths({**outs, "y": m}, leaves)
+            paths = direct_paths({**outs, **{(n, "read"): r for n, r in reads.items()}, "y": m}, leaves)
+            for n in reads:  # a transcoder's nodes are functions of what it reads and what its MLP writes
+                paths[n] |= paths.pop((n, "read"))
             held = circuit_bytes(subs, nodes, paths, B * T, budget.shape.itemsize)
             budget.circuit(held, sum(len(ns) for ns in nodes.values()), share=0.25)
             share = 0.5 - held / budget.bytes
@@ -326,7 +423,10 @@ def edge_effects(
             size = chunk
             if budget is not None:
                 n_up = sum(u.name in paths[d.name] for u in ups)  # the others' VJPs are None: nothing allocated
-                size = budget.rows(B * budget.cotangent_row(T, max(1, n_up)), "edge cotangent", share=share, cap=chunk)
+                row = budget.cotangent_row(T, max(1, n_up))
+                if d.W_enc is None:  # one-hot feature cotangents and the encoder's backward
+                    row += 3 * T * d.d_sae * budget.shape.itemsize
+                size = budget.rows(B * row, "edge cotangent", share=share, cap=chunk)
             cot = None  # the previous downstream submodule's, freed before this one's is built
             cot = Cotangents(d, grads[d.name], _sparse(clean[d.name].f), nodes[d.name])
             tokenwise = _tokenwise_vjp(model, subs, d, clean)
@@ -338,14 +438,18 @@ def edge_effects(
                 for u, w in got.items():  # every other upstream path into it is cut: those pairs are absent
                     result[(u, d.name)] = w
                 continue
+            graph = {"x": outs[d.name], "read": reads.get(d.name)}
+            if d.W_enc is None:  # features and error as functions in the graph, the encoder differentiated
+                f = d.features(reads.get(d.name, outs[d.name]))
+                graph.update(f=f, eps=outs[d.name] - d.decode(f))
             out: dict[str, torch.Tensor] = {}  # allocated at the first chunk with a gradient
             for lo in range(0, len(cot), size):
                 hi = min(len(cot), lo + size)
                 c = cot.chunk(lo, hi)
                 vs = torch.autograd.grad(
-                    outs[d.name],
+                    [graph[key] for key in c],
                     [leaves[u.name] for u in ups],
-                    grad_outputs=c,
+                    grad_outputs=list(c.values()),
                     is_grads_batched=True,
                     retain_graph=True,
                     allow_unused=True,
@@ -354,9 +458,10 @@ def edge_effects(
                     if v is None:  # no direct path from u (the same for every chunk)
                         continue
                     if u.name not in out:
-                        out[u.name] = c.new_zeros((len(cot), len(nodes[u.name])))
+                        out[u.name] = v.new_zeros((len(cot), len(nodes[u.name])))
                     out[u.name][lo:hi] = _contract(v, u, *up_delta[u.name], nodes[u.name])
                 del c, vs
+            del graph
             for u, w in out.items():
                 result[(u, d.name)] = w
         ups = [u for u in subs[:-1] if len(nodes[u.name])]

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import SFCError
+from ..splicing import read_hooks
 from .records import SCHEMA, normalise_id, parse_id
 from .stream import EMPTY_KEY, FeatureStream, hist_edges
 
@@ -234,7 +235,7 @@ def _run(
             _write_json(run_dir / "meta.json", meta)
         start = _resume(partial, streams)
     n = len(corpus)
-    hooks = {j.sub.hook: j for j in jobs}
+    hooks = {j.sub.read_hook: j for j in jobs}  # features are encoded from each dictionary's read hook
     n_batches = -(-n // batch_size)
     last_save, since_save = time.monotonic(), 0
     bar = _progress(n_batches, start // batch_size, progress)
@@ -243,10 +244,11 @@ def _run(
             for lo in range(start, n, batch_size):
                 tokens = corpus.tokens[lo : lo + batch_size].to(device)
                 mask = corpus.mask[lo : lo + batch_size].to(device)
-                _, cache = model.run_with_cache(tokens, names_filter=lambda h: h in hooks, return_type=None)
+                with read_hooks(model, [j.sub for j in jobs]):
+                    _, cache = model.run_with_cache(tokens, names_filter=lambda h: h in hooks, return_type=None)
                 for hook, job in hooks.items():
                     stream = streams[job.name]
-                    acts = job.sub.encode(cache[hook])[..., stream.idx].float()
+                    acts = job.sub.encode(job.sub.read(cache[hook]))[..., stream.idx].float()
                     stream.update(acts * mask[..., None], lo)
                 del cache
                 bar.update(1)

@@ -67,15 +67,15 @@ class FeatureStream:
     def update(self, acts: torch.Tensor, first_context: int) -> None:
         """``acts`` ``[B, L, F]`` (float32, zero where the mask is off) of contexts ``first_context ...``."""
         b = acts.shape[0]
-        on = acts > 0
+        on = acts != 0  # a feature fires where it is non-zero (AbsTopK features may be negative)
         self.fire += on.sum((0, 1))
         self.total += acts.sum((0, 1), dtype=torch.float64)
         bi, _, fi = on.nonzero(as_tuple=True)
         if len(fi):
-            vals = acts[on].double()  # same (b, l, f) order as nonzero
+            vals = acts[on].double().abs()  # same (b, l, f) order as nonzero; the histogram is of magnitudes
             bins = ((vals.log10() - HIST_LO) * HIST_PER_DECADE).floor().clamp(0, N_BINS - 1).long()
             self.hist.index_put_((fi, bins), torch.ones_like(bins), accumulate=True)
-        ctx_max = acts.amax(1)  # [B, F]
+        ctx_max = acts.abs().amax(1)  # [B, F]: contexts rank by the largest magnitude (the activation itself, ≥ 0)
         per_ctx = acts.permute(0, 2, 1)  # [B, F, L]
         contexts = torch.arange(first_context, first_context + b)
         val = torch.where(ctx_max > 0, ctx_max, torch.full_like(ctx_max, -float("inf")))

@@ -64,30 +64,33 @@ def neuronpedia(circuit, ids: dict | None = None, **_kw) -> dict:
     return out
 
 
-def _top_contexts(model, saes: dict, wanted: dict, texts: list[str], k: int, width: int) -> dict:
-    """``{hook: {feature: [(token, context, activation), ...]}}``, top ``k`` per feature."""
+def _top_contexts(model, subs: dict, wanted: dict, texts: list[str], k: int, width: int) -> dict:
+    """``{submodule: {feature: [(token, context, activation), ...]}}``, top ``k`` per feature by magnitude."""
     import torch
 
-    best = {hook: {f: [] for f in fs} for hook, fs in wanted.items()}
-    with torch.no_grad():
+    from ..splicing import read_hooks
+
+    best = {name: {f: [] for f in fs} for name, fs in wanted.items()}
+    reads = {subs[name].read_hook for name in wanted}
+    with torch.no_grad(), read_hooks(model, [subs[name] for name in wanted]):
         for t_idx, text in enumerate(texts):
             tokens = model.to_tokens(text)
-            _, cache = model.run_with_cache(tokens, names_filter=list(wanted))
+            _, cache = model.run_with_cache(tokens, names_filter=lambda h: h in reads)
             strs = model.to_str_tokens(tokens[0])
-            for hook, fs in wanted.items():
-                sae = saes[hook]
-                acts = sae.encode(cache[hook][0].to(sae.W_enc.dtype))[:, torch.tensor(fs)]  # [pos, len(fs)]
+            for name, fs in wanted.items():
+                sub = subs[name]
+                acts = sub.encode(sub.read(cache[sub.read_hook]))[0][:, torch.tensor(fs)]  # [pos, len(fs)]
                 for pos, j in acts.nonzero().tolist():
-                    best[hook][fs[j]].append((float(acts[pos, j]), t_idx, pos, strs))
+                    best[name][fs[j]].append((float(acts[pos, j]), t_idx, pos, strs))
     return {
-        hook: {
+        name: {
             f: [
                 (strs[pos], "".join(strs[max(0, pos - width) : pos]) + "[" + strs[pos] + "]", v)
-                for v, _, pos, strs in sorted(hits, key=lambda h: (-h[0], h[1], h[2]))[:k]
+                for v, _, pos, strs in sorted(hits, key=lambda h: (-abs(h[0]), h[1], h[2]))[:k]
             ]
             for f, hits in feats.items()
         }
-        for hook, feats in best.items()
+        for name, feats in best.items()
     }
 
 
@@ -100,22 +103,22 @@ def summary(circuit, model=None, saes=None, texts=None, k: int = 5, context: int
         from ..world import world_args
 
         (world,) = world_args(model, saes)
-    model, by_hook = world.model, world.saes
+    model, subs = world.model, world.by_name
     texts = [texts] if isinstance(texts, str) else list(texts)
     wanted: dict[str, set] = {}
     for n in circuit.nodes:
         if n.kind == "feature":
-            if n.hook not in by_hook:
+            if n.submodule not in subs or subs[n.submodule].hook != n.hook:
                 raise SFCError(f"label provider 'summary': no SAE for hook {n.hook!r} of node {n.id!r}")
-            wanted.setdefault(n.hook, set()).add(int(n.feature))
+            wanted.setdefault(n.submodule, set()).add(int(n.feature))
     tops = _top_contexts(
-        model, by_hook, {h: sorted(fs) for h, fs in sorted(wanted.items())}, texts, int(k), int(context)
+        model, subs, {name: sorted(fs) for name, fs in sorted(wanted.items())}, texts, int(k), int(context)
     )
     out = {}
     for n in circuit.nodes:
         if n.kind != "feature":
             continue
-        hits = tops[n.hook][int(n.feature)]
+        hits = tops[n.submodule][int(n.feature)]
         if not hits:
             out[n.id] = {"label": "(inactive on these texts)"}
             continue

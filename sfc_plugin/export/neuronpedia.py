@@ -9,9 +9,11 @@ SFC               viewer node
 ================  ==================================================================================
 ``attn_l/i``      ``layer "l"``, ``feature_type "cross layer transcoder"``, ``feature`` = Cantor pairing
 ``mlp_l/i``       of (submodule slot, i), unique across submodules and layers as the viewer assumes
-``resid_l/i``     (slot: embed 0, attn_l 3l+1, mlp_l 3l+2, resid_l 3l+3); ``node_id "<layer>_<feature>_<p>"``
+``tc_l/i``        (slot: embed 0, attn_l 3l+1, mlp_l or the transcoder tc_l 3l+2, resid_l 3l+3);
+``resid_l/i``     ``node_id "<layer>_<feature>_<p>"``
 ``embed/i``       the same with ``layer "-1"``: drawn in the viewer's embedding row
-``<sub>/err``     ``feature_type "<attn|mlp|resid|embed> reconstruction error"``, ``feature`` -1 (mlp), -2 (attn),
+``<sub>/err``     ``feature_type "<attn|mlp|resid|embed> reconstruction error"`` (``mlp`` for ``tc_l``), ``feature``
+                  -1 (mlp, tc), -2 (attn),
                   -3 (resid), -4 (embed); ``node_id "0_<layer>_<p>"`` as circuit-tracer's MLP errors, with
                   ``_<kind>`` appended for the other kinds
 prompt tokens     one ``embedding`` node per token, ``node_id "E_<vocab id>_<p>"`` (no edges: SFC does not
@@ -38,8 +40,8 @@ from pathlib import Path
 from ..hook_points import parse_submodule
 
 NEURONPEDIA = "https://www.neuronpedia.org"
-_KIND_SLOT = {"attn": 1, "mlp": 2, "resid": 3}
-_ERROR_FEATURE = {"mlp": -1, "attn": -2, "resid": -3, "embed": -4}
+_KIND_SLOT = {"attn": 1, "mlp": 2, "tc": 2, "resid": 3}  # a transcoder takes its MLP's slot
+_ERROR_FEATURE = {"mlp": -1, "tc": -1, "attn": -2, "resid": -3, "embed": -4}
 
 
 def neuronpedia_ids(circuit) -> dict[str, str]:
@@ -160,14 +162,15 @@ def circuit_to_neuronpedia(circuit, slug: str = "sfc-circuit", scan: str | None 
         base_id = n.id.split("@", 1)[0]
         if n.kind == "error":
             feat = _ERROR_FEATURE[kind]
-            node_id = f"0_{layer}_{ctx}" + ("" if kind == "mlp" else f"_{kind}")
+            mlp = kind in ("mlp", "tc")  # a transcoder's error is circuit-tracer's MLP error node
+            node_id = f"0_{layer}_{ctx}" + ("" if mlp else f"_{kind}")
             where = f'"{tokens[ctx]}"' if n.position is not None and ctx < len(tokens) else "(all positions)"
             node = _node(
                 node_id,
                 feat,
                 str(layer),
                 ctx,
-                f"{kind} reconstruction error",
+                f"{'mlp' if mlp else kind} reconstruction error",
                 f"{layer}_{feat}-0",
                 clerp=f"Err: {n.submodule} {where}",
                 influence=influence[n.id],

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SFCError
-from ..splicing import Submodule
+from ..splicing import Submodule, node_hooks, read_hooks
 from .encoding import encode_some
 
 SCHEMA = "sfc-edit/1"
@@ -39,28 +39,30 @@ class FeatureEdit:
     _handles: list = field(default_factory=list, repr=False)
     _force: bool = field(default=False, repr=False)
     _model_checked: bool = field(default=True, repr=False)
+    _flags: object = field(default=None, repr=False)  # the read-hook flags held on while attached
 
     def __len__(self) -> int:
         return sum(map(len, self.ablate.values())) + sum(map(len, self.neurons.values()))
 
     def hooks(self) -> list[tuple[str, callable]]:
-        """TransformerLens forward hooks ``(hook_name, fn)`` that carry out the edit."""
-        out = []
+        """TransformerLens forward hooks ``(hook_name, fn)`` that carry out the edit (run them inside
+        :meth:`read_hooks`: a transcoder's features are read at its input hook)."""
+        plan = {}
         for name in sorted(set(self.ablate) | set(self.neurons), key=list(self.submodules).index):
             sub = self.submodules[name]
             feats = torch.tensor(sorted(self.ablate.get(name, [])), dtype=torch.long, device=sub.W_dec.device)
             dims = torch.tensor(sorted(self.neurons.get(name, [])), dtype=torch.long, device=sub.W_dec.device)
+            plan[name] = (sub, feats, dims)
 
-            def fn(act, hook, sub=sub, feats=feats, dims=dims):
-                x = sub.flat(act)
-                if feats.numel():  # only the ablated features are encoded (where the SAE allows: encode_some)
-                    x = x - encode_some(sub, x, feats) @ sub.W_dec[feats]
-                if dims.numel():
-                    x = x.index_fill(-1, dims, 0.0)
-                return sub.unflat(x)
+        def fn(sub, read, x):
+            _, feats, dims = plan[sub.name]
+            if feats.numel():  # only the ablated features are encoded (where the kind allows: encode_some)
+                x = x - encode_some(sub, read, feats) @ sub.W_dec[feats]
+            if dims.numel():
+                x = x.index_fill(-1, dims, 0.0)
+            return x
 
-            out.append((sub.hook, fn))
-        return out
+        return node_hooks([sub for sub, _, _ in plan.values()], fn)
 
     def check_model(self, model) -> None:
         """Refuse a model other than the recorded one (once per loaded edit; nothing recorded: nothing checked)."""
@@ -86,12 +88,15 @@ class FeatureEdit:
     def applied(self, model):
         """The edit on ``model`` for the duration of a ``with`` block."""
         self.check_model(model)
-        with model.hooks(fwd_hooks=self.hooks()):
+        with self.read_hooks(model), model.hooks(fwd_hooks=self.hooks()):
             yield model
 
     def attach(self, model) -> None:
         """Add the edit as permanent hooks (they survive ``model.reset_hooks()``) until :meth:`detach`."""
         self.check_model(model)
+        if self._flags is None:  # the read hooks' flags stay on until detach
+            self._flags = self.read_hooks(model)
+            self._flags.__enter__()
         for name, fn in self.hooks():
             point = model.hook_dict[name]
             model.add_hook(name, fn, is_permanent=True)
@@ -103,6 +108,17 @@ class FeatureEdit:
             handle.hook.remove()
             point.fwd_hooks.remove(handle)
         self._handles.clear()
+        if self._flags is not None:
+            self._flags.__exit__(None, None, None)
+            self._flags = None
+
+    def _edited(self) -> list[Submodule]:
+        return [self.submodules[n] for n in set(self.ablate) | set(self.neurons)]
+
+    def read_hooks(self, model):
+        """A context in which :meth:`hooks` work: the model's flags for the hooks the edited transcoders read
+        (``use_hook_mlp_in``) switched on, and restored on exit (:meth:`applied` and :meth:`attach` do it)."""
+        return read_hooks(model, self._edited())
 
     def to_dict(self) -> dict:
         feats = [
@@ -168,7 +184,7 @@ class FeatureEdit:
         if self.provenance is None:
             self.provenance_check = {"status": "unchecked (the edit records no provenance)"}
             return
-        used = {self.submodules[n].hook: self.submodules[n].sae for n in self.ablate}  # neurons need no SAE
+        used = {self.submodules[n].read_hook: self.submodules[n].sae for n in self.ablate}  # neurons need no SAE
         self.provenance_check = check(
             {"saes": self.provenance.get("saes")},
             None,

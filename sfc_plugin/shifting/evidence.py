@@ -14,7 +14,7 @@ import torch
 from ..corpus import TOY, TOY_CONTEXTS, Corpus, is_toy, load_text, toy_rows
 from ..dashboards.compute import direct_logit_effects
 from ..errors import SFCError
-from ..splicing import Submodule
+from ..splicing import Submodule, read_hooks
 
 
 def evidence_texts(model, spec=None, fallback=None) -> tuple[Corpus, str]:
@@ -89,11 +89,11 @@ def feature_evidence(
         name: torch.tensor([f.feature for f in feats], device=subs[name].W_dec.device) for name, feats in by_sub.items()
     }
     last = max(s.layer for s in subs.values())
-    stop = min(max(last, 0) + 1, model.cfg.n_layers)  # blocks after the last SAE's are not run
+    stop = min(max(last, 0) + 1, model.cfg.n_layers)  # blocks after the last dictionary's are not run
     if budget is not None:
         per_row = budget.forward_row(texts.context_size, stop, 0, grad=False)
         batch_size = budget.rows(per_row, "feature-evidence", share=0.5, cap=batch_size)
-    hooks = {s.hook for s in subs.values()}
+    hooks = {s.read_hook for s in subs.values()}  # features are encoded from the read hook (a transcoder's input)
     vals = {n: [] for n in subs}
     where = {n: [] for n in subs}
     fired = {n: 0 for n in subs}
@@ -103,14 +103,16 @@ def feature_evidence(
         cols = mask.any(0).nonzero()
         cut = int(cols[-1]) + 1 if len(cols) else 1  # padding trimmed to the batch's longest row
         tokens, mask = texts.tokens[lo : lo + batch_size, :cut].to(device), mask[:, :cut].to(device)
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks, stop_at_layer=stop)
+        with read_hooks(model, list(subs.values())):
+            _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks, stop_at_layer=stop)
         valid = mask & (tokens != bos)  # BOS activations are no evidence
         counted += int(valid.sum())
         for name, sub in subs.items():
-            acts = encode_some(sub, sub.flat(cache[sub.hook]), idx[name]) * valid[..., None]  # [b, pos, k]
-            fired[name] = fired[name] + (acts > 0).sum((0, 1))
+            acts = encode_some(sub, sub.read(cache[sub.read_hook]), idx[name]) * valid[..., None]  # [b, pos, k]
+            fired[name] = fired[name] + (acts != 0).sum((0, 1))  # AbsTopK features fire negative too
             flat = acts.reshape(-1, acts.shape[-1])
-            v, i = flat.topk(min(n_top, flat.shape[0]), dim=0)  # [n, k]
+            i = flat.abs().topk(min(n_top, flat.shape[0]), dim=0).indices  # [n, k]: strongest either sign
+            v = flat.gather(0, i)
             pos = acts.shape[1]
             vals[name].append(v)
             where[name].append(torch.stack([lo + i // pos, i % pos], -1))  # [n, k, 2]
@@ -121,11 +123,11 @@ def feature_evidence(
         logits = direct_logit_effects(model, sub.W_dec[idx[name]])
         promoted = logits.topk(min(n_promoted, logits.shape[-1]), dim=-1).indices.tolist()
         v_all, w_all = torch.cat(vals[name]), torch.cat(where[name])
-        best = v_all.topk(min(n_top, v_all.shape[0]), dim=0)
+        best = v_all.abs().topk(min(n_top, v_all.shape[0]), dim=0).indices
         for j, f in enumerate(feats):
             top = []
-            for v, r in zip(best.values[:, j].tolist(), best.indices[:, j].tolist()):
-                if v <= 0:
+            for v, r in zip(v_all.gather(0, best)[:, j].tolist(), best[:, j].tolist()):
+                if v == 0:
                     break
                 b, t = w_all[r, j].tolist()
                 ids = texts.tokens[b, max(0, t - width) : t + 1].tolist()

@@ -125,6 +125,7 @@ def labelled_judge(features, ctx):
     These labels disambiguate the two attributes, which SHIFT is meant to do without."""
     import torch
 
+    from ..splicing import read_hooks
     from .encoding import encode_some
 
     if ctx.val is None:
@@ -137,7 +138,7 @@ def labelled_judge(features, ctx):
     subs = {name: ctx.submodules[name] for name in by_sub}
     idx = {n: torch.tensor([f.feature for f in by_sub[n]], device=s.W_dec.device) for n, s in subs.items()}
     stop = min(max(max(s.layer for s in subs.values()), 0) + 1, model.cfg.n_layers) if subs else 1
-    hooks = {s.hook for s in subs.values()}
+    hooks = {s.read_hook for s in subs.values()}  # features are encoded from the read hook (a transcoder's input)
     size = 64
     if ctx.budget is not None:
         per_row = ctx.budget.forward_row(ctx.val.batch.clean.shape[1], stop, 0, grad=False)
@@ -145,9 +146,10 @@ def labelled_judge(features, ctx):
     acts = {n: [] for n in subs}
     with torch.no_grad():
         for part, _, _ in ctx.val.split(size) if subs else ():  # one pass for every submodule
-            _, cache = model.run_with_cache(part.clean, names_filter=lambda h: h in hooks, stop_at_layer=stop)
+            with read_hooks(model, list(subs.values())):
+                _, cache = model.run_with_cache(part.clean, names_filter=lambda h: h in hooks, stop_at_layer=stop)
             for name, sub in subs.items():
-                a = encode_some(sub, sub.flat(cache[sub.hook]), idx[name]) * part.valid[..., None]
+                a = encode_some(sub, sub.read(cache[sub.read_hook]), idx[name]) * part.valid[..., None]
                 acts[name].append(a.sum(1) / part.valid.sum(1, keepdim=True))
         for name, feats in by_sub.items():
             a = torch.cat(acts[name]).double()

@@ -8,6 +8,7 @@ one epoch over batches of 32 in the data's order, initialised after ``torch.manu
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -92,11 +93,12 @@ def pooled(
                 start += len(part)
                 continue
             seen = {}
-            model.run_with_hooks(
-                part.clean,
-                fwd_hooks=hooks + [(hook, lambda act, hook: seen.setdefault("x", act))],
-                stop_at_layer=layer + 1,
-            )
+            with edit.read_hooks(model) if edit else contextlib.nullcontext():  # a transcoder reads its input hook
+                model.run_with_hooks(
+                    part.clean,
+                    fwd_hooks=hooks + [(hook, lambda act, hook: seen.setdefault("x", act))],
+                    stop_at_layer=layer + 1,
+                )
             out.append(pool(seen["x"], part).float().cpu())
             start += len(part)
             bar.update(len(part))

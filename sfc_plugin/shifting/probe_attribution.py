@@ -18,7 +18,7 @@ from ..attribution.context import AttributionContext, encode, zero_sparse_acts
 from ..attribution.engine import zero_ablation
 from ..attribution.methods import atp, ig
 from ..plugins import lookup
-from ..splicing import Acts, Submodule, frozen
+from ..splicing import Acts, Submodule, frozen, read_hooks
 from .probe import pool
 from .records import Labelled
 
@@ -34,13 +34,14 @@ def attribution_rows(model, subs: list[Submodule], width: int, budget, cap: int)
 def _batch_effects(model, subs, part, sign, forward, method_fn, steps, neurons, budget, tokens_per_chunk, layer):
     metric = lambda out, b: out * sign.repeat(len(out) // len(sign))  # noqa: E731
     alphas = [0.0] if method_fn is atp else [k / steps for k in range(steps)]
-    hooks = {s.hook for s in subs}
-    _, cache = model.run_with_cache(part.clean, names_filter=lambda n: n in hooks, stop_at_layer=layer + 1)
+    hooks = {s.hook for s in subs} | {s.read_hook for s in subs}  # a transcoder's features come from its input
+    with read_hooks(model, subs):
+        _, cache = model.run_with_cache(part.clean, names_filter=lambda n: n in hooks, stop_at_layer=layer + 1)
     if neurons:
         clean = {s.name: Acts(s.flat(cache[s.hook]), None, None) for s in subs}
         patch = {name: Acts(torch.zeros_like(a.x), None, None) for name, a in clean.items()}
     else:
-        clean = {s.name: encode(s, s.flat(cache[s.hook]), tokens_per_chunk) for s in subs}
+        clean = {s.name: encode(s, s.flat(cache[s.hook]), tokens_per_chunk, s.read(cache[s.read_hook])) for s in subs}
         patch = zero_sparse_acts(subs, clean)
     del cache
     ctx = AttributionContext(model, subs, part, metric, clean, patch, steps, "sum", forward=forward, budget=budget)

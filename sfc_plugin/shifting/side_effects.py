@@ -12,6 +12,7 @@ For the edited model against the original (the edit's hooks on and off):
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,8 @@ def measure_side_effects(
         "edits": {},
     }
     for name, edit in edits.items():
-        got = measure(edit.hooks(), edit)
+        with edit.read_hooks(model) if hasattr(edit, "read_hooks") else contextlib.nullcontext():
+            got = measure(edit.hooks(), edit)
         bar.update(1)
         feats = edit_features(edit)
         row = {
