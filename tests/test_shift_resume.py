@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from conftest import make_dictionary
 
 import sfc_plugin
 from sfc_plugin import toy
@@ -96,13 +97,29 @@ def test_attribution_resumes_with_the_same_sums(world, train, tmp_path):
     assert set(got) == set(want) and all(torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-7) for k in want)
 
 
-def test_sparse_attribution_equals_the_dense_engine(world, train):
-    """The sparse per-batch path (atp/ig) gives zero_ablation's effects (the dense reference)."""
+def with_transcoders(saes: dict) -> dict:
+    """The toy SAEs with transcoders in place of the MLP-output SAEs (three kinds, three read hooks)."""
+    reads = {0: ("jumprelu_skip_transcoder", "blocks.0.hook_mlp_in"), 1: ("transcoder", "blocks.1.ln2.hook_normalized")}
+    reads[2] = ("skip_transcoder", "blocks.2.hook_resid_mid")
+    out = {h: sae for h, sae in saes.items() if "mlp_out" not in h}
+    for layer, (kind, read) in reads.items():
+        tc = make_dictionary(kind, read, d_in=64, d_sae=128, seed=layer, hook_out=f"blocks.{layer}.hook_mlp_out")
+        with torch.no_grad():
+            tc.b_enc.fill_(-1.0)  # toy activations are O(1) per dimension: a sparser code
+        out[read] = tc.to(torch.float32)
+    return out
+
+
+@pytest.mark.parametrize("dictionaries", ["saes", "transcoders"])
+def test_sparse_attribution_equals_the_dense_engine(world, train, dictionaries):
+    """The sparse per-batch path (atp/ig) gives zero_ablation's effects (the dense reference), transcoder node
+    sets (features read at the MLP's input, effects at its output) included."""
     from sfc_plugin.attribution.engine import zero_ablation
     from sfc_plugin.shifting.probe import pool
 
     model, saes = world
-    subs = build_submodules(model, saes)
+    subs = build_submodules(model, saes if dictionaries == "saes" else with_transcoders(saes))
+    assert any(s.transcoder for s in subs) == (dictionaries == "transcoders")
     hook = "blocks.2.hook_resid_post"
     probe = train_probe(pooled(model, train, hook), train.y)
     data = train.head(8)
