@@ -229,6 +229,15 @@ class ShiftConfig(WorldConfig):
         check="string",
         choices=["original", "spurious"],
     )
+    prepend_bos: bool = setting(
+        True,
+        "texts without BOS, as the authors' Pythia-70M runs had them (its Hugging Face tokenizer adds none; "
+        "default: BOS first, as TransformerLens and the authors' Gemma-2-2B runs)",
+        check="bool",
+        flags=("--no-bos",),
+        action="store_const",
+        const=False,
+    )
     n_train: int | None = setting(
         None,
         "use the first N training examples (default: the whole split; unlike discover's 40, a probe needs them)",
@@ -262,7 +271,7 @@ class ShiftConfig(WorldConfig):
     def pipeline_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`sfc_plugin.shift` (``compare_judge="none"``: None, no comparison)."""
         keys = ("layer", "judge", "top_k", "threshold", "method", "steps", "seed", "batch_size", "n_attribution")
-        out = {k: getattr(self, k) for k in (*keys, "probe_recipe", "skyline_probe", "max_memory")}
+        out = {k: getattr(self, k) for k in (*keys, "probe_recipe", "skyline_probe", "prepend_bos", "max_memory")}
         out["compare_judge"] = None if str(self.compare_judge).lower() == "none" else self.compare_judge
         options = {"decisions": self.decisions, "concept": self.spurious_concept, "evidence_text": self.evidence_text}
         if self.concept_threshold is not None:

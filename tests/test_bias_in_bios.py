@@ -281,3 +281,28 @@ def test_encode_some_equals_the_full_encode(kind):
     full = sub.encode(read)[..., feats]
     assert (full != 0).any() and (full == 0).any() if kind in SEPARABLE else True
     torch.testing.assert_close(encode_some(sub, read, feats), full, rtol=1e-5, atol=1e-6)
+
+
+def test_texts_without_bos(tokenizer):
+    """``--no-bos`` (the authors' Pythia runs): the same token ids without the BOS, the pool over the text's own
+    tokens, the model's default restored; empty texts refused."""
+    from conftest import make_model, make_records
+
+    from sfc_plugin.shifting.probe import labelled, pool
+
+    model = make_model(tokenizer)
+    assert model.cfg.default_prepend_bos
+    records = [{"text": r["clean_prefix"], "p": "a", "g": "m"} for r in make_records(3)]
+    on = labelled(model, records, "p", "g", ("a", "m"), "cpu")
+    off = labelled(model, records, "p", "g", ("a", "m"), "cpu", prepend_bos=False)
+    assert model.cfg.default_prepend_bos is True
+    bos = tokenizer.bos_token_id
+    assert (on.batch.clean[:, 0] == bos).all() and not (off.batch.clean == bos).any()
+    assert torch.equal(on.batch.last, off.batch.last + 1)
+    for i, n in enumerate(off.batch.last.tolist()):
+        assert torch.equal(on.batch.clean[i, 1 : n + 2], off.batch.clean[i, : n + 1])
+    act = torch.randn(*off.batch.clean.shape, 4)
+    want = torch.stack([act[i, : n + 1].mean(0) for i, n in enumerate(off.batch.last.tolist())])
+    torch.testing.assert_close(pool(act, off.batch), want)
+    with pytest.raises(SFCError, match="record 1 has no tokens"):
+        labelled(model, [records[0], {**records[0], "text": ""}], "p", "g", ("a", "m"), "cpu", prepend_bos=False)

@@ -481,6 +481,7 @@ def test_shift_on_bias_in_bios_offline_end_to_end(offline, tmp_path):
         "skyline_probe": "original",
         "method": "ig",
         "steps": 3,
+        "bos": True,
         "test_rows": {"n": 65, "balanced": 44},
     }
     names = [r["name"] for r in result["rows"]]

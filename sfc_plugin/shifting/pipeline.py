@@ -123,6 +123,7 @@ def shift(
     probe_recipe: str = "authors",
     n_attribution: int | None = 100,
     skyline_probe: str = "original",
+    prepend_bos: bool = True,
     max_memory: str | int | None = None,
     judge_options: dict | None = None,
     probe=None,
@@ -157,6 +158,8 @@ def shift(
     ``n_attribution`` (100) training examples, and skylines (``skyline_probe="original"``) that rank units by how
     much they help the original probe predict the spurious label on the first ``n_attribution`` balanced
     examples (``"spurious"``: a probe trained for the spurious label, ranked by |effect|, the earlier default).
+    ``prepend_bos``: BOS before every text (TransformerLens's default, and the authors' Gemma-2-2B runs); False: none,
+    as the authors' Pythia-70M runs (its Hugging Face tokenizer adds none).
     ``max_memory`` bounds every pass (see :class:`~sfc_plugin.budget.MemoryBudget`); ``checkpoint_dir`` makes
     the run resumable. ``test`` records may say ``"balanced": false``: such rows count for worst-group accuracy
     only.
@@ -198,7 +201,8 @@ def shift(
     device = next(model.parameters()).device
     budget = MemoryBudget.resolve(max_memory, model)
     tr, te, va = (
-        labelled(model, d, intended, spurious, (pos_intended, pos_spurious), device) for d in (train, test, val)
+        labelled(model, d, intended, spurious, (pos_intended, pos_spurious), device, bool(prepend_bos))
+        for d in (train, test, val)
     )
     options = dict(judge_options or {})
     if options.get("concept") is None and spurious in shipped_concepts():
@@ -322,6 +326,7 @@ def shift(
             "skyline_probe": skyline_probe,
             "method": method,
             "steps": steps,
+            "bos": bool(prepend_bos),
             "test_rows": {"n": len(te.batch), "balanced": int(te.balanced.sum())},
         },
         "edit": edit,

@@ -21,15 +21,41 @@ from .records import Labelled
 RECIPES = ("authors", "full-batch")
 
 
-def labelled(model, records: list[dict], intended: str, spurious: str, pos: tuple[str, str], device) -> Labelled:
+@contextlib.contextmanager
+def _default_bos(model, prepend: bool | None):
+    before = model.cfg.default_prepend_bos
+    if prepend is not None:
+        model.cfg.default_prepend_bos = bool(prepend)
+    try:
+        yield
+    finally:
+        model.cfg.default_prepend_bos = before
+
+
+def labelled(
+    model,
+    records: list[dict],
+    intended: str,
+    spurious: str,
+    pos: tuple[str, str],
+    device,
+    prepend_bos: bool | None = None,
+) -> Labelled:
     """Tokenise ``{"text", intended, spurious}`` records; ``y``/``z`` are 1 where the value is ``pos[0]``/``pos[1]``;
-    ``balanced`` is each record's ``"balanced"`` (default true): the rows profession and gender accuracy count."""
+    ``balanced`` is each record's ``"balanced"`` (default true): the rows profession and gender accuracy count.
+    ``prepend_bos``: BOS before each text or not (None: the model's default, ``cfg.default_prepend_bos``)."""
     if not records:
         raise SFCError("SHIFT needs non-empty train, validation and test data")
     for i, r in enumerate(records):
         if "text" not in r or intended not in r or spurious not in r:
             raise SFCError(f"record {i} lacks one of 'text', {intended!r}, {spurious!r}")
-    batch = tokenize(model, [{"clean_prefix": r["text"]} for r in records], device)
+    with _default_bos(model, prepend_bos):
+        batch = tokenize(model, [{"clean_prefix": r["text"]} for r in records], device)
+    empty = (batch.valid.sum(1) == 0).nonzero()
+    if len(empty):
+        raise SFCError(
+            f"record {int(empty[0])} has no tokens (text {records[int(empty[0])]['text']!r}): nothing to pool"
+        )
     y = torch.tensor([r[intended] == pos[0] for r in records], dtype=torch.float32, device=device)
     z = torch.tensor([r[spurious] == pos[1] for r in records], dtype=torch.float32, device=device)
     balanced = torch.tensor([bool(r.get("balanced", True)) for r in records], device=device)
