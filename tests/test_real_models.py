@@ -491,4 +491,6 @@ def test_shift_on_bias_in_bios_offline_end_to_end(offline, tmp_path):
         f["id"].split("/")[0] in {"embed", *[f"{k}_{l}" for l in range(5) for k in ("attn", "mlp", "resid")]}
         for f in result["features"]
     )  # SAEs through the probe layer only
-    assert done.stdout.splitlines()[1].startswith("original") and "side effects" in done.stdout
+    lines = done.stdout.splitlines()  # TransformerLens may print its "Loaded pretrained model" line first
+    head = next(i for i, line in enumerate(lines) if line.split() == ["profession", "gender", "worst", "group", "uses"])
+    assert lines[head + 1].startswith("original") and "side effects" in done.stdout, done.stdout[:600]
