@@ -30,6 +30,7 @@ class Preset:
     model_params: str = ""  # the model's parameter count, as its card states it
     variant: str | None = None  # the id tail chosen (Gemma Scope 2 presets)
     variants: str | None = None  # how to pick another
+    shift_layer: int | None = None  # SHIFT's default probe layer for this model (the authors' Bias in Bios runs)
 
     @property
     def sae_specs(self) -> list[str]:
@@ -97,6 +98,7 @@ def _pythia() -> Preset:
         "the paper's Pythia-70M setup: 19 SAEs (embedding, and attn/mlp/resid at each of 6 layers), 32k features",
         shapes=((512, 32768, 512, False),) * 19,
         model_params="70M",
+        shift_layer=4,
     )
 
 
@@ -117,6 +119,7 @@ def _gemma() -> Preset:
         "Gemma-2-2B with Gemma Scope 16k canonical SAEs: attention (hook_z), MLP output and residual at 26 layers",
         shapes=tuple(shapes),
         model_params="2.6B",
+        shift_layer=22,
     )
 
 

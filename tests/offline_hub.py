@@ -1,5 +1,4 @@
-"""Replicas of Hugging Face hub repositories in a local hub cache, for offline tests of the real loading paths
-(the Gemma 3 family's, and the cache writer itself, are in :mod:`sfc_plugin.replica`).
+"""Replicas of Hugging Face hub repositories in a local hub cache, for offline tests of the real loading paths.
 
 ``HF_HOME/hub/models--ORG--NAME/{refs/main, blobs/<sha256>, snapshots/<commit>/<path> -> blobs}``, the
 layout ``huggingface_hub`` reads with ``HF_HUB_OFFLINE=1``. Repo ids and paths come from SAELens's
@@ -9,29 +8,122 @@ layout ``huggingface_hub`` reads with ``HF_HUB_OFFLINE=1``. Repo ids and paths c
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-# the shared pieces live in the package (``sfc bench`` builds its full-size replicas with them); the Gemma 3,
-# Gemma Scope 2, Qwen3 and Gemma-2 transcoder replicas are there too
-from sfc_plugin.replica import (  # noqa: E402,F401
-    GEMMA3_270M_CONFIG,
-    NOUNS,
-    OTHERS,
-    QWEN3_0_6B_CONFIG,
-    HubCache,
-    gemma3_hub,
-    gemma_scope_2,
-    gemma_scope_transcoders,
-    mwhanna_transcoders,
-    small_qwen3,
-    sva_records,
-    word_tokenizer,
-    write_jsonl,
-)
+# the paper's subject–verb agreement data format (JSON lines), with words of our own
+NOUNS = [("author", "authors"), ("pilot", "pilots"), ("doctor", "doctors"), ("farmer", "farmers")]
+OTHERS = ["guards", "senators", "teachers"]
+
+
+def sva_records() -> list[dict]:
+    """Within-RC style pairs: "The author that the guards" → " like" / " likes"."""
+    out = []
+    for sg, pl in NOUNS:
+        for other in OTHERS:
+            out.append(
+                {
+                    "clean_prefix": f"The {sg} that the {other}",
+                    "patch_prefix": f"The {pl} that the {other}",
+                    "clean_answer": " is",
+                    "patch_answer": " are",
+                    "case": "singular_plural",
+                }
+            )
+            out.append(
+                {
+                    "clean_prefix": f"The {pl} that the {other}",
+                    "patch_prefix": f"The {sg} that the {other}",
+                    "clean_answer": " are",
+                    "patch_answer": " is",
+                    "case": "plural_plural",
+                }
+            )
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def word_tokenizer(out_dir: Path, bos: str, extra: list[str] = (), appended: list[str] = ()):
+    """A word-level fast tokenizer over the data's words, saved with ``save_pretrained`` (file layout of the
+    hub's ``tokenizer.json`` + ``tokenizer_config.json``; the real BPE vocabularies are not reproducible here).
+    ``appended`` words come after all others, so the other words keep their ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted(
+        {
+            w
+            for r in sva_records()
+            for k in ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")
+            for w in r[k].split()
+        }
+        | set(extra)
+    )
+    words += [w for w in dict.fromkeys(appended) if w not in set(words)]
+    vocab = {w: i for i, w in enumerate([bos, "<unk>", "<pad>"] + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=bos, unk_token="<unk>", pad_token="<pad>"
+    )
+    fast.save_pretrained(str(out_dir))
+    return out_dir
+
+
+class HubCache:
+    """Writes files into ``HF_HOME/hub`` as ``huggingface_hub`` stores downloads."""
+
+    def __init__(self, hf_home: Path):
+        self.hf_home = Path(hf_home)
+        self.hub = self.hf_home / "hub"
+
+    def put(self, repo_id: str, filename: str, source: Path, repo_type: str = "model") -> Path:
+        repo = self.hub / (f"{repo_type}s--" + repo_id.replace("/", "--"))
+        commit = hashlib.sha1(repo_id.encode()).hexdigest()
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+        digest = hashlib.sha256()
+        with open(source, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(block)
+        blob = repo / "blobs" / digest.hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if blob.exists():
+            source.unlink()
+        else:
+            os.replace(source, blob)  # staging files move into the cache
+        link = repo / "snapshots" / commit / filename
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(blob, link.parent))
+        return link
+
+    def put_dir(self, repo_id: str, directory: Path, prefix: str = "", repo_type: str = "model") -> None:
+        for f in sorted(directory.rglob("*")):
+            if f.is_file():
+                self.put(repo_id, prefix + f.relative_to(directory).as_posix(), f, repo_type)
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HF_HOME": str(self.hf_home),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+
 
 # pythia-70m-deduped's config.json as the hub serves it
 PYTHIA_70M_CONFIG = {
@@ -115,8 +207,11 @@ GPT2_CONFIG = {
 }
 
 
-def hf_model_dir(out: Path, config: dict, seed: int = 0, bos: str = "<|endoftext|>") -> Path:
-    """A Hugging Face model directory (``config.json`` as given, random ``model.safetensors``, tokenizer)."""
+def hf_model_dir(
+    out: Path, config: dict, seed: int = 0, bos: str = "<|endoftext|>", appended_words: list[str] = ()
+) -> Path:
+    """A Hugging Face model directory (``config.json`` as given, random ``model.safetensors``, tokenizer;
+    ``appended_words`` join the tokenizer's vocabulary after the test words)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +224,7 @@ def hf_model_dir(out: Path, config: dict, seed: int = 0, bos: str = "<|endoftext
     for f in (out / "_saved").iterdir():
         f.unlink()
     (out / "_saved").rmdir()
-    word_tokenizer(out, bos)
+    word_tokenizer(out, bos, appended=appended_words)
     del model
     return out
 
@@ -352,3 +447,116 @@ def mntss_clt_release(cache: HubCache, work: Path, n_layers: int, d_model: int, 
             cache.put(repo, name, work / name)
             written[name] = tensors
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# LabHC/bias_in_bios: the true schema (hard_text string, profession int64, gender int64), split names and
+# hub file layout (data/<split>-00000-of-00001-<16 hex>.parquet, as on the hub's main branch), synthetic texts
+
+BIB_FILES = {
+    "train": "data/train-00000-of-00001-0ab65b32c47407e8.parquet",
+    "dev": "data/dev-00000-of-00001-e6551072fff26949.parquet",
+    "test": "data/test-00000-of-00001-5598c840ce8de1ee.parquet",
+}
+BIB_README = """---
+license: mit
+task_categories:
+- text-classification
+language:
+- en
+dataset_info:
+  features:
+  - name: hard_text
+    dtype: string
+  - name: profession
+    dtype: int64
+  - name: gender
+    dtype: int64
+  splits:
+  - name: train
+  - name: test
+  - name: dev
+---
+# Bias in Bios (offline test replica: synthetic texts)
+"""
+_BIB_SUBJECT = {0: ["He", "His", "he", "his", "him", "Mr"], 1: ["She", "Her", "she", "her", "hers", "Mrs"]}
+_BIB_WORK = {
+    21: ["professor", "university", "research", "faculty", "students", "tenure", "lectures", "physics"],
+    13: ["nurse", "hospital", "patients", "clinic", "care", "ward", "medication", "health"],
+    25: ["surgeon", "surgery", "operating", "hospital", "patients", "residency", "trauma", "clinic"],
+    23: ["rapper", "album", "tracks", "studio", "tour", "lyrics", "label", "mixtape"],
+}
+_BIB_FILLER = ["a", "an", "the", "and", "at", "in", "of", "with", "for", "years", "works", "has", "is", "on", "to"]
+BIB_WORDS = sorted({w for ws in (*_BIB_SUBJECT.values(), *_BIB_WORK.values(), _BIB_FILLER) for w in ws} | {"."})
+
+# rows per (profession, gender) and split of the test replica; the interleaving puts the groups out of order
+BIB_COUNTS = {
+    "train": {(21, 0): 30, (21, 1): 24, (13, 0): 12, (13, 1): 27, (25, 0): 11, (25, 1): 10, (23, 0): 14, (23, 1): 3},
+    "dev": {(21, 0): 5, (21, 1): 5, (13, 0): 3, (13, 1): 5},
+    "test": {(21, 0): 20, (21, 1): 16, (13, 0): 11, (13, 1): 18, (25, 0): 10, (25, 1): 10, (23, 0): 9, (23, 1): 2},
+}
+
+
+def bib_text(profession: int, gender: int, i: int, n_words: int = 14) -> str:
+    """A synthetic biography of ``n_words`` words: pronouns of the gender, words of the profession, filler."""
+    rng = random.Random(f"bib-{profession}-{gender}-{i}")
+    pool = _BIB_SUBJECT[gender] + _BIB_WORK.get(profession, _BIB_WORK[23]) + _BIB_FILLER
+    words = [rng.choice(_BIB_SUBJECT[gender][:1] + _BIB_SUBJECT[gender][2:3]), "works"]
+    words += [rng.choice(pool) for _ in range(max(n_words - 3, 0))]
+    return " ".join(words + ["."])
+
+
+def bib_rows(counts: dict[tuple[int, int], int], split: str, n_words: int = 14) -> list[dict]:
+    """Rows of one split: each group's rows numbered in order, the groups interleaved by a seeded shuffle."""
+    keys = [k for k, n in counts.items() for _ in range(n)]
+    random.Random(f"bib-order-{split}").shuffle(keys)
+    seen: dict = {}
+    rows = []
+    for p, g in keys:
+        i = seen[(p, g)] = seen.get((p, g), -1) + 1
+        rows.append(
+            {"hard_text": bib_text(p, g, i + 1000 * HUB_SPLIT_INDEX[split], n_words), "profession": p, "gender": g}
+        )
+    return rows
+
+
+HUB_SPLIT_INDEX = {"train": 0, "dev": 1, "test": 2}
+
+
+def write_bib_parquet(directory: Path, counts=None, n_words: int = 14, files=None) -> dict[str, list[dict]]:
+    """The three splits as parquet files under ``directory`` at the hub's paths (``files``); returns the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("hard_text", pa.string()), ("profession", pa.int64()), ("gender", pa.int64())])
+    out = {}
+    for split, path in (files or BIB_FILES).items():
+        rows = bib_rows((counts or BIB_COUNTS)[split], split, n_words)
+        target = directory / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), target)
+        out[split] = rows
+    return out
+
+
+def bias_in_bios_replica(cache: HubCache, stage: Path, counts=None, n_words: int = 14) -> dict[str, list[dict]]:
+    """``LabHC/bias_in_bios`` in the hub cache (``datasets--LabHC--bias_in_bios``: README.md and the three
+    parquet files of the main branch, as blobs with snapshot links); returns the rows written."""
+    stage.mkdir(parents=True, exist_ok=True)
+    rows = write_bib_parquet(stage, counts, n_words)
+    (stage / "README.md").write_text(BIB_README)
+    cache.put_dir("LabHC/bias_in_bios", stage, repo_type="dataset")
+    return rows
+
+
+# Gemma 3 with Gemma Scope 2, the Qwen3 (mwhanna) and Gemma-2 transcoder repositories: in the package, so that
+# ``sfc bench`` builds its full-size replicas with them (they take this module's HubCache as well as their own)
+from sfc_plugin.replica import (  # noqa: E402,F401
+    GEMMA3_270M_CONFIG,
+    QWEN3_0_6B_CONFIG,
+    gemma3_hub,
+    gemma_scope_2,
+    gemma_scope_transcoders,
+    mwhanna_transcoders,
+    small_qwen3,
+)
