@@ -52,7 +52,8 @@ class WorldConfig:
     model: str | None = setting(None, "model name or directory (default: the toy world)", check="string")
     sae: list[str] | None = setting(
         None,
-        "SAELens SAE directory, directory of SAE directories, release:sae_id or release:* (repeatable)",
+        "SAELens SAE directory, directory of SAE directories, release:sae_id, release:* or release:PATTERN "
+        "(a shell pattern over its ids, e.g. 'layer_*_width_16k_l0_big'; repeatable)",
         action="append",
     )
     preset: str | None = setting(None, f"model + SAEs by name (see sfc presets): {', '.join(PRESETS)}", check="string")
