@@ -207,14 +207,21 @@ def batch_read(model, s, batch):
     return cache[s.read_hook].to(s.W_dec.dtype)
 
 
-def test_circuit_edges_are_the_graphs_summed_over_positions(tokenizer):
-    """One example, transcoders only: discover's edges (nodes summed over positions) are sums of the graph's
-    entries (the graph being circuit-tracer's, by the parity tests); edges to y: the two answers' logit rows."""
-    model, saes, _ = build("gpt", tokenizer)
+@pytest.mark.parametrize("aggregation", ["sum", "none"])
+@pytest.mark.parametrize("world", ["transcoders", "mixed"])
+def test_circuit_edges_are_the_graphs_entries(tokenizer, aggregation, world):
+    """One example: discover's edges are the graph's entries, summed over positions for summed nodes; edges to y:
+    the two answers' logit rows. With transcoders only the graph is circuit-tracer's (by the parity tests); the
+    mixed world (SAEs at the embedding, attention outputs and residuals too) checks the two computations agree."""
+    if world == "mixed":
+        model, saes = make_model(tokenizer), mixed_dictionaries("a")
+    else:
+        model, saes, _ = build("gpt", tokenizer)
     records = make_records(1)
     circuit = sfc_plugin.discover(
-        model, saes, records, method="linear", node_threshold=0.0, edge_threshold=0.0, progress=False
-    )
+        model, saes, records, method="linear", node_threshold=0.0, edge_threshold=0.0, aggregation=aggregation,
+        progress=False,
+    )  # fmt: skip
     batch = tokenize(model, records)
     tokens = batch.clean[0, : int(batch.last[0]) + 1]
     up, down = int(batch.patch_answer[0]), int(batch.clean_answer[0])  # logit_diff = logit(patch) − logit(clean)
@@ -222,8 +229,8 @@ def test_circuit_edges_are_the_graphs_summed_over_positions(tokenizer):
     ids = graph.node_ids()
     n = len(ids)
 
-    def summed(node_id):  # graph columns of a position-summed circuit node
-        return [i for i, g in enumerate(ids) if g.rsplit("@", 1)[0] == node_id]
+    def summed(node_id):  # graph columns of a circuit node (all its positions when it is summed)
+        return [i for i, g in enumerate(ids) if (g if "@" in node_id else g.rsplit("@", 1)[0]) == node_id]
 
     A = graph.adjacency
     edges = {(e.source, e.target): e.weight for e in circuit.edges}
@@ -236,8 +243,9 @@ def test_circuit_edges_are_the_graphs_summed_over_positions(tokenizer):
             want = float(A[summed(dst)][:, cols].sum())
         assert w == pytest.approx(want, rel=1e-6, abs=1e-9), (src, dst)
         checked += 1
-    assert checked > 100 and any(t == "y" and s.startswith("tc_0") for s, t in edges)  # direct edges to the logits
-    assert any(s.endswith("/err") for s, _ in edges) and not any(t.endswith("/err") for _, t in edges)
+    into_y = {s.split("/")[0] for s, t in edges if t == "y"}  # direct edges to the logits, from every layer
+    assert checked > 100 and into_y == ({"resid_1"} if world == "mixed" else {"tc_0", "tc_1"})
+    assert any("/err" in s for s, _ in edges) and not any("/err" in t for _, t in edges)
 
 
 def test_refusals_are_one_line(tokenizer):

@@ -168,6 +168,19 @@ def _prompt_nodes(model, subs: list[Submodule], tokens: torch.Tensor):
     return logits[0, -1], entries, errors
 
 
+def _by_position(g: torch.Tensor, pos: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
+    """``[R, n]``: ``g[:, pos[i]] · vecs[i]``, one matrix product per position (``pos`` sorted, as ``nonzero``
+    gives it), never an ``[R, n, d]`` tensor."""
+    out = g.new_empty((g.shape[0], len(pos)))
+    counts = torch.bincount(pos, minlength=g.shape[1]).tolist()
+    lo = 0
+    for p, c in enumerate(counts):
+        if c:
+            out[:, lo : lo + c] = g[:, p] @ vecs[lo : lo + c].T
+            lo += c
+    return out
+
+
 def _check_tokens(model, tokens) -> torch.Tensor:
     tokens = torch.as_tensor(tokens, dtype=torch.long, device=next(model.parameters()).device).flatten()
     if tokens.numel() < 2:
@@ -246,7 +259,7 @@ def linear_graph(
                 none = torch.zeros((R, T), dtype=dtype, device=A.device)  # a leaf no path reaches
                 cols = [
                     none[:, :0] if not len(dec) else none[:, :1].expand(R, len(dec)) if g is None else
-                    (g[:, entries[s.name][0]] * dec[None]).sum(-1)
+                    _by_position(g, entries[s.name][0], dec)
                     for s, g, dec in zip(subs, grads, decoders)
                 ]  # fmt: skip
                 cols += [none if g is None else (g * err[None]).sum(-1) for g, err in zip(grads, errors)]
