@@ -15,6 +15,7 @@ maximum relative difference of node / edge effects: ``max |ours − baseline| / 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -280,17 +281,20 @@ def run_workload(
     n_nodes: int = 200,
     baseline: bool = True,
     baseline_edges_only: bool = False,
+    floor: bool = True,
     progress: bool = False,
 ) -> list[dict]:
     """Rows of ``bench.json`` for one workload (phases nodes, edges, total).
 
     ``baseline_edges_only``: the baseline runs only its edge phase, on the IG gradients of our path (computed
     untimed; the same values its node phase would give), for widths where its node phase would take hours.
+    ``floor``: also time the passes node attribution cannot avoid (:mod:`sfc_plugin.bench_floor`).
     """
     from .attribution.context import prepare
     from .attribution.engine import attribute, select_nodes
     from .attribution.methods import atp, ig
     from .attribution.paper_baseline import baseline_discover
+    from .bench_floor import node_floor
     from .budget import MemoryBudget
     from .splicing import frozen
 
@@ -340,6 +344,7 @@ def run_workload(
         ours_cpu["total"] = ours_cpu["nodes"] + ours_cpu["edges"]
         mem.peaks.clear()
         mem.cpu.clear()
+        floor_t = node_floor(w.model, w.subs, w.batch, w.metric, steps, budget, batch_size) if floor else None
         base = None
         if baseline:
 
@@ -385,7 +390,16 @@ def run_workload(
             "n_examples": len(w.batch),
             "n_nodes": n_circuit,
             "steps": steps,
+            "threads": torch.get_num_threads(),
         }
+        if phase == "nodes" and floor_t is not None:
+            row.update(
+                floor_s=floor_t["floor_s"],
+                floor_cpu_s=floor_t["floor_cpu_s"],
+                floor_parts={k: floor_t[f"{k}_s"] for k in ("activations", "encode", "passes")},
+                ours_over_floor=round(ours[phase] / max(floor_t["floor_s"], 1e-9), 2),
+                ours_over_floor_cpu=round(ours_cpu[phase] / max(floor_t["floor_cpu_s"], 1e-9), 2),
+            )
         if base is not None and base_t[phase] is not None:
             if phase == "nodes":
                 diff = _rel_diff(
@@ -417,7 +431,7 @@ def run_workload(
 def format_rows(rows: list[dict]) -> str:
     head = (
         f"{'workload':<8} {'phase':<6} {'ours s':>8} {'paper s':>8} {'ratio':>7} {'cpu ratio':>9} {'ours GB':>8} "
-        f"{'paper GB':>9} {'max rel diff':>12}"
+        f"{'paper GB':>9} {'max rel diff':>12} {'floor s':>8} {'x floor':>8}"
     )
     out = [head]
     fmt = lambda v, f: format("-", f.split(".")[0]) if v is None else format(v, f)  # noqa: E731
@@ -426,14 +440,36 @@ def format_rows(rows: list[dict]) -> str:
         out.append(
             f"{r['name']:<8} {r['phase']:<6} {r['ours_s']:>8.2f} {fmt(r['baseline_s'], '>8.2f')} "
             f"{ratio(r['ratio'], 7)} {ratio(r.get('cpu_ratio'), 9)} {r['ours_peak_gb']:>8.2f} {fmt(r['baseline_peak_gb'], '>9.2f')} "
-            f"{fmt(r['max_rel_diff'], '>12.1e')}"
+            f"{fmt(r['max_rel_diff'], '>12.1e')} {fmt(r.get('floor_s'), '>8.2f')} {ratio(r.get('ours_over_floor'), 8)}"
         )
     return "\n".join(out)
 
 
-def write_json(rows: list[dict], out_dir) -> Path:
+def suite(name: str, quick: bool = False) -> list[tuple[str, dict, dict]]:
+    """The workloads of a suite as ``(workload, its keyword arguments, run_workload's)``. ``gpu``:
+    Pythia-70M-shaped with 19 SAEs of 32,768 features and Gemma-2-2B-shaped (4 layers, 12 SAEs of 16,384,
+    vocabulary 256,000), both against the baseline; ``quick``: the same path at small widths and vocabularies,
+    2 pairs and 2 IG steps (a smoke test on a CPU)."""
+    if name != "gpu":
+        raise ValueError(f"unknown suite {name!r}")
+    if quick:
+        small = dict(d_sae=256, n_pairs=2, n_tokens=4)
+        run = dict(steps=2, n_nodes=20)
+        return [("pythia", small, run), ("gemma", dict(small, n_layers=2, d_vocab=1024), run)]
+    return [("pythia", dict(d_sae=32768, n_pairs=20, n_tokens=10), {}), ("gemma", dict(n_pairs=8, n_tokens=10), {})]
+
+
+def machine(device, threads: str | None = None) -> dict:
+    """What ran the benchmark: device name, torch version and threads (``bench.json``'s ``machine``)."""
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+    return {"device": name, "torch": torch.__version__, "threads": threads or str(torch.get_num_threads())}
+
+
+def write_json(rows: list[dict], out_dir, machine: dict | None = None) -> Path:
     from .files import strict_json, write_atomic
 
     path = Path(out_dir) / "bench.json"
-    write_atomic(path, strict_json({"workloads": rows}, indent=1) + "\n")
+    out = {"workloads": rows} if machine is None else {"workloads": rows, "machine": machine}
+    write_atomic(path, strict_json(out, indent=1) + "\n")
     return path

@@ -40,7 +40,14 @@ def setting(default: Any = None, help: str = "", *, check: str | None = None, fl
 class WorldConfig:
     """Where the model and its SAEs come from: what :meth:`sfc_plugin.World.load` takes."""
 
-    SHARED: ClassVar[tuple[str, ...]] = ("model", "sae", "preset", "device", "dtype")  # taken from a discover config
+    SHARED: ClassVar[tuple[str, ...]] = (
+        "model",
+        "sae",
+        "preset",
+        "device",
+        "dtype",
+        "threads",
+    )  # taken from a discover config
 
     model: str | None = setting(None, "model name or directory (default: the toy world)", check="string")
     sae: list[str] | None = setting(
@@ -52,6 +59,11 @@ class WorldConfig:
     device: str | None = setting(None, "torch device, e.g. cuda, cuda:1, cpu (default: the model's)", check="device")
     dtype: str | None = setting(
         None, "model dtype (effects accumulate in float32)", check="string", choices=list(DTYPES)
+    )
+    threads: int | None = setting(
+        None,
+        "torch CPU threads (default: the usable cores less those busy elsewhere; OMP_NUM_THREADS also sets it)",
+        check="positive",
     )
 
 

@@ -56,9 +56,35 @@ def test_write_atomic_writes_through_a_symlink(tmp_path):
     assert leftovers(tmp_path) == [] and leftovers(real.parent) == []
 
 
-def test_write_atomic_writes_into_a_device_file_without_replacing_it():
-    write_atomic("/dev/null", "discarded")
-    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+def test_write_atomic_writes_into_a_device_file_without_replacing_it(tmp_path):
+    """A character device made here (never the system's /dev/null: a broken write_atomic run as root would replace
+    it); where device nodes cannot be made, the FIFO test below covers the same path."""
+    dev = tmp_path / "null"
+    try:
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # the null device's numbers
+        with open(dev, "wb") as fh:
+            fh.write(b"")
+    except (OSError, AttributeError) as exc:
+        pytest.skip(f"cannot make a usable device node here ({exc})")
+    before = os.stat(dev)
+    write_atomic(dev, "discarded")
+    after = os.stat(dev)
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev and after.st_ino == before.st_ino
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]  # written in place: no temporary file
+
+
+def test_write_atomic_writes_into_a_fifo_without_replacing_it(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_atomic(fifo, "through the pipe")
+    reader.join(timeout=60)
+    assert got == [b"through the pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
 
 
 def test_write_atomic_refuses_a_directory_and_a_file_as_parent(tmp_path):

@@ -43,9 +43,25 @@ def bios():
 
 
 @pytest.fixture(scope="module")
-def result(world, bios):
+def attributions():
+    """(data, signs, neurons) of every attribution the ``result`` run made, in order."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def result(world, bios, attributions):
+    from sfc_plugin.shifting import pipeline
+
     model, saes = world
-    return shift(model, saes, bios["train"], bios["test"], bios["val"], steps=4, progress=False)
+    real = pipeline.attribute
+
+    def recording(model, subs, data, hook, probe, signs, **kw):
+        attributions.append((data, signs.clone(), kw.get("neurons", False)))
+        return real(model, subs, data, hook, probe, signs, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "attribute", recording)
+        return shift(model, saes, bios["train"], bios["test"], bios["val"], steps=4, progress=False)
 
 
 def test_shift_removes_the_spurious_cue_without_labels(result):
@@ -64,6 +80,17 @@ def test_shift_removes_the_spurious_cue_without_labels(result):
         f["judge"] == "concept:shipped:gender" and f["shift_labelled"]["judge"] == "labelled"
         for f in result["features"]
     )
+
+
+def test_each_probe_is_attributed_signed_by_its_own_label(result, attributions):
+    """The profession probe's logit on the training set signed +1/−1 by profession; the skylines' gender probe on
+    the balanced validation set signed by gender (neurons, then features), never by profession."""
+    calls = []
+    for data, signs, neurons in attributions:
+        assert set(signs.tolist()) <= {-1.0, 1.0}
+        calls.append((neurons, torch.equal(signs, 2 * data.y - 1), torch.equal(signs, 2 * data.z - 1)))
+    assert len(calls) == 3 and calls[0][:2] == (False, True)
+    assert calls[1:] == [(True, False, True), (False, False, True)]
 
 
 def test_uses_field_is_correct_for_every_row(result):

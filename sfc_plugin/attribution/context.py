@@ -80,7 +80,8 @@ class AttributionContext:
             return None, False
         return start, input_mode
 
-    def _rows_per_pass(self, start: int | None) -> int:
+    def rows_per_pass(self, start: int | None) -> int:
+        """Rows (submodule, α, example) per gradient pass starting at block ``start``, by the memory budget."""
         B = len(self.batch)
         if self.budget is None:
             return max(self.max_rows, 1)
@@ -103,7 +104,7 @@ class AttributionContext:
         total = {s.name: torch.zeros_like(self.clean[s.name].x) for s in self.submodules}
         n_all, n_zero = len(alphas), sum(a == 0 for a in alphas)
         if n_zero:  # α = 0 is the clean run for every submodule: one pass gives all of them
-            size = self._rows_per_pass(None)
+            size = self.rows_per_pass(None)
             for lo in range(0, B, size):
                 ex = torch.arange(lo, min(B, lo + size), device=self.batch.clean.device)
                 rows = torch.arange(len(ex), device=ex.device)
@@ -118,7 +119,7 @@ class AttributionContext:
             groups.setdefault(self._start(s)[0], []).append(s)
         for start, subs in groups.items():
             rows = [(i, a, e) for i in range(len(subs)) for a in alphas for e in range(B)]
-            for chunk in chunks(rows, self._rows_per_pass(start)):
+            for chunk in chunks(rows, self.rows_per_pass(start)):
                 ex = torch.tensor([e for _, _, e in chunk], device=self.batch.clean.device)
                 plan = []
                 for i, s in enumerate(subs):

@@ -34,7 +34,7 @@ def add_options(parser: argparse.ArgumentParser, *classes: type, help: dict[str,
 
 
 def add_world_options(parser: argparse.ArgumentParser, **help: str) -> None:
-    """``--model``, ``--sae``, ``--preset``, ``--device``, ``--dtype`` (every command that loads a model)."""
+    """``--model``, ``--sae``, ``--preset``, ``--device``, ``--dtype``, ``--threads`` (every command that loads a model)."""
     add_options(parser, WorldConfig, help=help)
 
 
@@ -74,9 +74,12 @@ def fill_world(s: dict[str, Any], provenance: dict, what: str = "circuit") -> di
 
 
 def load_world(s: dict[str, Any], device: str | None = None):
-    """:meth:`sfc_plugin.World.load` with the world settings ``s`` (``device`` replaces ``s["device"]``)."""
+    """:meth:`sfc_plugin.World.load` with the world settings ``s`` (``device`` replaces ``s["device"]``), after
+    setting torch's CPU threads (:mod:`sfc_plugin.threads`)."""
+    from .. import threads
     from ..world import World
 
+    threads.apply(s.get("threads"))
     return World.load(
         model=s["model"], sae=s["sae"], preset=s["preset"], device=device or s["device"], dtype=s["dtype"]
     )

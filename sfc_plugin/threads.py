@@ -1,0 +1,103 @@
+"""How many CPU threads torch should use here: the cores this process may run on, less the ones others keep busy.
+
+torch starts one intra-op thread per core it sees. On a shared machine (a CI runner, a server, a laptop with a
+browser open) some of those cores are busy, and every parallel region then waits for a descheduled thread:
+on 2 cores with one other busy process the toy node phase ran 6.9× slower with torch's default than alone,
+1.4× with one thread. The policy, in order:
+
+1. an explicit count (``sfc ... --threads N``, :func:`apply` ``(N)``);
+2. ``OMP_NUM_THREADS`` in the environment (torch reads it itself; we leave it alone);
+3. otherwise the usable cores — CPU affinity (``sched_getaffinity``) capped by a cgroup CPU quota
+   (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) — minus the cores the rest of the
+   machine keeps busy (measured from ``/proc/stat`` over 0.2 s while we sleep; the 1-minute load average where
+   that file is missing), when the machine has no more cores than we may use; at least one.
+
+CUDA work is not affected: the policy sets torch's CPU intra-op threads only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = CGROUP) -> float | None:
+    """The cgroup's CPU quota in cores (``2.5`` for 250 ms per 100 ms), or None without a quota."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000" or "250000 100000"
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cores(root: Path = CGROUP) -> int:
+    """Cores this process may use: its CPU affinity, capped by the cgroup quota (rounded up), at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(root)
+    if limit is not None:
+        cores = min(cores, max(1, math.ceil(limit)))
+    return max(1, cores)
+
+
+def _cpu_times(stat: Path) -> tuple[int, int]:
+    """``(busy, total)`` jiffies of all cores from ``/proc/stat``'s first line."""
+    fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def busy_elsewhere(cores: int, window: float = 0.2, stat: Path = Path("/proc/stat")) -> int:
+    """Cores kept busy by other processes, rounded: measured over ``window`` seconds from ``/proc/stat`` while this
+    process sleeps (else the 1-minute load average). Machine-wide figures say nothing about our share on a machine
+    with more cores than this process may use: there, 0."""
+    if (os.cpu_count() or cores) > cores:
+        return 0
+    try:
+        b0, t0 = _cpu_times(stat)
+        time.sleep(window)
+        b1, t1 = _cpu_times(stat)
+        busy = (b1 - b0) / max(t1 - t0, 1) * (os.cpu_count() or cores)
+    except (OSError, ValueError, IndexError):
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0
+    return int(busy + 0.5)
+
+
+def choose(
+    requested: int | None = None, *, environ=os.environ, root: Path = CGROUP, stat: Path = Path("/proc/stat")
+) -> tuple[int | None, str]:
+    """``(threads, why)``: the count to set (None: leave torch as it is) and a one-line reason."""
+    if requested is not None:
+        return requested, f"--threads {requested}"
+    if environ.get("OMP_NUM_THREADS"):
+        return None, f"OMP_NUM_THREADS={environ['OMP_NUM_THREADS']}"
+    cores = usable_cores(root)
+    busy = min(busy_elsewhere(cores, stat=stat), cores - 1)
+    why = f"{cores} usable core{'s' * (cores != 1)}"
+    return cores - busy, why + (f", {busy} busy elsewhere" if busy else "")
+
+
+def apply(requested: int | None = None) -> str:
+    """Set torch's intra-op threads by the policy; returns the reason (for logs and ``bench.json``)."""
+    import torch
+
+    threads, why = choose(requested)
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)} ({why})"
