@@ -1,6 +1,6 @@
 """Screenshot of `sfc view` on a circuit with one node's card open (the README's picture).
 
-    python scripts/viewer_screenshot.py SITE_DIR OUT.png [--node resid_2/173] [--node-slider 40] [--no-card]
+    python scripts/viewer_screenshot.py SITE_DIR OUT.png [--node resid_2/173] [--node-slider 40] [--no-card] [--scroll-to .annotate]
 
 SITE_DIR is what `sfc view CIRCUIT -o SITE_DIR` wrote; needs Debian's `chromium` (headless).
 The page is loaded from file:// with a few lines appended that move the node slider (when given; else the
@@ -26,6 +26,7 @@ def main() -> int:
     ap.add_argument("--node-slider", type=int, default=None, help="slider position 0-100 (default: the first screen)")
     ap.add_argument("--no-card", action="store_true", help="open no card: the graph alone")
     ap.add_argument("--size", default="1400,1000")
+    ap.add_argument("--scroll-to", metavar="SELECTOR", help="scroll the card to this element, e.g. .annotate")
     args = ap.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
@@ -56,7 +57,12 @@ def main() -> int:
             "g = document.querySelector('.node[data-id=' + JSON.stringify(" + node + ") + ']');\n"
             "g.dispatchEvent(new MouseEvent('mouseenter'));\n"
         )
-        (site / "shot.js").write_text(slider + card)
+        scroll = (
+            ""
+            if not args.scroll_to
+            else f"var t = document.querySelector('#card ' + {json.dumps(args.scroll_to)}); if (t) t.scrollIntoView();\n"
+        )
+        (site / "shot.js").write_text(slider + card + scroll)
         subprocess.run(
             [
                 chromium,

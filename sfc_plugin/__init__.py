@@ -1,7 +1,5 @@
 """Sparse Feature Circuits for SAELens / TransformerLens, extensible through pluggy hooks."""
 
-from __future__ import annotations
-
 from .errors import SFCError
 from .plugins import get_plugin_manager, hookimpl
 

@@ -176,12 +176,16 @@ class ShiftConfig(WorldConfig):
 
     data: str = setting(
         "toy/bios",
-        "dataset with train (ambiguous), val and test (balanced) splits of "
-        "{text, profession, gender} records (default {default})",
+        "dataset with train (ambiguous), val and test (balanced) splits of {text, profession, gender} records "
+        "(default {default}); bias_in_bios[:PROF_A,PROF_B][,dir=PATH] builds the paper's splits of "
+        "LabHC/bias_in_bios from the Hugging Face cache or a directory of its files",
         check="string",
     )
     layer: int | None = setting(
-        None, "probe on blocks.<layer>.hook_resid_post (default: last layer with SAEs)", check="non-negative"
+        None,
+        "probe on blocks.<layer>.hook_resid_post (default: the preset's SHIFT layer, the authors' — 4 for "
+        "pythia-70m-sfc, 22 for gemma-2-2b-sfc — else the last layer with SAEs)",
+        check="non-negative",
     )
     judge: str = setting(
         "concept",
@@ -217,7 +221,39 @@ class ShiftConfig(WorldConfig):
     decisions: str | None = setting(None, "decisions file (JSON or CSV: id,decision) for --judge file", check="string")
     top_k: int | None = setting(50, "candidate features: the top K by |effect| (default {default})", check="positive")
     threshold: float | None = setting(None, "candidate features: |effect| above this", check="threshold")
+    method: str = setting(
+        "ig", "attribution method of the probe's logit: ig, atp or a plugin's (default {default})", check="string"
+    )
     steps: int = setting(10, "integrated-gradient steps (default {default})", check="positive")
+    n_attribution: int | None = setting(
+        100,
+        "attribute the probe on the first N training (and, for the skylines, validation) examples (default "
+        "{default}, the authors')",
+        check="positive",
+    )
+    probe_recipe: str = setting(
+        "authors",
+        "probe training: authors (AdamW lr 1e-2, one epoch, batch 32; default) or full-batch (Adam, 400 "
+        "full-batch epochs: the earlier default)",
+        check="string",
+        choices=["authors", "full-batch"],
+    )
+    skyline_probe: str = setting(
+        "original",
+        "skylines rank units by how much they help the original probe predict the spurious label (original, "
+        "default, the authors') or by |effect| on a probe trained for it (spurious)",
+        check="string",
+        choices=["original", "spurious"],
+    )
+    prepend_bos: bool = setting(
+        True,
+        "texts without BOS, as the authors' Pythia-70M runs had them (its Hugging Face tokenizer adds none; "
+        "default: BOS first, as TransformerLens and the authors' Gemma-2-2B runs)",
+        check="bool",
+        flags=("--no-bos",),
+        action="store_const",
+        const=False,
+    )
     n_train: int | None = setting(
         None,
         "use the first N training examples (default: the whole split; unlike discover's 40, a probe needs them)",
@@ -229,13 +265,29 @@ class ShiftConfig(WorldConfig):
     allow_overlap: bool = setting(
         False, "run even when validation or test examples are training examples (refused by default)", check="bool"
     )
-    batch_size: int = setting(16, "examples per batch (default {default})", check="positive")
-    seed: int = setting(0, "seed of the probes and the random row (default {default})", check="non-negative")
+    batch_size: int = setting(
+        16,
+        "examples per attribution batch, at most (the memory budget may take fewer; default {default})",
+        check="positive",
+    )
+    max_memory: str | None = setting(
+        None,
+        "working-memory budget that sizes every pass, e.g. 4GB (default: half the free GPU memory; on CPU at most 2GB)",
+    )
+    seed: int = setting(
+        42, "seed of the probes and the random row (default {default}, the authors')", check="non-negative"
+    )
+    cache: str | None = setting(
+        None,
+        "directory of finished and partial results (default OUT/cache): a run interrupted resumes there",
+        check="string",
+    )
     out: str = setting("sfc-out", "output directory (default ./{default})", check="string", flags=("-o", "--out"))
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`sfc_plugin.shift` (``compare_judge="none"``: None, no comparison)."""
-        out = {k: getattr(self, k) for k in ("layer", "judge", "top_k", "threshold", "steps", "seed", "batch_size")}
+        keys = ("layer", "judge", "top_k", "threshold", "method", "steps", "seed", "batch_size", "n_attribution")
+        out = {k: getattr(self, k) for k in (*keys, "probe_recipe", "skyline_probe", "prepend_bos", "max_memory")}
         out["compare_judge"] = None if str(self.compare_judge).lower() == "none" else self.compare_judge
         options = {"decisions": self.decisions, "concept": self.spurious_concept, "evidence_text": self.evidence_text}
         if self.concept_threshold is not None:

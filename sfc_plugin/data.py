@@ -18,19 +18,23 @@ TEXT_FIELDS = ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer")
 
 
 class Records(list):
-    """A list of pair records that remembers where each came from (``file:line``), for error messages."""
+    """A list of pair records that remembers where each came from (``file:line``), for error messages;
+    ``info``: what a dataset says about how it built them (e.g. ``bias_in_bios``'s counts)."""
 
-    def __init__(self, records=(), where=None, source: str | None = None):
+    def __init__(self, records=(), where=None, source: str | None = None, info: dict | None = None):
         super().__init__(records)
         self.where = list(where) if where is not None else None
         self.source = source
+        self.info = info
 
     def origin(self, i: int) -> str:
         """``example i`` plus its file and line when known."""
         return f"example {i}" + (f" ({self.where[i]})" if self.where and i < len(self.where) else "")
 
     def head(self, n: int | None) -> Records:
-        return self if n is None else Records(self[:n], None if self.where is None else self.where[:n], self.source)
+        if n is None:
+            return self
+        return Records(self[:n], None if self.where is None else self.where[:n], self.source, self.info)
 
 
 def origin(records, i: int) -> str:
@@ -56,13 +60,36 @@ def read_jsonl(path: str | Path) -> Records:
     return Records(records, where, str(path))
 
 
+def _takes_argument(fn) -> bool:
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
 def load_dataset(name_or_path: str | Path, split: str | None = None, pm=None) -> list[dict]:
-    """Pair records from a registered dataset name (e.g. ``"toy/sva-rc"``) or a JSON-lines path."""
+    """Records from a registered dataset name (e.g. ``"toy/sva-rc"``), ``NAME:ARG`` for a dataset that takes
+    an argument (``"bias_in_bios:surgeon,nurse"``: the dataset's function is called as ``fn(split, ARG)``),
+    or a JSON-lines path."""
     from .plugins import lookup, registry
 
     datasets = registry("dataset", pm)
-    if str(name_or_path) in datasets:
-        records = lookup("dataset", str(name_or_path), pm)(split)  # a plugin's failure is one line naming it
+    name = str(name_or_path)
+    base, sep, arg = name.partition(":")
+    if name not in datasets and sep and base in datasets and not Path(name).exists():
+        fn = lookup("dataset", base, pm)
+        if not _takes_argument(fn.resolve() if hasattr(fn, "resolve") else fn):
+            raise SFCError(f"dataset {base!r} takes no argument, got {name!r}")
+        records = fn(split, arg)
+        if isinstance(records, (str, bytes)) or not hasattr(records, "__iter__"):
+            raise SFCError(f"dataset {name!r} returned {type(records).__name__}, expected a list of records")
+        return records if isinstance(records, Records) else list(records)
+    if name in datasets:
+        records = lookup("dataset", name, pm)(split)  # a plugin's failure is one line naming it
         if isinstance(records, (str, bytes)) or not hasattr(records, "__iter__"):
             raise SFCError(
                 f"dataset {str(name_or_path)!r} ({datasets[str(name_or_path)].plugin}) returned "
@@ -270,8 +297,11 @@ def tokenize(model, records: Sequence[dict], device=None, allow_unk: bool = Fals
 
 @hookimpl
 def sfc_datasets():
-    """No built-in datasets beyond the toy world's (registered by ``sfc_plugin.toy.plugin``)."""
-    return {}
+    """``bias_in_bios`` (SHIFT's splits of ``LabHC/bias_in_bios``, read offline: :mod:`sfc_plugin.bias_in_bios`);
+    the toy world's datasets are registered by ``sfc_plugin.toy.plugin``."""
+    from .plugins import Lazy
+
+    return {"bias_in_bios": Lazy("sfc_plugin.bias_in_bios", "load")}
 
 
 def pair_fingerprint(record: dict) -> str:

@@ -20,6 +20,7 @@ class Preset:
     saes: tuple[tuple[str, str], ...]  # (SAE spec, hook)
     description: str
     processing: dict | None = None  # TransformerLens processing when the SAEs' own kwargs disagree (see the preset)
+    shift_layer: int | None = None  # SHIFT's default probe layer for this model (the authors' Bias in Bios runs)
 
     @property
     def sae_specs(self) -> list[str]:
@@ -45,6 +46,7 @@ def _pythia() -> Preset:
         "pythia-70m-deduped",
         tuple(saes),
         "the paper's Pythia-70M setup: 19 SAEs (embedding, and attn/mlp/resid at each of 6 layers), 32k features",
+        shift_layer=4,
     )
 
 
@@ -62,6 +64,7 @@ def _gemma() -> Preset:
         "gemma-2-2b",
         tuple(saes),
         "Gemma-2-2B with Gemma Scope 16k canonical SAEs: attention (hook_z), MLP output and residual at 26 layers",
+        shift_layer=22,
     )
 
 

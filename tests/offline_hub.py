@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,10 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def word_tokenizer(out_dir: Path, bos: str, extra: list[str] = ()):
+def word_tokenizer(out_dir: Path, bos: str, extra: list[str] = (), appended: list[str] = ()):
     """A word-level fast tokenizer over the data's words, saved with ``save_pretrained`` (file layout of the
-    hub's ``tokenizer.json`` + ``tokenizer_config.json``; the real BPE vocabularies are not reproducible here)."""
+    hub's ``tokenizer.json`` + ``tokenizer_config.json``; the real BPE vocabularies are not reproducible here).
+    ``appended`` words come after all others, so the other words keep their ids."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -67,6 +69,7 @@ def word_tokenizer(out_dir: Path, bos: str, extra: list[str] = ()):
         }
         | set(extra)
     )
+    words += [w for w in dict.fromkeys(appended) if w not in set(words)]
     vocab = {w: i for i, w in enumerate([bos, "<unk>", "<pad>"] + words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -84,8 +87,8 @@ class HubCache:
         self.hf_home = Path(hf_home)
         self.hub = self.hf_home / "hub"
 
-    def put(self, repo_id: str, filename: str, source: Path) -> Path:
-        repo = self.hub / ("models--" + repo_id.replace("/", "--"))
+    def put(self, repo_id: str, filename: str, source: Path, repo_type: str = "model") -> Path:
+        repo = self.hub / (f"{repo_type}s--" + repo_id.replace("/", "--"))
         commit = hashlib.sha1(repo_id.encode()).hexdigest()
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "refs" / "main").write_text(commit)
@@ -106,10 +109,10 @@ class HubCache:
         link.symlink_to(os.path.relpath(blob, link.parent))
         return link
 
-    def put_dir(self, repo_id: str, directory: Path, prefix: str = "") -> None:
+    def put_dir(self, repo_id: str, directory: Path, prefix: str = "", repo_type: str = "model") -> None:
         for f in sorted(directory.rglob("*")):
             if f.is_file():
-                self.put(repo_id, prefix + f.relative_to(directory).as_posix(), f)
+                self.put(repo_id, prefix + f.relative_to(directory).as_posix(), f, repo_type)
 
     def env(self) -> dict[str, str]:
         return {
@@ -204,8 +207,11 @@ GPT2_CONFIG = {
 }
 
 
-def hf_model_dir(out: Path, config: dict, seed: int = 0, bos: str = "<|endoftext|>") -> Path:
-    """A Hugging Face model directory (``config.json`` as given, random ``model.safetensors``, tokenizer)."""
+def hf_model_dir(
+    out: Path, config: dict, seed: int = 0, bos: str = "<|endoftext|>", appended_words: list[str] = ()
+) -> Path:
+    """A Hugging Face model directory (``config.json`` as given, random ``model.safetensors``, tokenizer;
+    ``appended_words`` join the tokenizer's vocabulary after the test words)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     out.mkdir(parents=True, exist_ok=True)
@@ -218,7 +224,7 @@ def hf_model_dir(out: Path, config: dict, seed: int = 0, bos: str = "<|endoftext
     for f in (out / "_saved").iterdir():
         f.unlink()
     (out / "_saved").rmdir()
-    word_tokenizer(out, bos)
+    word_tokenizer(out, bos, appended=appended_words)
     del model
     return out
 
@@ -441,3 +447,103 @@ def mntss_clt_release(cache: HubCache, work: Path, n_layers: int, d_model: int, 
             cache.put(repo, name, work / name)
             written[name] = tensors
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# LabHC/bias_in_bios: the true schema (hard_text string, profession int64, gender int64), split names and
+# hub file layout (data/<split>-00000-of-00001-<16 hex>.parquet, as on the hub's main branch), synthetic texts
+
+BIB_FILES = {
+    "train": "data/train-00000-of-00001-0ab65b32c47407e8.parquet",
+    "dev": "data/dev-00000-of-00001-e6551072fff26949.parquet",
+    "test": "data/test-00000-of-00001-5598c840ce8de1ee.parquet",
+}
+BIB_README = """---
+license: mit
+task_categories:
+- text-classification
+language:
+- en
+dataset_info:
+  features:
+  - name: hard_text
+    dtype: string
+  - name: profession
+    dtype: int64
+  - name: gender
+    dtype: int64
+  splits:
+  - name: train
+  - name: test
+  - name: dev
+---
+# Bias in Bios (offline test replica: synthetic texts)
+"""
+_BIB_SUBJECT = {0: ["He", "His", "he", "his", "him", "Mr"], 1: ["She", "Her", "she", "her", "hers", "Mrs"]}
+_BIB_WORK = {
+    21: ["professor", "university", "research", "faculty", "students", "tenure", "lectures", "physics"],
+    13: ["nurse", "hospital", "patients", "clinic", "care", "ward", "medication", "health"],
+    25: ["surgeon", "surgery", "operating", "hospital", "patients", "residency", "trauma", "clinic"],
+    23: ["rapper", "album", "tracks", "studio", "tour", "lyrics", "label", "mixtape"],
+}
+_BIB_FILLER = ["a", "an", "the", "and", "at", "in", "of", "with", "for", "years", "works", "has", "is", "on", "to"]
+BIB_WORDS = sorted({w for ws in (*_BIB_SUBJECT.values(), *_BIB_WORK.values(), _BIB_FILLER) for w in ws} | {"."})
+
+# rows per (profession, gender) and split of the test replica; the interleaving puts the groups out of order
+BIB_COUNTS = {
+    "train": {(21, 0): 30, (21, 1): 24, (13, 0): 12, (13, 1): 27, (25, 0): 11, (25, 1): 10, (23, 0): 14, (23, 1): 3},
+    "dev": {(21, 0): 5, (21, 1): 5, (13, 0): 3, (13, 1): 5},
+    "test": {(21, 0): 20, (21, 1): 16, (13, 0): 11, (13, 1): 18, (25, 0): 10, (25, 1): 10, (23, 0): 9, (23, 1): 2},
+}
+
+
+def bib_text(profession: int, gender: int, i: int, n_words: int = 14) -> str:
+    """A synthetic biography of ``n_words`` words: pronouns of the gender, words of the profession, filler."""
+    rng = random.Random(f"bib-{profession}-{gender}-{i}")
+    pool = _BIB_SUBJECT[gender] + _BIB_WORK.get(profession, _BIB_WORK[23]) + _BIB_FILLER
+    words = [rng.choice(_BIB_SUBJECT[gender][:1] + _BIB_SUBJECT[gender][2:3]), "works"]
+    words += [rng.choice(pool) for _ in range(max(n_words - 3, 0))]
+    return " ".join(words + ["."])
+
+
+def bib_rows(counts: dict[tuple[int, int], int], split: str, n_words: int = 14) -> list[dict]:
+    """Rows of one split: each group's rows numbered in order, the groups interleaved by a seeded shuffle."""
+    keys = [k for k, n in counts.items() for _ in range(n)]
+    random.Random(f"bib-order-{split}").shuffle(keys)
+    seen: dict = {}
+    rows = []
+    for p, g in keys:
+        i = seen[(p, g)] = seen.get((p, g), -1) + 1
+        rows.append(
+            {"hard_text": bib_text(p, g, i + 1000 * HUB_SPLIT_INDEX[split], n_words), "profession": p, "gender": g}
+        )
+    return rows
+
+
+HUB_SPLIT_INDEX = {"train": 0, "dev": 1, "test": 2}
+
+
+def write_bib_parquet(directory: Path, counts=None, n_words: int = 14, files=None) -> dict[str, list[dict]]:
+    """The three splits as parquet files under ``directory`` at the hub's paths (``files``); returns the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("hard_text", pa.string()), ("profession", pa.int64()), ("gender", pa.int64())])
+    out = {}
+    for split, path in (files or BIB_FILES).items():
+        rows = bib_rows((counts or BIB_COUNTS)[split], split, n_words)
+        target = directory / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), target)
+        out[split] = rows
+    return out
+
+
+def bias_in_bios_replica(cache: HubCache, stage: Path, counts=None, n_words: int = 14) -> dict[str, list[dict]]:
+    """``LabHC/bias_in_bios`` in the hub cache (``datasets--LabHC--bias_in_bios``: README.md and the three
+    parquet files of the main branch, as blobs with snapshot links); returns the rows written."""
+    stage.mkdir(parents=True, exist_ok=True)
+    rows = write_bib_parquet(stage, counts, n_words)
+    (stage / "README.md").write_text(BIB_README)
+    cache.put_dir("LabHC/bias_in_bios", stage, repo_type="dataset")
+    return rows

@@ -232,11 +232,13 @@ def test_shift_ablates_transcoder_features_and_edit_report_reuses_the_world(file
         "--steps",
         "1",
         "--no-side-effects",
+        "--no-bos",
         "-q",
         "-o",
         out,
     )
     assert code == 0, err
+    assert json.loads((out / "shift.json").read_text())["recipe"]["bos"] is False
     edit = json.loads((out / "edit.json").read_text())
     assert any(f["submodule"].startswith("tc_") for f in edit["features"])
     assert all(f["hook"].endswith("hook_mlp_out") for f in edit["features"] if f["submodule"].startswith("tc_"))

@@ -96,13 +96,13 @@ def test_probe_rows_from_predictions_and_top_units():
     z = torch.tensor([0, 0, 1, 1, 0, 1, 0, 1.0])
     y = torch.tensor([0, 0, 1, 1, 1, 0, 1, 0.0])
     X = torch.stack([z * 2 - 1, torch.zeros(8)], 1)  # only the spurious attribute is visible
-    probe = train_probe(X[:4], y[:4], seed=0)
+    probe = train_probe(X[:4], y[:4], seed=0, recipe="full-batch")  # 4 examples: one AdamW step learns nothing
     data = Labelled(None, y, z)
     row = accuracy_row("original", probe, X, data)
     pred = (probe(X)[:, 0] > 0).float()
     assert row["gender_acc"] == pytest.approx((pred == z).float().mean().item()) == 1.0
     assert row["profession_acc"] == pytest.approx(0.5) and row["worst_group_acc"] == 0.0
-    assert torch.equal(train_probe(X[:4], y[:4], seed=0).weight, probe.weight)  # seeded
+    assert torch.equal(train_probe(X[:4], y[:4], seed=0, recipe="full-batch").weight, probe.weight)  # seeded
     ranked = top_units({"a": torch.tensor([0.1, -0.9]), "b": torch.tensor([0.5])}, k=2)
     assert ranked == [("a", 1, pytest.approx(-0.9)), ("b", 0, 0.5)]
 
@@ -278,3 +278,49 @@ def test_corrupt_edit_files_are_one_line(tiny, tmp_path, text, message):
     with pytest.raises(SFCError, match=message) as err:
         FeatureEdit.from_json(tmp_path / "e.json", subs)
     assert "\n" not in str(err.value)
+
+
+def test_evidence_and_labelled_judge_read_a_transcoder_at_its_input(tokenizer):
+    """A transcoder node set (``tc_1``: reads ``hook_mlp_in``, writes ``hook_mlp_out``): the evidence's
+    activations and the labelled judge's correlations are those of SAELens's encode of the MLP's input."""
+    from conftest import make_dictionary
+
+    from sfc_plugin.data import tokenize
+    from sfc_plugin.shifting.evidence import feature_evidence
+    from sfc_plugin.shifting.judges import labelled_judge
+    from sfc_plugin.shifting.probe import labelled
+
+    model = make_model(tokenizer)
+    tc = make_dictionary(
+        "jumprelu_transcoder", "blocks.1.hook_mlp_in", 16, 32, seed=4, hook_out="blocks.1.hook_mlp_out"
+    )
+    saes = {**make_saes(["blocks.0.hook_resid_post"]), "blocks.1.hook_mlp_in": tc.to(torch.float32)}
+    subs = {s.name: s for s in build_submodules(model, saes)}
+    assert subs["tc_1"].transcoder and subs["tc_1"].read_hook == "blocks.1.hook_mlp_in"
+    texts = tokenize(model, [{"clean_prefix": r["clean_prefix"]} for r in make_records(6)])
+    model.cfg.use_hook_mlp_in = True
+    _, cache = model.run_with_cache(texts.clean)
+    model.cfg.use_hook_mlp_in = False
+    direct = tc.encode(cache["blocks.1.hook_mlp_in"]) * texts.valid[..., None]  # [b, pos, 32]
+    direct[:, 0] = 0  # BOS
+    feats = [j for j in range(32) if (direct[..., j] > 0).sum() >= 4][:3]
+    assert len(feats) == 3
+    infos = [FeatureInfo(f"tc_1/{j}", "tc_1", j, 0.0) for j in feats]
+    ev = feature_evidence(model, subs, infos, texts, n_top=4, n_promoted=3, batch_size=4)
+    assert model.cfg.use_hook_mlp_in is False
+    for f in infos:
+        want = direct[..., f.feature].flatten().topk(4).values.tolist()
+        assert [c.act for c in ev[f.id].top] == pytest.approx(want, rel=1e-5)
+
+    records = [{"text": r["clean_prefix"], "p": i % 2, "g": (i // 2) % 2} for i, r in enumerate(make_records(8))]
+    val = labelled(model, records, "p", "g", (1, 1), "cpu")
+    decisions = labelled_judge(infos, JudgeContext(model, subs, val, {"min_r": 0.0}))
+    model.cfg.use_hook_mlp_in = True
+    _, cache = model.run_with_cache(val.batch.clean)
+    model.cfg.use_hook_mlp_in = False
+    valid = val.batch.valid[..., None]
+    with torch.no_grad():
+        pooled = (tc.encode(cache["blocks.1.hook_mlp_in"]) * valid).sum(1) / valid.sum(1)
+    for f, d in zip(infos, decisions):
+        r = [torch.corrcoef(torch.stack([pooled[:, f.feature].double(), lab.double()]))[0, 1] for lab in (val.y, val.z)]
+        assert d.note == f"r(intended)={float(r[0]):+.2f} r(spurious)={float(r[1]):+.2f}"

@@ -127,8 +127,9 @@ def offline(tmp_path_factory):
     cache = hub.HubCache(root / "hf")
     stage = root / "stage"
     info = {}
-    # Pythia-70M-deduped: true shape, in the cache under its repo id
-    pythia = hub.hf_model_dir(stage / "pythia", hub.PYTHIA_70M_CONFIG)
+    # Pythia-70M-deduped: true shape, in the cache under its repo id (the Bias in Bios replica's words appended
+    # to the test tokenizer's vocabulary, so the other words keep their ids)
+    pythia = hub.hf_model_dir(stage / "pythia", hub.PYTHIA_70M_CONFIG, appended_words=hub.BIB_WORDS)
     info["pythia_logit_diff"], tl, tokens = _logit_diff(pythia)
     from sfc_plugin.presets import get_preset
 
@@ -145,6 +146,7 @@ def offline(tmp_path_factory):
     scales = hub.hook_scales(tl, tokens, z_hooks)
     del tl
     info["gemma_specs"] = hub.gemma_scope_saes(cache, stage / "gemma", [0, 1], scales)
+    info["bib_rows"] = hub.bias_in_bios_replica(cache, stage / "bias_in_bios")  # LabHC/bias_in_bios, synthetic texts
     shutil.rmtree(stage)
     data = hub.write_jsonl(root / "rc_train.json", hub.sva_records())
     yield {"env": cache.env(), "root": root, "gemma": gemma, "data": data, **info}
@@ -448,3 +450,47 @@ def test_unknown_preset_in_toml_exits_2(tmp_path, capsys):
         "unknown preset 'pythia-70m-sfx' (known: pythia-70m-sfc, gemma-2-2b-sfc, gpt2-small-sfc)"
         in capsys.readouterr().err
     )
+
+
+def test_shift_on_bias_in_bios_offline_end_to_end(offline, tmp_path):
+    """The issue's acceptance: ``sfc shift --preset pythia-70m-sfc --data bias_in_bios`` with the dataset in the hub
+    cache and HF_HUB_OFFLINE=1 writes the table, with the splits counted as by hand (tests/test_bias_in_bios.py:
+    train 2 x 27 ambiguous, val 4 x 12 balanced, test 65 of which 4 x 11 balanced). Attribution on 12 examples
+    with 3 steps keeps it to a minute here (the defaults, 100 examples and 10 steps, took 7 min on the shared
+    2-core machine: docs/benchmarks.md)."""
+    argv = ["shift", "--preset", "pythia-70m-sfc", "--data", "bias_in_bios", "--n-attribution", 12, "--steps", 3]
+    done = sfc(offline["env"], *argv, "-o", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train 54 ambiguous = 2 x 27" in done.stderr and "test 65 (44 balanced = 4 x 11" in done.stderr
+    assert "examples: train 54, val 48, test 65 (44 balanced" in done.stdout
+    result = json.loads((tmp_path / "shift.json").read_text())
+    prov = result["provenance"]
+    assert prov["n_examples"] == {"train": 54, "val": 48, "test": 65} and prov["drawn_from_train"] == ["val"]
+    counts = prov["data_counts"]
+    assert (counts["train"]["n"], counts["val"]["n"], counts["test"]["n"], counts["test"]["balanced"]) == (
+        54,
+        48,
+        65,
+        44,
+    )
+    assert counts["source"].startswith("LabHC/bias_in_bios (hub cache, snapshot")
+    assert result["probe_hook"] == "blocks.4.hook_resid_post"  # the preset's SHIFT layer, the authors'
+    assert result["recipe"] == {
+        "probe": "authors",
+        "n_attribution": {"train": 12, "val": 12},
+        "skyline_probe": "original",
+        "method": "ig",
+        "steps": 3,
+        "bos": True,
+        "test_rows": {"n": 65, "balanced": 44},
+    }
+    names = [r["name"] for r in result["rows"]]
+    assert names[0] == "original" and names[-1] == "oracle" and {"shift", "shift_retrain"} <= set(names)
+    assert all(0 <= r[k] <= 1 for r in result["rows"] for k in ("profession_acc", "gender_acc", "worst_group_acc"))
+    assert all(
+        f["id"].split("/")[0] in {"embed", *[f"{k}_{l}" for l in range(5) for k in ("attn", "mlp", "resid")]}
+        for f in result["features"]
+    )  # SAEs through the probe layer only
+    lines = done.stdout.splitlines()  # TransformerLens may print its "Loaded pretrained model" line first
+    head = next(i for i, line in enumerate(lines) if line.split() == ["profession", "gender", "worst", "group", "uses"])
+    assert lines[head + 1].startswith("original") and "side effects" in done.stdout, done.stdout[:600]

@@ -218,6 +218,7 @@ def test_shift_defaults_and_config(tmp_path):
         16,
         False,
     )  # whole splits: see the README on why not discover's 40
+    assert s["prepend_bos"] is True and settings(parse(["shift", "--no-bos"]), "shift")["prepend_bos"] is False
     cfg = tmp_path / "run.toml"
     cfg.write_text("method = 'atp'\nmodel = 'm'\npreset = 'p'\nbatch-size = 4\nn_examples = 40\n")  # a discover config
     s = settings(parse(["shift", "--config", str(cfg), "--batch-size", "2"]), "shift")

@@ -447,3 +447,137 @@ def test_the_screenshot_script_takes_the_first_screen(tmp_path):
     assert image.size == (1400, 1000)
     dark = sum(image.histogram()[:128])
     assert dark > 2000  # drawn: boxes, labels and edges, not a blank page
+
+
+FP = {"embed": "a" * 64, "attn_0": "b" * 64, "mlp_0": "c" * 64, "resid_0": "d" * 64, "mlp_1": "e" * 64}
+FP["resid_1"] = "f" * 64
+
+
+@pytest.fixture(scope="module")
+def annotated_site(site_circuit, site, tmp_path_factory):
+    """The site circuit with its SAEs' fingerprints, built by ``sfc view --labels team.jsonl``: one feature labelled
+    and accepted, one proposed."""
+    from sfc_plugin import annotations as A
+    from sfc_plugin.cli import main
+
+    _, data = site
+    prov = {"saes": [{"submodule": s, "fingerprint": {"sha256": fp}} for s, fp in FP.items()]}
+    circuit = Circuit.from_dict({**site_circuit.to_dict(), "provenance": prov})
+    tmp = tmp_path_factory.mktemp("annotated")
+    circuit.to_json(tmp / "c.json")
+    dashboards.write_dashboards(data, tmp / "dash")
+    team = tmp / "team.jsonl"
+    first = A.make_record("mlp_1/7", FP["mlp_1"], "verb number", "alice", created="2025-01-01T00:00:00Z")
+    acc = A.review_record([first], "mlp_1/7", "accepted", "bob", note="top contexts", created="2025-01-02T00:00:00Z")
+    A.write_annotations(team, [first, acc, A.make_record("attn_0/5", FP["attn_0"], "subject noun", "carol")])
+    args = ["view", str(tmp / "c.json"), "--dashboards", str(tmp / "dash"), "-o", str(tmp / "site")]
+    assert main(args + ["--labels", str(team), "--label-option", "status=all"]) == 0
+    return tmp
+
+
+@needs_chromium
+def test_feature_card_proposes_reviews_and_downloads_annotations(annotated_site, tmp_path, capsys):
+    """A reader proposes a label (citing a context), a second reader accepts it, the download is a valid
+    sfc-annotations/1 file holding the site's history plus both records, and it merges back with sfc annotate."""
+    from sfc_plugin import annotations as A
+    from sfc_plugin.cli import main
+
+    r = run_page(
+        annotated_site / "site",
+        """
+        function click(el) { el.dispatchEvent(new MouseEvent('click', {bubbles: true})); }
+        function open(id) { click(document.querySelector('.node[data-id="' + id + '"]')); return document.getElementById('card'); }
+        function type(el, text) { el.value = text; el.dispatchEvent(new Event('input', {bubbles: true})); }
+        var dl = document.getElementById('download');
+        result.hiddenBefore = dl.hidden;
+        var card = open('mlp_1/7');
+        result.accepted = card.querySelector('.label').textContent;
+        result.about = card.querySelector('.about').textContent;
+        result.history = Array.from(card.querySelectorAll('.annotate .history li')).map(function (e) { return e.textContent; });
+        result.proposedNode = document.querySelector('.node[data-id="attn_0/5"] text.sub').textContent;
+        card = open('resid_1/2');
+        click(card.querySelector('.contexts.top .context'));
+        type(card.querySelector('input.label-input'), 'plural subject <b>');
+        type(card.querySelector('input.author'), 'dana');
+        click(card.querySelector('button.propose-button'));
+        card = document.getElementById('card');
+        result.afterPropose = card.querySelector('.label').textContent;
+        result.newCount = dl.getAttribute('data-new');
+        result.hiddenAfter = dl.hidden;
+        type(card.querySelector('input.reviewer'), 'dana');
+        click(card.querySelector('button.accept'));
+        result.selfReview = card.querySelector('.msg').textContent;
+        card = document.getElementById('card');
+        type(card.querySelector('input.reviewer'), 'eve');
+        type(card.querySelector('input.review-note'), 'fires on plural subjects');
+        click(card.querySelector('button.accept'));
+        card = document.getElementById('card');
+        result.afterReview = card.querySelector('.label').textContent;
+        result.nodeText = document.querySelector('.node[data-id="resid_1/2"] text.sub').textContent;
+        card = open('attn_0/5');
+        type(card.querySelector('input.reviewer'), 'eve');
+        click(card.querySelector('button.reject'));
+        result.rejected = document.getElementById('card').querySelector('.label').textContent;
+        var captured = {}, RealBlob = window.Blob, createURL = URL.createObjectURL;
+        window.Blob = function (parts, opts) { captured.text = parts.join(''); return new RealBlob(parts, opts); };
+        URL.createObjectURL = function (blob) { var u = createURL(blob); captured.url = u; captured.type = blob.type; captured.size = blob.size; return u; };
+        HTMLAnchorElement.prototype.click = function () { captured.name = this.download; captured.href = this.href; };
+        click(dl);
+        result.download = { name: captured.name, type: captured.type, text: captured.text, size: captured.size,
+          same: captured.href === captured.url && /^blob:/.test(captured.href) };
+        """,
+    )
+    assert r["console"] == []
+    assert r["hiddenBefore"] is True and r["hiddenAfter"] is False and r["newCount"] == "1"
+    assert r["accepted"] == "✓ verb number" and "accepted · label by alice · accepted by bob" in r["about"]
+    assert len(r["history"]) == 2 and r["history"][1].startswith("✓ verb number — accepted, alice, reviewed by bob")
+    assert r["proposedNode"].startswith("? subject")
+    assert r["afterPropose"] == "? plural subject <b>"
+    assert "a review needs a second person" in r["selfReview"]
+    assert r["afterReview"] == "✓ plural subject <b>" and r["nodeText"].startswith("✓ plural")
+    d = r["download"]
+    assert d["same"] and d["name"] == "team-reviewed.jsonl" and d["type"] == "application/x-ndjson"
+    path = tmp_path / d["name"]
+    assert d["size"] == len(d["text"].encode("utf-8"))  # the blob is this text
+    path.write_text(d["text"], encoding="utf-8")
+    records = A.read_annotations(path)  # valid sfc-annotations/1
+    assert r["rejected"] == "✗ subject noun"
+    assert len(records) == 6 and records[:3] == A.read_annotations(annotated_site / "team.jsonl")
+    gone = A.latest(records)["attn_0/5"]
+    assert (gone["status"], gone["author"], gone["reviewer"]) == ("rejected", "carol", "eve")
+    new = A.latest(records)["resid_1/2"]
+    assert (new["status"], new["author"], new["reviewer"], new["note"]) == (
+        "accepted",
+        "dana",
+        "eve",
+        "fires on plural subjects",
+    )
+    assert new["sae_fingerprint"] == FP["resid_1"] and new["evidence"] and new["evidence"][0].startswith("context:")
+    merged = tmp_path / "merged.jsonl"
+    assert main(["annotate", "merge", str(annotated_site / "team.jsonl"), str(path), "-o", str(merged)]) == 0
+    assert "no conflicts" in capsys.readouterr().out
+    assert A.latest(A.read_annotations(merged))["resid_1/2"] == new
+
+
+def test_view_refuses_annotations_of_another_sae(annotated_site, tmp_path, capsys):
+    from sfc_plugin import annotations as A
+    from sfc_plugin.cli import main
+
+    wrong = tmp_path / "wrong.jsonl"
+    A.write_annotations(wrong, [A.make_record("mlp_1/7", "0" * 64, "verb", "alice")])
+    args = [
+        "view",
+        str(annotated_site / "c.json"),
+        "--no-dashboards",
+        "-o",
+        str(tmp_path / "s"),
+        "--labels",
+        str(wrong),
+    ]
+    assert main(args + ["--label-option", "status=all"]) == 2
+    assert "annotated on another SAE" in capsys.readouterr().err
+    assert main(args + ["--label-option", "status=all", "--force"]) == 0
+    data = json.loads((tmp_path / "s" / "data.js").read_text()[len("window.SFC_VIEW = ") : -2])
+    node = {n["id"]: n for n in data["nodes"]}["mlp_1/7"]
+    assert node["status"] == "proposed" and "another SAE" in node["forced"]
+    assert main(["view", str(annotated_site / "c.json"), "-o", str(tmp_path / "t"), "--force"]) == 2

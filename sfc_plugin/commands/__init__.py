@@ -13,9 +13,11 @@ import warnings
 
 from ..errors import SFCError
 from . import (
+    annotate,
     bench,
     clusters,
     dashboards,
+    diff,
     discover,
     edit_report,
     evaluate,
@@ -28,7 +30,22 @@ from . import (
 )
 
 # in the order `sfc --help` lists them
-COMMANDS = (discover, evaluate, shift, presets, bench, plugins, toy, export, clusters, edit_report, dashboards, view)
+COMMANDS = (
+    discover,
+    evaluate,
+    shift,
+    presets,
+    bench,
+    plugins,
+    toy,
+    export,
+    clusters,
+    edit_report,
+    dashboards,
+    diff,
+    view,
+    annotate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

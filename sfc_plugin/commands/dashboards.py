@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..dashboards.autolabel import LOW, SCORE_CONTEXTS
 from ..errors import SFCError
 from . import options as opt
 
@@ -27,6 +28,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--context-size", type=int, help="tokens per context (default 32 for toy, else min(n_ctx, 128))")
     p.add_argument("--n-contexts", type=int, help="use at most N contexts of the corpus (toy default 2048)")
     p.add_argument("--batch-size", type=int, default=64, help="contexts per batch (default 64)")
+    p.add_argument(
+        "--score-contexts",
+        type=int,
+        default=SCORE_CONTEXTS,
+        help=f"score each auto label on up to N held-out contexts (default {SCORE_CONTEXTS}; 0: no scores)",
+    )
     p.add_argument(
         "--cache", help="cache directory (default OUT/cache): finished features are reused, an interrupted run resumes"
     )
@@ -62,6 +69,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         context_size=args.context_size,
         n_contexts=args.n_contexts,
+        score_contexts=args.score_contexts,
         cache_dir=cache,
         progress=not args.quiet,
     )
@@ -72,5 +80,11 @@ def run(args) -> int:
         f"dashboards for {len(data['features'])} features ({fired} fire) over corpus {c['name']!r} "
         f"({c['n_contexts']} contexts, {c['n_tokens']} tokens) in {time.perf_counter() - started:.1f}s"
     )
+    scored = [
+        r["auto_label"] for r in data["features"].values() if (r.get("auto_label") or {}).get("auroc") is not None
+    ]
+    if scored:
+        low = sum(bool(s["low"]) for s in scored)
+        print(f"auto labels scored on held-out contexts: {len(scored)}, {low} low (AUROC < {LOW:g})")
     print(f"wrote {path}")
     return 0

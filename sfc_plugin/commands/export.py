@@ -47,13 +47,14 @@ def label_options(pairs: list[str] | None) -> dict:
     return out
 
 
-def _labels(circuit, spec: str, options: dict, circuit_path=None, dashboards=None):
-    """``--labels``: an annotation file (JSON lines), or the name of a label provider, given ``options``."""
+def labels(circuit, spec: str, options: dict, circuit_path=None, dashboards=None, force: bool = False):
+    """``--labels``: an annotation file (JSON lines: ``sfc-annotations/1`` records or the paper's format), or the
+    name of a label provider, given ``options``; ``force``: use annotations made on another SAE (recorded)."""
     from ..export import apply_labels
     from ..plugins import registry
 
     if Path(spec).is_file():
-        return apply_labels(circuit, "annotations", path=spec, **options)
+        return apply_labels(circuit, "annotations", path=spec, **{**options, **({"force": True} if force else {})})
     if spec == "auto":  # labels from feature dashboards (--dashboards DIR, or computed for toy circuits)
         from ..dashboards.labels import default_dashboards
 
@@ -70,6 +71,28 @@ def _labels(circuit, spec: str, options: dict, circuit_path=None, dashboards=Non
         return apply_labels(circuit, spec, **options)
     raise SFCError(
         f"--labels {spec!r}: no such file (nor a label provider: {', '.join(sorted(registry('label_provider')))})"
+    )
+
+
+def add_label_options(p) -> None:
+    """``--labels``, ``--label-option`` and ``--force`` (``sfc export`` and ``sfc view``)."""
+    p.add_argument(
+        "--labels",
+        help="feature labels: an annotation file (sfc-annotations/1 records from 'sfc annotate': accepted labels, "
+        'marked with status and author; or the paper\'s {"Name", "Annotation"} lines) or a label provider name '
+        "such as auto (scored) or neuronpedia",
+    )
+    p.add_argument(
+        "--label-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option for the --labels provider (repeatable; values read as JSON when they parse), e.g. "
+        "status=accepted,proposed or status=all for annotations",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="use annotations made on another SAE than the circuit's (refused by default; recorded)",
     )
 
 
@@ -112,7 +135,9 @@ def run(args) -> int:
     if node_threshold is not None or args.edge_threshold is not None:
         circuit = circuit.prune(node_threshold, args.edge_threshold)
     if args.labels:
-        circuit = _labels(circuit, args.labels, label_opts, args.circuit, args.dashboards)
+        circuit = labels(circuit, args.labels, label_opts, args.circuit, args.dashboards, args.force)
+    elif args.force:
+        raise SFCError("--force applies to --labels FILE (annotations of another SAE)")
     out = Path(args.out) if args.out else Path(args.circuit).with_suffix(EXTENSIONS.get(fmt, f".{fmt}"))
     if out.resolve() == Path(args.circuit).resolve():
         raise SFCError(f"output {str(out)!r} would overwrite the input circuit; give another -o")
@@ -159,21 +184,11 @@ def add_parser(subparsers) -> None:
         help="prune to the smallest circuit on the recorded held-out curve whose faithfulness is at least F "
         "(exits 2 naming the best when none is)",
     )
-    p.add_argument(
-        "--labels",
-        help='feature labels: a JSON-lines annotation file ({"Name", "Annotation"}) '
-        "or a label provider name such as auto or neuronpedia",
-    )
+    add_label_options(p)
     p.add_argument(
         "--dashboards",
         help="with --labels auto: an 'sfc dashboards' output directory (default: "
         "dashboards/ next to the circuit, computed there for toy-world circuits)",
-    )
-    p.add_argument(
-        "--label-option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="an option for the --labels provider (repeatable; values read as JSON when they parse)",
     )
     p.add_argument(
         "--max-edges",

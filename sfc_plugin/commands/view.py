@@ -26,18 +26,34 @@ def _dashboards(args, circuit):
         return None
 
 
+def _annotation_records(spec: str) -> list | None:
+    """The history of an ``sfc-annotations/1`` ``--labels`` file: the site carries it, so a reader's proposals and
+    reviews download as the whole file with their records appended."""
+    from ..annotations import is_annotations_file, read_annotations
+
+    return read_annotations(spec) if Path(spec).is_file() and is_annotations_file(spec) else None
+
+
 def run(args) -> int:
     from ..circuit import Circuit
     from ..viewer import build_site, serve
+    from .export import label_options, labels
 
+    options = label_options(args.label_option)
+    if (options or args.force) and not args.labels:
+        raise SFCError("--label-option and --force need --labels")
     circuit = Circuit.from_json(args.circuit)
     if args.node_threshold is not None or args.edge_threshold is not None:
         circuit = circuit.prune(args.node_threshold, args.edge_threshold)
+    annotations = None
+    if args.labels:
+        circuit = labels(circuit, args.labels, options, args.circuit, args.dashboards, args.force)
+        annotations = _annotation_records(args.labels)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SFCError(f"output {str(out)!r} exists and is not a directory")
     data = _dashboards(args, circuit)
-    index = build_site(circuit, out, data, args.title)
+    index = build_site(circuit, out, data, args.title, annotations=annotations)
     size = sum(
         p.stat().st_size
         for p in out.iterdir()
@@ -61,6 +77,9 @@ def add_parser(subparsers) -> None:
         "circuit; computed there for toy-world circuits)",
     )
     p.add_argument("--no-dashboards", action="store_true", help="cards without contexts (no dashboards needed)")
+    from .export import add_label_options
+
+    add_label_options(p)
     p.add_argument("--node-threshold", type=float, help="start from a pruned circuit (|effect| above this)")
     p.add_argument("--edge-threshold", type=float, help="start from a pruned circuit (|weight| above this)")
     p.add_argument("--title", help="page title (default: dataset and metric)")

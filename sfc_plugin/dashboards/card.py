@@ -16,13 +16,26 @@ def _tokens(items: list[dict], n: int) -> str:
 
 
 def feature_card(
-    record: dict, *, n_top: int = 5, n_quantile: int = 1, before: int = 10, after: int = 2, label: str | None = None
+    record: dict,
+    *,
+    n_top: int = 5,
+    n_quantile: int = 1,
+    before: int = 10,
+    after: int = 2,
+    label: str | None = None,
+    annotation: dict | None = None,
 ) -> str:
-    """A short plain-text card of a feature's evidence (one ``sfc-dashboards/1`` feature record)."""
+    """A short plain-text card of a feature's evidence (one ``sfc-dashboards/1`` feature record); ``annotation``
+    (an ``sfc-annotations/1`` record) adds its label with status, author and reviewer."""
     lines = [
         f"{record['id']}  density {100 * record['density']:.2f}%  max {record['max']:.3g}  mean {record['mean']:.3g}"
     ]
-    if label:
+    if annotation:
+        who = annotation["author"] + (
+            f", {annotation['status']} by {annotation['reviewer']}" if annotation.get("reviewer") else ""
+        )
+        lines.append(f"label: {annotation['label']}  [{annotation['status']}; {who}]")
+    elif label:
         lines.append(f"label: {label}")
     if not record["top"]:
         lines.append("never fires on the corpus")

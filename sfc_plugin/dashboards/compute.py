@@ -25,6 +25,7 @@ import torch
 
 from ..errors import SFCError
 from ..splicing import read_hooks
+from .autolabel import SCORE_CONTEXTS
 from .records import SCHEMA, normalise_id, parse_id
 from .stream import EMPTY_KEY, FeatureStream, hist_edges
 
@@ -108,6 +109,7 @@ def compute_dashboards(
     checkpoint_seconds: float = 30.0,
     checkpoint_every: int | None = None,
     progress: bool = True,
+    score_contexts: int = SCORE_CONTEXTS,
 ) -> dict:
     """``sfc-dashboards/1`` data for feature ids ``"<submodule>/<feature>"`` of ``saes`` on ``model``
     (``compute_dashboards(world, ids, corpus)`` with a :class:`~sfc_plugin.world.World`).
@@ -119,6 +121,8 @@ def compute_dashboards(
     histogram of non-zero activations; the decoder direction's ``n_logits`` most promoted and
     suppressed tokens come from the weights. With ``cache_dir`` finished features are reused and an
     interrupted pass resumes (a checkpoint every ``checkpoint_seconds`` or ``checkpoint_every`` batches).
+    Each record's ``auto_label`` is its ``auto`` label with a score of how well the label predicts where the
+    feature fires on up to ``score_contexts`` held-out contexts (0: not scored; see :mod:`.scoring`).
     """
     from ..corpus import load_corpus
     from ..world import world_args
@@ -132,6 +136,7 @@ def compute_dashboards(
         ("per_band", per_band, 0),
         ("n_logits", n_logits, 0),
         ("batch_size", batch_size, 1),
+        ("score_contexts", score_contexts, 0),
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise SFCError(f"{name} must be an integer of at least {low}, got {value!r}")
@@ -157,6 +162,7 @@ def compute_dashboards(
         "n_logits": n_logits,
         "window": list(window),
         "histogram": "log10, 10 bins per decade",
+        "score_contexts": score_contexts,
     }
     model_fp = fingerprint_tensors(model.state_dict(), f"{SCHEMA}:model")
     meta = {
@@ -269,6 +275,8 @@ def _run(
     out = {}
     for job in jobs:
         out.update(_records(model, job, streams[job.name], corpus, settings))
+    _score_labels(model, jobs, out, corpus, settings, batch_size)
+    for job in jobs:
         if run_dir is not None:
             folder = run_dir / f"{job.name}-{job.sae_fp[:16]}"
             for feat in job.features:
@@ -277,6 +285,34 @@ def _run(
         for suffix in (".safetensors", ".json"):
             partial.with_name(partial.name + suffix).unlink(missing_ok=True)
     return out
+
+
+def _score_labels(model, jobs: list[_Job], out: dict, corpus, settings: dict, batch_size: int) -> None:
+    """Each record's ``auto_label``: the label, its rule and how well the rule predicts firing on held-out contexts
+    (the feature's top contexts, which the label is made from, left out)."""
+    from .autolabel import auto_label, label_rule
+    from .scoring import score_contexts, score_rules
+
+    rules = {fid: label_rule(rec) for fid, rec in out.items()}
+    scores = {}
+    if settings["score_contexts"]:
+        todo = [
+            (
+                job.sub,
+                [
+                    (f, rules[fid], {c["context"] for c in out[fid]["top"]})
+                    for f in job.features
+                    for fid in [f"{job.name}/{f}"]
+                ],
+            )
+            for job in jobs
+        ]
+        scores = score_rules(model, todo, corpus, score_contexts(len(corpus), settings["score_contexts"]), batch_size)
+    for fid, rec in out.items():
+        rec["auto_label"] = {
+            "label": auto_label(rec),
+            **(scores.get(fid) or {"rule": None, "auroc": None, "low": None}),
+        }
 
 
 def _checkpoint(partial: Path, streams: dict[str, FeatureStream], done: int) -> None:

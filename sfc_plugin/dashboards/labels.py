@@ -1,65 +1,43 @@
-"""The ``auto`` label provider: a short label from a feature's dashboard evidence alone.
+"""The ``auto`` label provider: a short label from a feature's dashboard evidence alone, with its score.
 
-No network and no language model: the label names the tokens on which the feature fires most (the
-strongest token of each top context, most frequent first; ``…`` when there are others) and, when
-the decoder direction's direct logit effect stands out, the tokens it promotes (``↑``) or suppresses
-(``↓``). Example: ``"likes / helps … ↑ were, are"``. The tooltip is the feature's text card.
-A user who wants an LLM's labels registers another provider through ``sfc_label_providers``.
+The label is :func:`~.autolabel.auto_label`'s (``"likes / helps … ↑ were, are"``); its score (``score``: the AUROC
+of the label's rule against where the feature fires on held-out contexts, see :mod:`.scoring`) comes from the
+dashboards (``auto_label`` in each record) and ``score_low`` flags a label below :data:`.autolabel.LOW`. The
+tooltip is the feature's text card with the score. A user who wants an LLM's labels registers another provider
+through ``sfc_label_providers``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 from ..errors import SFCError
 from ..world import World
+from .autolabel import MIN_LOGIT, SHARE, STANDOUT, auto_label, clean, label_rule  # noqa: F401 - re-exported
 from .card import feature_card
 from .records import FILENAME, load_dashboards
 
-STANDOUT = 3.0  # name promoted/suppressed tokens when the strongest is this many standard deviations out,
-MIN_LOGIT = 1.0  # moves its logit by at least this much at the feature's largest activation,
-SHARE = 0.5  # and each named token has at least this share of the strongest one's effect
+
+def label_score(record: dict) -> dict | None:
+    """The recorded score of the record's ``auto`` label (None when the dashboards predate scores or were made
+    with another labelling)."""
+    scored = record.get("auto_label")
+    if not isinstance(scored, dict) or scored.get("label") != auto_label(record):
+        return None
+    return scored
 
 
-def _clean(token) -> str:
-    text = str(token)
-    return " ".join(text.split()) or {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(text[:1], repr(text))
-
-
-def _ranked(tokens: list[str]) -> list[str]:
-    counts = Counter(tokens)
-    first = {t: i for i, t in reversed(list(enumerate(tokens)))}
-    return sorted(counts, key=lambda t: (-counts[t], first[t]))
-
-
-def auto_label(record: dict, n_tokens: int = 2, n_logits: int = 2, standout: float = STANDOUT) -> str:
-    """The label of one ``sfc-dashboards/1`` feature record (deterministic in the record)."""
-    top = record.get("top") or []
-    if not top:
-        return "(never fires on the corpus)"
-    fired = [_clean(c["tokens"][c["position"]]) for c in top]
-    ranked = _ranked(fired)
-    label = " / ".join(ranked[:n_tokens]) + (" …" if len(ranked) > n_tokens else "")
-    shown = sum(t in ranked[:n_tokens] for t in fired)
-    if shown < len(fired) / 2:  # the firing token varies: say what precedes it when that is constant
-        before = [_clean(c["tokens"][c["position"] - 1]) for c in top if c["position"] > 0]
-        prev = _ranked(before)
-        if before and sum(t == prev[0] for t in before) >= 0.6 * len(top):
-            label = f"after {prev[0]}: {label}"
-    std = record.get("logit_std") or 0.0
-    for sign, key in (("↑", "promoted"), ("↓", "suppressed")):
-        items = record.get(key) or []
-        if (
-            std > 0
-            and items
-            and abs(items[0]["value"]) >= standout * std
-            and abs(items[0]["value"]) * record.get("max", 0.0) >= MIN_LOGIT
-        ):
-            named = [_clean(p["token"]) for p in items if abs(p["value"]) >= SHARE * abs(items[0]["value"])]
-            label += f" {sign} " + ", ".join(named[:n_logits])
-            break
-    return label
+def score_text(scored: dict | None) -> str:
+    """One line on a label's score, for tooltips and cards."""
+    if scored is None or scored.get("auroc") is None:
+        return "label not scored" if scored is None else "label score: n/a (no held-out firing)"
+    flag = " — LOW: the label does not say where this feature fires" if scored.get("low") else ""
+    few = " (too few firings to flag)" if scored.get("low") is None else ""
+    return (
+        f"label score: AUROC {scored['auroc']:.2f} on {scored['n_contexts']} held-out contexts "
+        f"({scored['rule']}: {scored['activation_recall']:.0%} of its activation, {scored['recall']:.0%} of "
+        f"{scored['n_firing']} firing tokens; precision {scored['precision'] or 0:.2f}){few}{flag}"
+    )
 
 
 def _dashboards_for(circuit, dashboards, world, corpus, cache_dir, progress) -> dict:
@@ -97,7 +75,15 @@ def auto(
     for n in circuit.nodes:
         rec = records.get(n.id.split("@", 1)[0]) if n.kind == "feature" else None
         if rec is not None:
-            out[n.id] = {"label": auto_label(rec), "tooltip": feature_card(rec, n_top=3, n_quantile=0, before=6)}
+            scored = label_score(rec)
+            out[n.id] = {
+                "label": auto_label(rec),
+                "tooltip": feature_card(rec, n_top=3, n_quantile=0, before=6) + "\n" + score_text(scored),
+                "source": "auto",
+            }
+            if scored is not None and scored.get("auroc") is not None:
+                out[n.id]["score"] = scored["auroc"]
+                out[n.id]["score_low"] = scored.get("low")
     return out
 
 

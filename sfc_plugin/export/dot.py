@@ -24,6 +24,8 @@ import dataclasses
 import re
 import textwrap
 
+from ..annotations.records import MARKS as STATUS_MARKS
+from ..dashboards.autolabel import LOW as LOW_SCORE
 from ..errors import SFCError
 from ..hook_points import KIND_ORDER, parse_submodule
 from ..validation import safe_url
@@ -80,10 +82,26 @@ def _short(label: str | None, width: int = 18, lines: int = 2) -> list[str]:
     return wrapped
 
 
-def _lines(node) -> list[str]:
+def status_line(info: dict | None) -> str | None:
+    """The line under a label that says what it is worth: an annotation's status mark and author (``✓ alice``,
+    ``⚠`` when forced onto another SAE), or a low-scoring ``auto`` label's score (``⚠ score 0.54``)."""
+    info = info or {}
+    if info.get("status") in STATUS_MARKS:
+        who = str(info.get("author") or "?")
+        line = f"{STATUS_MARKS[info['status']]} {who if len(who) <= 14 else who[:13] + '…'}"
+        return line + (" ⚠SAE" if info.get("forced") else "")
+    if info.get("score_low") and info.get("score") is not None:
+        return f"⚠ score {float(info['score']):.2f}"
+    return None
+
+
+def _lines(node, info: dict | None = None) -> list[str]:
     if node.kind == "error":  # a small fixed triangle; its label goes to the tooltip
         return ["ε"]
-    return [str(node.feature if node.feature is not None else node.id)] + _short(node.label)
+    extra = status_line(info) if node.label else None
+    return (
+        [str(node.feature if node.feature is not None else node.id)] + _short(node.label) + ([extra] if extra else [])
+    )
 
 
 def _attrs(**kw) -> str:
@@ -101,7 +119,7 @@ def _node_stmt(node, scale: float, info: dict, extra: str = "") -> str:
     negative = node.effect is not None and node.effect < 0
     url = safe_url(info.get("url"))  # links from data: http(s) only, never javascript:/file:/data:
     attrs = _attrs(
-        label=text("\n".join(_lines(node))),
+        label=text("\n".join(_lines(node, info))),
         shape="triangle" if error else "box",
         fixedsize="true" if error else None,
         width="0.42" if error else None,
@@ -156,8 +174,8 @@ def _edge_stmts(circuit) -> list[str]:
 
 
 def _legend_label(circuit, edges_caption: str = "") -> str:
-    """An HTML-like table: node kinds, fill scale, edge sign, the weight scale and how the edges were chosen
-    (numbers and fixed words only: nothing to escape)."""
+    """An HTML-like table: node kinds, fill scale, edge sign, the weight scale, what label marks mean and how the
+    edges were chosen (numbers and fixed words only: nothing to escape)."""
     scale = max((abs(n.effect) for n in circuit.nodes if n.kind != "metric" and n.effect is not None), default=0.0)
     wmax = max((abs(e.weight) for e in circuit.edges), default=0.0)
     pos, neg = rgb(POS_RGB), rgb(NEG_RGB)
@@ -175,6 +193,19 @@ def _legend_label(circuit, edges_caption: str = "") -> str:
         steps = [0.1, 0.5, 1.0]
         cells = "  ".join(f'<font point-size="{6 + 6 * r:.0f}">━</font> {r * wmax:.2g}' for r in steps)
         rows.append(f'<tr><td align="left">|weight|</td><td colspan="3" align="left">{cells}</td></tr>')
+    info = circuit.provenance.get("node_info") or {}
+    shown = {n.id for n in circuit.nodes if n.label}
+    if any((info.get(i) or {}).get("status") in STATUS_MARKS for i in shown):
+        rows.append(
+            '<tr><td align="left" colspan="4">labels: ✓ accepted · ? proposed · ✗ rejected, then the author'
+            + (" · ⚠SAE: from another SAE (forced)" if any((info.get(i) or {}).get("forced") for i in shown) else "")
+            + "</td></tr>"
+        )
+    if any((info.get(i) or {}).get("score_low") for i in shown):
+        rows.append(
+            '<tr><td align="left" colspan="4">⚠ score: auto label predicts its feature\'s firing poorly '
+            f"(AUROC &lt; {LOW_SCORE:g} on held-out contexts)</td></tr>"
+        )
     if isinstance(edges_caption, str) and edges_caption:
         rows.append(f'<tr><td align="left" colspan="4">{edges_caption}</td></tr>')
     return (
@@ -310,9 +341,9 @@ def _ranked(circuit, order: str, note: str, hidden: dict, wrap: int | None, lege
     return [ln for ln in lines if ln] + _edge_stmts(circuit) + ["}"]
 
 
-def _width(node) -> float:
+def _width(node, info: dict | None = None) -> float:
     """Approximate box width in points (Helvetica 9pt ≈ 5.2pt per character)."""
-    return 30.0 if node.kind == "error" else max(24.0, 5.2 * max(len(s) for s in _lines(node)) + 10.0)
+    return 30.0 if node.kind == "error" else max(24.0, 5.2 * max(len(s) for s in _lines(node, info)) + 10.0)
 
 
 def _grid(circuit, note: str, hidden: dict, wrap: int | None, legend: bool) -> list[str]:
@@ -344,7 +375,7 @@ def _grid(circuit, note: str, hidden: dict, wrap: int | None, legend: bool) -> l
         return f"{tok!s}\n{p}" if tok is not None else f"pos {p}"
 
     def line_width(line) -> float:
-        return sum(_width(n) for n in line) + gap * max(0, len(line) - 1)
+        return sum(_width(n, infos.get(n.id)) for n in line) + gap * max(0, len(line) - 1)
 
     col_x, x = {}, 0.0
     for p in positions:
@@ -371,7 +402,7 @@ def _grid(circuit, note: str, hidden: dict, wrap: int | None, legend: bool) -> l
             for k, line in enumerate(lines_of.get((sub, p), [])):
                 cx = left + (w - line_width(line)) / 2
                 for n in line:
-                    nw = _width(n)
+                    nw = _width(n, infos.get(n.id))
                     lines.append(
                         "  " + _node_stmt(n, scale, infos.get(n.id, {}), f", pos={pin(cx + nw / 2, y + k * line_h)}")
                     )

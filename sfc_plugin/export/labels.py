@@ -3,8 +3,9 @@
 A provider is ``fn(circuit, **kw) -> {node_id: info}`` where ``info`` is a label string or a dict
 with any of ``label``, ``url``, ``tooltip``. Built-ins:
 
-- ``annotations``: a JSON-lines file in the paper's format, ``{"Name": "resid_5/3036", "Annotation": "..."}``
-  (``path=``); names are node ids, with or without the ``@<position>`` suffix
+- ``annotations``: a JSON-lines file (``path=``): reviewed ``sfc-annotations/1`` records (accepted labels by default,
+  ``status=`` to show others, ``force=`` to use records of another SAE; see :mod:`sfc_plugin.annotations`), or the
+  paper's format, ``{"Name": "resid_5/3036", "Annotation": "..."}``, names being node ids with or without ``@<position>``
 - ``summary``: the tokens on which each feature fires most over ``texts`` (needs ``model``, ``saes``)
 - ``neuronpedia``: links to Neuronpedia feature pages for SAEs with a ``neuronpedia_id`` (no network)
 """
@@ -24,7 +25,13 @@ def _base(node_id: str) -> str:
 
 
 def annotations(circuit, path=None, **_kw) -> dict:
-    """Labels from a JSON-lines annotation file (keys ``Name``/``Annotation``, or ``id``/``label``)."""
+    """Labels from a JSON-lines annotation file: ``sfc-annotations/1`` records, or keys ``Name``/``Annotation``
+    (or ``id``/``label``)."""
+    if path is not None:
+        from ..annotations import annotation_labels, is_annotations_file
+
+        if is_annotations_file(path):
+            return annotation_labels(circuit, path, **_kw)
     if path is None:
         raise SFCError('label provider \'annotations\' needs path= (a JSON-lines file of {"Name", "Annotation"})')
     try:
@@ -132,8 +139,13 @@ def apply_labels(circuit, provider, **kw):
     """A copy of ``circuit`` with ``Node.label`` filled by ``provider`` (a registered name or a callable).
 
     URLs and tooltips go to ``provenance["node_info"]`` (``{node_id: {"url", "tooltip"}}``), which the
-    DOT/SVG exporters turn into links and hover text. Nodes the provider leaves out keep their labels.
+    DOT/SVG exporters turn into links and hover text, with what else the provider says of a label (:data:`INFO`:
+    an annotation's ``status``, ``author``, ``reviewer``, ``forced``; an ``auto`` label's ``score``), which figures
+    and the viewer show. Nodes the provider leaves out keep their labels. ``provenance["labels"]`` records the
+    provider, its options and the nodes whose labels were forced onto another SAE.
     """
+    name = provider if isinstance(provider, str) else getattr(provider, "__name__", "callable")
+    recorded = {k: v for k, v in kw.items() if isinstance(v, (str, int, float, bool)) or v is None}
     if isinstance(provider, str):
         from ..plugins import lookup
 
@@ -149,11 +161,18 @@ def apply_labels(circuit, provider, **kw):
         if got.get("label") is not None:
             n.label = str(got["label"])
         extra = {k: str(got[k]) for k in ("url", "tooltip") if got.get(k)}
+        extra.update({k: got[k] for k in INFO if got.get(k) is not None})
         if extra:
             info[n.id] = {**info.get(n.id, {}), **extra}
     if info:
         out.provenance["node_info"] = info
+    forced = sorted(i for i, x in info.items() if x.get("forced") and i in result)
+    out.provenance["labels"] = {"provider": name, "options": recorded, **({"forced": forced} if forced else {})}
     return out
+
+
+INFO = ("source", "status", "author", "reviewer", "forced", "score", "score_low")
+"""What label providers may say of a label besides ``url`` and ``tooltip`` (kept in ``node_info``)."""
 
 
 PROVIDERS = {"annotations": annotations, "summary": summary, "neuronpedia": neuronpedia}

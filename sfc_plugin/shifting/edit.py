@@ -22,6 +22,7 @@ import torch
 
 from ..errors import SFCError
 from ..splicing import Submodule, node_hooks, read_hooks
+from .encoding import encode_some
 
 SCHEMA = "sfc-edit/1"
 
@@ -55,8 +56,8 @@ class FeatureEdit:
 
         def fn(sub, read, x):
             _, feats, dims = plan[sub.name]
-            if feats.numel():
-                x = x - sub.encode(read)[..., feats] @ sub.W_dec[feats]
+            if feats.numel():  # only the ablated features are encoded (where the kind allows: encode_some)
+                x = x - encode_some(sub, read, feats) @ sub.W_dec[feats]
             if dims.numel():
                 x = x.index_fill(-1, dims, 0.0)
             return x

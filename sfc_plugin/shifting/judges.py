@@ -11,17 +11,35 @@ import json
 import sys
 from pathlib import Path
 
+from ..annotations.records import is_annotations_file
 from ..errors import SFCError
 from ..plugins import hookimpl
 from .records import Decision
 
 CHOICES = ("ablate", "keep")
+DECISIONS = Path(__file__).resolve().parent / "decisions"  # shipped decision files, by name
+
+
+def shipped_decisions() -> list[str]:
+    """Names of the shipped decisions files (``marks2024-gemma-2-2b``: the authors' 43 Gemma-2-2B features)."""
+    return sorted(p.stem for p in DECISIONS.glob("*.json"))
+
+
+def decisions_path(spec: str | Path | None) -> str | Path | None:
+    """A decisions file: ``spec`` itself, or the shipped file of that name when no such path exists."""
+    if spec and not Path(spec).exists() and str(spec) in shipped_decisions():
+        return DECISIONS / f"{spec}.json"
+    return spec
 
 
 def read_decisions(path: str | Path) -> dict[str, str]:
     """``{feature id: "ablate" | "keep"}`` from JSON (a mapping, a list of ``{id, decision}``, or a
-    ``shift.json`` with ``features``) or CSV with columns ``id,decision``."""
+    ``shift.json`` with ``features``), CSV with columns ``id,decision``, or an ``sfc-annotations/1`` file."""
     path = Path(path)
+    if is_annotations_file(path):  # accepted sfc-annotations/1 records with a decision
+        from ..annotations.decisions import file_decisions
+
+        return file_decisions(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -52,8 +70,9 @@ def read_decisions(path: str | Path) -> dict[str, str]:
 
 
 def file_judge(features, ctx):
-    """Decisions from ``ctx.options["decisions"]`` (JSON/CSV); features it does not list are kept."""
-    path = ctx.options.get("decisions")
+    """Decisions from ``ctx.options["decisions"]`` (JSON/CSV, or a shipped name: :func:`shipped_decisions`);
+    features it does not list are kept."""
+    path = decisions_path(ctx.options.get("decisions"))
     if not path:
         raise SFCError("judge 'file' needs a decisions file (--decisions FILE)")
     if not Path(path).exists():  # write a template with every candidate's evidence card to fill in
@@ -63,11 +82,27 @@ def file_judge(features, ctx):
 
         write_template(path, features, evidence_cards(features, ctx))
         raise SFCError(f'wrote a decisions template to {str(path)!r}: set "decision" to ablate or keep, then rerun')
+    if is_annotations_file(path):  # sfc-annotations/1: accepted records decide, and shift.json names them
+        from ..annotations.decisions import annotation_decisions
+        from ..fingerprints import sae_fingerprint
+
+        fps = {f.submodule: sae_fingerprint(ctx.submodules[f.submodule].sae)["sha256"] for f in features}
+        table = annotation_decisions(path, [f.id for f in features], fps)
+        return [Decision(f.id, table[f.id][0], f"annotations:{path}", table[f.id][1]) for f in features]
     table = read_decisions(path)
     return [
         Decision(f.id, table.get(f.id, "keep"), f"file:{path}" if f.id in table else f"file:{path} (not listed: keep)")
         for f in features
     ]
+
+
+def file_candidates(ctx) -> list[str]:
+    """The features a decisions file marks ``ablate``: SHIFT adds them to the candidates when attribution did
+    not rank them (so a file of someone else's selection, e.g. the authors', is applied in full)."""
+    path = decisions_path(ctx.options.get("decisions"))
+    if not path or not Path(path).exists():
+        return []
+    return [fid for fid, d in read_decisions(path).items() if d == "ablate"]
 
 
 def interactive_judge(features, ctx):
@@ -102,7 +137,8 @@ def labelled_judge(features, ctx):
     These labels disambiguate the two attributes, which SHIFT is meant to do without."""
     import torch
 
-    from ..splicing import features_of
+    from ..splicing import read_hooks
+    from .encoding import encode_some
 
     if ctx.val is None:
         raise SFCError("judge 'labelled' needs the labelled validation data")
@@ -110,17 +146,27 @@ def labelled_judge(features, ctx):
     for f in features:
         by_sub.setdefault(f.submodule, []).append(f)
     scores = {}
+    model = ctx.model
+    subs = {name: ctx.submodules[name] for name in by_sub}
+    idx = {n: torch.tensor([f.feature for f in by_sub[n]], device=s.W_dec.device) for n, s in subs.items()}
+    stop = min(max(max(s.layer for s in subs.values()), 0) + 1, model.cfg.n_layers) if subs else 1
+    hooks = {s.read_hook for s in subs.values()}  # features are encoded from the read hook (a transcoder's input)
+    size = 64
+    if ctx.budget is not None:
+        per_row = ctx.budget.forward_row(ctx.val.batch.clean.shape[1], stop, 0, grad=False)
+        size = ctx.budget.rows(per_row, "labelled-judge", share=0.5, cap=size)
+    acts = {n: [] for n in subs}
     with torch.no_grad():
+        for part, _, _ in ctx.val.split(size) if subs else ():  # one pass for every submodule
+            with read_hooks(model, list(subs.values())):
+                _, cache = model.run_with_cache(part.clean, names_filter=lambda h: h in hooks, stop_at_layer=stop)
+            for name, sub in subs.items():
+                a = encode_some(sub, sub.read(cache[sub.read_hook]), idx[name]) * part.valid[..., None]
+                acts[name].append(a.sum(1) / part.valid.sum(1, keepdim=True))
         for name, feats in by_sub.items():
-            sub = ctx.submodules[name]
-            idx = torch.tensor([f.feature for f in feats], device=sub.W_dec.device)
-            acts = []
-            for part, _, _ in ctx.val.split(64):
-                a = features_of(ctx.model, sub, part.clean)[..., idx] * part.valid[..., None]
-                acts.append(a.sum(1) / part.valid.sum(1, keepdim=True))
-            acts = torch.cat(acts).double()
+            a = torch.cat(acts[name]).double()
             for j, f in enumerate(feats):
-                scores[f.id] = (_corr(acts[:, j], ctx.val.y), _corr(acts[:, j], ctx.val.z))
+                scores[f.id] = (_corr(a[:, j], ctx.val.y), _corr(a[:, j], ctx.val.z))
     min_r = float(ctx.options.get("min_r", 0.1))
     return [
         Decision(
@@ -190,6 +236,7 @@ def concept_judge(features, ctx):
         texts,
         n_top=int(ctx.options.get("n_top", 20)),
         n_promoted=int(ctx.options.get("n_promoted", 10)),
+        budget=ctx.budget,
     )
     out = []
     for f in features:
@@ -215,6 +262,7 @@ def _snippet(tokens: list[str], before: int = 3) -> str:
 
 
 file_judge.uses = ("human_review",)
+file_judge.candidates = file_candidates
 interactive_judge.uses = ("human_review",)
 labelled_judge.uses = ("balanced_labels",)
 concept_judge.uses = ("concept_description", "unlabelled_text")

@@ -1,9 +1,15 @@
 """SHIFT (paper §4): remove the SAE features a classifier should not use, and report the table.
 
 Pipeline: train a linear probe on mean-pooled residual activations (ambiguous training data, where
-the intended and the spurious attribute agree) → attribute its signed logit to SAE features (``ig``,
-zero ablation, summed over positions) → rank → judges decide which to ablate → edit the model
-(zero ablation, error kept) → optionally retrain the probe → accuracy table on balanced test data.
+the intended and the spurious attribute agree; the authors' recipe by default) → attribute its signed logit
+to SAE features (``ig``, zero ablation, summed over positions; the first ``n_attribution`` training examples)
+→ rank → judges decide which to ablate → edit the model (zero ablation, error kept) → optionally retrain the
+probe → accuracy table on the test data (intended and spurious accuracy on its balanced rows, worst group
+over all of it).
+
+Every pass is sized by one memory budget (``max_memory``); with ``checkpoint_dir`` the pooled activations,
+attributions and side effects are kept there as they finish (and long passes as they go), so a run that
+is interrupted resumes where it stopped (:mod:`.checkpoints`).
 """
 
 from __future__ import annotations
@@ -16,14 +22,17 @@ from ..errors import SFCError
 from ..plugins import lookup
 from ..splicing import Submodule
 from ..world import world_args
+from .checkpoints import Checkpoints, digest
 from .concept import shipped as shipped_concepts
 from .edit import FeatureEdit
 from .judges import callable_judge
-from .probe import accuracy_row, labelled, pooled, train_probe
+from .probe import RECIPES, accuracy_row, labelled, pooled, train_probe
 from .probe_attribution import attribute, top_units
 from .records import USES, FeatureInfo, JudgeContext, judge_uses
 
 ROWS = ("original", "shift", "shift_retrain", "random", "neuron_skyline", "feature_skyline", "oracle")
+SKYLINE_PROBES = ("original", "spurious")
+SIDE_EFFECT_TEXTS = 256  # training texts the next-token loss reads by default (non-toy models)
 SHORT_USES = {
     "ambiguous_train": "train",
     "concept_description": "concept",
@@ -49,11 +58,34 @@ def _judge(judge, pm):
     return lookup("judge", judge, pm) if isinstance(judge, str) else judge
 
 
-def judge_context(judge_fn, model, submodules, val, options: dict, texts) -> JudgeContext:
+def judge_context(judge_fn, model, submodules, val, options: dict, texts, budget=None) -> JudgeContext:
     """What ``judge_fn`` may see: the labelled validation data only if it declares it uses it."""
     return JudgeContext(
-        model, submodules, val if "balanced_labels" in judge_uses(judge_fn) else None, dict(options), texts=texts
+        model,
+        submodules,
+        val if "balanced_labels" in judge_uses(judge_fn) else None,
+        dict(options),
+        texts=texts,
+        budget=budget,
     )
+
+
+def _forced_candidates(judges: dict, contexts: dict, effects: dict, ranked: list, subs: dict) -> list:
+    """Features a judge names as candidates (``judge.candidates(ctx)``, e.g. a decisions file's ``ablate``
+    entries) that the ranking left out, with their effects; unknown ids are one-line errors."""
+    have = {(n, j) for n, j, _ in ranked}
+    extra = []
+    for row, fn in judges.items():
+        names = getattr(fn, "candidates", None)
+        for fid in names(contexts[row]) if names else ():
+            name, _, j = str(fid).partition("/")
+            if name not in subs or not j.isdigit() or int(j) >= subs[name].d_sae:
+                known = ", ".join(subs)
+                raise SFCError(f"judge {row!r} names feature {fid!r}, which is no feature of this run's SAEs ({known})")
+            if (name, int(j)) not in have:
+                have.add((name, int(j)))
+                extra.append((name, int(j), float(effects[name][int(j)])))
+    return extra
 
 
 def _uses(*groups) -> list[str]:
@@ -86,8 +118,13 @@ def shift(
     steps: int = 10,
     intended: str = "profession",
     spurious: str = "gender",
-    seed: int = 0,
+    seed: int = 42,
     batch_size: int = 16,
+    probe_recipe: str = "authors",
+    n_attribution: int | None = 100,
+    skyline_probe: str = "original",
+    prepend_bos: bool = True,
+    max_memory: str | int | None = None,
     judge_options: dict | None = None,
     probe=None,
     side_effects: bool | dict = True,
@@ -96,6 +133,7 @@ def shift(
     device: str | None = None,
     dtype=None,
     provenance: dict | None = None,
+    checkpoint_dir=None,
 ) -> dict:
     """Run SHIFT and the paper's comparison rows: the ``shift.json`` structure (see :func:`public`) with
     the :class:`FeatureEdit` under ``"edit"`` and the probes under ``"probe"``/``"retrained_probe"``.
@@ -114,10 +152,27 @@ def shift(
     carried by every edit, so that a saved edit refuses other SAEs or another model) records the model and
     SAEs with their fingerprints as ``discover`` does, the example counts, and what ``provenance`` adds (the
     CLI: dataset, splits, model source).
+
+    The authors' recipe by default: ``probe_recipe`` (``authors``: AdamW, one epoch, batch 32; ``full-batch``:
+    the earlier probe; see :func:`~.probe.train_probe`), ``seed`` 42, features attributed on the first
+    ``n_attribution`` (100) training examples, and skylines (``skyline_probe="original"``) that rank units by how
+    much they help the original probe predict the spurious label on the first ``n_attribution`` balanced
+    examples (``"spurious"``: a probe trained for the spurious label, ranked by |effect|, the earlier default).
+    ``prepend_bos``: BOS before every text (TransformerLens's default, and the authors' Gemma-2-2B runs); False: none,
+    as the authors' Pythia-70M runs (its Hugging Face tokenizer adds none).
+    ``max_memory`` bounds every pass (see :class:`~sfc_plugin.budget.MemoryBudget`); ``checkpoint_dir`` makes
+    the run resumable. ``test`` records may say ``"balanced": false``: such rows count for worst-group accuracy
+    only.
     """
+    from ..budget import MemoryBudget
+
     world, train, test, val = world_args(model, saes, train, test, val, device=device, dtype=dtype)
     if train is None or test is None or val is None:
         raise SFCError("shift needs train, test and val records")
+    if probe_recipe not in RECIPES:
+        raise SFCError(f"unknown probe recipe {probe_recipe!r} (known: {', '.join(RECIPES)})")
+    if skyline_probe not in SKYLINE_PROBES:
+        raise SFCError(f"unknown skyline probe {skyline_probe!r} (known: {', '.join(SKYLINE_PROBES)})")
     model, subs_all = world.model, world.submodules
     prov = {
         **world.provenance(),
@@ -144,21 +199,53 @@ def shift(
         if cmp_fn is not judges["shift"]:
             judges[f"shift_{cmp_name}"] = cmp_fn
     device = next(model.parameters()).device
+    budget = MemoryBudget.resolve(max_memory, model)
     tr, te, va = (
-        labelled(model, d, intended, spurious, (pos_intended, pos_spurious), device) for d in (train, test, val)
+        labelled(model, d, intended, spurious, (pos_intended, pos_spurious), device, bool(prepend_bos))
+        for d in (train, test, val)
     )
     options = dict(judge_options or {})
     if options.get("concept") is None and spurious in shipped_concepts():
         options["concept"] = spurious  # the shipped description of the spurious attribute, e.g. gender
-    contexts = {row: judge_context(fn, model, by_name, va, options, tr.batch) for row, fn in judges.items()}
+    contexts = {row: judge_context(fn, model, by_name, va, options, tr.batch, budget) for row, fn in judges.items()}
     for row, fn in judges.items():
         fn([], contexts[row])  # a misconfigured judge fails now, before the attribution runs
-    kw = dict(method=method, steps=steps, batch_size=batch_size, pm=pm, progress=progress)
+    prints = {
+        "model": prov.get("model_fingerprint"),
+        "saes": [(s.get("hook"), s.get("fingerprint")) for s in prov.get("saes", [])],
+    }
+    store = Checkpoints(checkpoint_dir, model_key=digest("shift/1", prints, str(model.cfg.dtype)))
+    tokens = {name: digest(d.batch.clean, d.batch.last) for name, d in (("train", tr), ("test", te), ("val", va))}
+    kw = dict(method=method, steps=steps, batch_size=batch_size, pm=pm, progress=progress, budget=budget, store=store)
+    from .side_effects import edit_digest
 
-    X_tr, X_te, X_va = pooled(model, tr, hook), pooled(model, te, hook), pooled(model, va, hook)
-    probe = probe if probe is not None else train_probe(X_tr, tr.y, seed)
-    effects = attribute(model, subs, tr, hook, probe, 2 * tr.y - 1, **kw)
+    def pool_of(name, data, edit=None):
+        key = digest(store.model_key, hook, tokens[name], None if edit is None else edit_digest(edit))
+        what = f"pooled activations: {name}" + ("" if edit is None else f" ({edit_names.get(id(edit), 'edited')})")
+        return pooled(model, data, hook, edit, budget=budget, progress=progress, desc=what, store=store, key=key)
+
+    def attribution_of(name, data, probe_, signs, neurons=False, label=""):
+        key = digest(
+            store.model_key,
+            hook,
+            tokens[name],
+            len(data.batch),
+            probe_.weight,
+            probe_.bias,
+            signs,
+            method,
+            steps,
+            neurons,
+        )
+        return attribute(model, subs, data, hook, probe_, signs, neurons=neurons, key=key, desc=label, **kw)
+
+    edit_names: dict[int, str] = {}
+    X_tr, X_te, X_va = pool_of("train", tr), pool_of("test", te), pool_of("val", va)
+    probe = probe if probe is not None else train_probe(X_tr, tr.y, seed, probe_recipe)
+    tr_attr = tr.head(n_attribution)
+    effects = attribution_of("train", tr_attr, probe, 2 * tr_attr.y - 1, label="probe attribution (train)")
     ranked = top_units(effects, top_k, threshold)
+    ranked += _forced_candidates(judges, contexts, effects, ranked, by_name)
     infos = [FeatureInfo(f"{name}/{j}", name, j, eff) for name, j, eff in ranked]
     decisions = {row: _decide(fn, row, infos, contexts[row]) for row, fn in judges.items()}
     edits = {
@@ -172,31 +259,43 @@ def shift(
     base = ("ambiguous_train",)
     uses = {row: _uses(base, judge_uses(fn)) for row, fn in judges.items()}
 
+    for row, e in edits.items():
+        edit_names[id(e)] = row
     rows = [{**accuracy_row("original", probe, X_te, te), "uses": _uses(base)}]
     retrained = None
     for row in judges:
-        X_te_edit = pooled(model, te, hook, edits[row])
+        X_te_edit = pool_of("test", te, edits[row])
         rows.append({**accuracy_row(row, probe, X_te_edit, te), "uses": uses[row]})
-        again = train_probe(pooled(model, tr, hook, edits[row]), tr.y, seed)
+        again = train_probe(pool_of("train", tr, edits[row]), tr.y, seed, probe_recipe)
         retrained = again if retrained is None else retrained
         rows.append({**accuracy_row(f"{row}_retrain", again, X_te_edit, te), "uses": uses[row]})
     rng = random.Random(seed)
     pool = [(s.name, j) for s in subs for j in range(s.d_sae)]
     edits["random"] = _edit_from(by_name, [(n, j, 0.0) for n, j in rng.sample(pool, k)], provenance=prov)
-    rows.append({**accuracy_row("random", probe, pooled(model, te, hook, edits["random"]), te), "uses": uses["shift"]})
-    gender_probe = train_probe(X_va, va.z, seed)
-    neuron_eff = attribute(model, subs, va, hook, gender_probe, 2 * va.z - 1, neurons=True, **kw)
-    edits["neuron_skyline"] = _edit_from(by_name, top_units(neuron_eff, k), neurons=True, provenance=prov)
-    feat_eff = attribute(model, subs, va, hook, gender_probe, 2 * va.z - 1, **kw)
-    edits["feature_skyline"] = _edit_from(by_name, top_units(feat_eff, k), provenance=prov)
+    edit_names[id(edits["random"])] = "random"
+    rows.append({**accuracy_row("random", probe, pool_of("test", te, edits["random"]), te), "uses": uses["shift"]})
+    va_attr = va.head(n_attribution)
+    if skyline_probe == "original":  # the authors': the units that most help the original probe predict the label
+        sky_probe, signed = probe, True
+    else:
+        sky_probe, signed = train_probe(X_va, va.z, seed, probe_recipe), False
+    signs = 2 * va_attr.z - 1
+    neuron_eff = attribution_of("val", va_attr, sky_probe, signs, True, "neuron skyline attribution (val)")
+    edits["neuron_skyline"] = _edit_from(
+        by_name, top_units(neuron_eff, k, signed=signed), neurons=True, provenance=prov
+    )
+    feat_eff = attribution_of("val", va_attr, sky_probe, signs, False, "feature skyline attribution (val)")
+    edits["feature_skyline"] = _edit_from(by_name, top_units(feat_eff, k, signed=signed), provenance=prov)
     for row in ("neuron_skyline", "feature_skyline"):
+        edit_names[id(edits[row])] = row
         rows.append(
             {
-                **accuracy_row(row, probe, pooled(model, te, hook, edits[row]), te),
+                **accuracy_row(row, probe, pool_of("test", te, edits[row]), te),
                 "uses": _uses(uses["shift"], ("balanced_labels",)),
             }
         )
-    rows.append({**accuracy_row("oracle", train_probe(X_va, va.y, seed), X_te, te), "uses": ["balanced_labels"]})
+    oracle = train_probe(X_va, va.y, seed, probe_recipe)
+    rows.append({**accuracy_row("oracle", oracle, X_te, te), "uses": ["balanced_labels"]})
 
     def feature(i):
         d = decisions["shift"][i.id]
@@ -221,6 +320,15 @@ def shift(
         "spurious": [spurious, pos_spurious],
         "n_ablated": k,
         "seed": seed,
+        "recipe": {
+            "probe": probe_recipe,
+            "n_attribution": {"train": len(tr_attr.batch), "val": len(va_attr.batch)},
+            "skyline_probe": skyline_probe,
+            "method": method,
+            "steps": steps,
+            "bos": bool(prepend_bos),
+            "test_rows": {"n": len(te.batch), "balanced": int(te.balanced.sum())},
+        },
         "edit": edit,
         "edits": edits,
         "probe": probe,
@@ -232,8 +340,11 @@ def shift(
 
         where = dict(side_effects) if isinstance(side_effects, dict) else {}
         if where.get("text") is None and not is_toy(model):
-            where["text"] = [r["text"] for r in train]  # no other text given: the training texts
-        result["side_effects"] = measure_side_effects(model, edits, saes=world.saes, **where)
+            where["text"] = [r["text"] for r in train[:SIDE_EFFECT_TEXTS]]  # no other text given: training texts
+        result["side_effects"] = measure_side_effects(
+            model, edits, saes=world.saes, budget=budget, progress=progress, store=store, **where
+        )
+    result["checkpoints"] = dict(store.hits)
     return result
 
 
@@ -259,7 +370,8 @@ def public(result: dict) -> dict:
     def bare(edit):
         return {k: v for k, v in edit.to_dict().items() if k != "provenance"}
 
-    out = {k: v for k, v in result.items() if k not in ("probe", "retrained_probe", "edits", "provenance")}
+    skip = ("probe", "retrained_probe", "edits", "provenance", "checkpoints")
+    out = {k: v for k, v in result.items() if k not in skip}
     out["edit"] = bare(result["edit"])
     out["edits"] = {name: bare(e) for name, e in result["edits"].items()}
     if "provenance" in result:

@@ -33,11 +33,20 @@ class Decision:
 
 @dataclass
 class Labelled:
-    """Tokenised texts with binary intended (``y``) and spurious (``z``) labels."""
+    """Tokenised texts with binary intended (``y``) and spurious (``z``) labels; ``balanced`` (bool ``[n]``, or
+    None for all) marks the rows that intended and spurious accuracy count (worst group counts every row)."""
 
     batch: Any  # sfc_plugin.data.Batch
     y: Any  # torch.Tensor [n]
     z: Any  # torch.Tensor [n]
+    balanced: Any = None  # torch.Tensor [n] (bool) or None
+
+    def head(self, n: int | None) -> Labelled:
+        """The first ``n`` texts (all when ``n`` is None)."""
+        if n is None or n >= len(self.batch):
+            return self
+        part = next(self.batch.split(n))  # padding trimmed to the longest of the n
+        return Labelled(part, self.y[:n], self.z[:n], None if self.balanced is None else self.balanced[:n])
 
     def split(self, size: int):
         for lo, part in zip(range(0, len(self.batch), size), self.batch.split(size)):
@@ -58,6 +67,7 @@ class JudgeContext:
     val: Labelled | None
     options: dict[str, Any]
     texts: Any = None
+    budget: Any = None  # a MemoryBudget that sizes the judge's passes over text (None: its own defaults)
 
 
 # What a row of the SHIFT table may have used, from least to most (``uses`` in shift.json).

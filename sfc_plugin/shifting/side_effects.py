@@ -42,16 +42,29 @@ def resolve_text(model, text) -> Corpus:
     return out
 
 
+def loss_rows(model, width: int, budget, cap: int = 64, d_sae: int = 0) -> int:
+    """Rows per batch of :func:`next_token_loss` that fit half of ``budget`` (logits and their log-softmax
+    at every position dominate; ``d_sae``: the widest SAE an edit encodes in full at worst)."""
+    if budget is None:
+        return cap
+    per_row = budget.forward_row(width, model.cfg.n_layers, 2 * width, grad=False) + width * budget.encode_row(d_sae)
+    return budget.rows(per_row, "next-token-loss", share=0.5, cap=cap)
+
+
 @torch.no_grad()
 def next_token_loss(model, text: Corpus, fwd_hooks=(), batch_size: int = 64) -> float:
     """Mean cross-entropy of each counted token after the first of its row, given the tokens before it."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for lo in range(0, len(text.tokens), batch_size):
-        tokens = text.tokens[lo : lo + batch_size].to(device)
-        mask = text.mask[lo : lo + batch_size, 1:].to(device)
+        mask = text.mask[lo : lo + batch_size, 1:]
+        cols = mask.any(0).nonzero()
+        width = int(cols[-1]) + 2 if len(cols) else 2  # padding trimmed to the batch's longest row
+        tokens = text.tokens[lo : lo + batch_size, :width].to(device)
+        mask = mask[:, : width - 1].to(device)
         logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
         logp = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+        del logits
         total += float(-(logp.double() * mask).sum())
         count += int(mask.sum())
     return total / count
@@ -142,13 +155,31 @@ def edit_features(edit) -> list[str]:
 
 
 def measure_side_effects(
-    model, edits: dict[str, Any], *, saes=None, text=None, agreement=None, circuit=None, batch_size: int = 64
+    model,
+    edits: dict[str, Any],
+    *,
+    saes=None,
+    text=None,
+    agreement=None,
+    circuit=None,
+    batch_size: int = 64,
+    budget=None,
+    progress: bool = False,
+    store=None,
 ) -> dict:
     """The ``side_effects`` section of ``shift.json`` (and of ``sfc edit-report``) for named edits.
 
     ``edits``: ``{name: FeatureEdit}``; ``saes``: ``{hook: SAE}`` for the default circuit; ``text``,
-    ``agreement``, ``circuit``: see the module docstring and the ``resolve_*`` functions.
+    ``agreement``, ``circuit``: see the module docstring and the ``resolve_*`` functions. ``budget`` (a
+    :class:`~sfc_plugin.budget.MemoryBudget`) caps the rows per batch at ``batch_size`` or fewer; ``store``
+    (:class:`~.checkpoints.Checkpoints`) keeps each edit's measures, so an interrupted run resumes.
     """
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from .checkpoints import digest
+
     for edit in edits.values():  # a loaded edit refuses another model than its own (before any work)
         if hasattr(edit, "check_model"):
             edit.check_model(model)
@@ -157,13 +188,28 @@ def measure_side_effects(
     circ, circ_name = resolve_circuit(model, circuit, saes)
     in_circuit = _feature_nodes(circ) if circ is not None else None
 
-    def measure(hooks) -> dict:
-        return {
-            "loss": next_token_loss(model, text, hooks, batch_size),
+    widest = max((edit.submodules[n].d_sae for edit in edits.values() for n in edit.ablate), default=0)
+    rows = min(batch_size, loss_rows(model, text.context_size, budget, batch_size, widest))
+    base = digest("side-effects/1", text.fingerprint(), tasks, rows, str(model.cfg.dtype))
+
+    def measure(hooks, edit=None) -> dict:
+        key = None
+        if store is not None:
+            key = digest(base, getattr(store, "model_key", ""), None if edit is None else edit_digest(edit))
+            found = store.get("side_effects", key)
+            if found is not None:
+                return found[1]
+        got = {
+            "loss": next_token_loss(model, text, hooks, rows),
             "agreement": {name: agreement_accuracy(model, recs, hooks) for name, recs in tasks.items()},
         }
+        if key is not None:
+            store.put("side_effects", key, {}, got)
+        return got
 
+    bar = tqdm(total=len(edits) + 1, desc="side effects", file=sys.stderr, disable=not progress, leave=False)
     original = measure([])
+    bar.update(1)
     out = {
         "text": text.name,
         "n_tokens": int(text.mask[:, 1:].sum()),
@@ -174,7 +220,8 @@ def measure_side_effects(
     }
     for name, edit in edits.items():
         with edit.read_hooks(model) if hasattr(edit, "read_hooks") else contextlib.nullcontext():
-            got = measure(edit.hooks())
+            got = measure(edit.hooks(), edit)
+        bar.update(1)
         feats = edit_features(edit)
         row = {
             "n_features": len(feats),
@@ -188,7 +235,21 @@ def measure_side_effects(
             shared = [f for f in feats if f in in_circuit]
             row.update(in_circuit=len(shared), in_circuit_features=shared)
         out["edits"][name] = row
+    bar.close()
     return out
+
+
+def edit_digest(edit) -> str:
+    """What an edit does, as a hash of its features and neurons by hook (the SAEs' identity is the caller's
+    part of a key: :attr:`~.checkpoints.Checkpoints.model_key`)."""
+    from .checkpoints import digest
+
+    hooks = {n: edit.submodules[n].hook for n in [*edit.ablate, *edit.neurons]}
+    return digest(
+        {n: sorted(v) for n, v in sorted(edit.ablate.items())},
+        {n: sorted(v) for n, v in sorted(edit.neurons.items())},
+        hooks,
+    )
 
 
 def format_side_effects(section: dict) -> str:

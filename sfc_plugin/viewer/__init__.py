@@ -8,7 +8,10 @@ triangles; edge colour and width by signed weight) and offers pan/zoom, hover pa
 node, threshold sliders that prune live and search by id or label. It opens on at most 60 nodes, the
 strongest with each one's strongest path to the metric (``paths to y``, on by default, keeps those paths at
 any threshold), and its header states the circuit's held-out faithfulness and, from the recorded curve, that
-of the nodes above the slider. Data reaches the page only
+of the nodes above the slider. Labels carry their review status and author (annotations) or their score
+(``auto``; low scores flagged ``⚠``); a feature's card lets a reader propose a label and a reviewer accept or
+reject one, and downloads the resulting ``sfc-annotations/1`` file (the site never writes anywhere: merge the
+download with ``sfc annotate merge``). Data reaches the page only
 through ``textContent``/``setAttribute``, so no data-derived string is ever read as markup.
 """
 
@@ -22,11 +25,33 @@ FILES = ("index.html", "viewer.js", "viewer.css")
 __all__ = ["build_site", "site_data", "serve", "ASSETS"]
 
 
-def site_data(circuit, dashboards: dict | None = None, title: str | None = None) -> dict:
-    """What ``data.js`` holds: nodes (with their row), edges, thresholds, the recorded held-out evaluation and
-    warnings, and the features' dashboards.
+def _label_info(node, info: dict, records: dict) -> tuple[str | None, dict]:
+    """A node's label and what is known of it: an annotation's status, author and reviewer, or an ``auto`` label's
+    score (nodes without a label get the ``auto`` label when their dashboard is there)."""
+    from ..dashboards.labels import auto_label, label_score
+
+    keep = ("source", "status", "author", "reviewer", "forced", "score", "score_low")
+    out = {k: info[k] for k in keep if info.get(k) is not None}
+    rec = records.get(node.id.split("@", 1)[0]) if node.kind == "feature" else None
+    label = node.label
+    if label is None and rec is not None:
+        label = auto_label(rec)
+        scored = label_score(rec)
+        out = {"source": "auto"}
+        if scored is not None and scored.get("auroc") is not None:
+            out.update(score=scored["auroc"], score_low=scored.get("low"))
+    return label, out
+
+
+def site_data(
+    circuit, dashboards: dict | None = None, title: str | None = None, annotations: list | None = None
+) -> dict:
+    """What ``data.js`` holds: nodes (with their row, label and what is known of the label), edges, thresholds, the
+    recorded held-out evaluation and warnings, the features' dashboards (with their labels' scores) and, for the
+    feature cards' annotation forms, the SAEs' fingerprints and the records of the ``--labels`` annotations file.
 
     Nodes without a label get the ``auto`` label when their dashboard is there."""
+    from ..annotations import SCHEMA, sae_fingerprints
     from ..export.dot import row_key
     from ..validation import safe_url
 
@@ -34,11 +59,7 @@ def site_data(circuit, dashboards: dict | None = None, title: str | None = None)
     info = circuit.provenance.get("node_info") or {}
     nodes = []
     for n in circuit.nodes:
-        label = n.label
-        if label is None and n.kind == "feature" and n.id.split("@", 1)[0] in records:
-            from ..dashboards.labels import auto_label
-
-            label = auto_label(records[n.id.split("@", 1)[0]])
+        label, about = _label_info(n, info.get(n.id) or {}, records)
         nodes.append(
             {
                 "id": n.id,
@@ -50,6 +71,7 @@ def site_data(circuit, dashboards: dict | None = None, title: str | None = None)
                 "label": label,
                 "row": "y" if n.kind == "metric" else (n.submodule or "?"),
                 "url": safe_url((info.get(n.id) or {}).get("url")),
+                **about,
             }
         )  # http(s) only (the page checks too)
     rows = sorted({n["row"] for n in nodes if n["row"] != "y"}, key=row_key) + ["y"]
@@ -71,15 +93,24 @@ def site_data(circuit, dashboards: dict | None = None, title: str | None = None)
         "warnings": list(circuit.warnings),
         "dashboards": {k: v for k, v in records.items() if k in wanted},
         "corpus": (dashboards or {}).get("corpus"),
+        "annotations": {
+            "schema": SCHEMA,
+            "fingerprints": sae_fingerprints(prov),
+            "records": list(annotations or []),
+            "file": (prov.get("labels") or {}).get("options", {}).get("path"),
+        },
     }
 
 
-def build_site(circuit, out_dir: str | Path, dashboards: dict | None = None, title: str | None = None) -> Path:
-    """Write the site into ``out_dir`` (atomically per file); returns the path of ``index.html``."""
+def build_site(
+    circuit, out_dir: str | Path, dashboards: dict | None = None, title: str | None = None, annotations=None
+) -> Path:
+    """Write the site into ``out_dir`` (atomically per file); returns the path of ``index.html``. ``annotations``:
+    the ``sfc-annotations/1`` records the page's annotation forms build on (their download appends to them)."""
     from ..files import strict_json, write_atomic
 
     out = Path(out_dir)
-    data = strict_json(site_data(circuit, dashboards, title), separators=(",", ":"), ensure_ascii=True)
+    data = strict_json(site_data(circuit, dashboards, title, annotations), separators=(",", ":"), ensure_ascii=True)
     # ensure_ascii keeps U+2028/2029 and any non-ASCII out of the script; "<" only occurs inside JSON strings, where
     # \u003c means the same: no "</script>" or "<!--" in the file however it is embedded
     data = data.replace("<", "\\u003c")

@@ -260,9 +260,14 @@
     } else {
       svg("rect", { "class": "shape", x: -W / 2, y: -H / 2, width: W, height: H, rx: 3, fill: f }, g);
       svg("text", { y: n.label ? -3 : 5 }, g).textContent = String(n.feature) + (n.position !== null ? " @" + n.position : "");
-      if (n.label) svg("text", { "class": "sub", y: 12 }, g).textContent = shortLabel(n.label, 18);
+      if (n.label) {
+        var mark = labelMark(n);
+        var t = svg("text", { "class": "sub" + (n.score_low ? " low" : "") + (n.status ? " " + n.status : ""), y: 12 }, g);
+        t.textContent = (mark ? mark + " " : "") + shortLabel(n.label, mark ? 16 : 18);
+      }
     }
-    svg("title", {}, g).textContent = n.id + (n.label ? "\n" + n.label : "") + (n.effect !== null ? "\neffect " + signed(n.effect) : "");
+    svg("title", {}, g).textContent = n.id + (n.label ? "\n" + n.label : "") + (labelAbout(n) ? "\n" + labelAbout(n) : "") +
+      (n.effect !== null ? "\neffect " + signed(n.effect) : "");
     g.addEventListener("mouseenter", function () { focus(n.id); });
     g.addEventListener("mouseleave", unfocus);
     g.addEventListener("click", function (ev) { ev.stopPropagation(); openCard(n.id); });
@@ -295,6 +300,25 @@
     });
   }
   function unfocus() { G.classList.remove("focus"); }
+
+  /* ---------- what a label is worth: review status and author (annotations), score (auto labels) ---------- */
+  var MARKS = { accepted: "\u2713", proposed: "?", rejected: "\u2717" }, LOW = 0.7;
+  function labelMark(n) {
+    if (n.status && MARKS[n.status]) return MARKS[n.status] + (n.forced ? "\u26a0" : "");
+    if (n.score_low) return "\u26a0";
+    return "";
+  }
+  function labelAbout(n) {
+    if (n.status) {
+      return n.status + " \u00b7 label by " + (n.author || "?") + (n.reviewer ? " \u00b7 " + n.status + " by " + n.reviewer : "") +
+        (n.forced ? " \u00b7 \u26a0 made on another SAE (forced): " + n.forced : "");
+    }
+    if (n.source === "auto") {
+      if (n.score === undefined || n.score === null) return "auto label (not scored)";
+      return "auto label \u00b7 score " + Number(n.score).toFixed(2) + (n.score_low ? " \u26a0 low: it does not say where this feature fires" : "");
+    }
+    return "";
+  }
 
   /* ---------- card ---------- */
   var card = $("card");
@@ -346,7 +370,10 @@
     close.type = "button"; close.title = "close";
     close.addEventListener("click", closeCard);
     html("h2", null, n.id, card);
-    if (n.label) html("div", "label", n.label, card);
+    if (n.label) {
+      html("div", "label", (labelMark(n) ? labelMark(n) + " " : "") + n.label, card);
+      if (labelAbout(n)) html("div", "about" + (n.score_low || n.forced ? " warn" : ""), labelAbout(n), card);
+    }
     html("div", "stats", (n.kind === "metric" ? "metric " + D.metric : n.kind + " \u00b7 " + n.submodule) +
       (n.effect !== null ? " \u00b7 effect " + signed(n.effect) : ""), card);
     if (n.url) { var a = html("a", null, n.url, card); a.href = /^https?:\/\//.test(n.url) ? n.url : "#"; a.target = "_blank"; a.rel = "noopener"; }
@@ -354,10 +381,17 @@
       html("div", "stats", "fires on " + (100 * d.density).toFixed(3) + "% of " + d.n_tokens + " tokens \u00b7 max " + fmt(d.max) +
         " \u00b7 mean " + fmt(d.mean), card);
       histogram(d.histogram, card);
+      if (d.auto_label && d.auto_label.auroc !== undefined && d.auto_label.auroc !== null) {
+        var al = d.auto_label;
+        html("div", "stats" + (al.low ? " warn" : ""), "auto label \u201c" + al.label + "\u201d: score " + al.auroc.toFixed(2) +
+          " on " + al.n_contexts + " held-out contexts (" + al.rule + ": " + Math.round(100 * al.activation_recall) +
+          "% of its activation, " + Math.round(100 * al.recall) + "% of " + al.n_firing + " firing tokens)" +
+          (al.low ? " \u26a0 low" : al.low === null ? " (too few firings to flag)" : ""), card);
+      }
       html("h3", null, "top contexts", card);
       var tops = html("div", "contexts top", null, card);
       if (!d.top.length) html("div", "note", "never fires on the corpus", tops);
-      d.top.forEach(function (c) { contextLine(c, tops); });
+      d.top.forEach(function (c) { citable(contextLine(c, tops), c); });
       (d.quantiles || []).forEach(function (b) {
         html("h3", null, "random, quantile " + Math.round(100 * b.quantile[0]) + "\u2013" + Math.round(100 * b.quantile[1]) +
           "% (" + fmt(b.range[0]) + "\u2013" + fmt(b.range[1]) + ")", card);
@@ -376,11 +410,151 @@
     } else if (n.kind === "feature") {
       html("div", "note", "no dashboard for this feature (run sfc dashboards and sfc view --dashboards DIR)", card);
     }
+    if (n.kind === "feature") annotationPanel(n, card);
     var vis = visibleNodes();
     edgeList("strongest incoming edges", n.ins.filter(function (e) { return visibleEdge(e, vis); }), function (e) { return e.source; }, card);
     edgeList("strongest outgoing edges", n.outs.filter(function (e) { return visibleEdge(e, vis); }), function (e) { return e.target; }, card);
     markSelected();
   }
+
+  /* ---------- annotations: propose, review, download (sfc-annotations/1; the site itself never writes) ---------- */
+  var A = D.annotations || { records: [], fingerprints: {} };
+  var annotations = { base: (A.records || []).slice(), added: [], cited: {}, who: "" };
+  var FIELDS = ["schema", "feature", "sae_fingerprint", "label", "description", "author", "created", "status", "reviewer", "note", "evidence"];
+  function featureOf(id) { return id.split("@")[0]; }
+  function allRecords() { return annotations.base.concat(annotations.added); }
+  function historyOf(fid) { return allRecords().filter(function (r) { return r.feature === fid; }); }
+  function nowIso() { return new Date().toISOString().replace(/\.\d{3}Z$/, "Z"); }
+  function record(fields) {
+    var r = {};
+    FIELDS.forEach(function (k) { r[k] = fields[k] === undefined ? null : fields[k]; });
+    if (fields.decision) r.decision = fields.decision;
+    return r;
+  }
+  function citable(line, c) {
+    line.classList.add("citable");
+    line.title = "click to cite this context as evidence (context:" + c.context + ")";
+    var key = "context:" + c.context;
+    if (annotations.cited[key]) line.classList.add("cited");
+    line.addEventListener("click", function () {
+      annotations.cited[key] = !annotations.cited[key];
+      line.classList.toggle("cited", !!annotations.cited[key]);
+    });
+  }
+  function field(parent, label, tag, cls) {
+    var wrap = html("label", "field", null, parent);
+    html("span", null, label, wrap);
+    var input = html(tag, cls, null, wrap);
+    if (tag === "input") input.type = "text";
+    return input;
+  }
+  function applyRecord(r) {  /* the page shows the feature's latest record as its nodes' label */
+    nodes.forEach(function (n) {
+      if (n.kind !== "feature" || featureOf(n.id) !== r.feature) return;
+      n.label = r.label; n.status = r.status; n.author = r.author; n.reviewer = r.reviewer; n.source = "annotations";
+      delete n.score; delete n.score_low; delete n.forced;
+    });
+  }
+  function addRecord(r, n) {
+    annotations.added.push(r);
+    applyRecord(r);
+    updateDownload();
+    render();
+    openCard(n.id);
+  }
+  function annotationPanel(n, parent) {
+    var fid = featureOf(n.id), fp = (A.fingerprints || {})[n.submodule];
+    var box = html("section", "annotate", null, parent);
+    html("h3", null, "annotations", box);
+    var hist = historyOf(fid);
+    if (hist.length) {
+      var ul = html("ul", "history", null, box);
+      hist.forEach(function (r) {
+        var li = html("li", r.status, null, ul);
+        html("span", "mark", MARKS[r.status] || "", li);
+        li.appendChild(document.createTextNode(" " + r.label + " \u2014 " + r.status + ", " + r.author +
+          (r.reviewer ? ", reviewed by " + r.reviewer : "") + (r.note ? ": " + r.note : "") + " (" + r.created + ")" +
+          (annotations.added.indexOf(r) >= 0 ? " \u00b7 new" : "")));
+      });
+    } else {
+      html("div", "note", "no annotations of " + fid + " yet", box);
+    }
+    if (!fp) {
+      html("div", "note", "this circuit records no SAE fingerprint for " + n.submodule + ": annotations cannot be tied to its SAE", box);
+      return;
+    }
+    var msg = html("div", "note msg", null, box);
+    var current = hist.length ? hist[hist.length - 1] : null;
+    if (current && current.status === "proposed") {
+      var rv = html("div", "review", null, box);
+      html("div", "stats", "review \u201c" + current.label + "\u201d (proposed by " + current.author + ")", rv);
+      var reviewer = field(rv, "reviewer", "input", "reviewer");
+      reviewer.value = annotations.who;
+      var note = field(rv, "note", "input", "review-note");
+      ["accept", "reject"].forEach(function (verb) {
+        var b = html("button", verb, verb, rv);
+        b.type = "button";
+        b.addEventListener("click", function () {
+          var who = reviewer.value.trim();
+          if (!who) { msg.textContent = "name the reviewer"; return; }
+          if (who === current.author.trim()) { msg.textContent = "a review needs a second person: " + who + " wrote this label"; return; }
+          annotations.who = who;
+          var r = record({ schema: A.schema, feature: fid, sae_fingerprint: current.sae_fingerprint, label: current.label,
+            description: current.description, author: current.author, created: nowIso(), status: verb === "accept" ? "accepted" : "rejected",
+            reviewer: who, note: note.value.trim() || null, evidence: current.evidence || [], decision: current.decision });
+          addRecord(r, n);
+        });
+      });
+    }
+    var form = html("div", "propose", null, box);
+    html("div", "stats", current ? "propose another label" : "propose a label", form);
+    var label = field(form, "label", "input", "label-input");
+    var desc = field(form, "description", "textarea", "description");
+    var author = field(form, "author", "input", "author");
+    author.value = annotations.who;
+    var evidence = field(form, "evidence (text; click top contexts to cite them)", "input", "evidence");
+    var go = html("button", "propose-button", "propose", form);
+    go.type = "button";
+    go.addEventListener("click", function () {
+      var text = label.value.trim(), who = author.value.trim();
+      if (!text) { msg.textContent = "write a label"; return; }
+      if (!who) { msg.textContent = "name the author"; return; }
+      annotations.who = who;
+      var ev = Object.keys(annotations.cited).filter(function (k) { return annotations.cited[k]; }).sort();
+      if (evidence.value.trim()) ev.push(evidence.value.trim());
+      annotations.cited = {};
+      addRecord(record({ schema: A.schema, feature: fid, sae_fingerprint: fp, label: text, description: desc.value.trim(),
+        author: who, created: nowIso(), status: "proposed", reviewer: null, note: null, evidence: ev }), n);
+    });
+  }
+  function annotationsText() {
+    return allRecords().map(function (r) { return JSON.stringify(record(r)); }).join("\n") + "\n";
+  }
+  function downloadName() {
+    var f = A.file ? String(A.file).split(/[\\/]/).pop() : "";
+    return (f && /\.jsonl?$/.test(f) ? f.replace(/\.jsonl?$/, "") : "annotations") + "-reviewed.jsonl";
+  }
+  function updateDownload() {
+    var b = $("download"), k = annotations.added.length;
+    b.hidden = k === 0;
+    b.textContent = "download annotations (" + k + " new)";
+    b.setAttribute("data-new", String(k));
+  }
+  function download() {
+    var blob = new Blob([annotationsText()], { type: "application/x-ndjson" });
+    var a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = downloadName();
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(function () { URL.revokeObjectURL(a.href); }, 10000);
+    annotations.downloaded = annotations.added.length;
+  }
+  $("download").addEventListener("click", download);
+  window.addEventListener("beforeunload", function (ev) {
+    if (annotations.added.length && annotations.downloaded !== annotations.added.length) { ev.preventDefault(); ev.returnValue = ""; }
+  });
 
   /* ---------- search ---------- */
   function applySearch() {
@@ -454,5 +628,6 @@
   $("edge-slider").value = String(state.edgeT > D.edge_threshold ? sliderPosition(state.edgeT, edgeLo, wHi) : 0);
   render();
   fit();
-  window.SFC_VIEWER = { render: render, openCard: openCard, state: state, pathOf: pathOf };
+  updateDownload();
+  window.SFC_VIEWER = { render: render, openCard: openCard, state: state, pathOf: pathOf, annotationsText: annotationsText };
 })();
