@@ -6,6 +6,11 @@ import itertools
 import json
 import os
 
+# One CPU thread in the tests and every subprocess they start, before torch is imported: without it sfc's thread
+# policy picks the count from the machine's load, and a subprocess on another count than its reference rounds
+# differently (a bfloat16 replica then differs by a few percent).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 import torch
 
