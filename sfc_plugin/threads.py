@@ -53,11 +53,12 @@ def usable_cores(root: Path = CGROUP) -> int:
 
 
 def _cpu_times(stat: Path) -> tuple[int, int]:
-    """``(busy, total)`` jiffies of all cores from ``/proc/stat``'s first line."""
+    """``(busy, total)`` jiffies of all cores from ``/proc/stat``'s first line. Niced processes' time (``nice``)
+    counts as free: they yield a core to a process of normal priority."""
     fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    free = fields[1] + fields[3] + (fields[4] if len(fields) > 4 else 0)  # nice + idle + iowait
     total = sum(fields[:8])  # guest time is already counted in user
-    return total - idle, total
+    return total - free, total
 
 
 def busy_elsewhere(cores: int, window: float = 0.2, stat: Path = Path("/proc/stat")) -> int:

@@ -92,6 +92,13 @@ def test_busy_cores_from_the_load_average_without_proc_stat(tmp_path, machine):
     )
 
 
+def test_niced_processes_leave_their_cores_free(tmp_path):
+    """Time of niced processes (``/proc/stat``'s second field) counts as free: they yield to us."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 900 0 1000 0 0 0 0 0 0\n")  # user, nice, system, idle, ...
+    assert threads._cpu_times(stat) == (100, 2000)
+
+
 def test_explicit_threads_and_omp_num_threads_win(tmp_path, machine):
     machine(2, 2, 1.5)
     assert threads.choose(3, environ={"OMP_NUM_THREADS": "2"}, root=tmp_path) == (3, "--threads 3")
