@@ -328,6 +328,21 @@ def test_ids_with_slash_and_colon():
     assert ("embed/7:a/b", "attn_0/12::x") in {(unq(e.get_source()), unq(e.get_destination())) for e in all_edges(g)}
 
 
+def test_neuronpedia_ids_come_only_from_entries_naming_a_submodule_and_an_id():
+    """A result may record local SAEs (no id), entries without a submodule or entries that are not objects at all:
+    only entries with both give an id, and the others are skipped rather than failing."""
+    from sfc_plugin.export.neuronpedia import neuronpedia_ids
+
+    saes = [
+        {"submodule": "mlp_0", "neuronpedia_id": "gpt2-small/0-mlp"},
+        {"submodule": "attn_0", "hook": "blocks.0.hook_z"},  # a local SAE: no id
+        {"neuronpedia_id": "gpt2-small/0-res"},  # no submodule
+        {"submodule": "resid_0", "neuronpedia_id": ""},
+        "not an object",
+    ]
+    assert neuronpedia_ids(small(provenance={"saes": saes})) == {"mlp_0": "gpt2-small/0-mlp"}
+
+
 def test_neuronpedia_links_in_dot():
     c = small(provenance={"saes": [{"submodule": "mlp_0", "hook": "hook.mlp_0", "neuronpedia_id": "gpt2-small/0-mlp"}]})
     labelled = apply_labels(c, "neuronpedia")
