@@ -391,7 +391,7 @@ def load_map() -> dict:
 def covering(cov: dict, m: Mutant) -> list[str]:
     """Tests that executed any line of the mutant, fastest first. Lines that run only at import (default arguments,
     module constants) belong to no test: then the tests that run the enclosing function's body, or any line of the
-    module for module-level code."""
+    module for module-level code and functions that only run at import."""
     by_line = cov["lines"].get(m.file, {})
 
     def tests_of(lines) -> set[str]:
@@ -399,7 +399,9 @@ def covering(cov: dict, m: Mutant) -> list[str]:
 
     tests = tests_of(range(m.line, m.end_line + 1))
     if not tests and str(m.line) in by_line:  # executed, but outside any test
-        tests = tests_of(range(m.scope[0], m.scope[1] + 1)) if m.scope else tests_of(int(k) for k in by_line)
+        tests = tests_of(range(m.scope[0], m.scope[1] + 1)) if m.scope else set()
+        if not tests:  # module level, or a function only called at import (a registry's constructor)
+            tests = tests_of(int(k) for k in by_line)
     if m.default:  # defaults are also compared between pipelines and configs, by signature, running no line
         tests |= {t for t in cov["durations"] if t.split("::")[0] in SIGNATURE_TESTS}
     return sorted(tests, key=lambda t: (cov["durations"].get(t, 60.0), t))
