@@ -655,3 +655,36 @@ def test_an_sae_the_result_did_not_use_is_reported_unless_hooks_limit_the_check(
     assert mismatches(prov, model, {hooks[0]: saes[hooks[0]]}) == []
     assert mismatches(prov, model, saes) == [f"SAE at hook {hooks[1]!r} was not used to find the circuit"]
     assert mismatches(prov, model, saes, hooks=[hooks[0]]) == []
+
+
+def test_backbone_is_the_union_of_the_widest_paths_with_stranded_nodes_named():
+    """By hand: a's widest path runs through b (width min(4, 3) = 3 beats the direct edge's 1), b's is its own edge,
+    c reaches nothing. With or without the metric node among the nodes given."""
+    from types import SimpleNamespace as NS
+
+    from sfc_plugin.paths import backbone
+
+    a, b, c = (NS(id=i, kind="feature", effect=e) for i, e in (("a", 3.0), ("b", -2.0), ("c", 1.0)))
+    y = NS(id="y", kind="metric", effect=5.0)
+    ab, by, ay = (
+        NS(source="a", target="b", weight=4.0),
+        NS(source="b", target="y", weight=-3.0),
+        NS(source="a", target="y", weight=1.0),
+    )
+    for nodes in ([y, a, b, c], [a, b, c]):
+        edges, stranded = backbone(nodes, [ay, by, ab])
+        assert edges == [ab, by] and stranded == {"c"}
+
+
+def test_widest_paths_do_not_depend_on_the_order_nodes_are_listed_in():
+    """A chain s → p → q → y listed from the metric backwards: every node still reaches y, with the width of its
+    weakest edge on the way (by hand: 0.5 for s, 2 for p, 3 for q)."""
+    from types import SimpleNamespace as NS
+
+    from sfc_plugin.paths import widest_paths
+
+    sp, pq, qy = (NS(source=s, target=t, weight=w) for s, t, w in (("s", "p", 0.5), ("p", "q", 2.0), ("q", "y", -3.0)))
+    for ids in (["y", "q", "p", "s"], ["s", "p", "q", "y"], ["p", "y", "s", "q"]):
+        best = widest_paths(ids, [qy, sp, pq])
+        assert {k: v[0] for k, v in best.items() if k != "y"} == {"s": 0.5, "p": 2.0, "q": 3.0}, ids
+        assert [best[k][1] for k in ("s", "p", "q")] == [sp, pq, qy]
