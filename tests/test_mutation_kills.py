@@ -688,3 +688,19 @@ def test_widest_paths_do_not_depend_on_the_order_nodes_are_listed_in():
         best = widest_paths(ids, [qy, sp, pq])
         assert {k: v[0] for k, v in best.items() if k != "y"} == {"s": 0.5, "p": 2.0, "q": 3.0}, ids
         assert [best[k][1] for k in ("s", "p", "q")] == [sp, pq, qy]
+
+
+def test_widest_paths_use_only_edges_between_the_nodes_given():
+    """A wider route through a node not among those given, and a self-loop, are not paths: s reaches y through p
+    only (width min(1, 2) = 1)."""
+    from types import SimpleNamespace as NS
+
+    from sfc_plugin.paths import widest_paths
+
+    e = {
+        (s, t): NS(source=s, target=t, weight=w)
+        for s, t, w in (("s", "x", 9.0), ("x", "y", 9.0), ("s", "p", 1.0), ("p", "y", 2.0), ("p", "p", 5.0))
+    }
+    best = widest_paths(["s", "p", "y"], list(e.values()))
+    assert set(best) == {"s", "p", "y"}
+    assert best["s"] == (1.0, e["s", "p"]) and best["p"] == (2.0, e["p", "y"])
