@@ -653,6 +653,15 @@ def report(args) -> None:
         f"{live} ({(tot['killed'] + tot['tested']) / max(1, live):.1%}), not measured until the retry.",
         "",
     ]
+    pending = Counter(m.file for m in mutants if m.file in per and m.key not in results)
+    if pending:  # the sample moves with the code: modules run earlier have newly sampled mutants not yet run
+        lines += [
+            f"Today's sample (seed {args.seed}) also holds {sum(pending.values())} mutants of modules run earlier that "
+            "have no result yet (`run` runs them): "
+            + ", ".join(f"`{f.removeprefix('sfc_plugin/')}` ({n})" for f, n in sorted(pending.items()))
+            + ".",
+            "",
+        ]
     if unrun:
         lines += [
             "Not yet run (their share of the current sample): "
