@@ -155,7 +155,7 @@ def presets_markdown() -> str:
     lines = []
     for preset in PRESETS.values():
         lines += [f"### `{preset.name}`", "", text(preset.description[0].upper() + preset.description[1:]) + ".", ""]
-        lines += [f"Model: `{preset.model}`. {len(preset.saes)} SAEs:", ""]
+        lines += [f"- {text(line)}" for line in preset.summary()] + [""]
         lines += ["| submodule | hook | SAE spec (`release:sae_id`) |", "|---|---|---|"]
         for (spec, hook), name in zip(preset.saes, preset.submodules()):
             lines.append(f"| `{name}` | `{hook}` | {code(spec)} |")

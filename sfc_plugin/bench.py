@@ -7,6 +7,10 @@ Workloads:
   random token pairs that differ in one position.
 - ``gemma``: a Gemma-2-2B-shaped model truncated to a few layers (d_model 2,304, vocabulary 256,000,
   tied embeddings) with 16,384-feature SAEs at attn/mlp/resid of each layer: per-layer cost.
+- ``gemma-3-270m``, ``gemma-3-270m-transcoders``: the whole preset (``gemma-3-270m-sfc``: 54 Gemma Scope 2
+  SAEs, 16k wide, at all 18 layers; or the transcoder preset) as it loads from the hub, here a replica hub
+  (:mod:`sfc_plugin.replica`: the true model shape and file layouts, random weights) that ``sfc bench`` builds
+  once; random token pairs. Also reports the load phase (time, peak resident memory).
 
 Per phase (nodes, edges, total) it reports the time of each implementation, their ratio, the peak
 memory of each (resident set on CPU, allocated memory on CUDA, sampled while the phase runs) and the
@@ -23,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-WORKLOADS = ("toy", "pythia", "gemma")
+REPLICA_WORKLOADS = {"gemma-3-270m": "gemma-3-270m-sfc", "gemma-3-270m-transcoders": "gemma-3-270m-transcoders"}
+WORKLOADS = ("toy", "pythia", "gemma", *REPLICA_WORKLOADS)
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Workload:
     metric: object
     node_threshold: float | None  # None: pick the top ``n_nodes`` of our effects
     description: str
+    load: dict | None = None  # the load phase, where the workload measured it: seconds, CPU seconds, peak bytes
 
 
 class PeakMemory:
@@ -238,6 +244,36 @@ def gemma_workload(
     )
 
 
+def replica_workload(name: str, n_pairs: int = 20, n_tokens: int = 10, seed: int = 0, device: str = "cpu") -> Workload:
+    """A full-size preset (:data:`REPLICA_WORKLOADS`) loaded with :meth:`World.load <sfc_plugin.world.World.load>`
+    from the hub this process sees (``sfc bench`` points ``HF_HOME`` at the replica), the load timed and its peak
+    resident memory sampled; ``n_pairs`` random token pairs of ``n_tokens``."""
+    from .metrics import logit_diff
+    from .world import World
+
+    mem = PeakMemory(device)
+    mem.start("load")
+    t0 = time.perf_counter()
+    try:
+        world = World.load(preset=REPLICA_WORKLOADS[name], device=device)
+    finally:
+        mem.close()
+    load = {"s": time.perf_counter() - t0, "cpu_s": mem.cpu["load"], "peak": mem.peaks["load"]}
+    model, subs = world.model, world.submodules
+    n_features = sum(s.d_sae for s in subs)
+    return Workload(
+        name,
+        model,
+        subs,
+        _random_pairs(model, n_pairs, n_tokens, seed),
+        logit_diff,
+        None,
+        f"{REPLICA_WORKLOADS[name]} on the replica hub: {model.cfg.n_layers} layers, vocabulary {model.cfg.d_vocab:,}, "
+        f"{len(subs)} dictionaries ({n_features:,} features), {n_pairs} pairs x {n_tokens} tokens",
+        load,
+    )
+
+
 def toy_workload(n_examples: int = 100, device: str = "cpu") -> Workload:
     from .data import load_dataset, tokenize
     from .metrics import logit_diff
@@ -379,6 +415,24 @@ def run_workload(
         mem.close()
     n_circuit = sum(len(ns) for ns in nodes.values())
     rows = []
+    if w.load is not None:
+        rows.append(
+            {
+                "name": w.name,
+                "phase": "load",
+                "ours_s": round(w.load["s"], 3),
+                "ours_peak_gb": round(w.load["peak"] / 1e9, 3),
+                "ours_cpu_s": round(w.load["cpu_s"], 3),
+                "description": w.description,
+                "n_examples": len(w.batch),
+                "n_nodes": n_circuit,
+                "steps": steps,
+                "baseline_s": None,
+                "ratio": None,
+                "baseline_peak_gb": None,
+                "max_rel_diff": None,
+            }
+        )
     for phase in ("nodes", "edges", "total"):
         row = {
             "name": w.name,
@@ -430,15 +484,16 @@ def run_workload(
 
 def format_rows(rows: list[dict]) -> str:
     head = (
-        f"{'workload':<8} {'phase':<6} {'ours s':>8} {'paper s':>8} {'ratio':>7} {'cpu ratio':>9} {'ours GB':>8} "
-        f"{'paper GB':>9} {'max rel diff':>12} {'floor s':>8} {'x floor':>8}"
+        f"{'workload':<8} {'phase':<6} {'ours s':>8} {'cpu s':>8} {'paper s':>8} {'ratio':>7} {'cpu ratio':>9} "
+        f"{'ours GB':>8} {'paper GB':>9} {'max rel diff':>12} {'floor s':>8} {'x floor':>8}"
     )
     out = [head]
     fmt = lambda v, f: format("-", f.split(".")[0]) if v is None else format(v, f)  # noqa: E731
     ratio = lambda v, w: f"{'-':>{w}}" if v is None else f"{v:>{w - 1}.1f}x"  # noqa: E731
     for r in rows:
         out.append(
-            f"{r['name']:<8} {r['phase']:<6} {r['ours_s']:>8.2f} {fmt(r['baseline_s'], '>8.2f')} "
+            f"{r['name']:<8} {r['phase']:<6} {r['ours_s']:>8.2f} {fmt(r.get('ours_cpu_s'), '>8.2f')} "
+            f"{fmt(r['baseline_s'], '>8.2f')} "
             f"{ratio(r['ratio'], 7)} {ratio(r.get('cpu_ratio'), 9)} {r['ours_peak_gb']:>8.2f} {fmt(r['baseline_peak_gb'], '>9.2f')} "
             f"{fmt(r['max_rel_diff'], '>12.1e')} {fmt(r.get('floor_s'), '>8.2f')} {ratio(r.get('ours_over_floor'), 8)}"
         )

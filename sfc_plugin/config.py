@@ -52,7 +52,8 @@ class WorldConfig:
     model: str | None = setting(None, "model name or directory (default: the toy world)", check="string")
     sae: list[str] | None = setting(
         None,
-        "SAELens SAE directory, directory of SAE directories, release:sae_id or release:* (repeatable)",
+        "SAELens SAE directory, directory of SAE directories, release:sae_id, release:* or release:PATTERN "
+        "(a shell pattern over its ids, e.g. 'layer_*_width_16k_l0_big'; repeatable)",
         action="append",
     )
     preset: str | None = setting(None, f"model + SAEs by name (see sfc presets): {', '.join(PRESETS)}", check="string")
@@ -80,7 +81,11 @@ class DiscoverConfig(WorldConfig):
     metric: str | None = setting(
         None, "metric name (default logit_diff with patch answers, else logprob)", check="string"
     )
-    method: str = setting("ig", "attribution method: atp, ig, exact or a plugin's (default {default})", check="string")
+    method: str = setting(
+        "ig",
+        "attribution method: atp, ig, exact, linear (circuit-tracer's convention) or a plugin's (default {default})",
+        check="string",
+    )
     steps: int = setting(10, "integrated-gradient steps (default {default})", check="positive")
     node_threshold: float = setting(0.1, "keep nodes with |effect| above this (default {default})", check="threshold")
     edge_threshold: float = setting(0.01, "keep edges with |weight| above this (default {default})", check="threshold")

@@ -177,7 +177,7 @@ def discover(
     if edges:
         means = dict(res.edges)
         last = subs[-1].name  # its direct path to the metric is its whole effect: edges to y = node effects
-        means[(last, "y")] = torch.tensor([[node.effect for node in per_sub[last]]])
+        means.setdefault((last, "y"), torch.tensor([[node.effect for node in per_sub[last]]]))
         for (u, d), w in means.items():
             down = ["y"] if d == "y" else ids[d]
             for i, j in (w.abs() > edge_threshold).nonzero().tolist():

@@ -67,21 +67,24 @@ def model_fingerprint(model) -> dict[str, Any]:
 
 def sae_info(sub) -> dict[str, Any]:
     """How a result records one dictionary (a :class:`~sfc_plugin.splicing.Submodule`'s): submodule, hook (SAELens's
-    ``hook_name``: a transcoder's input), ``hook_out`` for a transcoder (the hook it writes), width, architecture,
-    spec (release and id, or path) and fingerprint."""
+    ``hook_name``: a transcoder's input), ``hook_out`` for a transcoder (the hook it writes), ``read_hook`` where
+    the features are read elsewhere than ``hook``, width, architecture, spec (release and id, or path) and
+    fingerprint."""
     from .models import sae_label
 
     meta = getattr(sub.sae.cfg, "metadata", None)
     info = {
         "submodule": sub.name,
-        "hook": sub.read_hook,
+        "hook": sub.key,
         "d_sae": sub.d_sae,
         "architecture": sub.sae.cfg.architecture(),
-        "spec": sae_label(sub.sae, sub.read_hook),
+        "spec": sae_label(sub.sae, sub.key),
         "fingerprint": sae_fingerprint(sub.sae),
     }
     if sub.transcoder:
         info["hook_out"] = sub.hook
+    if sub.read_hook != sub.key:  # read elsewhere than SAELens's hook_name (see hook_points.read_hook)
+        info["read_hook"] = sub.read_hook
     info.update(getattr(sub.sae, "sfc_spec", None) or {})
     for key in ("release", "sae_id", "neuronpedia_id", "model_name"):
         value = getattr(meta, key, None) if meta is not None else None

@@ -3,8 +3,8 @@
 TransformerLens converts configs and weights for the architectures it knows, but picks some of them
 (Llama, Gemma) from the *name* of the model and has Gemma-2 only as hard-coded official sizes. Here
 the architecture comes from the directory's ``config.json``: TransformerLens's own converter reads a
-copy of that file alone (so the directory's name cannot steer it), and Gemma-2 configs are converted
-field by field. Weights go through TransformerLens's weight converters. By default no processing
+copy of that file alone (so the directory's name cannot steer it; Qwen3 goes this way), and Gemma-2 and
+Gemma 3 configs (which TransformerLens has only as hard-coded official sizes) are converted field by field. Weights go through TransformerLens's weight converters. By default no processing
 (no LayerNorm folding, no centring): every hook carries the Hugging Face model's activations.
 """
 
@@ -26,7 +26,14 @@ PROCESSING_KEYS = (
     "refactor_factored_attn_matrices",
 )
 NO_PROCESSING = {k: False for k in PROCESSING_KEYS}
-TESTED_ARCHITECTURES = ("GPTNeoXForCausalLM", "GPT2LMHeadModel", "Gemma2ForCausalLM", "LlamaForCausalLM")
+TESTED_ARCHITECTURES = (
+    "GPTNeoXForCausalLM",
+    "GPT2LMHeadModel",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "LlamaForCausalLM",
+    "Qwen3ForCausalLM",
+)
 
 
 def is_hf_model_dir(path: Path) -> bool:
@@ -77,12 +84,47 @@ def _gemma2_cfg(c) -> dict[str, Any]:
     }
 
 
+def _rope_thetas(c) -> tuple[float, float]:
+    """Gemma 3's (global, local) rotary bases: ``rope_theta`` and ``rope_local_base_freq`` (transformers 4), or
+    ``rope_parameters`` per layer type (transformers 5)."""
+    params = getattr(c, "rope_parameters", None) or {}
+    full, sliding = params.get("full_attention", {}), params.get("sliding_attention", {})
+    return (
+        getattr(c, "rope_theta", None) or full.get("rope_theta") or params.get("rope_theta") or 1_000_000.0,
+        getattr(c, "rope_local_base_freq", None) or sliding.get("rope_theta") or 10_000.0,
+    )
+
+
+def _gemma3_cfg(c) -> dict[str, Any]:
+    """TransformerLens config fields of a Gemma 3 text model's Hugging Face config (any size; TransformerLens's
+    own table for the official sizes has the same fields): qk-norm, local/global attention with their own
+    rotary bases, norms before and after each sublayer, tied embeddings."""
+    glob, local = _rope_thetas(c)
+    layer_types = getattr(c, "layer_types", None) or [
+        "full_attention" if (i + 1) % getattr(c, "sliding_window_pattern", 6) == 0 else "sliding_attention"
+        for i in range(c.num_hidden_layers)
+    ]
+    return {
+        **_gemma2_cfg(c),
+        "n_ctx": min(c.max_position_embeddings, 8192),  # TransformerLens's default for Gemma 3 (its mask is n_ctx²)
+        "rotary_base": glob,
+        "rotary_base_local": local,
+        "use_qk_norm": True,
+        "attn_types": ["local" if t == "sliding_attention" else "global" for t in layer_types],
+        "attn_scores_soft_cap": getattr(c, "attn_logit_softcapping", None) or -1.0,
+        "output_logits_soft_cap": getattr(c, "final_logit_softcapping", None) or -1.0,
+        "original_architecture": "Gemma3ForCausalLM",
+    }
+
+
 def _tl_cfg_dict(path: Path, hf_config) -> dict[str, Any]:
     from transformer_lens.loading_from_pretrained import convert_hf_model_config
 
     arch = (getattr(hf_config, "architectures", None) or ["?"])[0]
     if arch == "Gemma2ForCausalLM":
         return _gemma2_cfg(hf_config)
+    if arch == "Gemma3ForCausalLM":
+        return _gemma3_cfg(hf_config)
     with tempfile.TemporaryDirectory(prefix="sfc-hfcfg-") as tmp:  # the config alone, under a neutral name
         raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
         if raw.get("model_type") == "gpt2":  # TransformerLens reads n_ctx, which newer GPT-2 configs leave out

@@ -3,8 +3,10 @@
 Submodules are ``embed`` (``hook_embed`` or ``blocks.0.hook_resid_pre``, layer -1) and ``attn_<l>``
 (``blocks.<l>.hook_attn_out`` or ``blocks.<l>.attn.hook_z``), ``mlp_<l>`` (``hook_mlp_out``) and
 ``resid_<l>`` (``hook_resid_post``); within a layer they come in the order attn, mlp, resid. A transcoder that
-replaces MLP ``l`` (reads ``blocks.<l>.hook_mlp_in``, ``ln2.hook_normalized``, ``hook_resid_mid`` or
-``hook_resid_pre``; writes ``blocks.<l>.hook_mlp_out``) is the submodule ``tc_<l>``, in the MLP's place.
+replaces MLP ``l`` (reads ``blocks.<l>.hook_mlp_in``, ``ln2.hook_normalized``, ``hook_resid_mid``,
+``hook_resid_pre`` or ``mlp.hook_in``; writes ``blocks.<l>.hook_mlp_out``) is the submodule ``tc_<l>``, in the
+MLP's place. ``mlp.hook_in`` is the MLP's own input (after the pre-MLP norm, weight included): circuit-tracer's
+name, which SAELens's ``HookedSAETransformer`` adds to every MLP and :func:`read_hook` resolves to.
 
 A leaf module: it imports nothing from the package but :mod:`sfc_plugin.errors`, and works on names and
 duck-typed configs only, so any module may use it.
@@ -21,8 +23,12 @@ KIND_ORDER = {"embed": 0, "attn": 1, "mlp": 2, "tc": 2, "resid": 3}  # circuit o
 _LAYER_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_attn_out|hook_mlp_out|hook_resid_post|attn\.hook_z)$")
 _KIND = {"hook_attn_out": "attn", "hook_mlp_out": "mlp", "hook_resid_post": "resid", "attn.hook_z": "attn"}
 _SUBMODULE = re.compile(r"^(embed|attn|mlp|tc|resid)(?:_(-?\d+))?$")
-_READ_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_mlp_in|ln2\.hook_normalized|hook_resid_mid|hook_resid_pre)$")
-READ_HOOKS = ("hook_mlp_in", "ln2.hook_normalized", "hook_resid_mid", "hook_resid_pre")  # a transcoder's input
+_READ_HOOK = re.compile(
+    r"^blocks\.(\d+)\.(hook_mlp_in|ln2\.hook_normalized|hook_resid_mid|hook_resid_pre|mlp\.hook_in)$"
+)
+READ_HOOKS = ("hook_mlp_in", "ln2.hook_normalized", "hook_resid_mid", "hook_resid_pre", "mlp.hook_in")  # its input
+# Hugging Face modules whose output is an MLP's input (the pre-MLP norm's output): Gemma 2/3, Llama/Qwen
+_HF_MLP_INPUT = re.compile(r"^model\.layers\.(\d+)\.(pre_feedforward_layernorm|post_attention_layernorm)\.output$")
 
 
 def is_hook_z(hook: str) -> bool:
@@ -61,6 +67,20 @@ def transcoder_name(read_hook: str, write_hook: str) -> tuple[str, int]:
             f"{{{', '.join(READ_HOOKS)}}}"
         )
     return f"tc_{layer}", layer
+
+
+def read_hook(hook: str, hf_hook_name: str | None) -> str:
+    """Where a dictionary's features are read: its SAELens ``hook_name``, except where SAELens's own record of the
+    Hugging Face activation it was trained on (``hf_hook_name``, Gemma Scope 2's ``hf_hook_point_in``) names the
+    MLP's input, the pre-MLP norm's output, while ``hook_name`` is TransformerLens's ``blocks.<l>.hook_mlp_in`` —
+    the residual stream *before* that norm. Such a transcoder is read at ``blocks.<l>.mlp.hook_in``, the MLP's
+    input (SAELens 6.54 names ``hook_mlp_in`` for every Gemma Scope 2 transcoder, with ``hf_hook_name``
+    ``model.layers.<l>.pre_feedforward_layernorm.output``)."""
+    m = re.match(r"^blocks\.(\d+)\.hook_mlp_in$", hook)
+    hf = _HF_MLP_INPUT.match(hf_hook_name or "")
+    if m and hf and hf.group(1) == m.group(1):
+        return f"blocks.{m.group(1)}.mlp.hook_in"
+    return hook
 
 
 def hook_flags(hook: str) -> dict[str, bool]:

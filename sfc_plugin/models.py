@@ -146,13 +146,74 @@ def sae_label(sae, hook: str | None = None) -> str:
     return f"SAE at {hook!r}" if hook else "SAE"
 
 
-def _release_ids(release: str) -> list[str]:
+def _ranges(values: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` → ``"0-2, 5, 7-8"``."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)
+
+
+def id_summary(ids: list[str], limit: int = 320) -> str:
+    """What a release holds, in one line: its ids with the layer number (and a per-layer ``average_l0_N``) folded
+    into templates, e.g. ``layer_L_width_16k_l0_big, layer_L_width_16k_l0_small for L in 0-17 (36 ids)``."""
+    import re
+
+    templates: dict[str, list[int]] = {}
+    for i in ids:
+        m = re.search(r"layer_(\d+)", i)
+        t = re.sub(r"average_l0_\d+", "average_l0_N", re.sub(r"layer_\d+", "layer_L", i))
+        templates.setdefault(t, []).append(int(m.group(1)) if m else -1)
+    by_layers: dict[str, list[str]] = {}
+    for t, layers in templates.items():
+        layers = sorted({x for x in layers if x >= 0})
+        by_layers.setdefault(f" for L in {_ranges(layers)}" if layers else "", []).append(t)
+    text = "; ".join(", ".join(ts) + where for where, ts in by_layers.items())
+    if len(text) > limit:
+        text = text[: limit - 1].rsplit(",", 1)[0] + ", …"
+    return f"{text} ({len(ids)} ids)"
+
+
+def _release(release: str):
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     directory = get_pretrained_saes_directory()
     if release not in directory:
-        raise SFCError(f"unknown SAE release {release!r} (not in SAELens's pretrained_saes.yaml)")
-    return list(directory[release].saes_map)
+        import difflib
+
+        close = difflib.get_close_matches(release, list(directory), n=6, cutoff=0.6)
+        family = sorted(r for r in directory if r.rsplit("-", 1)[0] == release.rsplit("-", 1)[0] and r not in close)
+        known = (close + family)[:8]
+        hint = (
+            f"releases like it: {', '.join(known)}"
+            if known
+            else f"{len(directory)} releases: see SAELens's pretrained_saes.yaml"
+        )
+        raise SFCError(f"unknown SAE release {release!r} ({hint})")
+    return directory[release]
+
+
+def _release_ids(release: str, sae_id: str = "*") -> list[str]:
+    """The ids of ``release`` that ``sae_id`` names: itself, or those a shell pattern (``*``, ``?``, ``[..]``)
+    matches, in the yaml's order; a one-line SFCError listing what the release holds when there are none."""
+    import difflib
+    from fnmatch import fnmatchcase
+
+    ids = list(_release(release).saes_map)
+    if any(c in sae_id for c in "*?["):
+        found = [i for i in ids if fnmatchcase(i, sae_id)]
+        if found:
+            return found
+        raise SFCError(f"no SAE id of {release!r} matches {sae_id!r} (it has {id_summary(ids)})")
+    if sae_id in ids:
+        return [sae_id]
+    close = difflib.get_close_matches(sae_id, ids, n=1, cutoff=0.5)
+    near = f"closest: {close[0]}; " if close else ""
+    raise SFCError(f"SAE release {release!r} has no id {sae_id!r} ({near}it has {id_summary(ids)})")
 
 
 def load_sae_dir(path: str | Path, device: str | None = None):
@@ -214,7 +275,8 @@ def cached_tensor_shapes():
 
 
 def load_sae_spec(spec: str, device: str | None = None) -> list:
-    """SAEs from a spec: an SAELens SAE directory, a directory of them, ``release:sae_id`` or ``release:*``.
+    """SAEs from a spec: an SAELens SAE directory, a directory of them, ``release:sae_id``, ``release:*`` or
+    ``release:PATTERN`` (a shell pattern over the release's ids, e.g. ``layer_*_width_16k_l0_big``).
 
     Each SAE gets ``sfc_spec`` (``{"release", "sae_id"}`` or ``{"path"}``) for provenance and messages.
     """
@@ -234,7 +296,7 @@ def load_sae_spec(spec: str, device: str | None = None) -> list:
     if ":" not in spec:
         raise SFCError(f"SAE {spec!r} is neither a directory nor 'release:sae_id'")
     release, sae_id = spec.split(":", 1)
-    ids = _release_ids(release) if sae_id == "*" else [sae_id]
+    ids = _release_ids(release, sae_id)
     out = []
     for i in ids:
         try:
@@ -268,6 +330,7 @@ def saes_by_hook(
                 raise SFCError(f"SAE for hook {hook!r} is a {type(sae).__name__}, not an SAELens SAE")
             if not checked:
                 check.sae_weights(sae, f"SAE at hook {hook!r}")
+            reshape_hook_z(sae, hook)
         return dict(saes)
     if isinstance(saes, (str, Path)):
         saes = [saes]
@@ -293,8 +356,23 @@ def saes_by_hook(
             raise SFCError(f"two SAEs for hook {hook!r}: {sae_label(out[hook])} and {sae_label(sae)}")
         if id(sae) not in loaded_from_dirs and not checked:
             check.sae_weights(sae, f"SAE at hook {hook!r}")
-        out[hook] = sae
+        out[hook] = reshape_hook_z(sae, hook)
     return out
+
+
+def reshape_hook_z(sae, hook: str):
+    """``sae`` reading ``attn.hook_z`` (``[..., n_heads, d_head]``) with its heads flattened, as SAELens does for
+    SAEs with ``reshape_activations="hook_z"``. SAELens 6.54's ``gemma_3`` loader leaves Gemma Scope 2's
+    attention SAEs (trained on ``o_proj``'s input: the same numbers, heads concatenated) at ``"none"``, so they
+    cannot encode TransformerLens's ``hook_z`` as loaded; this turns SAELens's own reshaping on for them."""
+    if (
+        isinstance(hook, str)
+        and hook.endswith("attn.hook_z")
+        and getattr(sae.cfg, "reshape_activations", None) == "none"
+    ):
+        sae.cfg.reshape_activations = "hook_z"
+        sae.turn_on_forward_pass_hook_z_reshaping()
+    return sae
 
 
 def _meta(sae, key: str):
@@ -367,6 +445,38 @@ def check_compatible(model, saes: Mapping[str, Any]) -> None:
             raise SFCError(f"{label} was trained on model {sae_model!r} but the model is {cfg.model_name!r}")
 
 
+def add_read_hooks(model, saes: Mapping[str, Any]) -> None:
+    """Give every MLP of ``model`` an ``mlp.hook_in`` (the MLP's input; SAELens's ``HookedSAETransformer`` adds it
+    the same way, with SAELens's own function) when a dictionary in ``saes`` reads it. Idempotent."""
+    from .dictionaries import read_hook_of
+
+    if not any(isinstance(h, str) and read_hook_of(sae, h).endswith(".mlp.hook_in") for h, sae in saes.items()):
+        return
+    mlps = [b.mlp for b in getattr(model, "blocks", []) if hasattr(b, "mlp") and not hasattr(b.mlp, "hook_in")]
+    if mlps:
+        from sae_lens.analysis.hooked_sae_transformer import add_hook_in_to_mlp
+
+        for mlp in mlps:
+            add_hook_in_to_mlp(mlp)
+        model.setup()
+
+
+def share_tied_embedding(model):
+    """``model`` with its unembedding a view of its embedding where the two are equal (tied embeddings, e.g. Qwen3:
+    TransformerLens loads ``W_U`` as a copy of ``W_Eᵀ``). The engine and TransformerLens read ``W_U`` through
+    matrix products, which take the transposed view as it is. Not Gemma: TransformerLens folds Gemma's √d_model
+    embedding scale into ``W_E``, so its ``W_U`` differs and stays a copy."""
+    import torch
+
+    W_E, W_U = model.embed.W_E, getattr(getattr(model, "unembed", None), "W_U", None)
+    if W_U is None or W_U.shape != W_E.T.shape or W_U.data_ptr() == W_E.data_ptr():
+        return model
+    with torch.no_grad():
+        if torch.equal(W_U, W_E.T):
+            model.unembed.W_U = torch.nn.Parameter(W_E.T, requires_grad=W_U.requires_grad)
+    return model
+
+
 def _is_bridge(model) -> bool:
     return any(c.__name__ == "TransformerBridge" for c in type(model).__mro__)
 
@@ -391,7 +501,7 @@ def resolve_world(
         raise SFCError("no SAEs given")
     if isinstance(model, (str, Path)):
         chosen = model_processing(by_hook) if processing is None else processing
-        model = load_model_spec(str(model), device, dtype, chosen)
+        model = share_tied_embedding(load_model_spec(str(model), device, dtype, chosen))
     elif not hasattr(model, "hook_dict") or not hasattr(model, "run_with_hooks"):
         raise SFCError(f"model of type {type(model).__name__} is not a TransformerLens HookedTransformer")
     else:
@@ -399,5 +509,6 @@ def resolve_world(
             model.to(device)
         if dtype is not None:
             _cast(model, resolve_dtype(dtype))
+    add_read_hooks(model, by_hook)
     check_compatible(model, by_hook)
     return model, by_hook

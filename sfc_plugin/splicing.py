@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from . import validation as check
-from .dictionaries import TOKEN_SCALED_NORMS, Kind, check_hooks, kind_of
+from .dictionaries import TOKEN_SCALED_NORMS, Kind, check_hooks, kind_of, read_hook_of
 from .errors import SFCError
 from .hook_points import (
     hook_flags,
@@ -73,9 +73,11 @@ class Submodule:
     kind: Kind | None = None
     W_skip: torch.Tensor | None = None
     normalization: str = "none"
+    key: str = ""  # the dictionary's hook in ``World.saes`` (its SAELens ``hook_name``; default: ``read_hook``)
 
     def __post_init__(self):
         self.read_hook = self.read_hook or self.hook
+        self.key = self.key or self.read_hook
         if self.ln_in and self.normalization == "none":
             self.normalization = "layer_norm"
 
@@ -142,10 +144,11 @@ def _submodule(model, hook: str, sae, dtype, device) -> Submodule:
     cfg = sae.cfg
     kind = kind_of(sae, f"SAE at {hook!r}")
     hook_out = sae_hook_out(sae) if kind.transcoder else None
+    read = read_hook_of(sae, hook)
     if kind.transcoder:
         if not hook_out:
             raise SFCError(f"transcoder at {hook!r} has no cfg.metadata.hook_name_out (the hook it writes)")
-        name, layer = transcoder_name(hook, hook_out)
+        name, layer = transcoder_name(read, hook_out)
     else:
         name, layer = submodule_name(hook)
         reshape = "hook_z" if is_hook_z(hook) else "none"
@@ -172,10 +175,11 @@ def _submodule(model, hook: str, sae, dtype, device) -> Submodule:
         cast(b_dec),
         hook_shape=hook_shape(model.cfg, hook_out or hook),
         ln_in=norm == "layer_norm",
-        read_hook=hook,
+        read_hook=read,
         kind=kind,
         W_skip=cast(maps.W_skip),
         normalization=norm,
+        key=hook,
     )
 
 
@@ -199,7 +203,7 @@ def build_submodules(model, saes: dict[str, Any], *, check_shapes: bool = True) 
     names = [s.name for s in subs]
     for name in set(names):
         if names.count(name) > 1:
-            hooks = sorted(s.read_hook for s in subs if s.name == name)
+            hooks = sorted(s.key for s in subs if s.name == name)
             raise SFCError(f"two dictionaries for one submodule {name!r}: {', '.join(hooks)}")
     return sorted(subs, key=lambda s: submodule_key(s.name))
 

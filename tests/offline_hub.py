@@ -547,3 +547,16 @@ def bias_in_bios_replica(cache: HubCache, stage: Path, counts=None, n_words: int
     (stage / "README.md").write_text(BIB_README)
     cache.put_dir("LabHC/bias_in_bios", stage, repo_type="dataset")
     return rows
+
+
+# Gemma 3 with Gemma Scope 2, the Qwen3 (mwhanna) and Gemma-2 transcoder repositories: in the package, so that
+# ``sfc bench`` builds its full-size replicas with them (they take this module's HubCache as well as their own)
+from sfc_plugin.replica import (  # noqa: E402,F401
+    GEMMA3_270M_CONFIG,
+    QWEN3_0_6B_CONFIG,
+    gemma3_hub,
+    gemma_scope_2,
+    gemma_scope_transcoders,
+    mwhanna_transcoders,
+    small_qwen3,
+)

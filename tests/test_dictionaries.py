@@ -16,6 +16,7 @@ from conftest import (
     LAYOUTS,
     SAE_KINDS,
     TRANSCODER_KINDS,
+    TRANSCODER_READS,
     make_dictionary,
     make_model,
     make_records,
@@ -356,13 +357,24 @@ def gemma_like(tokenizer, seed=0):
 @pytest.mark.parametrize("block", ["sequential", "parallel", "gemma"])
 @pytest.mark.parametrize("layout", ["a", "b", "c"])
 def test_mixed_circuit_edges_match_interventions_holding_the_rest_fixed(tokenizer, layout, block):
+    check_mixed_edges(tokenizer, layout, block)
+
+
+@pytest.mark.parametrize("block", ["sequential", "gemma"])
+def test_transcoders_reading_the_mlps_own_input_have_exact_edges(tokenizer, block):
+    """``mlp.hook_in`` (circuit-tracer's read hook; Gemma Scope 2's transcoders are read there): the pre-MLP norm's
+    output, weight included; the World adds the hook to every MLP."""
+    check_mixed_edges(tokenizer, "a", block, reads=("blocks.0.mlp.hook_in", "blocks.1.mlp.hook_in"))
+
+
+def check_mixed_edges(tokenizer, layout, block, reads=TRANSCODER_READS):
     model = gemma_like(tokenizer) if block == "gemma" else make_model(tokenizer, parallel=block == "parallel")
     with torch.no_grad():  # norms with weights of their own: a transcoder reads ln2.hook_normalized before them
         for name, p in model.named_parameters():
             if ".ln" in name:
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=p.dtype) * 0.3)
     parallel = block == "parallel"
-    saes = mixed_dictionaries(layout)
+    saes = mixed_dictionaries(layout, reads=reads)
     records = make_records(6)
     circuit = sfc_plugin.discover(
         model, saes, records, method="atp", node_threshold=0.0, edge_threshold=0.0, progress=False

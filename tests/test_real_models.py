@@ -89,6 +89,36 @@ SMALL_CONFIGS = {  # each architecture's distinctive features at a small size
         max_position_embeddings=64,
         rope_theta=5e5,
     ),
+    "Gemma3ForCausalLM": dict(  # qk-norm, local/global layers with their own rotary bases, tied embeddings
+        model_type="gemma3_text",
+        vocab_size=40,
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        query_pre_attn_scalar=32,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+            "full_attention": {"rope_type": "default", "rope_theta": 1000.0},
+        },
+    ),
+    "Qwen3ForCausalLM": dict(  # qk-norm, grouped queries, tied embeddings
+        model_type="qwen3",
+        vocab_size=40,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    ),
 }
 
 
@@ -426,13 +456,23 @@ def test_presets_name_real_releases_and_list_their_submodules(capsys):
     from sfc_plugin.presets import PRESETS
 
     directory = get_pretrained_saes_directory()
-    sizes = {"pythia-70m-sfc": 19, "gemma-2-2b-sfc": 78, "gpt2-small-sfc": 37}
+    sizes = {
+        "pythia-70m-sfc": 19,
+        "gemma-2-2b-sfc": 78,
+        "gpt2-small-sfc": 37,
+        "gemma-3-270m-sfc": 54,
+        "gemma-3-270m-transcoders": 54,
+        "gemma-3-1b-sfc": 78,
+        "gemma-2-2b-transcoders": 78,
+        "qwen3-0.6b-transcoders": 28,
+    }
     for name, preset in PRESETS.items():
         assert len(preset.saes) == sizes[name] == len(preset.submodules())
         for spec, _hook in preset.saes:
             release, sae_id = spec.split(":", 1)
             assert sae_id in directory[release].saes_map, spec
-            assert directory[release].model.replace("gpt2-small", "gpt2") == preset.model, spec
+            model = {"gpt2-small": "gpt2", "qwen3-0.6b": "Qwen/Qwen3-0.6B"}.get(directory[release].model)
+            assert (model or directory[release].model) == preset.model, spec
     assert PRESETS["pythia-70m-sfc"].submodules()["embed"] == "blocks.0.hook_resid_pre"
     assert PRESETS["gemma-2-2b-sfc"].submodules()["attn_25"] == "blocks.25.attn.hook_z"
     assert main(["presets"]) == 0
@@ -447,9 +487,56 @@ def test_unknown_preset_in_toml_exits_2(tmp_path, capsys):
     config.write_text('preset = "pythia-70m-sfx"\n')
     assert main(["discover", "--config", str(config), "-o", str(tmp_path / "out")]) == 2
     assert (
-        "unknown preset 'pythia-70m-sfx' (known: pythia-70m-sfc, gemma-2-2b-sfc, gpt2-small-sfc)"
+        "unknown preset 'pythia-70m-sfx' (known: pythia-70m-sfc, gemma-2-2b-sfc, gpt2-small-sfc, gemma-3-270m-sfc,"
         in capsys.readouterr().err
     )
+
+
+def test_gemma_2_transcoders_with_gemma_scope_saes_discover_offline(offline, tmp_path):
+    """``gemma-2-2b-transcoders``'s releases on the 2-layer Gemma-2: ``params.npz`` transcoders (16384 × 2304, as
+    SAELens's loader fixes them) read at ``ln2.hook_normalized``, with the attention and residual SAEs."""
+    import numpy as np
+
+    from sfc_plugin.hf_convert import load_hf_model_dir
+    from sfc_plugin.presets import get_preset
+
+    cache = hub.HubCache(offline["root"] / "hf")
+    model = load_hf_model_dir(offline["gemma"])
+    specs = hub.gemma_scope_transcoders(cache, tmp_path / "stage", model, [0, 1], npz_dtype=np.float16)
+    del model
+    preset = set(get_preset("gemma-2-2b-transcoders").sae_specs)
+    assert set(specs) <= preset
+    others = [s for s in offline["gemma_specs"] if "-mlp-" not in s]
+    args = [x for spec in specs + others for x in ("--sae", spec)]
+    done = sfc(
+        offline["env"],
+        "discover",
+        "--model",
+        offline["gemma"],
+        *args,
+        "--data",
+        offline["data"],
+        "--method",
+        "atp",
+        "--n-examples",
+        6,
+        "--node-threshold",
+        "0.01",
+        "--edge-threshold",
+        "0.001",
+        "-q",
+        "-o",
+        tmp_path / "out",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    circuit = json.loads((tmp_path / "out" / "circuit.json").read_text())
+    saes = {s["submodule"]: s for s in circuit["provenance"]["saes"]}
+    assert list(saes) == ["attn_0", "tc_0", "resid_0", "attn_1", "tc_1", "resid_1"]
+    assert (
+        saes["tc_1"]["hook"] == "blocks.1.ln2.hook_normalized" and saes["tc_1"]["hook_out"] == "blocks.1.hook_mlp_out"
+    )
+    assert saes["tc_1"]["release"] == "gemma-scope-2b-pt-transcoders" and saes["tc_1"]["d_sae"] == 16384
+    assert any(e["source"].startswith("tc_0/") for e in circuit["edges"])
 
 
 def test_shift_on_bias_in_bios_offline_end_to_end(offline, tmp_path):

@@ -224,7 +224,8 @@ def _mlp_fn(model, layer: int):
 def _read_fn(model, d: Submodule):
     """A transcoder's read activation as a function of its MLP's input (the residual the MLP reads), when it is one:
     ``hook_mlp_in`` (and ``hook_resid_mid`` in sequential blocks, ``hook_resid_pre`` in parallel ones) is that
-    input, ``ln2.hook_normalized`` its normalisation (before the norm's weight and bias); else None."""
+    input, ``ln2.hook_normalized`` its normalisation (before the norm's weight and bias), ``mlp.hook_in`` the
+    norm's output; else None."""
     from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
     cfg, l = model.cfg, d.layer
@@ -234,6 +235,8 @@ def _read_fn(model, d: Submodule):
     same = {f"blocks.{l}.hook_mlp_in", f"blocks.{l}.hook_resid_pre" if parallel else f"blocks.{l}.hook_resid_mid"}
     if d.read_hook in same:
         return lambda x: x
+    if d.read_hook == f"blocks.{l}.mlp.hook_in":  # the MLP's own input: the norm's output, weight included
+        return model.blocks[l].ln2
     if d.read_hook != f"blocks.{l}.ln2.hook_normalized":
         return None
     ln = model.blocks[l].ln2  # hook_normalized is inside it, before the weight and bias

@@ -15,7 +15,8 @@
    (unless the caller fixes the node sets).
 5. Edge weights, per batch: :func:`~sfc_plugin.attribution.edges.edge_effects` between the selected nodes,
    from the method's gradients (clean gradients for methods that give none), on the kept batch or a
-   re-prepared one; summed.
+   re-prepared one; summed. A method carrying ``edge_effects`` (``linear``: circuit-tracer's direct effects)
+   gives its own edges instead.
 6. Edge means: the edge sums are all-reduced and divided by the number of examples.
 
 :func:`zero_ablation` is the per-batch entry point for callers that want each example's effects of
@@ -221,11 +222,16 @@ def attribute(
         # 5. edge weights
         on_phase("edges")
         t0 = time.perf_counter()
+        own_edges = getattr(method_fn, "edge_effects", None)  # a method with edges of its own convention (linear)
         if edges and any(len(ns) for ns in nodes.values()):
             for i, b in enumerate(_progress(batches, len(batches), "edges", progress)):
                 ctx = kept[i] if kept[i] is not None else context(b)  # recomputed when it did not fit
-                g = grads[i] if grads[i] is not None else ctx.gradients([0.0])
-                sums.add_edges(edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes, budget=budget))
+                if own_edges is not None:
+                    w = own_edges(model, subs, b, metric_fn, ctx.clean, ctx.patch, nodes, budget=budget)
+                else:
+                    g = grads[i] if grads[i] is not None else ctx.gradients([0.0])
+                    w = edge_effects(model, subs, b, metric_fn, ctx.clean, ctx.patch, g, nodes, budget=budget)
+                sums.add_edges(w)
                 kept[i] = grads[i] = None
         timings["edges"] = time.perf_counter() - t0
         # 6. edge means (the all-reduce point for the edge sums)

@@ -1,4 +1,5 @@
-"""``sfc presets``: the presets, each with its model and the submodule each SAE becomes."""
+"""``sfc presets``: the presets, each with its model, releases, the number, width and size of its dictionaries, how
+to pick another variant, and the submodule each dictionary becomes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ def run(args) -> int:
 
     for p in PRESETS.values():
         print(f"{p.name}: {p.description}")
-        print(f"  model: {p.model}")
+        for line in p.summary():
+            print(f"  {line}")
         for (spec, hook), name in zip(p.saes, p.submodules()):
             print(f"  {name:<9} {hook:<28} {spec}")
     return 0

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from ..errors import SFCError
-from ..hook_points import hook_width, sae_hook_out
+from ..hook_points import hook_width, read_hook, sae_hook_out
 from .base import IDENTITY_NORMS, TOKEN_SCALED_NORMS, Kind, Maps
 from .matching_pursuit import MATCHING_PURSUIT
 from .sae import ABSTOPK, GATED, JUMPRELU, STANDARD, TOPK
@@ -33,7 +33,17 @@ KINDS: dict[str, Kind] = {
     )
 }
 
-__all__ = ["IDENTITY_NORMS", "KINDS", "TOKEN_SCALED_NORMS", "Kind", "Maps", "architecture", "check_hooks", "kind_of"]
+__all__ = [
+    "IDENTITY_NORMS",
+    "KINDS",
+    "TOKEN_SCALED_NORMS",
+    "Kind",
+    "Maps",
+    "architecture",
+    "check_hooks",
+    "kind_of",
+    "read_hook_of",
+]
 
 
 def architecture(sae) -> str:
@@ -58,10 +68,20 @@ def kind_of(sae, where: str) -> Kind:
     raise SFCError(f"{where} has architecture {arch!r}, which {what} (known: {', '.join(sorted(KINDS))})")
 
 
+def read_hook_of(sae, hook: str) -> str:
+    """The hook ``sae`` (keyed by ``hook``, its SAELens ``hook_name``) is read at: ``hook``, or for a transcoder
+    whose ``hf_hook_name`` is the MLP's input while ``hook`` is ``hook_mlp_in``, ``mlp.hook_in``
+    (:func:`sfc_plugin.hook_points.read_hook`)."""
+    if not kind_of(sae, f"SAE at {hook!r}").transcoder:
+        return hook
+    return read_hook(hook, getattr(getattr(sae.cfg, "metadata", None), "hf_hook_name", None))
+
+
 def check_hooks(model, hook: str, sae, label: str) -> None:
     """A dictionary fits the model: its read (and, for a transcoder, write) hook exists and has its width."""
     cfg = model.cfg
     out = sae_hook_out(sae) if kind_of(sae, label).transcoder else None
+    hook = read_hook_of(sae, hook)
     if hook not in model.hook_dict:
         raise SFCError(f"{label}: hook {hook!r} is not in the model ({cfg.n_layers} layers)")
     if out is not None and out not in model.hook_dict:

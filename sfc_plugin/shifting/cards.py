@@ -28,7 +28,7 @@ def evidence_cards(features, ctx, n_top: int = 5) -> dict[str, tuple[str | None,
     bos = getattr(ctx.model.tokenizer, "bos_token_id", None)  # BOS activations say nothing about a feature
     corpus = Corpus.from_batch(texts, "SHIFT evidence texts", bos)
     subs = list(ctx.submodules.values())  # checked when the run's World was loaded: wrapped, not loaded again
-    world = World(ctx.model, {s.read_hook: s.sae for s in subs}, subs)
+    world = World(ctx.model, {s.key: s.sae for s in subs}, subs)
     data = compute_dashboards(world, [f.id for f in features], corpus, k=n_top, progress=False)
     out = {}
     for f in features:

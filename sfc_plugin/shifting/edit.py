@@ -184,7 +184,7 @@ class FeatureEdit:
         if self.provenance is None:
             self.provenance_check = {"status": "unchecked (the edit records no provenance)"}
             return
-        used = {self.submodules[n].read_hook: self.submodules[n].sae for n in self.ablate}  # neurons need no SAE
+        used = {self.submodules[n].key: self.submodules[n].sae for n in self.ablate}  # neurons need no SAE
         self.provenance_check = check(
             {"saes": self.provenance.get("saes")},
             None,
