@@ -290,3 +290,35 @@ def test_viewer_draws_every_node(discovered, aggregation):
     assert report["errors"] == []
     assert sorted(report["drawn"]) == sorted(d["node_id"] for d in graph["nodes"])
     assert report["title"] == f"Attribution Graph: {circuits[aggregation].provenance['prompt']['text']}"
+
+
+def test_the_logit_node_sits_one_row_past_the_last_layer():
+    """circuit-tracer's logit row is ``n_layers + 1``; a circuit that does not record ``n_layers`` takes the layer
+    count from its deepest node (``resid_1``: two layers, so row 3)."""
+
+    def logit_layer(c):
+        return next(d for d in circuit_to_neuronpedia(c)["nodes"] if d["feature_type"] == "logit")["layer"]
+
+    c = circuit()
+    assert logit_layer(c) == "3"
+    c.provenance["n_layers"] = 5
+    assert logit_layer(c) == "6"
+    del c.provenance["n_layers"]
+    assert logit_layer(c) == "3"
+    # nothing but the metric node and no recorded n_layers: no layer is known, so zero layers, logit row 1
+    empty = Circuit([c.nodes[0]], [], 1.5, "logit_diff", "ig", 10, "sum", 0.1, 0.01, {"prompt": dict(PROMPT)})
+    assert logit_layer(empty) == "1"
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "none"])
+def test_each_submodules_error_node_follows_its_features(aggregation):
+    """Nodes are listed in model order, and within a submodule and position its features come before its error
+    node (circuit-tracer's files list error nodes after the features)."""
+    graph = circuit_to_neuronpedia(circuit(aggregation))
+    body = [d for d in graph["nodes"] if d["feature_type"] not in ("embedding", "logit")]
+    subs = [d["clerp"].split()[1] if d["clerp"].startswith("Err: ") else d["clerp"].split("/")[0] for d in body]
+    assert list(dict.fromkeys(subs)) == ["embed", "attn_0", "mlp_0", "resid_0", "attn_1", "resid_1"]
+    for sub in set(subs):
+        kinds = ["error" in d["feature_type"] for d, s in zip(body, subs) if s == sub]
+        assert kinds == sorted(kinds), (sub, kinds)  # features (False) first, then the error (True)
+    assert sum("error" in d["feature_type"] for d in body) == 5

@@ -567,3 +567,83 @@ def test_tokenwise_transcoder_edges_equal_the_batched_vjp(tokenizer, block, monk
     assert fast.edges.keys() == slow.edges.keys() and ("resid_0", "tc_1") in fast.edges
     for key, w in slow.edges.items():
         assert (fast.edges[key] - w).abs().max() <= 1e-9 * (1 + w.abs().max()), key
+
+
+@pytest.mark.parametrize("kind", SAE_KINDS + TRANSCODER_KINDS)
+def test_a_kind_is_tokenwise_exactly_when_its_encoder_reads_one_position(kind):
+    """``tokenwise`` against SAELens's own encoder: change the first position only and see whether the features at
+    the later positions move."""
+    sae = make_dictionary(kind, "blocks.0.hook_resid_post")
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 5, 16, dtype=torch.float64, generator=g) * 2
+    y = x.clone()
+    y[0, 0] += torch.randn(16, dtype=torch.float64, generator=g) * 2
+    with torch.no_grad():
+        fx, fy = sae.encode(x)[0], sae.encode(y)[0]
+    assert not torch.equal(fx[0], fy[0])  # the change reaches the position it is made at
+    assert KINDS[kind].tokenwise == torch.equal(fx[1:], fy[1:])
+
+
+def test_kinds_and_their_maps_are_read_only_and_only_skip_transcoders_have_a_skip_term():
+    """A kind is one shared object per architecture and its maps are shared by every node set built from it: neither
+    can be changed in place. The error node's description mentions the skip term exactly for the skip kinds."""
+    import dataclasses
+
+    from sfc_plugin.dictionaries import Maps
+
+    maps = Maps(torch.zeros(2, 3), torch.zeros(3, 2), torch.zeros(2))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        maps.W_dec = torch.ones(3, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        KINDS["standard"].tokenwise = False
+    for name, kind in KINDS.items():
+        assert ("skip term" in kind.error) == ("skip" in name), name
+        assert kind.transcoder == (name in TRANSCODER_KINDS), name
+
+
+@pytest.mark.parametrize("norm", ["none", "constant_scalar_rescale"])
+@pytest.mark.parametrize("b_dec_in", [True, False])
+def test_temporal_maps_are_saelens_own_decode_with_and_without_its_bias(tokenizer, norm, b_dec_in):
+    """A tied temporal SAE that does not subtract ``b_dec`` from its input adds none on decoding either; a
+    constant-scalar rescale divides the decoding by its factor. The maps against SAELens's ``decode``."""
+    import sae_lens as sl
+
+    cfg = sl.TemporalSAEConfig(
+        d_in=16, d_sae=32, n_heads=2, bottleneck_factor=8, kval_topk=6, dtype="float64",
+        apply_b_dec_to_input=b_dec_in, normalize_activations=norm,
+    )  # fmt: skip
+    if norm == "constant_scalar_rescale":
+        cfg.activation_normalization_factor = 2.5
+    sae = sl.TemporalSAE(cfg)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn(p.shape, dtype=p.dtype, generator=g) * 0.5)
+    hook = "blocks.0.hook_resid_post"
+    (sub,) = build_submodules(make_model(tokenizer), {hook: sae})
+    f = torch.relu(torch.randn(2, 4, 32, dtype=torch.float64, generator=g))
+    with torch.no_grad():
+        want = sae.decode(f)
+    assert torch.allclose(sub.decode(f), want, atol=1e-12)
+    assert float(sae.b_dec.detach().abs().max()) > 0.1 and float(want.abs().max()) > 0.1
+
+
+@pytest.mark.parametrize("b_dec_in", [True, False])
+def test_matching_pursuit_maps_are_saelens_own_decode_with_and_without_its_bias(tokenizer, b_dec_in):
+    """Matching pursuit is tied: it adds ``b_dec`` on decoding only when it subtracts it from its input."""
+    import sae_lens as sl
+
+    cfg = sl.MatchingPursuitSAEConfig(
+        d_in=16, d_sae=32, max_iterations=5, residual_threshold=0.0, dtype="float64", apply_b_dec_to_input=b_dec_in
+    )
+    sae = sl.MatchingPursuitSAE(cfg)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn(p.shape, dtype=p.dtype, generator=g) * 0.5)
+    (sub,) = build_submodules(make_model(tokenizer), {"blocks.0.hook_resid_post": sae})
+    f = torch.relu(torch.randn(2, 4, 32, dtype=torch.float64, generator=g))
+    with torch.no_grad():
+        want = sae.decode(f)
+    assert torch.allclose(sub.decode(f), want, atol=1e-12)
+    assert float(sae.b_dec.detach().abs().max()) > 0.1

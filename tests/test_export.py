@@ -328,6 +328,21 @@ def test_ids_with_slash_and_colon():
     assert ("embed/7:a/b", "attn_0/12::x") in {(unq(e.get_source()), unq(e.get_destination())) for e in all_edges(g)}
 
 
+def test_neuronpedia_ids_come_only_from_entries_naming_a_submodule_and_an_id():
+    """A result may record local SAEs (no id), entries without a submodule or entries that are not objects at all:
+    only entries with both give an id, and the others are skipped rather than failing."""
+    from sfc_plugin.export.neuronpedia import neuronpedia_ids
+
+    saes = [
+        {"submodule": "mlp_0", "neuronpedia_id": "gpt2-small/0-mlp"},
+        {"submodule": "attn_0", "hook": "blocks.0.hook_z"},  # a local SAE: no id
+        {"neuronpedia_id": "gpt2-small/0-res"},  # no submodule
+        {"submodule": "resid_0", "neuronpedia_id": ""},
+        "not an object",
+    ]
+    assert neuronpedia_ids(small(provenance={"saes": saes})) == {"mlp_0": "gpt2-small/0-mlp"}
+
+
 def test_neuronpedia_links_in_dot():
     c = small(provenance={"saes": [{"submodule": "mlp_0", "hook": "hook.mlp_0", "neuronpedia_id": "gpt2-small/0-mlp"}]})
     labelled = apply_labels(c, "neuronpedia")
@@ -739,3 +754,49 @@ def test_cli_figure_options(tmp_path):
     assert any(unq(s.get_name()).endswith("_1") for s in g.get_subgraphs())  # wrapped
     for bad in (["--max-nodes-per-row", "0"], ["--wrap", "0"]):
         assert main(["export", str(path), "-o", str(tmp_path / "d.dot"), *bad]) == 2
+
+
+def test_rows_are_ordered_embedding_then_attn_mlp_resid_per_layer_then_unknown():
+    names = ["plugin_x", "resid_1", "attn_0", "embed", "mlp_1", "resid_0", "attn_1", "mlp_0", None]
+    assert sorted(names, key=row_key) == [
+        "embed", "attn_0", "mlp_0", "resid_0", "attn_1", "mlp_1", "resid_1", None, "plugin_x",
+    ]  # fmt: skip
+
+
+def test_negative_nodes_are_dashed_and_strong_nodes_have_white_text():
+    """By hand from ``small()``: resid_0/40 (-2.0, the largest |effect|) is dashed with white text, mlp_0/3 (1.6) has
+    white text and a solid outline, embed/7 (0.3) neither."""
+    nodes = all_nodes(parse(small().to_dot()))
+    strong_neg, strong_pos, weak = nodes["resid_0/40"], nodes["mlp_0/3"], nodes["embed/7"]
+    assert unq(strong_neg.get("style")) == "filled,dashed" and unq(strong_neg.get("fontcolor")) == "white"
+    assert strong_pos.get("style") is None and unq(strong_pos.get("fontcolor")) == "white"
+    assert weak.get("style") is None and weak.get("fontcolor") is None
+    assert float(strong_neg.get("penwidth")) == 1.1 and strong_pos.get("penwidth") is None
+    assert "effect -2" in unq(strong_neg.get("tooltip")) and "effect +0.3" in unq(weak.get("tooltip"))
+
+
+def test_the_legend_explains_review_marks_only_when_a_shown_label_has_one():
+    c = small()
+    labelled = c.nodes[4]
+    labelled.label = "plural subject"
+    assert "labels: ✓ accepted" not in c.to_dot()
+    c.provenance["node_info"] = {labelled.id: {"status": "accepted"}}
+    dot = c.to_dot()
+    assert "labels: ✓ accepted" in dot and "from another SAE (forced)" not in dot
+    c.provenance["node_info"][labelled.id]["forced"] = True
+    assert "⚠SAE: from another SAE (forced)" in c.to_dot()
+
+
+def test_the_title_shows_the_first_warning_and_counts_the_others():
+    c = small()
+    c.warnings = ["first warning"]
+    dot = c.to_dot()
+    assert "⚠ first warning" in dot and "more)" not in dot
+    c.warnings = ["first warning", "second", "third"]
+    assert "⚠ first warning (+2 more)" in c.to_dot()
+
+
+def test_node_shading_is_relative_to_the_strongest_node_not_the_metric():
+    c = small()
+    c.nodes[0].effect = 10.0  # the metric's total effect is not a node strength
+    assert unq(all_nodes(parse(c.to_dot()))["resid_0/40"].get("fontcolor")) == "white"

@@ -120,6 +120,34 @@ def test_write_atomic_cleans_up_when_fsync_fails(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_write_atomic_syncs_the_file_and_then_its_directory(tmp_path, monkeypatch):
+    """Durability (what no crash-free test can see otherwise): the data is fsynced before the rename and the
+    directory after it, so the new name survives a power loss."""
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        st = os.fstat(fd)
+        synced.append(("dir" if stat.S_ISDIR(st.st_mode) else "file", st.st_ino))
+        real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", spy)
+    target = write_atomic(tmp_path / "f.txt", "new")
+    assert synced == [("file", target.stat().st_ino), ("dir", tmp_path.stat().st_ino)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[1, 2]", '"files"', '{"files": 3}', '{"files": ["a"]}', "{}", "not json"],
+    ids=["list", "string", "files-number", "files-list", "empty", "not-json"],
+)
+def test_a_manifest_that_is_not_an_object_with_a_files_object_is_none(tmp_path, text):
+    (tmp_path / MANIFEST).write_text(text)
+    assert files.read_manifest(tmp_path) is None
+    (tmp_path / MANIFEST).write_text('{"files": {"a.json": "file"}}')
+    assert files.read_manifest(tmp_path) == {"files": {"a.json": "file"}}
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only directories")
 def test_write_atomic_unwritable_directory(tmp_path):
     ro = tmp_path / "ro"

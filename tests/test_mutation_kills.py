@@ -151,6 +151,41 @@ def test_exact_patches_a_feature_at_every_position_or_at_one(tokenizer, aggregat
     assert {n.id for n in circuit.nodes if n.kind == "feature"} == want
 
 
+def test_exact_runs_a_feature_whose_change_is_exactly_one(tokenizer):
+    """A feature whose activation changes by exactly 1.0 at one position in every example is a candidate like any
+    other changed feature (not mistaken for an unchanged one): its effect equals a hand-written hook adding 1.0 times
+    its decoder row there; every other node is unchanged and has effect exactly 0."""
+    from dataclasses import replace
+
+    from sfc_plugin.attribution.methods import exact
+
+    model = make_model(tokenizer)
+    hook = "blocks.0.hook_resid_post"
+    sae = make_saes([hook])[hook]
+    subs = build_submodules(model, {hook: sae})
+    s = subs[0]
+    records = [r for r in make_records(8) if len(r["clean_prefix"].split()) == 6][:3]
+    batch = tokenize(model, records)
+    clean = activations(model, subs, batch.clean)[s.name]
+    t = batch.clean.shape[1] - 1
+    j = int(next(k for k in range(clean.f.shape[-1]) if bool((clean.f[:, t, k] == 0).all())))
+    f = clean.f.clone()
+    f[:, t, j] = 1.0  # patch - clean is exactly 1.0 at (t, j) in every example, 0 everywhere else
+    ctx = AttributionContext(model, subs, batch, logit_diff, {s.name: clean}, {s.name: replace(clean, f=f)})
+    ctx.aggregation = "none"
+    eff = exact(ctx)
+    shift = torch.zeros(batch.clean.shape[1], sae.W_dec.shape[1])
+    shift[t] = sae.W_dec[j]
+    with torch.no_grad():
+        m0 = logit_diff(model(batch.clean), batch)
+        m = logit_diff(model.run_with_hooks(batch.clean, fwd_hooks=[(hook, lambda act, hook: act + shift)]), batch)
+    got = eff.features[s.name]
+    assert float((m - m0).abs().min()) > 1e-4
+    assert torch.allclose(got[:, t, j], m - m0, atol=1e-6)
+    got[:, t, j] = 0
+    assert bool((got == 0).all()) and bool((eff.errors[s.name] == 0).all())
+
+
 def test_resid_edges_without_an_attention_sae_take_the_path_through_attention(tokenizer):
     """SAEs at resid_0, mlp_1 and resid_1 but none on attention: resid_0 → resid_1 also runs through attention
     (no submodule there), so it is not the closed-form sum; it must still match a direct intervention."""
@@ -473,6 +508,25 @@ def test_accuracy_rows_from_hand_counted_predictions():
     assert only_two["worst_group_acc"] == 0.5 and only_two["profession_acc"] == 3 / 4
 
 
+def test_worst_group_accuracy_is_the_worst_over_every_non_empty_group():
+    """The worst group is one with intended label 1 and spurious label 0, so it is found only by going over both
+    labels of both attributes; without the (1, 1) group it is still found, and the empty group is not counted."""
+    from sfc_plugin.shifting.probe import accuracy_row
+    from sfc_plugin.shifting.records import Labelled
+
+    probe = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        probe.weight.fill_(1.0)
+        probe.bias.zero_()
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1], dtype=torch.float32)
+    z = torch.tensor([0, 0, 1, 1, 0, 0, 0, 0, 1, 1], dtype=torch.float32)
+    logit = torch.tensor([-1.0, -1.0, -1.0, -1.0, 1.0, -1.0, -1.0, -1.0, 1.0, -1.0])
+    # groups (0,0) 2/2, (0,1) 2/2, (1,0) 1/4, (1,1) 1/2
+    assert accuracy_row("x", probe, logit[:, None], Labelled(None, y, z))["worst_group_acc"] == 0.25
+    # without the (1,1) group: (0,0) 2/2, (0,1) 2/2, (1,0) 1/4
+    assert accuracy_row("x", probe, logit[:8, None], Labelled(None, y[:8], z[:8]))["worst_group_acc"] == 0.25
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:pydot")
 def test_edges_are_drawn_in_the_documented_colours():
     """docs/viewers.md: Okabe–Ito blue (#0072B2) for positive weights, vermillion (#D55E00) for negative, dashed;
@@ -554,3 +608,99 @@ def test_a_misconfigured_judge_fails_before_any_attribution(monkeypatch):
     monkeypatch.setattr(pipeline, "attribute", lambda *a, **k: pytest.fail("attribution ran before the judge check"))
     with pytest.raises(SFCError, match="judge misconfigured"):
         pipeline.shift(model, saes, bios["train"], bios["test"], bios["val"], judge=broken, progress=False)
+
+
+def test_provenance_lists_sae_sources_only_for_saes_loaded_from_specs(tokenizer):
+    """``sae_sources`` names the specs SAEs were loaded from (release:id or path); SAEs passed as objects have none,
+    and a result made only from such SAEs records no ``sae_sources`` at all."""
+    from sfc_plugin.fingerprints import world_provenance
+
+    model = make_model(tokenizer)
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    saes = make_saes(hooks)
+    subs = build_submodules(model, saes)
+    assert "sae_sources" not in world_provenance(model, subs)
+    saes[hooks[1]].sfc_spec = {"release": "some-release", "sae_id": "blocks.1"}
+    assert world_provenance(model, subs)["sae_sources"] == ["some-release:blocks.1"]
+
+
+def test_fingerprint_check_compares_the_model_only_when_both_sides_have_one(tokenizer):
+    """A record with SAE fingerprints but no model fingerprint (an older result) checks the SAEs alone; ``model=None``
+    (a use that has no model to compare) skips the model; a different model is still caught."""
+    from sfc_plugin.fingerprints import check, world_provenance
+
+    model = make_model(tokenizer)
+    hooks = ["blocks.0.hook_resid_post"]
+    saes = make_saes(hooks)
+    prov = world_provenance(model, build_submodules(model, saes))
+    sae_only = {k: v for k, v in prov.items() if k != "model_fingerprint"}
+    assert check(sae_only, model, saes) == {"status": "match"}
+    assert check(prov, None, saes) == {"status": "match"}
+    other = make_model(tokenizer)
+    with torch.no_grad():
+        other.W_U.mul_(2.0)
+    assert check(sae_only, other, saes) == {"status": "match"}
+    assert "differs from the model" in check(prov, other, saes, force=True)["mismatches"][0]
+
+
+def test_an_sae_the_result_did_not_use_is_reported_unless_hooks_limit_the_check(tokenizer):
+    """Every recorded SAE compared (``hooks=None``): an extra SAE is a mismatch; ``hooks`` (an edit's ablated hooks)
+    limits the check to those hooks, and SAEs elsewhere are not reported."""
+    from sfc_plugin.fingerprints import mismatches, world_provenance
+
+    model = make_model(tokenizer)
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    saes = make_saes(hooks)
+    prov = world_provenance(model, build_submodules(model, {hooks[0]: saes[hooks[0]]}))
+    assert mismatches(prov, model, {hooks[0]: saes[hooks[0]]}) == []
+    assert mismatches(prov, model, saes) == [f"SAE at hook {hooks[1]!r} was not used to find the circuit"]
+    assert mismatches(prov, model, saes, hooks=[hooks[0]]) == []
+
+
+def test_backbone_is_the_union_of_the_widest_paths_with_stranded_nodes_named():
+    """By hand: a's widest path runs through b (width min(4, 3) = 3 beats the direct edge's 1), b's is its own edge,
+    c reaches nothing. With or without the metric node among the nodes given."""
+    from types import SimpleNamespace as NS
+
+    from sfc_plugin.paths import backbone
+
+    a, b, c = (NS(id=i, kind="feature", effect=e) for i, e in (("a", 3.0), ("b", -2.0), ("c", 1.0)))
+    y = NS(id="y", kind="metric", effect=5.0)
+    ab, by, ay = (
+        NS(source="a", target="b", weight=4.0),
+        NS(source="b", target="y", weight=-3.0),
+        NS(source="a", target="y", weight=1.0),
+    )
+    for nodes in ([y, a, b, c], [a, b, c]):
+        edges, stranded = backbone(nodes, [ay, by, ab])
+        assert edges == [ab, by] and stranded == {"c"}
+
+
+def test_widest_paths_do_not_depend_on_the_order_nodes_are_listed_in():
+    """A chain s → p → q → y listed from the metric backwards: every node still reaches y, with the width of its
+    weakest edge on the way (by hand: 0.5 for s, 2 for p, 3 for q)."""
+    from types import SimpleNamespace as NS
+
+    from sfc_plugin.paths import widest_paths
+
+    sp, pq, qy = (NS(source=s, target=t, weight=w) for s, t, w in (("s", "p", 0.5), ("p", "q", 2.0), ("q", "y", -3.0)))
+    for ids in (["y", "q", "p", "s"], ["s", "p", "q", "y"], ["p", "y", "s", "q"]):
+        best = widest_paths(ids, [qy, sp, pq])
+        assert {k: v[0] for k, v in best.items() if k != "y"} == {"s": 0.5, "p": 2.0, "q": 3.0}, ids
+        assert [best[k][1] for k in ("s", "p", "q")] == [sp, pq, qy]
+
+
+def test_widest_paths_use_only_edges_between_the_nodes_given():
+    """A wider route through a node not among those given, and a self-loop, are not paths: s reaches y through p
+    only (width min(1, 2) = 1)."""
+    from types import SimpleNamespace as NS
+
+    from sfc_plugin.paths import widest_paths
+
+    e = {
+        (s, t): NS(source=s, target=t, weight=w)
+        for s, t, w in (("s", "x", 9.0), ("x", "y", 9.0), ("s", "p", 1.0), ("p", "y", 2.0), ("p", "p", 5.0))
+    }
+    best = widest_paths(["s", "p", "y"], list(e.values()))
+    assert set(best) == {"s", "p", "y"}
+    assert best["s"] == (1.0, e["s", "p"]) and best["p"] == (2.0, e["p", "y"])

@@ -224,3 +224,17 @@ def test_a_rerun_is_served_from_the_cache(tmp_path, capsys):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert main([*argv[:-1], str(tmp_path / "other")]) == 2  # a foreign directory is still refused
+
+
+def test_pooled_is_quiet_unless_asked_and_clears_its_bar(world, train, capsys):
+    """No progress output by default; with ``progress`` a bar named by ``desc`` that is cleared when the pass ends
+    (the terminal line is blank again, nothing left behind)."""
+    model, _ = world
+    hook = "blocks.0.hook_resid_post"
+    quiet = pooled(model, train, hook, batch_size=16)
+    assert capsys.readouterr().err == ""
+    loud = pooled(model, train, hook, batch_size=16, progress=True, desc="pooling for the test")
+    err = capsys.readouterr().err
+    assert torch.equal(quiet, loud)
+    assert "pooling for the test" in err
+    assert "\n" not in err and err.rstrip("\r").split("\r")[-1].strip() == ""

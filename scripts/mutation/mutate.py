@@ -1,6 +1,7 @@
 """Curated mutation testing of the core modules: small AST mutants, each run against the tests that cover it.
 
     .venv/bin/python scripts/mutation/mutate.py map       # coverage map: which test runs which line (~15 min)
+    .venv/bin/python scripts/mutation/mutate.py map --only files.py --tests tests/test_files.py  # re-map one module
     .venv/bin/python scripts/mutation/mutate.py list      # the sampled mutants (no test run)
     .venv/bin/python scripts/mutation/mutate.py run       # run them (resumable; results in .mutation/)
     .venv/bin/python scripts/mutation/mutate.py report    # the figures and survivors, into docs/testing.md
@@ -340,7 +341,8 @@ def build_map(args) -> None:
             SFC_MUTATION_DURATIONS=str(scratch / "durations.json"),
         )
         cmd = ["nice", "-n", str(args.nice), sys.executable, "-m", "coverage", "run", f"--data-file={data_file}"]
-        cmd += ["--source=sfc_plugin", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "covctx", "tests"]
+        cmd += ["--source=sfc_plugin", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "covctx"]
+        cmd += args.tests or ["tests"]
         t0 = time.perf_counter()
         done = subprocess.run(cmd, cwd=scratch, env=env)
         print(f"suite under coverage: exit {done.returncode} in {time.perf_counter() - t0:.0f}s")
@@ -356,8 +358,17 @@ def build_map(args) -> None:
                 lines[rel] = {int(k): sorted(c for c in v if c) for k, v in by_line.items()}
         durations = json.loads((scratch / "durations.json").read_text())
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        (STATE / "map.json").write_text(json.dumps({"commit": commit, "lines": lines, "durations": durations}))
-        print(f"map of {len(lines)} modules, {len(durations)} tests -> {STATE / 'map.json'}")
+        cov = {"commit": commit, "lines": lines, "durations": durations}
+        if args.tests:  # a partial map: these modules' lines replace the earlier map's, from these tests only
+            cov = load_map()
+            keep = [f for f in MODULES if not args.only or any(f.endswith(o) for o in args.only)]
+            for rel in keep:
+                cov["lines"][rel] = lines.get(rel, {})
+                cov.setdefault("module_commits", {})[rel] = commit
+            cov["durations"].update(durations)
+            print(f"re-mapped {len(keep)} modules from {len(durations)} tests ({' '.join(args.tests)})")
+        (STATE / "map.json").write_text(json.dumps(cov))
+        print(f"map of {len(cov['lines'])} modules, {len(cov['durations'])} tests -> {STATE / 'map.json'}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -380,7 +391,7 @@ def load_map() -> dict:
 def covering(cov: dict, m: Mutant) -> list[str]:
     """Tests that executed any line of the mutant, fastest first. Lines that run only at import (default arguments,
     module constants) belong to no test: then the tests that run the enclosing function's body, or any line of the
-    module for module-level code."""
+    module for module-level code and functions that only run at import."""
     by_line = cov["lines"].get(m.file, {})
 
     def tests_of(lines) -> set[str]:
@@ -388,7 +399,9 @@ def covering(cov: dict, m: Mutant) -> list[str]:
 
     tests = tests_of(range(m.line, m.end_line + 1))
     if not tests and str(m.line) in by_line:  # executed, but outside any test
-        tests = tests_of(range(m.scope[0], m.scope[1] + 1)) if m.scope else tests_of(int(k) for k in by_line)
+        tests = tests_of(range(m.scope[0], m.scope[1] + 1)) if m.scope else set()
+        if not tests:  # module level, or a function only called at import (a registry's constructor)
+            tests = tests_of(int(k) for k in by_line)
     if m.default:  # defaults are also compared between pipelines and configs, by signature, running no line
         tests |= {t for t in cov["durations"] if t.split("::")[0] in SIGNATURE_TESTS}
     return sorted(tests, key=lambda t: (cov["durations"].get(t, 60.0), t))
@@ -480,11 +493,17 @@ def run_all(args) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     cov = load_map()
-    moved = subprocess.run(
-        ["git", "-C", str(REPO), "diff", "--name-only", cov["commit"], "--", *MODULES, "tests"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    by_commit = defaultdict(list)  # a partial re-map records its commit per module
+    for f in MODULES:
+        if not args.only or any(f.endswith(o) for o in args.only):
+            by_commit[cov.get("module_commits", {}).get(f, cov["commit"])].append(f)
+    moved = [
+        f
+        for c, files in by_commit.items()
+        for f in subprocess.run(
+            ["git", "-C", str(REPO), "diff", "--name-only", c, "--", *files], capture_output=True, text=True
+        ).stdout.split()
+    ]
     if moved:  # the map is by line number: tests chosen for changed files may be the wrong ones
         print(f"warning: {len(moved)} files changed since the coverage map ({cov['commit'][:10]}): run `map` again")
     mutants = sample(args.n, args.seed)
@@ -634,6 +653,15 @@ def report(args) -> None:
         f"{live} ({(tot['killed'] + tot['tested']) / max(1, live):.1%}), not measured until the retry.",
         "",
     ]
+    pending = Counter(m.file for m in mutants if m.file in per and m.key not in results)
+    if pending:  # the sample moves with the code: modules run earlier have newly sampled mutants not yet run
+        lines += [
+            f"Today's sample (seed {args.seed}) also holds {sum(pending.values())} mutants of modules run earlier that "
+            "have no result yet (`run` runs them): "
+            + ", ".join(f"`{f.removeprefix('sfc_plugin/')}` ({n})" for f, n in sorted(pending.items()))
+            + ".",
+            "",
+        ]
     if unrun:
         lines += [
             "Not yet run (their share of the current sample): "
@@ -704,7 +732,14 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--nice", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once, each in its own scratch copy")
-    parser.add_argument("--only", nargs="*", help="run only mutants of these files (suffixes)")
+    parser.add_argument(
+        "--only", nargs="*", help="run only mutants of these files (suffixes); with map --tests, re-map only these"
+    )
+    parser.add_argument(
+        "--tests",
+        nargs="*",
+        help="map: run only these tests and replace the --only modules' lines in the existing map (a partial re-map)",
+    )
     parser.add_argument("--rerun", action="store_true", help="ignore earlier results")
     parser.add_argument(
         "--retry-survivors",
