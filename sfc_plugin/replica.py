@@ -84,9 +84,9 @@ class HubCache:
         self.hf_home = Path(hf_home)
         self.hub = self.hf_home / "hub"
 
-    def put(self, repo_id: str, filename: str, source: Path) -> Path:
+    def put(self, repo_id: str, filename: str, source: Path, repo_type: str = "model") -> Path:
         """Move ``source`` into the cache as ``filename`` of ``repo_id`` (a blob named by its sha256, linked)."""
-        repo = self.hub / ("models--" + repo_id.replace("/", "--"))
+        repo = self.hub / (f"{repo_type}s--" + repo_id.replace("/", "--"))
         commit = hashlib.sha1(repo_id.encode()).hexdigest()
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "refs" / "main").write_text(commit)
@@ -107,10 +107,10 @@ class HubCache:
         link.symlink_to(os.path.relpath(blob, link.parent))
         return link
 
-    def put_dir(self, repo_id: str, directory: Path, prefix: str = "") -> None:
+    def put_dir(self, repo_id: str, directory: Path, prefix: str = "", repo_type: str = "model") -> None:
         for f in sorted(directory.rglob("*")):
             if f.is_file():
-                self.put(repo_id, prefix + f.relative_to(directory).as_posix(), f)
+                self.put(repo_id, prefix + f.relative_to(directory).as_posix(), f, repo_type)
 
     def snapshot(self, repo_id: str) -> Path:
         """The snapshot directory of ``repo_id`` (a local copy of the repository, as the hub cache holds it)."""

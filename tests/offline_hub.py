@@ -8,9 +8,7 @@ layout ``huggingface_hub`` reads with ``HF_HUB_OFFLINE=1``. Repo ids and paths c
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 from pathlib import Path
 
@@ -80,50 +78,7 @@ def word_tokenizer(out_dir: Path, bos: str, extra: list[str] = (), appended: lis
     return out_dir
 
 
-class HubCache:
-    """Writes files into ``HF_HOME/hub`` as ``huggingface_hub`` stores downloads."""
-
-    def __init__(self, hf_home: Path):
-        self.hf_home = Path(hf_home)
-        self.hub = self.hf_home / "hub"
-
-    def put(self, repo_id: str, filename: str, source: Path, repo_type: str = "model") -> Path:
-        repo = self.hub / (f"{repo_type}s--" + repo_id.replace("/", "--"))
-        commit = hashlib.sha1(repo_id.encode()).hexdigest()
-        (repo / "refs").mkdir(parents=True, exist_ok=True)
-        (repo / "refs" / "main").write_text(commit)
-        digest = hashlib.sha256()
-        with open(source, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 24), b""):
-                digest.update(block)
-        blob = repo / "blobs" / digest.hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        if blob.exists():
-            source.unlink()
-        else:
-            os.replace(source, blob)  # staging files move into the cache
-        link = repo / "snapshots" / commit / filename
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(os.path.relpath(blob, link.parent))
-        return link
-
-    def put_dir(self, repo_id: str, directory: Path, prefix: str = "", repo_type: str = "model") -> None:
-        for f in sorted(directory.rglob("*")):
-            if f.is_file():
-                self.put(repo_id, prefix + f.relative_to(directory).as_posix(), f, repo_type)
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "HF_HOME": str(self.hf_home),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-
+from sfc_plugin.replica import HubCache  # noqa: E402  (datasets too: ``put(..., repo_type="dataset")``)
 
 # pythia-70m-deduped's config.json as the hub serves it
 PYTHIA_70M_CONFIG = {
