@@ -47,6 +47,8 @@ MODULES = [
     "sfc_plugin/attribution/edges.py",
     "sfc_plugin/attribution/sparse.py",
     "sfc_plugin/attribution/forward.py",
+    "sfc_plugin/attribution/linear.py",  # --method linear: the local replacement model (circuit-tracer parity)
+    "sfc_plugin/attribution/replacement.py",
     "sfc_plugin/splicing.py",
     "sfc_plugin/dictionaries/__init__.py",  # the dictionary kinds splicing builds node sets from
     "sfc_plugin/dictionaries/base.py",
