@@ -107,6 +107,24 @@ def test_graph_file_round_trip_and_node_ids(tmp_path):
         LinearGraph.load(tmp_path / "x.safetensors")
 
 
+def test_node_ids_name_token_targets_by_id_and_other_targets_by_label():
+    """``logit/<id>`` for every token target, token 0 included; ``logit/<label>`` only for a target that is not a
+    token (id -1)."""
+    graph = LinearGraph(
+        input_tokens=torch.tensor([1, 2]),
+        adjacency=torch.zeros(7, 7),
+        active_features=torch.zeros((0, 3), dtype=torch.long),
+        activation_values=torch.zeros(0),
+        submodules=["tc_0"],
+        logit_targets=torch.tensor([0, 7, -1]),
+        logit_probabilities=torch.tensor([0.5, 0.2, 0.0]),
+        target_labels=["!", "x", "logit_diff"],
+    )
+    assert graph.node_ids() == [
+        "tc_0/err@0", "tc_0/err@1", "tokens/1@0", "tokens/2@1", "logit/0", "logit/7", "logit/logit_diff",
+    ]  # fmt: skip
+
+
 # --- method linear in discover: an independent recomputation of the local replacement model -----------------
 
 
@@ -257,8 +275,9 @@ def test_refusals_are_one_line(tokenizer):
     model2, saes2, tokens = build("gpt", tokenizer)
     with pytest.raises(SFCError, match="at least 2 tokens"):
         linear_graph(model2, build_submodules(model2, saes2), tokens[:1])
-    with pytest.raises(SFCError, match=r"token ids must lie in \[0, "):
-        linear_graph(model2, build_submodules(model2, saes2), [0, 10_000])
+    for bad in ([0, 10_000], [0, -3, 5]):  # past the vocabulary, or negative
+        with pytest.raises(SFCError, match=r"token ids must lie in \[0, "):
+            linear_graph(model2, build_submodules(model2, saes2), bad)
 
 
 def test_linear_circuits_export_to_circuit_tracers_viewer(tokenizer, tmp_path):
