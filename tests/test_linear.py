@@ -215,6 +215,32 @@ def test_node_effects_are_contributions_in_the_local_replacement_model(tokenizer
     assert checked > 50 and sum(abs(v) > 1e-3 for k, v in ours.items() if k.endswith("/err")) >= 5
 
 
+def test_a_feature_active_at_exactly_one_is_a_node_like_any_other(tokenizer):
+    """Which features are nodes depends on whether they are active (non-zero), not on their value: a transcoder
+    feature whose activation is exactly 1.0 everywhere (a zero encoder column, bias 1) gets its contribution as its
+    effect, like every active feature."""
+    model = make_model(tokenizer)
+    saes = mixed_dictionaries("a")
+    records = make_records(2)
+    tc = next(s for s in build_submodules(model, saes) if s.transcoder)
+    j = 0
+    with torch.no_grad():
+        tc.sae.W_enc[:, j] = 0.0
+        tc.sae.b_enc[j] = 1.0
+    batch = tokenize(model, records)
+    f = tc.sae.encode(batch_read(model, tc, batch)).detach()
+    assert bool((f[..., j] == 1.0).all())
+    circuit = sfc_plugin.discover(
+        model, saes, records, method="linear", node_threshold=0.0, edges=False, progress=False
+    )
+    ours = {n.id: n.effect for n in circuit.nodes}
+    m_clean, state, subs, valid = frozen_replacement_metric(model, saes, batch)
+    contrib = (f[..., j : j + 1] * valid[..., None]) * tc.W_dec[j]
+    m, *_ = frozen_replacement_metric(model, saes, batch, {tc.name: contrib})
+    want = float((m_clean - m).mean())
+    assert abs(want) > 1e-6 and ours.get(f"{tc.name}/{j}", 0.0) == pytest.approx(want, rel=1e-6, abs=1e-9)
+
+
 def batch_read(model, s, batch):
     model.cfg.use_hook_mlp_in = True
     try:
