@@ -704,3 +704,27 @@ def test_widest_paths_use_only_edges_between_the_nodes_given():
     best = widest_paths(["s", "p", "y"], list(e.values()))
     assert set(best) == {"s", "p", "y"}
     assert best["s"] == (1.0, e["s", "p"]) and best["p"] == (2.0, e["p", "y"])
+
+
+def test_the_engines_default_node_threshold_keeps_effects_above_a_tenth(tiny):
+    """``attribute`` (the engine's public entry point) selects by discover's documented default, ``|effect| > 0.1``,
+    when no threshold is given (the metric scaled so that effects straddle 0.1 and 0.2)."""
+    from sfc_plugin.attribution.engine import attribute
+    from sfc_plugin.plugins import lookup
+
+    model, subs = tiny
+    batch = tokenize(model, clean_only(3))
+
+    def metric(logits, b):
+        return 40 * logprob(logits, b)
+
+    res = attribute(model, subs, batch, metric, lookup("method", "atp"), edges=False)
+    everything = attribute(model, subs, batch, metric, lookup("method", "atp"), node_threshold=0.0, edges=False)
+    straddle = 0
+    for s in subs:
+        f = everything.features[s.name]
+        f = (f.to_dense() if f.is_sparse else f).abs()
+        want = set((f > 0.1).nonzero().flatten().tolist())
+        assert set(res.nodes[s.name].feat.tolist()) == want, s.name
+        straddle += int(((f > 0.1) & (f <= 0.2)).sum())
+    assert straddle > 0
