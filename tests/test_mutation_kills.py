@@ -728,3 +728,16 @@ def test_the_engines_default_node_threshold_keeps_effects_above_a_tenth(tiny):
         assert set(res.nodes[s.name].feat.tolist()) == want, s.name
         straddle += int(((f > 0.1) & (f <= 0.2)).sum())
     assert straddle > 0
+
+
+def test_gradients_are_the_mean_over_the_alphas_given_with_repeats(tiny):
+    """``gradients(alphas)`` is the mean over ``alphas`` of the gradient at each: a repeated α = 0 counts as often as
+    it is given."""
+    model, subs = tiny
+    batch = tokenize(model, make_records(2))
+    ctx = prepare(model, subs, batch, logit_diff)
+    g0, g_half = ctx.gradients([0.0]), ctx.gradients([0.5])
+    got = ctx.gradients([0.0, 0.0, 0.5])
+    for s in subs:
+        torch.testing.assert_close(got[s.name], (2 * g0[s.name] + g_half[s.name]) / 3, rtol=1e-5, atol=1e-7)
+    assert any(not torch.allclose(g0[s.name], g_half[s.name]) for s in subs)
