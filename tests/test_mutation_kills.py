@@ -741,3 +741,20 @@ def test_gradients_are_the_mean_over_the_alphas_given_with_repeats(tiny):
     for s in subs:
         torch.testing.assert_close(got[s.name], (2 * g0[s.name] + g_half[s.name]) / 3, rtol=1e-5, atol=1e-7)
     assert any(not torch.allclose(g0[s.name], g_half[s.name]) for s in subs)
+
+
+def test_encoding_in_chunks_of_tokens_covers_every_token(tiny):
+    """``encode`` with fewer tokens per chunk than the batch holds (a tight memory budget) gives the SAE's own
+    encoding of every token, for batches with more tokens than the SAE has input dimensions and fewer."""
+    from sfc_plugin.attribution.context import encode
+
+    _, subs = tiny
+    s = subs[0]
+    gen = torch.Generator().manual_seed(0)
+    for n_seq in (1, 3 * s.W_enc.shape[0]):
+        x = torch.randn((n_seq, 5, s.W_enc.shape[0]), generator=gen, dtype=s.W_enc.dtype)
+        want = s.encode(x)
+        assert bool(want.ne(0).any())
+        for per_chunk in (2, 7, 4096):
+            got = encode(s, x, per_chunk).f
+            torch.testing.assert_close(got.dense(), want)
