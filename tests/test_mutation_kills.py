@@ -758,3 +758,34 @@ def test_encoding_in_chunks_of_tokens_covers_every_token(tiny):
         for per_chunk in (2, 7, 4096):
             got = encode(s, x, per_chunk).f
             torch.testing.assert_close(got.dense(), want)
+
+
+@pytest.fixture(scope="module")
+def per_position_circuit(tokenizer):
+    import sfc_plugin
+
+    model, saes, records = make_model(tokenizer), make_saes(all_hooks(2)), make_records(4)
+    kw = dict(method="atp", node_threshold=0.0, edges=False, progress=False)  # zero ablation: position 0 too
+    return model, saes, records, sfc_plugin.discover(model, saes, clean_only(4), aggregation="none", **kw)
+
+
+def test_discover_records_the_last_submodules_total_effect_as_the_metrics_input(per_position_circuit):
+    """``provenance["metric_inputs"]`` (docs/formats.md): the submodule that feeds ``y`` (the last one) and the sum
+    of the effects of all its nodes — at threshold 0 every node with an effect is kept, so the kept ones sum to it."""
+    *_, c = per_position_circuit
+    last = [n.submodule for n in c.nodes if n.kind != "metric"][-1]
+    assert last == "resid_1"
+    rec = c.provenance["metric_inputs"]
+    assert rec["submodule"] == last
+    want = sum(n.effect for n in c.nodes if n.submodule == last)
+    assert rec["effect"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_evaluate_accepts_nodes_at_position_zero(per_position_circuit):
+    """Positions run from 0 (the first token): a per-position circuit with nodes there evaluates."""
+    from sfc_plugin.evaluation import evaluate
+
+    model, saes, records, c = per_position_circuit
+    assert any(n.position == 0 for n in c.nodes)
+    res = evaluate(model, saes, c, records, thresholds=[0.0], progress=False)
+    assert res["points"][0]["faithfulness"] == pytest.approx(1.0, abs=1e-6)
