@@ -789,3 +789,14 @@ def test_evaluate_accepts_nodes_at_position_zero(per_position_circuit):
     assert any(n.position == 0 for n in c.nodes)
     res = evaluate(model, saes, c, records, thresholds=[0.0], progress=False)
     assert res["points"][0]["faithfulness"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_evaluate_shows_its_thresholds_progress_unless_told_not_to(per_position_circuit, capfd):
+    """``evaluate``'s ``progress`` defaults to on (a ``thresholds`` bar on stderr); ``progress=False`` is silent."""
+    from sfc_plugin.evaluation import evaluate
+
+    model, saes, records, c = per_position_circuit
+    evaluate(model, saes, c, records, thresholds=[0.0, 0.5])
+    assert "thresholds" in capfd.readouterr().err
+    evaluate(model, saes, c, records, thresholds=[0.0, 0.5], progress=False)
+    assert "thresholds" not in capfd.readouterr().err
