@@ -800,3 +800,13 @@ def test_evaluate_shows_its_thresholds_progress_unless_told_not_to(per_position_
     assert "thresholds" in capfd.readouterr().err
     evaluate(model, saes, c, records, thresholds=[0.0, 0.5], progress=False)
     assert "thresholds" not in capfd.readouterr().err
+
+
+def test_ratio_standard_error_from_two_examples_by_hand():
+    """The delta method's standard error needs two examples, not three: a = (1, 3), b = (2, 2) gives R = 1,
+    a − R·b = (−1, 1), sd √2, so √2 / (√2 · 2) = 0.5; one example gives none."""
+    from sfc_plugin.evaluation import ratio_se
+
+    two = ratio_se(torch.tensor([1.0, 3.0], dtype=torch.float64), torch.tensor([2.0, 2.0], dtype=torch.float64))
+    assert two == pytest.approx(0.5, rel=1e-12)
+    assert ratio_se(torch.tensor([1.0]), torch.tensor([2.0])) is None
