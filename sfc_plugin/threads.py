@@ -14,7 +14,7 @@ on 2 cores with one other busy process the toy node phase ran 6.9× slower with 
    time counts as free only where the kernel's autogroup scheduling is off: with it on (most desktop and server
    distributions), a niced job started from another terminal or session competes with us as an equal.
 
-While a chosen count is in force, the engine calls :func:`recheck` between batches: from ``/proc/stat`` and this
+While a chosen count is in force, attribution and evaluation call :func:`recheck` between batches: from ``/proc/stat`` and this
 process's own CPU time since the last check (at least half a second ago; no sleeping) it counts the cores others keep
 busy and sets the threads again, so a run that started on an idle machine gives a core back when another job
 starts beside it, and takes it again when that job ends.
@@ -179,7 +179,7 @@ def apply(requested: int | None = None) -> str:
 
 def recheck() -> None:
     """Revise torch's threads by the cores others have kept busy since the last look (a no-op unless
-    :func:`apply` left the policy in charge, and at most every half second). The engine calls it between batches."""
+    :func:`apply` left the policy in charge, and at most every half second). Attribution and evaluation call it between batches."""
     if _governor is None:
         return
     threads = _governor.check()
