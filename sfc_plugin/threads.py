@@ -14,10 +14,10 @@ on 2 cores with one other busy process the toy node phase ran 6.9× slower with 
    time counts as free only where the kernel's autogroup scheduling is off: with it on (most desktop and server
    distributions), a niced job started from another terminal or session competes with us as an equal.
 
-While a chosen count is in force, attribution and evaluation call :func:`recheck` between batches: from ``/proc/stat`` and this
-process's own CPU time since the last check (at least half a second ago; no sleeping) it counts the cores others keep
-busy and sets the threads again, so a run that started on an idle machine gives a core back when another job
-starts beside it, and takes it again when that job ends.
+While a chosen count is in force, attribution and evaluation call :func:`recheck` between batches: from
+``/proc/stat`` and this process's own CPU time since the last look (at least half a second ago; nothing sleeps) it
+counts the cores others keep busy and sets the threads again, so a run that started on an idle machine gives a
+core back when another job starts beside it, and takes it again when that job ends.
 
 CUDA work is not affected: the policy sets torch's CPU intra-op threads only.
 """
