@@ -179,7 +179,8 @@ def apply(requested: int | None = None) -> str:
 
 def recheck() -> None:
     """Revise torch's threads by the cores others have kept busy since the last look (a no-op unless
-    :func:`apply` left the policy in charge, and at most every half second). Attribution and evaluation call it between batches."""
+    :func:`apply` left the policy in charge, and at most every half second). Attribution and evaluation call it
+    between batches."""
     if _governor is None:
         return
     threads = _governor.check()
