@@ -7,18 +7,24 @@
 #   benchmarks/gpu_check.sh                      # cuda, full size
 #   benchmarks/gpu_check.sh --device cpu --quick # the same path at small widths (CI runs this)
 #
-# Uses $PYTHON (default python3) with its own torch; installs this repository into it when sfc_plugin does not
-# import (from $SFC_WHEELS, a folder of wheels, when the machine has no package index).
+# Uses $PYTHON (default python3) with its own torch. When sfc_plugin, SAELens or TransformerLens do not import:
+# with $SFC_WHEELS (a folder benchmarks/gpu_wheels.sh filled, for a machine without a package index) installs those
+# wheels with --no-deps into $SFC_SITE (default /tmp/sfc-site) and runs this checkout from PYTHONPATH; else
+# installs this repository with pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-gpu-check}
 if ! "$PY" -c "import sfc_plugin, sae_lens, transformer_lens" 2>/dev/null; then
   if [ -n "${SFC_WHEELS:-}" ]; then
-    "$PY" -m pip install -q --no-index --find-links "$SFC_WHEELS" -e .
+    SITE=${SFC_SITE:-/tmp/sfc-site}
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+      "$SFC_WHEELS"/*.whl
+    export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   else
     "$PY" -m pip install -q -e .
   fi
+  "$PY" -c "import sfc_plugin, sae_lens, transformer_lens"
 fi
 device=cuda
 args=()

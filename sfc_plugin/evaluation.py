@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from . import threads
 from .circuit import Circuit
 from .curve import POINT_KEYS
 from .data import resolve_records, tokenize
@@ -155,6 +156,7 @@ def evaluate(
             example (float64, for standard errors)."""
             total, lo, values = 0.0, 0, []
             for b in batches:
+                threads.recheck()
                 ablate = {}
                 for s in subs if keep is not None else []:
                     if s.layer < start_layer:

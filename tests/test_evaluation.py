@@ -140,3 +140,14 @@ def test_features_only_and_start_layer(setup):
     mid = evaluate(model, saes, circuit, records, thresholds=[0.05], start_layer=1, progress=False)["points"][0]
     low = evaluate(model, saes, circuit, records, thresholds=[0.05], progress=False)["points"][0]
     assert mid["completeness"] != pytest.approx(low["completeness"])
+
+
+def test_thread_policy_is_rechecked_before_each_batch(setup, monkeypatch):
+    from sfc_plugin import threads
+
+    model, saes, records, circuit = setup
+    calls = []
+    monkeypatch.setattr(threads, "recheck", lambda: calls.append(1))
+    evaluate(model, saes, circuit, records, thresholds=[0.0], batch_size=2, progress=False)
+    n_batches = -(-len(tokenize(model, records)) // 2)
+    assert n_batches >= 2 and len(calls) >= 3 * n_batches and len(calls) % n_batches == 0

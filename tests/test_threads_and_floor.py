@@ -92,11 +92,95 @@ def test_busy_cores_from_the_load_average_without_proc_stat(tmp_path, machine):
     )
 
 
-def test_niced_processes_leave_their_cores_free(tmp_path):
-    """Time of niced processes (``/proc/stat``'s second field) counts as free: they yield to us."""
-    stat = tmp_path / "stat"
+@pytest.mark.parametrize("autogroup, busy", [("0\n", 100), ("1\n", 1000), (None, 100)])
+def test_niced_processes_are_free_only_without_autogroup(tmp_path, autogroup, busy):
+    """Niced time (``/proc/stat``'s second field) yields to us, except under autogroup scheduling, where a niced
+    job in another session competes as an equal; a kernel without the switch has no autogroup."""
+    stat, switch = tmp_path / "stat", tmp_path / "sched_autogroup_enabled"
     stat.write_text("cpu  100 900 0 1000 0 0 0 0 0 0\n")  # user, nice, system, idle, ...
-    assert threads._cpu_times(stat) == (100, 2000)
+    if autogroup is not None:
+        switch.write_text(autogroup)
+    assert threads._cpu_times(stat, not threads.autogroup_enabled(switch)) == (busy, 2000)
+
+
+@pytest.mark.parametrize("autogroup, expected", [("1", 1), ("0", 2)])
+def test_a_niced_job_under_autogroup_takes_a_thread(tmp_path, machine, monkeypatch, autogroup, expected):
+    machine(2, 2, 0.0)
+    stat, switch = tmp_path / "stat", tmp_path / "switch"
+    switch.write_text(autogroup)
+    stat.write_text("cpu  0 0 0 0 0 0 0 0\n")  # then 1 s of 2 cores: one kept busy by a niced job
+    monkeypatch.setattr(threads.time, "sleep", lambda s: stat.write_text("cpu  0 100 0 100 0 0 0 0\n"))
+    assert threads.choose(environ={}, root=tmp_path, stat=stat, autogroup=switch)[0] == expected
+
+
+class Clock:
+    """Wall and own-CPU seconds a test moves by hand, and a ``/proc/stat`` for 2 cores that follows them."""
+
+    def __init__(self, stat):
+        self.stat, self.wall, self.own, self.busy, self.total = stat, 0.0, 0.0, 0, 0
+        self.write()
+
+    def write(self):
+        self.stat.write_text(f"cpu  {self.busy} 0 0 {self.total - self.busy} 0 0 0 0\n")
+
+    def run(self, seconds: float, ours: float, others: float):
+        """``seconds`` of wall time in which we used ``ours`` cores and other processes ``others``."""
+        self.wall += seconds
+        self.own += ours * seconds
+        self.busy += round(100 * (ours + others) * seconds)
+        self.total += round(200 * seconds)
+        self.write()
+
+
+def test_the_governor_follows_the_cores_others_take(tmp_path, monkeypatch):
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    c = Clock(tmp_path / "stat")
+    g = threads.Governor(2, c.stat, tmp_path / "no-autogroup", clock=lambda: c.wall, own_cpu=lambda: c.own)
+    c.run(0.3, ours=2, others=0)
+    assert g.check() is None  # under half a second since the last look
+    c.run(0.3, ours=2, others=0)
+    assert g.check() == 2  # alone
+    c.run(2, ours=4 / 3, others=2 / 3)  # a busy job started: our two threads now share the cores with it
+    assert g.check() == 1
+    c.run(2, ours=1, others=1)  # it keeps going: one thread stays
+    assert g.check() == 1
+    c.run(2, ours=1, others=0.1)  # it ended (a little background noise remains)
+    assert g.check() == 2
+
+
+def test_recheck_sets_torch_threads_only_while_the_policy_decides(tmp_path, monkeypatch):
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    c = Clock(tmp_path / "stat")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(threads, "_governor", None)
+        threads.recheck()  # --threads or OMP_NUM_THREADS: nothing to revise
+        assert torch.get_num_threads() == 2 and threads.changes() == ""
+        g = threads.Governor(2, c.stat, tmp_path / "no-autogroup", clock=lambda: c.wall, own_cpu=lambda: c.own)
+        monkeypatch.setattr(threads, "_governor", g)
+        c.run(3, ours=1.1, others=0.9)
+        threads.recheck()
+        assert torch.get_num_threads() == 1 and threads.changes() == "1 at 3.0 s"
+        c.run(1.5, ours=1, others=0)
+        threads.recheck()
+        assert torch.get_num_threads() == 2 and threads.changes() == "1 at 3.0 s, 2 at 4.5 s"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_policy_is_rechecked_between_batches(tokenizer, monkeypatch):
+    from sfc_plugin.attribution.engine import attribute
+    from sfc_plugin.attribution.methods import atp
+
+    model = make_model(tokenizer)
+    subs = build_submodules(model, make_saes(all_hooks(2)))
+    batch = tokenize(model, make_records(3), "cpu")
+    calls = []
+    monkeypatch.setattr(threads, "recheck", lambda: calls.append(1))
+    res = attribute(model, subs, batch, logit_diff, atp, batch_size=2, node_threshold=0.0, edges=True)
+    n_batches = -(-len(batch) // res.batch_size)
+    assert n_batches >= 2 and len(calls) == 2 * n_batches  # before each batch of the node and the edge phase
 
 
 def test_explicit_threads_and_omp_num_threads_win(tmp_path, machine):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import threads
 from ..budget import MemoryBudget
 from ..distributed import reduce_edge_sums, reduce_node_sums
 from ..errors import SFCError
@@ -180,6 +181,7 @@ def attribute(
         on_phase("nodes")
         t0 = time.perf_counter()
         for b in _progress(batches, len(batches), f"nodes ({method_name})", progress):
+            threads.recheck()
             ctx = context(b)
             eff: NodeEffects = method_fn(ctx)
             if not isinstance(eff, NodeEffects):
@@ -225,6 +227,7 @@ def attribute(
         own_edges = getattr(method_fn, "edge_effects", None)  # a method with edges of its own convention (linear)
         if edges and any(len(ns) for ns in nodes.values()):
             for i, b in enumerate(_progress(batches, len(batches), "edges", progress)):
+                threads.recheck()
                 ctx = kept[i] if kept[i] is not None else context(b)  # recomputed when it did not fit
                 if own_edges is not None:
                     w = own_edges(model, subs, b, metric_fn, ctx.clean, ctx.patch, nodes, budget=budget)

@@ -128,6 +128,9 @@ def run(args) -> int:
         )
         del w
     print(bench.format_rows(rows))
+    if threads.changes():
+        thread_note += f"; revised between batches: {threads.changes()}"
+        print(f"torch threads revised between batches: {threads.changes()}", file=sys.stderr)
     if args.out:
         print(f"wrote {bench.write_json(rows, args.out, bench.machine(device, thread_note))}")
     return 0
