@@ -810,3 +810,26 @@ def test_ratio_standard_error_from_two_examples_by_hand():
     two = ratio_se(torch.tensor([1.0, 3.0], dtype=torch.float64), torch.tensor([2.0, 2.0], dtype=torch.float64))
     assert two == pytest.approx(0.5, rel=1e-12)
     assert ratio_se(torch.tensor([1.0]), torch.tensor([2.0])) is None
+
+
+def test_the_recorded_node_threshold_is_the_curve_point_with_the_circuits_own_node_count():
+    """``record``: ``node_threshold`` is that of the curve point whose node count is the circuit's own (points
+    above and below it on the curve are other circuits)."""
+    from sfc_plugin.evaluation import record
+
+    def point(t, n):
+        return {"node_threshold": t, "n_nodes": n, "faithfulness": 0.5, "completeness": 0.5}
+
+    result = {
+        "circuit": {"faithfulness": 0.9, "completeness": 0.1, "n_nodes": 5},
+        "points": [point(0.01, 9), point(0.1, 5), point(0.5, 2)],
+        "n_examples": 4,
+        "ablation": "mean",
+        "start_layer": 0,
+        "include_errors": True,
+        "m_full": 1.0,
+        "m_empty": 0.0,
+    }
+    assert record(result)["node_threshold"] == 0.1
+    result["circuit"]["n_nodes"] = 7  # on no point of the curve
+    assert record(result)["node_threshold"] is None
