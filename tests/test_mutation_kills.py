@@ -833,3 +833,20 @@ def test_the_recorded_node_threshold_is_the_curve_point_with_the_circuits_own_no
     assert record(result)["node_threshold"] == 0.1
     result["circuit"]["n_nodes"] = 7  # on no point of the curve
     assert record(result)["node_threshold"] is None
+
+
+@pytest.mark.parametrize("end", ["source", "target"])
+def test_a_circuit_file_with_an_edge_to_or_from_an_unknown_node_is_refused(end):
+    """Either end of an edge naming a node the circuit lacks makes the file corrupt (one end is enough)."""
+    from sfc_plugin.circuit import Circuit, Edge, Node
+    from sfc_plugin.errors import SFCError
+
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, 1.0),
+        Node("resid_0/3", "resid_0", "blocks.0.hook_resid_post", 0, "feature", 3, None, 0.5),
+    ]
+    data = Circuit(nodes, [Edge("resid_0/3", "y", 0.5)], 1.0, "logit_diff", "atp", 10, "sum", 0.1, 0.01, {}).to_dict()
+    assert Circuit.from_dict(data).edges  # valid as written
+    data["edges"][0][end] = "resid_0/99"
+    with pytest.raises(SFCError, match="names a node not in the circuit"):
+        Circuit.from_dict(data)
