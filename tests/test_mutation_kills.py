@@ -850,3 +850,18 @@ def test_a_circuit_file_with_an_edge_to_or_from_an_unknown_node_is_refused(end):
     data["edges"][0][end] = "resid_0/99"
     with pytest.raises(SFCError, match="names a node not in the circuit"):
         Circuit.from_dict(data)
+
+
+def test_an_sae_of_another_shape_than_recorded_is_refused():
+    """Fingerprints: an SAE at a recorded hook with another shape (another width) is a mismatch, named as such."""
+    from conftest import make_dictionary
+
+    from sfc_plugin.errors import SFCError
+    from sfc_plugin.fingerprints import check, sae_fingerprint
+
+    hook = "blocks.0.hook_resid_post"
+    recorded = make_dictionary("standard", hook, d_sae=32)
+    prov = {"saes": [{"hook": hook, "fingerprint": sae_fingerprint(recorded)}]}
+    assert check(prov, None, {hook: recorded})["status"] == "match"
+    with pytest.raises(SFCError, match=r"^SAE at hook 'blocks\.0\.hook_resid_post' has shape .*, the circuit's had "):
+        check(prov, None, {hook: make_dictionary("standard", hook, d_sae=48)})
