@@ -865,3 +865,29 @@ def test_an_sae_of_another_shape_than_recorded_is_refused():
     assert check(prov, None, {hook: recorded})["status"] == "match"
     with pytest.raises(SFCError, match=r"^SAE at hook 'blocks\.0\.hook_resid_post' has shape .*, the circuit's had "):
         check(prov, None, {hook: make_dictionary("standard", hook, d_sae=48)})
+
+
+def test_evaluate_refuses_prompts_of_unequal_length_for_a_per_position_circuit(per_position_circuit):
+    """A per-position circuit's nodes sit at positions: evaluation prompts of different token lengths are refused."""
+    from sfc_plugin.errors import SFCError
+    from sfc_plugin.evaluation import evaluate
+
+    model, saes, _, c = per_position_circuit
+    records = make_records(8)
+    assert len({len(r["clean_prefix"].split()) for r in records}) > 1
+    with pytest.raises(SFCError, match="needs evaluation prompts of equal token length"):
+        evaluate(model, saes, c, records, thresholds=[0.0], progress=False)
+
+
+def test_a_circuit_file_with_a_non_numeric_edge_weight_is_refused():
+    from sfc_plugin.circuit import Circuit, Edge, Node
+    from sfc_plugin.errors import SFCError
+
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, 1.0),
+        Node("resid_0/3", "resid_0", "blocks.0.hook_resid_post", 0, "feature", 3, None, 0.5),
+    ]
+    data = Circuit(nodes, [Edge("resid_0/3", "y", 0.5)], 1.0, "logit_diff", "atp", 10, "sum", 0.1, 0.01, {}).to_dict()
+    data["edges"][0]["weight"] = "0.5"
+    with pytest.raises(SFCError, match="has weight .0.5."):
+        Circuit.from_dict(data)
