@@ -647,3 +647,53 @@ def test_matching_pursuit_maps_are_saelens_own_decode_with_and_without_its_bias(
         want = sae.decode(f)
     assert torch.allclose(sub.decode(f), want, atol=1e-12)
     assert float(sae.b_dec.detach().abs().max()) > 0.1
+
+
+def test_transcoder_edges_by_the_batched_vjp_do_not_depend_on_the_rows_per_pass(tokenizer, monkeypatch):
+    """Edges into transcoders through the batched VJP (no token-wise path) are the same whether each pass takes one
+    cotangent row, three (passes that mix feature and error rows) or all of them."""
+    import functools
+
+    import sfc_plugin.attribution.edges as edges
+    import sfc_plugin.attribution.engine as engine
+    from sfc_plugin.attribution.engine import attribute
+    from sfc_plugin.attribution.methods import atp
+
+    model = make_model(tokenizer)
+    subs = build_submodules(model, mixed_dictionaries("a"))
+    batch = tokenize(model, make_records(4))
+    monkeypatch.setattr(edges, "mlp_inputs", lambda *a: None)  # the batched VJP for every transcoder
+    whole = attribute(model, subs, batch, logit_diff, atp, node_threshold=0.01, budget=None)
+    assert any(d.startswith("tc_") for _, d in whole.edges)
+    for rows in (1, 3):
+        monkeypatch.setattr(engine, "edge_effects", functools.partial(edges.edge_effects, chunk=rows))
+        got = attribute(model, subs, batch, logit_diff, atp, budget=None, nodes=whole.nodes)
+        assert got.edges.keys() == whole.edges.keys()
+        for key, w in whole.edges.items():
+            assert (got.edges[key] - w).abs().max() <= 1e-9 * (1 + w.abs().max()), (rows, key)
+
+
+def test_per_position_transcoder_edges_by_token_equal_the_batched_vjp(tokenizer, monkeypatch):
+    """With ``aggregation="none"`` (a transcoder's error node at each position), edges into transcoders computed
+    per active (node, token) equal the batched VJP over every token."""
+    import sfc_plugin.attribution.edges as edges
+    from sfc_plugin.attribution.engine import attribute
+    from sfc_plugin.attribution.methods import atp
+
+    model = make_model(tokenizer)
+    saes = mixed_dictionaries("a", reads=("blocks.0.ln2.hook_normalized", "blocks.1.hook_resid_mid"))
+    saes["blocks.0.hook_resid_pre"] = saes.pop("hook_embed")  # every input of block 0's MLP is a submodule
+    saes["blocks.0.hook_resid_pre"].cfg.metadata.hook_name = "blocks.0.hook_resid_pre"
+    subs = build_submodules(model, saes)
+    batch = tokenize(model, make_records(4))
+    calls = []
+    real = edges.tokenwise_edges
+    monkeypatch.setattr(edges, "tokenwise_edges", lambda *a, **k: calls.append(a[2].sub.name) or real(*a, **k))
+    kw = dict(aggregation="none", budget=None)
+    fast = attribute(model, subs, batch, logit_diff, atp, node_threshold=1e-4, **kw)
+    assert "tc_0" in calls and len(fast.nodes["tc_0"].err_pos) > 2
+    monkeypatch.setattr(edges, "mlp_inputs", lambda *a: None)
+    slow = attribute(model, subs, batch, logit_diff, atp, nodes=fast.nodes, **kw)
+    assert fast.edges.keys() == slow.edges.keys()
+    for key, w in slow.edges.items():
+        assert (fast.edges[key] - w).abs().max() <= 1e-9 * (1 + w.abs().max()), key

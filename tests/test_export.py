@@ -796,7 +796,79 @@ def test_the_title_shows_the_first_warning_and_counts_the_others():
     assert "⚠ first warning (+2 more)" in c.to_dot()
 
 
-def test_node_shading_is_relative_to_the_strongest_node_not_the_metric():
-    c = small()
+@pytest.mark.parametrize("aggregation", ["sum", "none"])  # ranked rows and the position grid
+def test_node_shading_is_relative_to_the_strongest_node_not_the_metric(aggregation):
+    c = small(aggregation)
     c.nodes[0].effect = 10.0  # the metric's total effect is not a node strength
-    assert unq(all_nodes(parse(c.to_dot()))["resid_0/40"].get("fontcolor")) == "white"
+    strongest = "resid_0/40" + ("@2" if aggregation == "none" else "")
+    nodes = all_nodes(parse(c.to_dot()))
+    assert unq(nodes[strongest].get("fontcolor")) == "white"
+    legend = nodes["legend"].get("label")  # the fill scale's ends: the strongest node's |effect| (2.0), not 10
+    assert "−2</font>" in legend and "+2</font>" in legend and "10<" not in legend
+
+
+def test_a_one_row_figure_without_metric_or_legend_still_names_its_row():
+    """Every row's name is drawn: no statement anywhere in the file makes a row's name node invisible."""
+    c = Circuit(
+        [feat("attn_0", 1, 0.5), feat("attn_0", 2, -0.3)], [], 1.0, "logit_diff", "atp", 10, "sum", 0.1, 0.01, {}
+    )
+    g = parse(circuit_to_dot(c, keep_isolated=True, legend=False))
+    stmts = [n for sub in [g, *g.get_subgraphs()] for n in sub.get_node('"row:attn_0"')]
+    assert stmts and all(unq(n.get("style")) != "invis" for n in stmts)
+    assert unq(stmts[0].get("label")) == "attn_0"
+
+
+def _xy(node) -> tuple[float, float]:
+    x, y = unq(node.get("pos")).rstrip("!").split(",")
+    return float(x), float(y)
+
+
+@pytest.mark.parametrize("tokens", [["x"], None])
+def test_a_grid_with_no_positional_nodes_has_one_column_per_token(tokens):
+    """Nothing left but the metric: the grid still has a column per prompt token (one token: one column), or,
+    without tokens, the single column of position 0."""
+    y = Node("y", None, None, None, "metric", None, None, 1.0)
+    prov = {"tokens": tokens} if tokens else {}
+    nodes = all_nodes(parse(Circuit([y], [], 1.0, "logit_diff", "atp", 10, "none", 0.1, 0.01, prov).to_dot()))
+    assert {n for n in nodes if n.startswith("tok:")} == {"tok:0"}
+    label = unq(nodes["tok:0"].get("label"))
+    assert label.startswith("x") if tokens else label == "pos 0"
+
+
+def test_the_grid_puts_the_metric_and_position_less_nodes_in_the_last_column():
+    """The metric is read at the last position: it sits above the last token's column, and a node without a
+    position (summed over positions) goes in that column too (docs/viewers.md, the same convention)."""
+    c = small("none", {"tokens": ["The", " cats", " are"]})
+    c.nodes.append(feat("mlp_0", 9, 0.7))  # no position
+    c.edges.append(Edge("mlp_0/9", "y", 0.7))
+    nodes = all_nodes(parse(c.to_dot()))
+    last, first = _xy(nodes["tok:2"])[0], _xy(nodes["tok:0"])[0]
+    assert first < last
+    assert _xy(nodes["y"])[0] == pytest.approx(last)
+    assert _xy(nodes["mlp_0/9"])[0] == pytest.approx(last)  # alone in its cell: centred in the column
+    assert _xy(nodes["mlp_0/9"])[1] == pytest.approx(_xy(nodes["mlp_0/3@1"])[1])  # in mlp_0's row
+
+
+@needs_dot
+def test_grid_nodes_sharing_a_cell_do_not_overlap_when_drawn():
+    """Boxes pinned side by side in one cell, as Graphviz draws them (their sizes from Graphviz, not the export's
+    estimate), leave a gap between neighbours."""
+    c = small("none")
+    for i, label in enumerate(["plural nouns", "a", "tokens after 'the'", "x" * 30]):
+        c.nodes.append(feat("mlp_0", 100 + i, 0.2, 1, label=label))
+        c.edges.append(Edge(f"mlp_0/{100 + i}@1", "resid_0/40@2", 0.1))
+    root = ET.fromstring(render(c, "svg"))
+    boxes = {}
+    for g in root.iter(f"{SVG}g"):
+        title = g.find(f"{SVG}title")
+        poly = g.find(f".//{SVG}polygon")
+        if g.get("class") == "node" and title is not None and poly is not None and title.text.startswith("mlp_0/"):
+            pts = [tuple(map(float, p.split(","))) for p in poly.get("points").split()]
+            boxes[title.text] = (
+                min(x for x, _ in pts),
+                max(x for x, _ in pts),
+                round(sum(y for _, y in pts[:4]) / 4, 1),
+            )
+    cell = sorted(b for k, b in boxes.items() if k.endswith("@1"))
+    assert len(cell) == 5 and len({b[2] for b in cell}) == 1  # one line (the same centre height)
+    assert all(a[1] < b[0] for a, b in zip(cell, cell[1:])), cell

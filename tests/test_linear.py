@@ -107,6 +107,24 @@ def test_graph_file_round_trip_and_node_ids(tmp_path):
         LinearGraph.load(tmp_path / "x.safetensors")
 
 
+def test_node_ids_name_token_targets_by_id_and_other_targets_by_label():
+    """``logit/<id>`` for every token target, token 0 included; ``logit/<label>`` only for a target that is not a
+    token (id -1)."""
+    graph = LinearGraph(
+        input_tokens=torch.tensor([1, 2]),
+        adjacency=torch.zeros(7, 7),
+        active_features=torch.zeros((0, 3), dtype=torch.long),
+        activation_values=torch.zeros(0),
+        submodules=["tc_0"],
+        logit_targets=torch.tensor([0, 7, -1]),
+        logit_probabilities=torch.tensor([0.5, 0.2, 0.0]),
+        target_labels=["!", "x", "logit_diff"],
+    )
+    assert graph.node_ids() == [
+        "tc_0/err@0", "tc_0/err@1", "tokens/1@0", "tokens/2@1", "logit/0", "logit/7", "logit/logit_diff",
+    ]  # fmt: skip
+
+
 # --- method linear in discover: an independent recomputation of the local replacement model -----------------
 
 
@@ -197,6 +215,32 @@ def test_node_effects_are_contributions_in_the_local_replacement_model(tokenizer
     assert checked > 50 and sum(abs(v) > 1e-3 for k, v in ours.items() if k.endswith("/err")) >= 5
 
 
+def test_a_feature_active_at_exactly_one_is_a_node_like_any_other(tokenizer):
+    """Which features are nodes depends on whether they are active (non-zero), not on their value: a transcoder
+    feature whose activation is exactly 1.0 everywhere (a zero encoder column, bias 1) gets its contribution as its
+    effect, like every active feature."""
+    model = make_model(tokenizer)
+    saes = mixed_dictionaries("a")
+    records = make_records(2)
+    tc = next(s for s in build_submodules(model, saes) if s.transcoder)
+    j = 0
+    with torch.no_grad():
+        tc.sae.W_enc[:, j] = 0.0
+        tc.sae.b_enc[j] = 1.0
+    batch = tokenize(model, records)
+    f = tc.sae.encode(batch_read(model, tc, batch)).detach()
+    assert bool((f[..., j] == 1.0).all())
+    circuit = sfc_plugin.discover(
+        model, saes, records, method="linear", node_threshold=0.0, edges=False, progress=False
+    )
+    ours = {n.id: n.effect for n in circuit.nodes}
+    m_clean, state, subs, valid = frozen_replacement_metric(model, saes, batch)
+    contrib = (f[..., j : j + 1] * valid[..., None]) * tc.W_dec[j]
+    m, *_ = frozen_replacement_metric(model, saes, batch, {tc.name: contrib})
+    want = float((m_clean - m).mean())
+    assert abs(want) > 1e-6 and ours.get(f"{tc.name}/{j}", 0.0) == pytest.approx(want, rel=1e-6, abs=1e-9)
+
+
 def batch_read(model, s, batch):
     model.cfg.use_hook_mlp_in = True
     try:
@@ -257,8 +301,9 @@ def test_refusals_are_one_line(tokenizer):
     model2, saes2, tokens = build("gpt", tokenizer)
     with pytest.raises(SFCError, match="at least 2 tokens"):
         linear_graph(model2, build_submodules(model2, saes2), tokens[:1])
-    with pytest.raises(SFCError, match=r"token ids must lie in \[0, "):
-        linear_graph(model2, build_submodules(model2, saes2), [0, 10_000])
+    for bad in ([0, 10_000], [0, -3, 5]):  # past the vocabulary, or negative
+        with pytest.raises(SFCError, match=r"token ids must lie in \[0, "):
+            linear_graph(model2, build_submodules(model2, saes2), bad)
 
 
 def test_linear_circuits_export_to_circuit_tracers_viewer(tokenizer, tmp_path):

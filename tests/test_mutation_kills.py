@@ -704,3 +704,190 @@ def test_widest_paths_use_only_edges_between_the_nodes_given():
     best = widest_paths(["s", "p", "y"], list(e.values()))
     assert set(best) == {"s", "p", "y"}
     assert best["s"] == (1.0, e["s", "p"]) and best["p"] == (2.0, e["p", "y"])
+
+
+def test_the_engines_default_node_threshold_keeps_effects_above_a_tenth(tiny):
+    """``attribute`` (the engine's public entry point) selects by discover's documented default, ``|effect| > 0.1``,
+    when no threshold is given (the metric scaled so that effects straddle 0.1 and 0.2)."""
+    from sfc_plugin.attribution.engine import attribute
+    from sfc_plugin.plugins import lookup
+
+    model, subs = tiny
+    batch = tokenize(model, clean_only(3))
+
+    def metric(logits, b):
+        return 40 * logprob(logits, b)
+
+    res = attribute(model, subs, batch, metric, lookup("method", "atp"), edges=False)
+    everything = attribute(model, subs, batch, metric, lookup("method", "atp"), node_threshold=0.0, edges=False)
+    straddle = 0
+    for s in subs:
+        f = everything.features[s.name]
+        f = (f.to_dense() if f.is_sparse else f).abs()
+        want = set((f > 0.1).nonzero().flatten().tolist())
+        assert set(res.nodes[s.name].feat.tolist()) == want, s.name
+        straddle += int(((f > 0.1) & (f <= 0.2)).sum())
+    assert straddle > 0
+
+
+def test_gradients_are_the_mean_over_the_alphas_given_with_repeats(tiny):
+    """``gradients(alphas)`` is the mean over ``alphas`` of the gradient at each: a repeated α = 0 counts as often as
+    it is given."""
+    model, subs = tiny
+    batch = tokenize(model, make_records(2))
+    ctx = prepare(model, subs, batch, logit_diff)
+    g0, g_half = ctx.gradients([0.0]), ctx.gradients([0.5])
+    got = ctx.gradients([0.0, 0.0, 0.5])
+    for s in subs:
+        torch.testing.assert_close(got[s.name], (2 * g0[s.name] + g_half[s.name]) / 3, rtol=1e-5, atol=1e-7)
+    assert any(not torch.allclose(g0[s.name], g_half[s.name]) for s in subs)
+
+
+def test_encoding_in_chunks_of_tokens_covers_every_token(tiny):
+    """``encode`` with fewer tokens per chunk than the batch holds (a tight memory budget) gives the SAE's own
+    encoding of every token, for batches with more tokens than the SAE has input dimensions and fewer."""
+    from sfc_plugin.attribution.context import encode
+
+    _, subs = tiny
+    s = subs[0]
+    gen = torch.Generator().manual_seed(0)
+    for n_seq in (1, 3 * s.W_enc.shape[0]):
+        x = torch.randn((n_seq, 5, s.W_enc.shape[0]), generator=gen, dtype=s.W_enc.dtype)
+        want = s.encode(x)
+        assert bool(want.ne(0).any())
+        for per_chunk in (2, 7, 4096):
+            got = encode(s, x, per_chunk).f
+            torch.testing.assert_close(got.dense(), want)
+
+
+@pytest.fixture(scope="module")
+def per_position_circuit(tokenizer):
+    import sfc_plugin
+
+    model, saes, records = make_model(tokenizer), make_saes(all_hooks(2)), make_records(4)
+    kw = dict(method="atp", node_threshold=0.0, edges=False, progress=False)  # zero ablation: position 0 too
+    return model, saes, records, sfc_plugin.discover(model, saes, clean_only(4), aggregation="none", **kw)
+
+
+def test_discover_records_the_last_submodules_total_effect_as_the_metrics_input(per_position_circuit):
+    """``provenance["metric_inputs"]`` (docs/formats.md): the submodule that feeds ``y`` (the last one) and the sum
+    of the effects of all its nodes — at threshold 0 every node with an effect is kept, so the kept ones sum to it."""
+    *_, c = per_position_circuit
+    last = [n.submodule for n in c.nodes if n.kind != "metric"][-1]
+    assert last == "resid_1"
+    rec = c.provenance["metric_inputs"]
+    assert rec["submodule"] == last
+    want = sum(n.effect for n in c.nodes if n.submodule == last)
+    assert rec["effect"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_evaluate_accepts_nodes_at_position_zero(per_position_circuit):
+    """Positions run from 0 (the first token): a per-position circuit with nodes there evaluates."""
+    from sfc_plugin.evaluation import evaluate
+
+    model, saes, records, c = per_position_circuit
+    assert any(n.position == 0 for n in c.nodes)
+    res = evaluate(model, saes, c, records, thresholds=[0.0], progress=False)
+    assert res["points"][0]["faithfulness"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_evaluate_shows_its_thresholds_progress_unless_told_not_to(per_position_circuit, capfd):
+    """``evaluate``'s ``progress`` defaults to on (a ``thresholds`` bar on stderr); ``progress=False`` is silent."""
+    from sfc_plugin.evaluation import evaluate
+
+    model, saes, records, c = per_position_circuit
+    evaluate(model, saes, c, records, thresholds=[0.0, 0.5])
+    assert "thresholds" in capfd.readouterr().err
+    evaluate(model, saes, c, records, thresholds=[0.0, 0.5], progress=False)
+    assert "thresholds" not in capfd.readouterr().err
+
+
+def test_ratio_standard_error_from_two_examples_by_hand():
+    """The delta method's standard error needs two examples, not three: a = (1, 3), b = (2, 2) gives R = 1,
+    a − R·b = (−1, 1), sd √2, so √2 / (√2 · 2) = 0.5; one example gives none."""
+    from sfc_plugin.evaluation import ratio_se
+
+    two = ratio_se(torch.tensor([1.0, 3.0], dtype=torch.float64), torch.tensor([2.0, 2.0], dtype=torch.float64))
+    assert two == pytest.approx(0.5, rel=1e-12)
+    assert ratio_se(torch.tensor([1.0]), torch.tensor([2.0])) is None
+
+
+def test_the_recorded_node_threshold_is_the_curve_point_with_the_circuits_own_node_count():
+    """``record``: ``node_threshold`` is that of the curve point whose node count is the circuit's own (points
+    above and below it on the curve are other circuits)."""
+    from sfc_plugin.evaluation import record
+
+    def point(t, n):
+        return {"node_threshold": t, "n_nodes": n, "faithfulness": 0.5, "completeness": 0.5}
+
+    result = {
+        "circuit": {"faithfulness": 0.9, "completeness": 0.1, "n_nodes": 5},
+        "points": [point(0.01, 9), point(0.1, 5), point(0.5, 2)],
+        "n_examples": 4,
+        "ablation": "mean",
+        "start_layer": 0,
+        "include_errors": True,
+        "m_full": 1.0,
+        "m_empty": 0.0,
+    }
+    assert record(result)["node_threshold"] == 0.1
+    result["circuit"]["n_nodes"] = 7  # on no point of the curve
+    assert record(result)["node_threshold"] is None
+
+
+@pytest.mark.parametrize("end", ["source", "target"])
+def test_a_circuit_file_with_an_edge_to_or_from_an_unknown_node_is_refused(end):
+    """Either end of an edge naming a node the circuit lacks makes the file corrupt (one end is enough)."""
+    from sfc_plugin.circuit import Circuit, Edge, Node
+    from sfc_plugin.errors import SFCError
+
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, 1.0),
+        Node("resid_0/3", "resid_0", "blocks.0.hook_resid_post", 0, "feature", 3, None, 0.5),
+    ]
+    data = Circuit(nodes, [Edge("resid_0/3", "y", 0.5)], 1.0, "logit_diff", "atp", 10, "sum", 0.1, 0.01, {}).to_dict()
+    assert Circuit.from_dict(data).edges  # valid as written
+    data["edges"][0][end] = "resid_0/99"
+    with pytest.raises(SFCError, match="names a node not in the circuit"):
+        Circuit.from_dict(data)
+
+
+def test_an_sae_of_another_shape_than_recorded_is_refused():
+    """Fingerprints: an SAE at a recorded hook with another shape (another width) is a mismatch, named as such."""
+    from conftest import make_dictionary
+
+    from sfc_plugin.errors import SFCError
+    from sfc_plugin.fingerprints import check, sae_fingerprint
+
+    hook = "blocks.0.hook_resid_post"
+    recorded = make_dictionary("standard", hook, d_sae=32)
+    prov = {"saes": [{"hook": hook, "fingerprint": sae_fingerprint(recorded)}]}
+    assert check(prov, None, {hook: recorded})["status"] == "match"
+    with pytest.raises(SFCError, match=r"^SAE at hook 'blocks\.0\.hook_resid_post' has shape .*, the circuit's had "):
+        check(prov, None, {hook: make_dictionary("standard", hook, d_sae=48)})
+
+
+def test_evaluate_refuses_prompts_of_unequal_length_for_a_per_position_circuit(per_position_circuit):
+    """A per-position circuit's nodes sit at positions: evaluation prompts of different token lengths are refused."""
+    from sfc_plugin.errors import SFCError
+    from sfc_plugin.evaluation import evaluate
+
+    model, saes, _, c = per_position_circuit
+    records = make_records(8)
+    assert len({len(r["clean_prefix"].split()) for r in records}) > 1
+    with pytest.raises(SFCError, match="needs evaluation prompts of equal token length"):
+        evaluate(model, saes, c, records, thresholds=[0.0], progress=False)
+
+
+def test_a_circuit_file_with_a_non_numeric_edge_weight_is_refused():
+    from sfc_plugin.circuit import Circuit, Edge, Node
+    from sfc_plugin.errors import SFCError
+
+    nodes = [
+        Node("y", None, None, None, "metric", None, None, 1.0),
+        Node("resid_0/3", "resid_0", "blocks.0.hook_resid_post", 0, "feature", 3, None, 0.5),
+    ]
+    data = Circuit(nodes, [Edge("resid_0/3", "y", 0.5)], 1.0, "logit_diff", "atp", 10, "sum", 0.1, 0.01, {}).to_dict()
+    data["edges"][0]["weight"] = "0.5"
+    with pytest.raises(SFCError, match="has weight .0.5."):
+        Circuit.from_dict(data)

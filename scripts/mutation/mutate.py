@@ -67,6 +67,9 @@ MODULES = [
     "sfc_plugin/paths.py",  # figures' paths to the metric
     "sfc_plugin/files.py",
     "sfc_plugin/fingerprints.py",
+    # added after the first report; last, so the seeded sample of the modules above stays what it was
+    "sfc_plugin/attribution/linear.py",  # --method linear: the local replacement model (circuit-tracer parity)
+    "sfc_plugin/attribution/replacement.py",
 ]
 
 CMP_SWAP = {
