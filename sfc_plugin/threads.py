@@ -181,9 +181,14 @@ def recheck() -> None:
     """Revise torch's threads by the cores others have kept busy since the last look (a no-op unless
     :func:`apply` left the policy in charge, and at most every half second). Attribution and evaluation call it
     between batches."""
+    global _governor
     if _governor is None:
         return
-    threads = _governor.check()
+    try:
+        threads = _governor.check()
+    except (OSError, ValueError, IndexError):  # /proc/stat unreadable now: the count in force stands
+        _governor = None
+        return
     if threads is not None:
         import torch
 

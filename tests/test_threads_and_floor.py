@@ -165,6 +165,10 @@ def test_recheck_sets_torch_threads_only_while_the_policy_decides(tmp_path, monk
         c.run(1.5, ours=1, others=0)
         threads.recheck()
         assert torch.get_num_threads() == 2 and threads.changes() == "1 at 3.0 s, 2 at 4.5 s"
+        c.run(1, ours=1, others=1)
+        c.stat.unlink()  # /proc/stat gone mid-run: the count in force stands, and attribution goes on
+        threads.recheck()
+        assert torch.get_num_threads() == 2 and threads._governor is None
     finally:
         torch.set_num_threads(before)
 
