@@ -1020,3 +1020,21 @@ def test_the_faithfulness_figure_names_its_axes_and_what_its_bars_are(monkeypatc
     assert {0.0, 1.0} <= flat
     assert "metric" in ax.get_ylabel() and "nodes" in ax.get_xlabel()
     assert any("standard error" in t.get_text() for t in fig.texts)
+
+
+def test_the_engines_phase_timings_are_the_seconds_each_phase_took(tiny):
+    """``Attribution.timings`` (what the benchmarks report): the seconds the nodes and the edges phase took, each
+    within the wall time of the whole call."""
+    import time
+
+    from sfc_plugin.attribution.engine import attribute
+    from sfc_plugin.plugins import lookup
+
+    model, subs = tiny
+    batch = tokenize(model, clean_only(2))
+    t0 = time.perf_counter()
+    res = attribute(model, subs, batch, logprob, lookup("method", "atp"), node_threshold=0.0)
+    wall = time.perf_counter() - t0
+    assert set(res.timings) == {"nodes", "edges"}
+    assert all(0.0 < s <= wall for s in res.timings.values()), (res.timings, wall)
+    assert sum(res.timings.values()) <= wall
