@@ -1038,3 +1038,26 @@ def test_the_engines_phase_timings_are_the_seconds_each_phase_took(tiny):
     assert set(res.timings) == {"nodes", "edges"}
     assert all(0.0 < s <= wall for s in res.timings.values()), (res.timings, wall)
     assert sum(res.timings.values()) <= wall
+
+
+def test_edges_of_a_method_that_keeps_no_gradients_use_the_clean_runs_gradient(tiny):
+    """Edge weights are linearised at the clean run whatever the node method: a method that hands back no
+    gradients (``NodeEffects.grads`` None) gets the same edges as ``atp``, which keeps its clean-run gradients."""
+    from sfc_plugin.attribution.engine import attribute
+    from sfc_plugin.plugins import lookup
+
+    model, subs = tiny
+    batch = tokenize(model, make_records(2))
+    atp = lookup("method", "atp")
+
+    def without_grads(ctx):
+        eff = atp(ctx)
+        return NodeEffects(eff.features, eff.errors)
+
+    kw = dict(node_threshold=0.0)
+    want = attribute(model, subs, batch, logit_diff, atp, **kw)
+    got = attribute(model, subs, batch, logit_diff, without_grads, **kw)
+    assert want.edges and set(got.edges) == set(want.edges)
+    for key, w in want.edges.items():
+        a, b = (x.to_dense() if x.is_sparse else x for x in (got.edges[key], w))
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-9), key
