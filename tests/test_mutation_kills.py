@@ -1061,3 +1061,19 @@ def test_edges_of_a_method_that_keeps_no_gradients_use_the_clean_runs_gradient(t
     for key, w in want.edges.items():
         a, b = (x.to_dense() if x.is_sparse else x for x in (got.edges[key], w))
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-9), key
+
+
+def test_the_text_table_shows_each_value_with_its_standard_error_where_there_is_one():
+    """``format_table``: a value with a standard error reads ``0.500 ±0.100``, one without (a single example) reads
+    ``0.500`` alone, and a missing value ``n/a``."""
+    from sfc_plugin.evaluation import format_table
+
+    points = [
+        {"node_threshold": 0.1, "n_nodes": 4, "faithfulness": 0.5, "faithfulness_se": 0.1, "completeness": None},
+        {"node_threshold": 0.2, "n_nodes": 2, "faithfulness": 0.25, "faithfulness_se": None, "completeness": 0.75},
+    ]
+    circuit = {"n_nodes": 4, "faithfulness": 0.5, "faithfulness_se": 0.1, "completeness": None}
+    table = format_table({"points": points, "circuit": circuit, "ablation": "mean", "n_examples": 3}).splitlines()
+    assert table[1].split()[2:] == ["0.500", "±0.100", "n/a"]
+    assert table[2].split()[2:] == ["0.250", "0.750"]
+    assert "faithfulness 0.500 ±0.100, completeness n/a" in table[3]
