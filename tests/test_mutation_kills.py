@@ -891,3 +891,189 @@ def test_a_circuit_file_with_a_non_numeric_edge_weight_is_refused():
     data["edges"][0]["weight"] = "0.5"
     with pytest.raises(SFCError, match="has weight .0.5."):
         Circuit.from_dict(data)
+
+
+def test_sae_info_records_the_metadata_an_sae_carries_and_no_empty_fields(tokenizer):
+    """An SAE loaded by SAELens carries its release, id, Neuronpedia id and model name in ``cfg.metadata``: the
+    record keeps each one that is set and leaves out those that are not (no ``null`` fields)."""
+    from sfc_plugin.fingerprints import sae_info
+
+    model = make_model(tokenizer)
+    hook = "blocks.0.hook_resid_post"
+    (sub,) = build_submodules(model, make_saes([hook]))
+    meta = sub.sae.cfg.metadata
+    meta.release, meta.sae_id, meta.neuronpedia_id = "some-release", "blocks.0", "toy/0-res"
+    assert meta.model_name is None
+    info = sae_info(sub)
+    assert (info["release"], info["sae_id"], info["neuronpedia_id"]) == ("some-release", "blocks.0", "toy/0-res")
+    assert "model_name" not in info
+    meta.model_name = "some-model"
+    assert sae_info(sub)["model_name"] == "some-model"
+
+
+def test_a_forced_model_mismatch_is_recorded_once_per_loaded_edit(edit_world, tokenizer, tmp_path):
+    """A loaded edit checks the model on first use only: forced onto another model, the mismatch is recorded once
+    in ``provenance_check``, however often the edit is applied or attached afterwards."""
+    from sfc_plugin.fingerprints import model_fingerprint
+    from sfc_plugin.shifting.edit import FeatureEdit
+
+    model, subs, edit = edit_world
+    other = make_model(tokenizer, seed=1)
+    edit.provenance = {"model_fingerprint": model_fingerprint(model)}
+    edit.to_json(tmp_path / "e.json")
+    loaded = FeatureEdit.from_json(tmp_path / "e.json", subs, force=True)
+    assert loaded.provenance_check == {"status": "match"}  # the SAEs are not recorded; the model is, checked on use
+    tokens = tokenize(other, make_records(2)).clean
+    for _ in range(2):
+        with loaded.applied(other):
+            other(tokens)
+        loaded.attach(other)
+        loaded.detach(other)
+    assert loaded.provenance_check["status"] == "forced"
+    (mismatch,) = loaded.provenance_check["mismatches"]
+    assert "differs from the model the edit was made with" in mismatch
+
+
+def test_a_feature_named_by_two_judges_is_one_candidate(monkeypatch):
+    """Judges may name candidates the ranking left out (``judge.candidates``): a feature named by both judges (and
+    twice by one) is one candidate, decided once per judge and ablated once."""
+    import sfc_plugin
+    from sfc_plugin import toy
+    from sfc_plugin.shifting.records import Decision
+
+    named = "mlp_1/7"
+
+    def judge_naming(name, ids):
+        def judge(features, ctx):
+            return [Decision(f.id, "ablate" if f.id == named else "keep", name) for f in features]
+
+        judge.__name__, judge.uses, judge.candidates = name, ("human_review",), lambda ctx: list(ids)
+        return judge
+
+    model, saes = toy.load()
+    bios = {s: sfc_plugin.load_dataset("toy/bios", s)[:24] for s in ("train", "val", "test")}
+    kw = dict(steps=1, top_k=2, side_effects=False, progress=False, n_attribution=8)
+    result = sfc_plugin.shift(
+        model,
+        saes,
+        bios["train"],
+        bios["test"],
+        bios["val"],
+        judge=judge_naming("first", [named, named]),
+        compare_judge=judge_naming("second", [named]),
+        **kw,
+    )
+    ids = [f["id"] for f in result["features"]]
+    assert ids.count(named) == 1 and len(ids) == 3  # the two ranked features and the named one
+    assert result["n_ablated"] == 1 and result["edit"].ablate == {"mlp_1": [7]}
+    assert result["edits"]["shift_second"].ablate == {"mlp_1": [7]}
+
+
+def test_side_effects_of_a_model_other_than_the_toy_are_measured_on_the_training_texts(monkeypatch):
+    """With no text given, SHIFT's next-token loss reads the toy corpus for the toy model and the training texts
+    for any other model (here the toy's weights under another name: the toy corpus is refused for it)."""
+    import sfc_plugin
+    from sfc_plugin import toy
+    from sfc_plugin.shifting import side_effects
+
+    seen = []
+    monkeypatch.setattr(side_effects, "measure_side_effects", lambda model, edits, **kw: seen.append(kw) or {})
+    bios = {s: sfc_plugin.load_dataset("toy/bios", s)[:24] for s in ("train", "val", "test")}
+    kw = dict(steps=1, top_k=2, compare_judge=None, progress=False, n_attribution=8)
+    for rename in (None, "not-the-toy"):
+        model, saes = toy.load()
+        model.cfg.model_name = rename or model.cfg.model_name
+        sfc_plugin.shift(model, saes, bios["train"], bios["test"], bios["val"], **kw)
+    assert seen[0].get("text") is None
+    assert seen[1]["text"] == [r["text"] for r in bios["train"]]
+
+
+def test_the_faithfulness_figure_names_its_axes_and_what_its_bars_are(monkeypatch):
+    """What the faithfulness figure shows (docs/formats.md): both curves over every point with nodes (the empty
+    circuit has no place on a log axis), reference lines at 0 (everything ablated) and 1 (the whole model), a y axis
+    that names what is plotted (the fraction of the model's metric), an x axis the node count, and a caption saying
+    the bars are one standard error across examples."""
+    import matplotlib.figure
+
+    from sfc_plugin.evaluation import curve_figure
+
+    drawn, real = [], matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        drawn.append(fig)
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    points = [
+        {"n_nodes": n, "faithfulness": f, "completeness": 1 - f, "faithfulness_se": 0.05, "completeness_se": 0.05}
+        for n, f in ((0, 0.0), (1, 0.2), (10, 0.6), (100, 0.9))
+    ]
+    assert curve_figure(points, "mean ablation").startswith(b"\x89PNG")
+    (fig,) = drawn
+    (ax,) = fig.axes
+    curves = {c.get_label(): c.lines[0] for c in ax.containers}
+    assert set(curves) == {"faithfulness", "completeness"}
+    for key, line in curves.items():
+        assert list(line.get_xdata()) == [1, 10, 100]
+        assert list(line.get_ydata()) == pytest.approx([p[key] for p in points[1:]])
+    flat = {round(float(line.get_ydata()[0]), 6) for line in ax.lines if len(set(line.get_ydata())) == 1}
+    assert {0.0, 1.0} <= flat
+    assert "metric" in ax.get_ylabel() and "nodes" in ax.get_xlabel()
+    assert any("standard error" in t.get_text() for t in fig.texts)
+
+
+def test_the_engines_phase_timings_are_the_seconds_each_phase_took(tiny):
+    """``Attribution.timings`` (what the benchmarks report): the seconds the nodes and the edges phase took, each
+    within the wall time of the whole call."""
+    import time
+
+    from sfc_plugin.attribution.engine import attribute
+    from sfc_plugin.plugins import lookup
+
+    model, subs = tiny
+    batch = tokenize(model, clean_only(2))
+    t0 = time.perf_counter()
+    res = attribute(model, subs, batch, logprob, lookup("method", "atp"), node_threshold=0.0)
+    wall = time.perf_counter() - t0
+    assert set(res.timings) == {"nodes", "edges"}
+    assert all(0.0 < s <= wall for s in res.timings.values()), (res.timings, wall)
+    assert sum(res.timings.values()) <= wall
+
+
+def test_edges_of_a_method_that_keeps_no_gradients_use_the_clean_runs_gradient(tiny):
+    """Edge weights are linearised at the clean run whatever the node method: a method that hands back no
+    gradients (``NodeEffects.grads`` None) gets the same edges as ``atp``, which keeps its clean-run gradients."""
+    from sfc_plugin.attribution.engine import attribute
+    from sfc_plugin.plugins import lookup
+
+    model, subs = tiny
+    batch = tokenize(model, make_records(2))
+    atp = lookup("method", "atp")
+
+    def without_grads(ctx):
+        eff = atp(ctx)
+        return NodeEffects(eff.features, eff.errors)
+
+    kw = dict(node_threshold=0.0)
+    want = attribute(model, subs, batch, logit_diff, atp, **kw)
+    got = attribute(model, subs, batch, logit_diff, without_grads, **kw)
+    assert want.edges and set(got.edges) == set(want.edges)
+    for key, w in want.edges.items():
+        a, b = (x.to_dense() if x.is_sparse else x for x in (got.edges[key], w))
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-9), key
+
+
+def test_the_text_table_shows_each_value_with_its_standard_error_where_there_is_one():
+    """``format_table``: a value with a standard error reads ``0.500 ±0.100``, one without (a single example) reads
+    ``0.500`` alone, and a missing value ``n/a``."""
+    from sfc_plugin.evaluation import format_table
+
+    points = [
+        {"node_threshold": 0.1, "n_nodes": 4, "faithfulness": 0.5, "faithfulness_se": 0.1, "completeness": None},
+        {"node_threshold": 0.2, "n_nodes": 2, "faithfulness": 0.25, "faithfulness_se": None, "completeness": 0.75},
+    ]
+    circuit = {"n_nodes": 4, "faithfulness": 0.5, "faithfulness_se": 0.1, "completeness": None}
+    table = format_table({"points": points, "circuit": circuit, "ablation": "mean", "n_examples": 3}).splitlines()
+    assert table[1].split()[2:] == ["0.500", "±0.100", "n/a"]
+    assert table[2].split()[2:] == ["0.250", "0.750"]
+    assert "faithfulness 0.500 ±0.100, completeness n/a" in table[3]

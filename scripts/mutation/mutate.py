@@ -613,6 +613,18 @@ def _md(s: str, width: int = 70) -> str:
     return "`" + s.replace("`", "'").replace("|", "\\|") + "`"
 
 
+def _presentation(tot: Counter, live: int) -> str:
+    """The headline's note on equivalent mutants of kind ``presentation`` (outputs differ only in presentation no
+    document specifies): how many, and the figure with them counted as live."""
+    p = tot["presentation"]
+    if not p:
+        return ""
+    return (
+        f" ({p} of them differ only in unspecified presentation, kind `presentation` below; counted as live: "
+        f"{tot['killed']} of {live + p} killed, {tot['killed'] / max(1, live + p):.1%})"
+    )
+
+
 def report(args) -> None:
     """Figures over every recorded mutant whose code is unchanged (the sample moves with the code: results of
     mutants whose line has changed since are stale and left out), survivors with their answers, into the docs."""
@@ -631,6 +643,7 @@ def report(args) -> None:
             c["killed"] += 1
         elif (note := _is_equivalent(r, notes)) is not None:
             c["equivalent"] += 1
+            c["presentation"] += note.get("kind") == "presentation"
             equivalent.append((r, note))
         else:
             answer = _is_equivalent(r, answers) or {}
@@ -650,7 +663,8 @@ def report(args) -> None:
         "with other jobs).",
         "",
         f"**Killed {tot['killed']} of {live} non-equivalent mutants ({tot['killed'] / max(1, live):.1%})**; "
-        f"{tot['equivalent']} equivalent; {tot['tested'] + tot['open']} survived: {tot['tested']} of them have a "
+        f"{tot['equivalent']} equivalent{_presentation(tot, live)}; {tot['tested'] + tot['open']} survived: "
+        f"{tot['tested']} of them have a "
         f"test written since (not yet re-run: `mutate.py run --retry-survivors` runs each against its test first), "
         f"{tot['open']} are open. If each of those tests kills its mutant: {tot['killed'] + tot['tested']} of "
         f"{live} ({(tot['killed'] + tot['tested']) / max(1, live):.1%}), not measured until the retry.",
@@ -696,11 +710,11 @@ def report(args) -> None:
         lines.append("None.")
     lines += ["", "### Equivalent mutants", ""]
     if equivalent:
-        lines += ["| where | original | mutant | why no test can tell |", "|---|---|---|---|"]
+        lines += ["| where | kind | original | mutant | why no test can tell |", "|---|---|---|---|---|"]
         for r, note in sorted(equivalent, key=lambda x: (x[0]["file"], x[0]["line"])):
             lines.append(
-                f"| `{r['file'].removeprefix('sfc_plugin/')}:{r['line']}` | {_md(r['original'], 50)} | "
-                f"{_md(r['replacement'], 50)} | {' '.join(note['reason'].split())} |"
+                f"| `{r['file'].removeprefix('sfc_plugin/')}:{r['line']}` | {note.get('kind', 'equivalent')} | "
+                f"{_md(r['original'], 50)} | {_md(r['replacement'], 50)} | {' '.join(note['reason'].split())} |"
             )
     else:
         lines.append("None.")
