@@ -141,11 +141,11 @@ BUGS = [
     Bug(
         "shift-edit-without-sigma",
         "a SHIFT edit that skips a layer-normalising SAE's sigma (the SAE's own unscaled features) [weak kill before]",
-        "sfc_plugin/shifting/edit.py",
+        "sfc_plugin/shifting/encoding.py",  # edits encode their features here (encode_some) since 88d3cd0
         [
             (
-                "x = x - sub.encode(read)[..., feats] @ sub.W_dec[feats]",
-                "x = x - sub.sae.encode(read)[..., feats] @ sub.W_dec[feats]",
+                "        return sub.encode(read)[..., feats]",
+                "        return sub.sae.encode(read)[..., feats]",
             )
         ],
         ["tests/test_hand_references.py"],
