@@ -169,9 +169,10 @@ def apply(requested: int | None = None) -> str:
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     _governor = None
-    if requested is None and threads is not None and (os.cpu_count() or threads) <= usable_cores():
+    cores = usable_cores()
+    if requested is None and threads is not None and (os.cpu_count() or threads) <= cores:
         try:
-            _governor = Governor(usable_cores())
+            _governor = Governor(cores)
         except (OSError, ValueError, IndexError):  # no /proc/stat: the choice at start stands
             pass
     return f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)} ({why})"

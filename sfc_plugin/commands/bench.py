@@ -128,9 +128,10 @@ def run(args) -> int:
         )
         del w
     print(bench.format_rows(rows))
-    if threads.changes():
-        thread_note += f"; revised between batches: {threads.changes()}"
-        print(f"torch threads revised between batches: {threads.changes()}", file=sys.stderr)
+    revised = threads.changes()
+    if revised:
+        thread_note += f"; revised between batches: {revised}"
+        print(f"torch threads revised between batches: {revised}", file=sys.stderr)
     if args.out:
         print(f"wrote {bench.write_json(rows, args.out, bench.machine(device, thread_note))}")
     return 0
